@@ -1,0 +1,3 @@
+"""GIST Lab: targeted data selection for instruction tuning through gradient geometry."""
+
+__version__ = "0.1.0"

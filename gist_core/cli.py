@@ -1,0 +1,175 @@
+"""`gist-lab` command line: demo, select, rescore, app."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_RUNS = Path(os.environ.get("GIST_LAB_RUNS", "runs"))
+
+
+def _user_errors():
+    from gist_core.data import DataError
+    from gist_core.gradients import GradientError
+    from gist_core.model import ModelError
+    from gist_core.pipeline import ConfigError
+    from gist_core.subspace import SubspaceError
+    return (DataError, ModelError, ConfigError, GradientError, SubspaceError, FileNotFoundError)
+
+
+def _budget(text: str) -> float:
+    try:
+        return float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget '{text}' is not a number (use 0.05, 5% or a count)") from None
+
+
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    p.add_argument("--budget", type=_budget, help="fraction of the pool (0.05 or 5%%) or a count (500)")
+    p.add_argument("--rank", type=int, help="GIST rank r (default: smallest r reaching --tau)")
+    p.add_argument("--tau", type=float, help="explained-variance threshold for the rank rule (0.95)")
+    p.add_argument("--r-max", type=int, help="directions stored per pool example (64)")
+    p.add_argument("--balance", choices=["global", "subtask"], help="global top-k (paper) or per-subtask quota")
+    p.add_argument("--aggregation", choices=["subtask_mean", "example_max"],
+                   help="target directions: subtask means (GIST code) or individual examples (paper)")
+    p.add_argument("--checkpoint", type=int, help="warm-up epoch whose checkpoint GIST uses (1)")
+    p.add_argument("--epochs", type=int, help="warm-up epochs (4)")
+    p.add_argument("--lr", type=float, help="warm-up learning rate")
+    p.add_argument("--warmup-fraction", type=float, help="random share of the pool to warm up on (0.05)")
+    p.add_argument("--lora-r", type=int, help="LoRA rank (8)")
+    p.add_argument("--lora-alpha", type=float, help="LoRA alpha (16)")
+    p.add_argument("--lora-dropout", type=float, help="LoRA dropout (0)")
+    p.add_argument("--lora-targets", help="comma-separated module names (default: per architecture)")
+    p.add_argument("--max-length", type=int, help="tokens per example (256)")
+    p.add_argument("--batch-size", type=int, help="per-example-gradient batch size (16)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--overwrite", action="store_true", help="replace a run with a different config in --out")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _overrides(a: argparse.Namespace) -> dict:
+    from gist_core.model import LoraSettings
+    from gist_core.warmup import TrainConfig
+    flat = {"budget": a.budget, "rank": a.rank, "tau": a.tau, "r_max": a.r_max, "balance": a.balance,
+            "aggregation": a.aggregation, "checkpoint": a.checkpoint, "warmup_fraction": a.warmup_fraction,
+            "max_length": a.max_length, "grad_batch_size": a.batch_size, "device": a.device, "dtype": a.dtype,
+            "seed": a.seed}
+    out = {k: v for k, v in flat.items() if v is not None}
+    lora = {k: v for k, v in {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
+                              "target_modules": tuple(a.lora_targets.split(",")) if a.lora_targets else None}.items()
+            if v is not None}
+    warm = {k: v for k, v in {"epochs": a.epochs, "lr": a.lr}.items() if v is not None}
+    if lora:
+        out["lora"] = LoraSettings(**lora)
+    if warm:
+        out["warmup"] = TrainConfig(**warm)
+    return out
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    print(f"\nrun directory: {out}")
+    print(f"pool {summary['n_pool']}, selected {summary['n_selected']}, rank r = {summary['rank']} "
+          f"(r95 {summary['r95']}, r99 {summary['r99']}, stored {summary['r_max']}), rule: {summary['balance']}")
+    if "precision" in summary:
+        print(f"precision {summary['precision']:.3f} (target skill and correct answer) vs random "
+              f"{summary['random_precision']:.3f}: {summary['precision_over_random']:.1f}x; "
+              f"wrong answers selected {summary['n_wrong_selected']}, look-alikes {summary['n_distractor_selected']}")
+        for rule, e in summary["by_balance"].items():
+            cov = ", ".join(f"{s} {c['selected']}/{c['in_pool']}" for s, c in e["coverage"].items())
+            print(f"  {rule:8s} precision {e['precision']:.3f}  coverage (selected/in pool): {cov}  "
+                  f"wrong {e['n_wrong_selected']}")
+    for s in summary["starved_subtasks"]:
+        share = summary["picked_for_subtask"][s]
+        print(f"WARNING: subtask '{s}' got {share} of {summary['n_selected']} slots, less than a third of its "
+              f"proportional share; consider --balance subtask")
+    print(f"wall time {summary['wall_s']:.1f} s; selected examples: {out / 'selected.jsonl'}")
+
+
+def cmd_demo(a) -> int:
+    from gist_core.pipeline import demo_config, run_select
+    cfg = demo_config(a.target, **_overrides(a))
+    out = a.out or DEFAULT_RUNS / f"demo-{a.target}"
+    summary = run_select(cfg, out, quiet=a.quiet, overwrite=a.overwrite)
+    print_summary(summary, out)
+    return 0
+
+
+def cmd_select(a) -> int:
+    from gist_core.pipeline import RunConfig, run_select
+    if a.config:
+        cfg = RunConfig.from_json({**json.loads(Path(a.config).read_text()), **_overrides(a)})
+    else:
+        missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
+        if missing:
+            raise SystemExit(f"error: {', '.join(missing)} required (or --config RUN/config.json)")
+        cfg = RunConfig(model=a.model, train=a.train, target=a.target, **_overrides(a))
+    out = a.out or DEFAULT_RUNS / time.strftime("select-%Y%m%d-%H%M%S")
+    summary = run_select(cfg, out, quiet=a.quiet, overwrite=a.overwrite)
+    print_summary(summary, out)
+    return 0
+
+
+def cmd_rescore(a) -> int:
+    import numpy as np
+    from gist_core.pipeline import rescore
+    sc = rescore(a.run, a.rank)
+    top = np.argsort(-sc.score)[:10]
+    print(json.dumps({"rank": sc.rank, "mean_score": float(sc.score.mean()), "top10_rows": top.tolist()}))
+    return 0
+
+
+def cmd_app(a) -> int:
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    env = {**os.environ, "GIST_LAB_RUNS": str(a.runs)}
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+                            "--server.address", a.address, "--server.port", str(a.port),
+                            "--browser.gatherUsageStats", "false"], env=env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gist-lab", description="Targeted data selection through gradient geometry.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run GIST on the bundled tiny model and synthetic corpus")
+    d.add_argument("--target", default="lookup", help="bundled target task: lookup | transform | facts")
+    _add_selection_args(d)
+    d.set_defaults(func=cmd_demo)
+    s = sub.add_parser("select", help="select training data for a target task")
+    s.add_argument("--model", help="Hugging Face id or local folder")
+    s.add_argument("--train", help="pool file (.jsonl/.json/.csv/.parquet) or datasets name/path")
+    s.add_argument("--target", help="target validation examples (optional 'subtask' column)")
+    s.add_argument("--config", help="replay a run's config.json (flags override its fields)")
+    _add_selection_args(s)
+    s.set_defaults(func=cmd_select)
+    r = sub.add_parser("rescore", help="scores at another rank from a run's stored projections")
+    r.add_argument("--run", required=True, type=Path)
+    r.add_argument("--rank", required=True, type=int)
+    r.set_defaults(func=cmd_rescore)
+    ap = sub.add_parser("app", help="open the dashboard (Streamlit)")
+    ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
+    ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--address", default="127.0.0.1")
+    ap.set_defaults(func=cmd_app)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""Load instruction-tuning examples from files or `datasets` into one validated shape.
+
+Every problem with the input becomes a one-line DataError naming the file, the line (or row)
+and the field, so a user can fix the data without reading a traceback. JSONL positions read
+"f.jsonl:7: ..." (a real line number); every other source reads "f.csv row 7: ...", because a
+row of a JSON list, a CSV, a Parquet file or a dataset is not a line of the file.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .atomic import atomic_path
+
+FILE_FORMATS = (".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")  # longest first: suffix match
+KINDS = ("correct", "wrong", "distractor")
+ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool",
+         "human": "user", "gpt": "assistant"}  # ShareGPT 'from' values map onto chat roles
+LIST_KEYS = ("data", "examples", "train", "rows", "instances", "items")
+NO_SCHEMA = "no instruction fields: expected 'instruction'+'output', 'prompt'+'response' or 'messages'"
+
+
+class DataError(ValueError):
+    """One-line, user-facing message naming file, line and field, e.g.
+    "pool.jsonl:17: field 'output' is empty" or "pool.jsonl:3: invalid JSON (Expecting ',' delimiter: column 12)"."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    prompt: str            # the user's request as plain text (alpaca: instruction + "\n\n" + input)
+    response: str          # the text the model must learn to produce
+    source: str = ""       # 'source'/'dataset' field, else the file's stem / dataset name
+    skill: str | None = None     # optional ground-truth label ('skill' or 'task' field)
+    subtask: str | None = None   # targets group their examples by it
+    kind: str | None = None      # optional ground truth: 'correct' | 'wrong' | 'distractor'
+    messages: tuple | None = None  # chat rows: (role, content) pairs before the final assistant turn
+    line: int = 0          # 1-based line/row number in the input (for error messages)
+    raw: dict = field(default_factory=dict, compare=False, hash=False)  # input row as read (for export)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_examples(spec: str | os.PathLike, *, split: str = "train", limit: int | None = None) -> list[Example]:
+    """Read, validate and return the examples of a file, a save_to_disk folder or a datasets name."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 (got {limit})")
+    name = os.fspath(spec)
+    rows, unit, source = _open_rows(name, split)
+    examples: list[Example] = []
+    first_seen: dict[str, int] = {}
+    for n, row in rows:  # rows are read lazily, so `limit` also bounds the parsing work for JSONL
+        loc = f"{name}:{n}" if unit == "line" else f"{name} row {n}"
+        ex = _parse_row(row, n, loc, source)
+        if ex.id in first_seen:
+            raise DataError(f"{loc}: duplicate id {ex.id!r} (first seen at {unit} {first_seen[ex.id]})")
+        first_seen[ex.id] = n
+        examples.append(ex)
+        if limit is not None and len(examples) >= limit:
+            break
+    if not examples:
+        raise DataError(f"{name}: no examples")
+    return examples
+
+
+def _open_rows(name: str, split: str) -> tuple[Iterator[tuple[int, Any]], str, str]:
+    """-> (iterator of (1-based number, row), 'line' or 'row', default source name)."""
+    path = Path(name)
+    if path.is_dir():
+        return _dataset_rows(name, split, local_dir=True), "row", path.name
+    if path.is_file():
+        ext = next((e for e in FILE_FORMATS if path.name.lower().endswith(e)), None)
+        if ext is None:
+            raise DataError(f"{name}: unsupported format {path.suffix!r} "
+                            "(use .jsonl, .json, .csv, .parquet or a datasets name/path)")
+        readers = {".jsonl.gz": _jsonl_rows, ".jsonl": _jsonl_rows, ".json": _json_rows,
+                   ".csv": _csv_rows, ".parquet": _parquet_rows}
+        unit = "line" if ext.startswith(".jsonl") else "row"
+        return readers[ext](path, name), unit, path.name[: -len(ext)]
+    if _looks_like_path(name):
+        raise DataError(f"{name}: file not found")
+    return _dataset_rows(name, split, local_dir=False), "row", name
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are 'name' or 'owner/name'; anything else that is missing is a mistyped path.
+    return (name.lower().endswith(FILE_FORMATS) or name.startswith(("/", ".", "~"))
+            or "\\" in name or name.count("/") > 1)
+
+
+def _read_text(path: Path, name: str) -> str:
+    # Decode explicitly so a bad byte is reported with its offset instead of a codec traceback.
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{name}: not a valid gzip file ({e})") from None
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{name}: not valid UTF-8 text (byte offset {e.start + bom})") from None
+
+
+def _jsonl_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+    # split on "\n" only: str.splitlines would also split on U+2028, which is legal inside JSON strings.
+    for n, line in enumerate(_read_text(path, name).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{name}:{n}: invalid JSON ({e.msg}: column {e.colno})") from None
+        yield n, row
+
+
+def _json_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+    text = _read_text(path, name)
+    if not text.strip():
+        return  # an empty file is reported as "no examples", like an empty JSONL file
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{name}: invalid JSON ({e.msg}: line {e.lineno} column {e.colno})") from None
+    if isinstance(data, dict):
+        data = _unwrap_list(data, name)
+    if not isinstance(data, list):
+        raise DataError(f"{name}: expected a list of rows, got a JSON {_type_name(data)}")
+    yield from enumerate(data, 1)
+
+
+def _unwrap_list(obj: dict, name: str) -> list:
+    """{"data": [...]} and the like: the single list-valued key, else a well-known one."""
+    lists = [k for k, v in obj.items() if isinstance(v, list)]
+    known = [k for k in LIST_KEYS if k in lists]
+    if len(lists) == 1 or known:
+        return obj[lists[0] if len(lists) == 1 else known[0]]
+    raise DataError(f"{name}: expected a list of rows or an object with a single list-valued key "
+                    f"such as 'data' (list-valued keys: {', '.join(map(repr, lists)) or 'none'})")
+
+
+def _csv_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+    import pandas as pd
+    text = _read_text(path, name)
+    try:  # all cells as strings: ids like "007" and labels like "1" must survive untouched
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return
+    except (pd.errors.ParserError, ValueError) as e:
+        raise DataError(f"{name}: invalid CSV ({_first_line(e)})") from None
+    for n, row in enumerate(df.to_dict("records"), 1):
+        yield n, _plain(row)
+
+
+def _parquet_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
+    import pandas as pd
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several unrelated types for a damaged file
+        raise DataError(f"{name}: cannot read Parquet ({_first_line(e)})") from None
+    for n, row in enumerate(df.to_dict("records"), 1):
+        yield n, _plain(row)  # numpy arrays/scalars -> lists/ints so rows validate and export like JSON
+
+
+def _dataset_rows(name: str, split: str, *, local_dir: bool) -> Iterator[tuple[int, Any]]:
+    import datasets  # imported here: it is slow to import and only this path needs it
+    path = Path(name)
+    try:
+        if local_dir and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            ds = datasets.load_from_disk(name)
+        else:  # a hub name, or a plain folder of data files that load_dataset understands
+            ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # datasets raises many types (hub, builder, file system); one line each
+        raise DataError(f"{name}: cannot load dataset ({type(e).__name__}: {_first_line(e)})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"{name}: no split {split!r} (available: {', '.join(ds)})")
+        ds = ds[split]
+    yield from enumerate(ds, 1)
+
+
+# ----------------------------------------------------------------------------- row parsing
+
+def _parse_row(row: Any, n: int, loc: str, default_source: str) -> Example:
+    if not isinstance(row, dict):
+        raise DataError(f"{loc}: row is not a JSON object (got {_type_name(row)})")
+    schema = _schema(row)
+    messages = None
+    if schema == "chat":
+        prompt, response, messages = _chat(row, loc)
+    elif schema == "alpaca":
+        prompt, response = _required(row, "instruction", loc), _required(row, "output", loc)
+        extra = _optional(row, ("input",), loc)
+        if extra is not None:
+            prompt += "\n\n" + extra
+    elif schema in ("prompt", "question"):
+        answers = ("response", "completion") if schema == "prompt" else ("answer",)
+        answer = next((k for k in answers if not _blank(row.get(k))), next((k for k in answers if k in row), answers[0]))
+        prompt, response = _required(row, schema, loc), _required(row, answer, loc)
+    else:
+        raise DataError(f"{loc}: {NO_SCHEMA}")
+    kind = _optional(row, ("kind",), loc)
+    if kind is not None and kind not in KINDS:
+        raise DataError(f"{loc}: field 'kind' must be one of {', '.join(map(repr, KINDS))} (got {kind!r})")
+    return Example(
+        # Generated ids use the file-level name so they stay stable whatever a row's 'source' says.
+        id=_optional(row, ("id",), loc) or f"{default_source}-{n}",
+        prompt=prompt, response=response,
+        source=_optional(row, ("source", "dataset"), loc) or default_source,
+        skill=_optional(row, ("skill", "task"), loc), subtask=_optional(row, ("subtask",), loc),
+        kind=kind, messages=messages, line=n, raw=row)
+
+
+def _schema(row: dict) -> str | None:
+    # First pass: fields with a value. Second pass: fields merely present (an empty CSV cell, a
+    # None filled in by `datasets` for ragged rows), so the error names the field that is empty.
+    for has in (lambda k: not _blank(row.get(k)), lambda k: k in row):
+        if has("messages") or has("conversations"):
+            return "chat"
+        for key, schema in (("instruction", "alpaca"), ("prompt", "prompt"), ("question", "question")):
+            if has(key):
+                return schema
+    return None
+
+
+def _chat(row: dict, loc: str) -> tuple[str, str, tuple]:
+    key = next((k for k in ("messages", "conversations") if not _blank(row.get(k))),
+               "messages" if "messages" in row else "conversations")
+    msgs = row.get(key)
+    if not isinstance(msgs, list) or not msgs:
+        raise DataError(f"{loc}: field {key!r} must be a non-empty list of messages (got {_type_name(msgs)})")
+    turns = [_message(m, i, f"{loc}: field {key!r}: message {i}") for i, m in enumerate(msgs, 1)]
+    if turns[-1][0] != "assistant":
+        raise DataError(f"{loc}: field {key!r}: last message is from {turns[-1][0]!r}, expected 'assistant'")
+    if not turns[-1][1].strip():
+        raise DataError(f"{loc}: field {key!r}: final assistant message is empty")
+    prompt = next((c for r, c in reversed(turns[:-1]) if r == "user"), None)
+    if prompt is None:
+        raise DataError(f"{loc}: field {key!r}: no user message before the final assistant message")
+    if not prompt.strip():
+        raise DataError(f"{loc}: field {key!r}: last user message is empty")
+    return prompt, turns[-1][1], tuple(turns[:-1])
+
+
+def _message(m: Any, i: int, where: str) -> tuple[str, str]:
+    if not isinstance(m, dict):
+        raise DataError(f"{where} is not an object (got {_type_name(m)})")
+    # Check 'role' before 'from': `datasets` fills absent keys of ragged rows with None.
+    role = m.get("role") if m.get("role") is not None else m.get("from")
+    content = m.get("content") if m.get("content") is not None else m.get("value")
+    if role is None:
+        raise DataError(f"{where} has no 'role'")
+    if not isinstance(role, str) or role.lower() not in ROLES:
+        raise DataError(f"{where} has unknown role {role!r} (expected system, user, assistant, tool; or human, gpt)")
+    if content is None:
+        raise DataError(f"{where} has no 'content'")
+    if not isinstance(content, str):
+        raise DataError(f"{where}: 'content' is not a string (got {_type_name(content)})")
+    return ROLES[role.lower()], content
+
+
+def _required(row: dict, key: str, loc: str) -> str:
+    value = row.get(key)
+    if value is None:
+        raise DataError(f"{loc}: field {key!r} is missing")
+    if not isinstance(value, str):
+        raise DataError(f"{loc}: field {key!r} is not a string (got {_type_name(value)})")
+    if not value.strip():
+        raise DataError(f"{loc}: field {key!r} is empty")
+    return value
+
+
+def _optional(row: dict, keys: tuple[str, ...], loc: str) -> str | None:
+    """First non-blank field among `keys` as text; integers (ids, numeric labels) are accepted."""
+    for key in keys:
+        value = row.get(key)
+        if _blank(value):
+            continue
+        if isinstance(value, str):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # Parquet turns an int column holding a null into floats
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        raise DataError(f"{loc}: field {key!r} is not a string (got {_type_name(value)})")
+    return None
+
+
+def _blank(value: Any) -> bool:
+    """Missing for our purposes: None, NaN, or a whitespace-only string (empty CSV cell)."""
+    return (value is None or (isinstance(value, float) and math.isnan(value))
+            or (isinstance(value, str) and not value.strip()))
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _plain(value: Any) -> Any:
+    """numpy/pandas values -> plain JSON types (NaN/NA -> None, arrays -> lists, timestamps -> text)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _plain(value.tolist())
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+# ----------------------------------------------------------------------------- views and export
+
+def examples_to_frame(examples: list[Example]) -> "pandas.DataFrame":  # noqa: F821
+    import pandas as pd
+    cols = ["id", "prompt", "response", "source", "skill", "subtask", "kind", "line"]
+    return pd.DataFrame([[getattr(ex, c) for c in cols] for ex in examples], columns=cols)
+
+
+def write_selected_jsonl(examples: list[Example], scores: Sequence[float], path: str | os.PathLike,
+                         *, score_field: str = "score") -> None:
+    """One line per example: its input row unchanged (fields in order) plus `score_field`."""
+    scores = [float(s) for s in scores]
+    if len(scores) != len(examples):
+        raise ValueError(f"{len(examples)} examples but {len(scores)} scores")
+    lines = []
+    for ex, score in zip(examples, scores):
+        if not math.isfinite(score):  # NaN/inf would make the file invalid JSON for most readers
+            raise ValueError(f"score for example {ex.id!r} is not finite ({score})")
+        row = {**_plain(ex.raw), score_field: score}
+        lines.append(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
+
+
+def subtask_groups(examples: list[Example]) -> dict[str, list[int]]:
+    """Subtask name -> example indices, in first-seen order.
+
+    GIST convention: a target without subtasks treats every example as its own subtask, so an
+    example with no subtask gets a group of its own, named by its id.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.subtask if ex.subtask is not None else ex.id, []).append(i)
+    return groups

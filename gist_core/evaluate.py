@@ -1,0 +1,151 @@
+"""Downstream evaluation: LoRA-train on a selection, then test loss and exact match on the target.
+
+Test loss is the mean cross-entropy over the answer tokens (end-of-sequence excluded, so the
+metric measures content, not stopping), averaged per example, then per subtask, then over
+subtasks. Exact match: greedy decoding, stripped text equal to the reference answer.
+
+    python -m gist_core.evaluate --oracle --target lookup   # the bundled default's learnability check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gist_core.formatting import IGNORE, encode_pair, prompt_text
+from gist_core.gradients import pad_batch, per_example_loss
+
+
+def answer_only_labels(tokenized_labels: list[list[int]], eos_id: int) -> list[list[int]]:
+    out = []
+    for lab in tokenized_labels:
+        lab = list(lab)
+        if lab and lab[-1] == eos_id:
+            lab[-1] = IGNORE
+        out.append(lab)
+    return out
+
+
+@torch.no_grad()
+def test_losses(model, tok, examples, max_length: int = 256, batch_size: int = 32) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    enc = [encode_pair(tok, ex.prompt, ex.response, max_length, ex.messages) for ex in examples]
+    ids = [e[0] for e in enc]
+    labels = answer_only_labels([e[1] for e in enc], tok.eos_token_id)
+    out = []
+    for s in range(0, len(ids), batch_size):
+        i, lab, att = pad_batch(ids[s:s + batch_size], labels[s:s + batch_size], tok.pad_token_id, device)
+        out.append(per_example_loss(model(input_ids=i, attention_mask=att).logits, lab).cpu())
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def greedy_answers(model, tok, examples, max_new_tokens: int = 16, batch_size: int = 32) -> list[str]:
+    model.eval()
+    device = next(model.parameters()).device
+    answers = []
+    for s in range(0, len(examples), batch_size):
+        prompts = [tok(prompt_text(tok, ex.prompt, ex.messages), add_special_tokens=False)["input_ids"]
+                   for ex in examples[s:s + batch_size]]
+        T = max(map(len, prompts))
+        ids = torch.full((len(prompts), T), tok.pad_token_id, dtype=torch.long)
+        att = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):  # left padding: generation continues from the true last token
+            ids[i, T - len(p):] = torch.tensor(p)
+            att[i, T - len(p):] = 1
+        gen = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        answers += [tok.decode(g[T:], skip_special_tokens=True).strip() for g in gen]
+    return answers
+
+
+def evaluate_on_target(model, tok, examples, max_length: int = 256, n_em: int | None = None) -> dict:
+    """Per-subtask and mean test loss and exact match."""
+    losses = test_losses(model, tok, examples, max_length)
+    em_set = examples if n_em is None else _first_per_subtask(examples, n_em)
+    answers = greedy_answers(model, tok, em_set)
+    by_sub = defaultdict(lambda: {"loss": [], "em": []})
+    for ex, l in zip(examples, losses):
+        by_sub[ex.subtask or "all"]["loss"].append(float(l))
+    for ex, a in zip(em_set, answers):
+        by_sub[ex.subtask or "all"]["em"].append(float(a == ex.response.strip()))
+    per = {s: {"loss": float(np.mean(v["loss"])), "exact_match": float(np.mean(v["em"])) if v["em"] else None}
+           for s, v in by_sub.items()}
+    return {"test_loss": float(np.mean([v["loss"] for v in per.values()])),
+            "exact_match": float(np.mean([v["exact_match"] for v in per.values() if v["exact_match"] is not None])),
+            "per_subtask": per, "examples": [{"prompt": ex.prompt, "gold": ex.response, "pred": a}
+                                             for ex, a in list(zip(em_set, answers))[:6]]}
+
+
+def _first_per_subtask(examples, n: int):
+    seen: dict = defaultdict(int)
+    out = []
+    for ex in examples:
+        if seen[ex.subtask] < n:
+            out.append(ex)
+            seen[ex.subtask] += 1
+    return out
+
+
+def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, lora, max_length: int = 256,
+                          n_em: int | None = None) -> dict:
+    """Fresh LoRA from the base model on `train_examples`, then evaluate on the target test split."""
+    from gist_core.formatting import tokenize_examples
+    from gist_core.model import attach_lora, load_base_model
+    from gist_core.warmup import train_lora
+
+    model, tok = load_base_model(model_spec)
+    t0 = time.time()
+    peft_model = attach_lora(model, lora, seed=cfg.seed)
+    toks = tokenize_examples(train_examples, tok, max_length)
+    result = train_lora(peft_model, toks.input_ids, toks.labels, tok.pad_token_id, cfg)
+    metrics = evaluate_on_target(peft_model, tok, test_examples, max_length, n_em)
+    return {**metrics, "train_loss": result["train_loss"], "steps": result["steps"], "train_s": time.time() - t0}
+
+
+def oracle_check(target: str, epochs: int, lr: float, seed: int = 0, budget: float = 0.05) -> dict:
+    """Base model vs LoRA on a budget's worth of the target's own correct pool examples."""
+    from gist_core.data import load_examples
+    from gist_core.model import LoraSettings, load_base_model
+    from gist_core.pipeline import SAMPLE_DATA
+    from gist_core.warmup import TrainConfig
+
+    pool = load_examples(SAMPLE_DATA / "pool.jsonl")
+    subs = {ex.subtask for ex in load_examples(SAMPLE_DATA / "targets" / target / "val.jsonl")}
+    test = load_examples(SAMPLE_DATA / "targets" / target / "test.jsonl")
+    relevant = [ex for ex in pool if ex.skill in subs and ex.kind == "correct"]
+    k = int(round(budget * len(pool)))
+    rng = np.random.default_rng(seed)
+    oracle = [relevant[i] for i in sorted(rng.choice(len(relevant), size=min(k, len(relevant)), replace=False))]
+    model, tok = load_base_model(str(SAMPLE_DATA / "tiny-lm"))
+    base = evaluate_on_target(model, tok, test)
+    tuned = finetune_and_evaluate(str(SAMPLE_DATA / "tiny-lm"), oracle, test,
+                                  TrainConfig(epochs=epochs, lr=lr, seed=seed), LoraSettings())
+    return {"target": target, "n_train": len(oracle), "epochs": epochs, "lr": lr, "base": base, "oracle": tuned,
+            "loss_ratio": tuned["test_loss"] / base["test_loss"]}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Downstream checks on the bundled default.")
+    p.add_argument("--oracle", action="store_true", help="LoRA on the target's own pool examples vs the base model")
+    p.add_argument("--target", default="lookup")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--out", type=Path)
+    a = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    res = oracle_check(a.target, a.epochs, a.lr)
+    text = json.dumps(res, indent=2)
+    print(text)
+    if a.out:
+        a.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

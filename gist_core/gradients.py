@@ -1,0 +1,189 @@
+"""Per-example LoRA gradients at the cost of one batched forward + backward.
+
+For a linear layer y = W x, the gradient of example b's loss is sum_t delta_bt x_bt^T, where
+x_bt is the layer's input and delta_bt the gradient flowing into its output at token t. Forward
+hooks capture x, tensor hooks capture delta; one einsum per module gives every example's
+gradient. LoRA's A and B are plain nn.Linear modules inside peft, so this covers them exactly.
+
+Loss per example = mean cross-entropy over that example's response tokens; the batch loss is
+the *sum* of per-example losses, so each example's gradient is independent of the batch it is
+in. Right padding is masked out of the loss, and causal attention never lets a real token see
+a later pad token, so padding cannot leak into any example's gradient.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from gist_core.formatting import IGNORE
+
+
+class GradientError(RuntimeError):
+    """Per-example gradients could not be computed (NaN/inf, unsupported trainable parameter)."""
+
+
+@dataclass(frozen=True)
+class ParamBlock:
+    """One trainable weight: where it sits in the flattened gradient."""
+    name: str
+    module: torch.nn.Linear
+    offset: int
+    size: int
+
+
+def param_blocks(model) -> list[ParamBlock]:
+    """Trainable weights in named_parameters order, each owned by an nn.Linear (LoRA A/B)."""
+    owner = {f"{mn}.weight": m for mn, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    blocks, offset = [], 0
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name not in owner or owner[name].bias is not None and owner[name].bias.requires_grad:
+            raise GradientError(f"trainable parameter '{name}' is not a bias-free Linear weight; "
+                                "per-example gradients support LoRA weights only")
+        blocks.append(ParamBlock(name, owner[name], offset, p.numel()))
+        offset += p.numel()
+    if not blocks:
+        raise GradientError("the model has no trainable parameters (attach a LoRA adapter first)")
+    return blocks
+
+
+def gradient_dim(model) -> int:
+    return sum(b.size for b in param_blocks(model))
+
+
+def pad_batch(input_ids: Sequence[list[int]], labels: Sequence[list[int]], pad_id: int, device):
+    """Right-pad a batch; pads get label IGNORE and attention 0."""
+    T = max(len(x) for x in input_ids)
+    ids = torch.full((len(input_ids), T), pad_id, dtype=torch.long)
+    lab = torch.full((len(input_ids), T), IGNORE, dtype=torch.long)
+    att = torch.zeros((len(input_ids), T), dtype=torch.long)
+    for i, (x, y) in enumerate(zip(input_ids, labels)):
+        ids[i, : len(x)] = torch.tensor(x)
+        lab[i, : len(y)] = torch.tensor(y)
+        att[i, : len(x)] = 1
+    return ids.to(device), lab.to(device), att.to(device)
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) mean token cross-entropy over each example's response tokens (labels != IGNORE)."""
+    logits = logits[:, :-1].float()
+    target = labels[:, 1:]
+    tok = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp_min(0), reduction="none")
+    mask = (target != IGNORE).float()
+    return (tok * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+class _Capture:
+    """Hooks that keep each LoRA Linear's input and output-gradient for one backward pass."""
+
+    def __init__(self, blocks: list[ParamBlock]):
+        self.blocks = blocks
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.grads: dict[int, torch.Tensor] = {}
+        self.handles = []
+
+    def __enter__(self):
+        for i, b in enumerate(self.blocks):
+            self.handles.append(b.module.register_forward_hook(self._hook(i)))
+        return self
+
+    def _hook(self, i: int):
+        def fwd(module, inp, out):
+            self.inputs[i] = inp[0].detach()
+            out.register_hook(lambda g: self.grads.__setitem__(i, g.detach()))
+        return fwd
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+class GradientEngine:
+    """Batched per-example gradients of a LoRA-wrapped causal LM (model put in eval mode)."""
+
+    def __init__(self, model, pad_id: int, device=None):
+        self.model = model.eval()  # dropout off: gradients are a deterministic function of the example
+        self.blocks = param_blocks(model)
+        self.dim = sum(b.size for b in self.blocks)
+        self.pad_id = pad_id
+        self.device = device or next(model.parameters()).device
+
+    def module_grads(self, input_ids, labels) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-module per-example gradients [(B, out, in)] and the per-example losses (B,)."""
+        ids, lab, att = pad_batch(input_ids, labels, self.pad_id, self.device)
+        params = [b.module.weight for b in self.blocks]
+        with _Capture(self.blocks) as cap:
+            logits = self.model(input_ids=ids, attention_mask=att).logits
+            losses = per_example_loss(logits, lab)
+            torch.autograd.grad(losses.sum(), params)
+        grads = []
+        for i in range(len(self.blocks)):
+            x, d = cap.inputs[i].float(), cap.grads[i].float()
+            grads.append(torch.einsum("bto,bti->boi", d, x))
+        if not torch.isfinite(losses).all() or not all(torch.isfinite(g).all() for g in grads):
+            raise GradientError("non-finite loss or gradient (try --dtype float32 or a shorter max_length)")
+        return grads, losses.detach()
+
+    def flat_grads(self, input_ids, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) float32 gradients in param_blocks order."""
+        grads, losses = self.module_grads(input_ids, labels)
+        return torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1), losses
+
+    def projected_grads(self, input_ids, labels, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, R) = g @ basis without materialising the (B, D) matrix: one module slice at a time."""
+        grads, losses = self.module_grads(input_ids, labels)
+        out = torch.zeros(len(input_ids), basis.shape[1], dtype=torch.float32, device=basis.device)
+        for b, g in zip(self.blocks, grads):
+            out += g.reshape(g.shape[0], -1).to(basis.device) @ basis[b.offset:b.offset + b.size]
+        return out, losses
+
+
+def loop_grads(model, input_ids, labels, pad_id: int) -> torch.Tensor:
+    """Reference: one example at a time with autograd (what LESS and the GIST code do). (B, D)."""
+    model.eval()
+    params = [b.module.weight for b in param_blocks(model)]
+    device = next(model.parameters()).device
+    rows = []
+    for x, y in zip(input_ids, labels):
+        ids, lab, att = pad_batch([x], [y], pad_id, device)
+        loss = per_example_loss(model(input_ids=ids, attention_mask=att).logits, lab).sum()
+        rows.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]).float())
+    return torch.stack(rows)
+
+
+def length_sorted_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Batches of similar length (less padding), in a deterministic order."""
+    order = sorted(indices, key=lambda i: (lengths[i], i))
+    for s in range(0, len(order), batch_size):
+        yield order[s:s + batch_size]
+
+
+def stream(engine: GradientEngine, tokenized, indices: Sequence[int], batch_size: int,
+           consume: Callable[[list[int], torch.Tensor], None], project: torch.Tensor | None = None,
+           on_batch: Callable[[int], None] | None = None) -> None:
+    """Compute gradients (or their projections) batch by batch and hand each to `consume`."""
+    lengths = [len(x) for x in tokenized.input_ids]
+    for batch in length_sorted_batches(lengths, indices, batch_size):
+        ids = [tokenized.input_ids[i] for i in batch]
+        lab = [tokenized.labels[i] for i in batch]
+        out, _ = engine.projected_grads(ids, lab, project) if project is not None else engine.flat_grads(ids, lab)
+        consume(batch, out)
+        if on_batch:
+            on_batch(len(batch))
+
+
+def collect_flat(engine: GradientEngine, tokenized, indices: Sequence[int], batch_size: int) -> np.ndarray:
+    """(len(indices), D) float32 gradients, rows in the order of `indices` (small sets only)."""
+    out = np.zeros((len(indices), engine.dim), dtype=np.float32)
+    pos = {i: k for k, i in enumerate(indices)}
+
+    def put(batch, g):
+        out[[pos[i] for i in batch]] = g.cpu().numpy()
+
+    stream(engine, tokenized, indices, batch_size, put)
+    return out

@@ -1,0 +1,109 @@
+"""Load a causal LM (any Hugging Face id or local path) and wrap it with LoRA via peft."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# LoRA targets per architecture (config.model_type); anything else falls back to all linear layers.
+DEFAULT_TARGETS = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded or wrapped; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter settings (peft.LoraConfig underneath)."""
+    r: int = field(default=8, metadata={"help": "LoRA rank"})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input (off in eval mode)"})
+    target_modules: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "module name suffixes; None = per-architecture default"})
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ValueError(f"LoRA r must be >= 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"LoRA dropout must lie in [0, 1), got {self.dropout}")
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:  # many causal LMs ship without one; padding is masked anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
+    """(model, tokenizer) from a Hugging Face id or local folder, with a one-line error if it fails."""
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
+    looks_local = os.sep in spec or spec.startswith(".") or Path(spec).exists()
+    if looks_local and not Path(spec).is_dir():
+        raise ModelError(f"{spec}: model folder not found")
+    try:
+        tok = load_tokenizer(spec, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{spec}: cannot load model ({first})") from e
+    return model.to(pick_device(device)), tok
+
+
+def lora_targets(model, settings: LoraSettings) -> list[str] | str:
+    if settings.target_modules:
+        return list(settings.target_modules)
+    return DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""), "all-linear")
+
+
+def attach_lora(model, settings: LoraSettings, seed: int = 0):
+    """Wrap `model` with a fresh LoRA adapter (seeded init); only LoRA parameters train."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                     target_modules=lora_targets(model, settings), task_type="CAUSAL_LM", bias="none")
+    try:
+        peft_model = get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ModelError(f"no LoRA-able modules found ({str(e).splitlines()[0]})") from e
+    if not any(p.requires_grad for p in peft_model.parameters()):
+        raise ModelError("LoRA wrapping left no trainable parameters")
+    return peft_model
+
+
+def load_adapter(base_model, adapter_dir: str | os.PathLike):
+    """Base model + a saved adapter, ready for gradients (LoRA parameters trainable)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=True)
+
+
+def lora_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
+    """Trainable parameters in the fixed order that defines the flattened gradient."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]

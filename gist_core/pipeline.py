@@ -1,0 +1,465 @@
+"""The orchestrator: runs the stages into a run directory, skipping what is done, resuming what is not.
+
+Stages and artefacts (DESIGN §2):
+    data        examples.parquet, target.parquet
+    warmup      checkpoints/ckpt-E/ (adapter, optimizer moments by name, mean LR)
+    val_grads   checkpoints/ckpt-E/val_grads.npy           (every checkpoint: spectra over training)
+    subspace    checkpoints/ckpt-E/subspace.safetensors
+    train_proj  train_proj.npy (+ .done.npy, .json)          (the GIST checkpoint only)
+    scores      scores.parquet, selected.jsonl, summary.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from gist_core import scoring
+from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.data import Example, examples_to_frame, load_examples, subtask_groups, write_selected_jsonl
+from gist_core.model import LoraSettings
+from gist_core.store import FeatureStore, RunStore, file_hash, stable_hash
+from gist_core.warmup import TrainConfig
+
+SAMPLE_DATA = Path(os.environ.get("GIST_LAB_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
+FLUSH_EVERY = 8  # batches between done-mask flushes: at most this many batches are redone after a kill
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot work; one line for the user."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's results; written to config.json and replayable."""
+    model: str = field(metadata={"help": "Hugging Face model id or local folder"})
+    train: str = field(metadata={"help": "pool: JSONL/JSON/CSV/Parquet file or datasets name/path"})
+    target: str = field(metadata={"help": "target validation examples (few-shot), optional 'subtask' column"})
+    budget: float = field(default=0.05, metadata={"help": "fraction in (0,1] of the pool, or a count > 1"})
+    rank: int | None = field(default=None, metadata={"help": "GIST rank r; None = smallest r reaching tau"})
+    tau: float = field(default=0.95, metadata={"help": "explained-variance threshold for the rank rule"})
+    r_max: int = field(default=64, metadata={"help": "directions stored per pool example (>= rank)"})
+    aggregation: str = field(default="subtask_mean", metadata={"help": "subtask_mean (code) | example_max (paper)"})
+    balance: str = field(default="global", metadata={"help": "global top-k | subtask round-robin quota"})
+    checkpoint: int = field(default=1, metadata={"help": "warm-up epoch whose checkpoint GIST scores with"})
+    warmup_fraction: float = field(default=0.05, metadata={"help": "random share of the pool for warm-up"})
+    max_length: int = field(default=256, metadata={"help": "tokens per example (prompt cut first)"})
+    grad_batch_size: int = field(default=16, metadata={"help": "examples per per-example-gradient batch"})
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    warmup: TrainConfig = field(default_factory=TrainConfig)
+    target_split: str = "train"
+    train_split: str = "train"
+    limit_train: int | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    seed: int = field(default=0, metadata={"help": "warm-up subset and random-baseline seed"})
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", LoraSettings(**self.lora))
+        if isinstance(self.warmup, dict):
+            object.__setattr__(self, "warmup", TrainConfig(**self.warmup))
+        try:
+            scoring.budget_to_count(self.budget, 10**12)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.rank is not None and self.rank < 1:
+            raise ConfigError(f"rank must be >= 1, got {self.rank}")
+        if not 0 < self.tau <= 1:
+            raise ConfigError(f"tau must lie in (0, 1], got {self.tau}")
+        if self.aggregation not in scoring.AGGREGATIONS:
+            raise ConfigError(f"aggregation must be one of {scoring.AGGREGATIONS}, got '{self.aggregation}'")
+        if self.balance not in scoring.BALANCES:
+            raise ConfigError(f"balance must be one of {scoring.BALANCES}, got '{self.balance}'")
+        if not 1 <= self.checkpoint <= self.warmup.epochs:
+            raise ConfigError(f"checkpoint must lie in 1..{self.warmup.epochs} (warm-up epochs)")
+        if not 0 < self.warmup_fraction <= 1:
+            raise ConfigError(f"warmup_fraction must lie in (0, 1], got {self.warmup_fraction}")
+        if self.max_length < 8 or self.grad_batch_size < 1:
+            raise ConfigError("max_length must be >= 8 and grad_batch_size >= 1")
+        object.__setattr__(self, "r_max", max(self.r_max, self.rank or 1))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"config.json: unknown field(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+def demo_config(target: str = "lookup", **overrides) -> RunConfig:
+    """The bundled default: tiny LM, synthetic pool, one of its target tasks."""
+    tdir = SAMPLE_DATA / "targets" / target
+    if not tdir.is_dir():
+        choices = sorted(p.name for p in (SAMPLE_DATA / "targets").iterdir()) if (SAMPLE_DATA / "targets").is_dir() else []
+        raise ConfigError(f"unknown bundled target '{target}' (choose from {', '.join(choices) or 'none found'})")
+    base = dict(model=str(SAMPLE_DATA / "tiny-lm"), train=str(SAMPLE_DATA / "pool.jsonl"), target=str(tdir / "val.jsonl"))
+    return RunConfig(**{**base, **overrides})
+
+
+def _input_fingerprint(spec: str) -> str:
+    p = Path(spec)
+    return file_hash(p) if p.exists() else f"name:{spec}"
+
+
+class Progress:
+    """Progress events into the run directory plus a tqdm bar on the terminal."""
+
+    def __init__(self, store: RunStore, quiet: bool = False):
+        self.store, self.quiet = store, quiet
+
+    def stage(self, name: str, total: int | None = None, **info):
+        return _StageProgress(self, name, total, info)
+
+
+class _StageProgress:
+    def __init__(self, parent: Progress, name: str, total: int | None, info: dict):
+        self.p, self.name, self.total, self.info, self.done = parent, name, total, info, 0
+        self.bar, self.t0, self.last_event = None, time.time(), 0.0
+
+    def __enter__(self):
+        self.p.store.event(self.name, "start", total=self.total, **self.info)
+        if not self.p.quiet and self.total:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total, desc=self.name, unit="ex", leave=False)
+        return self
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self.done += n
+        if self.bar:
+            self.bar.update(n)
+        if time.time() - self.last_event > 1.0 or (self.total and self.done >= self.total):
+            self.last_event = time.time()
+            self.p.store.event(self.name, "progress", done=self.done, total=self.total, **fields)
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.bar:
+            self.bar.close()
+        status = "end" if exc_type is None else "error"
+        extra = {} if exc is None else {"error": f"{type(exc).__name__}: {exc}"}
+        self.p.store.event(self.name, status, wall_s=round(time.time() - self.t0, 3), **extra)
+        return False
+
+
+def skipped(store: RunStore, stage: str) -> None:
+    store.event(stage, "skip")
+
+
+# ----------------------------------------------------------------------------- stages
+class Run:
+    """One selection run: `Run(cfg, out).execute()`; each stage is skipped when already done."""
+
+    def __init__(self, cfg: RunConfig, out: str | os.PathLike, quiet: bool = False, overwrite: bool = False):
+        self.cfg, self.store = cfg, RunStore(out)
+        self.progress = Progress(self.store, quiet)
+        self.quiet = quiet
+        self._model = self._tok = self._peft = None
+        self._check_config(overwrite)
+
+    def _check_config(self, overwrite: bool) -> None:
+        path = self.store.path("config.json")
+        if path.exists() and not overwrite:
+            old = json.loads(path.read_text())
+            if old != json.loads(json.dumps(self.cfg.to_json())):
+                changed = sorted(k for k in set(old) | set(self.cfg.to_json()) if old.get(k) != self.cfg.to_json().get(k))
+                raise ConfigError(f"{self.store.root} already holds a run with a different config "
+                                  f"(changed: {', '.join(changed)}); use another --out or --overwrite")
+        atomic_write_json(path, self.cfg.to_json())
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, flush=True)
+
+    # ---- shared resources
+    def tokenizer_and_model(self):
+        if self._model is None:
+            import torch
+            from gist_core.model import load_base_model
+            torch.manual_seed(self.cfg.seed)
+            self._model, self._tok = load_base_model(self.cfg.model, self.cfg.dtype, self.cfg.device,
+                                                     self.cfg.trust_remote_code)
+        return self._tok, self._model
+
+    def execute(self) -> dict:
+        t0 = time.time()
+        pool, target = self.stage_data()
+        tok, _ = self.tokenizer_and_model()
+        from gist_core.formatting import tokenize_examples
+        pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
+        target_tok = tokenize_examples(target, tok, self.cfg.max_length)
+        self.stage_warmup(pool, pool_tok)
+        for epoch in range(1, self.cfg.warmup.epochs + 1):
+            self.stage_val_grads(epoch, target_tok)
+        proj = self.stage_train_proj(pool_tok)
+        summary = self.stage_scores(pool, target, proj, pool_tok, target_tok)
+        summary["wall_s"] = round(time.time() - t0 + summary.get("resumed_wall_s", 0.0), 2)
+        atomic_write_json(self.store.path("summary.json"), summary)
+        return summary
+
+    def _keys(self) -> dict[str, str]:
+        c = self.cfg
+        data = stable_hash({"train": _input_fingerprint(c.train), "target": _input_fingerprint(c.target),
+                            "splits": [c.train_split, c.target_split], "limit": c.limit_train})
+        model = stable_hash({"model": _input_fingerprint(c.model), "dtype": c.dtype, "max_length": c.max_length})
+        warm = stable_hash([data, model, asdict(c.lora), asdict(c.warmup), c.warmup_fraction, c.seed])
+        proj = stable_hash([warm, c.checkpoint, c.r_max])
+        scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed])
+        return {"data": data, "warmup": warm, "val_grads": warm, "subspace": warm, "train_proj": proj, "scores": scores}
+
+    def stage_data(self) -> tuple[list[Example], list[Example]]:
+        key = self._keys()["data"]
+        with self.progress.stage("data"):
+            t0 = time.time()
+            pool = load_examples(self.cfg.train, split=self.cfg.train_split, limit=self.cfg.limit_train)
+            target = load_examples(self.cfg.target, split=self.cfg.target_split)
+            if not self.store.stage_done("data", key):
+                for name, exs in (("examples.parquet", pool), ("target.parquet", target)):
+                    with atomic_path(self.store.path(name)) as tmp:
+                        examples_to_frame(exs).to_parquet(tmp, index=False)
+                self.store.record_stage("data", key, ["examples.parquet", "target.parquet"], time.time() - t0,
+                                        {"n_pool": len(pool), "n_target": len(target)})
+        self.log(f"data: {len(pool)} pool examples, {len(target)} target examples "
+                 f"in {len(subtask_groups(target))} subtask(s)")
+        return pool, target
+
+    def warmup_indices(self, n: int) -> list[int]:
+        rng = np.random.default_rng(self.cfg.seed)
+        k = max(1, int(round(self.cfg.warmup_fraction * n)))
+        return sorted(rng.choice(n, size=k, replace=False).tolist())
+
+    def ckpt_dir(self, epoch: int) -> Path:
+        return self.store.path("checkpoints", f"ckpt-{epoch}")
+
+    def stage_warmup(self, pool, pool_tok) -> None:
+        from gist_core.warmup import checkpoint_exists, train_lora
+        key = self._keys()["warmup"]
+        files = [f"checkpoints/ckpt-{e}" for e in range(1, self.cfg.warmup.epochs + 1)]
+        if self.store.stage_done("warmup", key) and all(checkpoint_exists(self.store.path(f)) for f in files):
+            return skipped(self.store, "warmup")
+        from gist_core.model import attach_lora
+        tok, model = self.tokenizer_and_model()
+        idx = self.warmup_indices(len(pool))
+        t0 = time.time()
+        peft_model = attach_lora(model, self.cfg.lora, seed=self.cfg.warmup.seed)
+        with self.progress.stage("warmup", n_examples=len(idx)) as st:
+            def on_step(step, total, loss):
+                st.total = total
+                st.advance(1, loss=round(loss, 4))
+            result = train_lora(peft_model, [pool_tok.input_ids[i] for i in idx], [pool_tok.labels[i] for i in idx],
+                                tok.pad_token_id, self.cfg.warmup, ckpt_dir=self.store.path("checkpoints"),
+                                on_step=on_step)
+        self._model = peft_model.unload()  # the base weights back, LoRA layers removed, for later stages
+        self.store.record_stage("warmup", key, files, time.time() - t0,
+                                {"n_examples": len(idx), "train_loss": result["train_loss"], "steps": result["steps"]})
+        self.log(f"warm-up: {len(idx)} examples, {result['steps']} steps, loss {result['train_loss']:.3f}")
+
+    def adapter_model(self, epoch: int):
+        """Base model + the warm-up adapter of `epoch` (LoRA trainable, eval mode)."""
+        from gist_core.model import load_adapter
+        self.tokenizer_and_model()
+        if self._peft is not None:  # peft injects layers in place: take the previous adapter out first
+            self._model, self._peft = self._peft.unload(), None
+        self._peft = load_adapter(self._model, self.ckpt_dir(epoch)).eval()
+        return self._peft
+
+    def stage_val_grads(self, epoch: int, target_tok) -> None:
+        from gist_core.gradients import GradientEngine, collect_flat
+        from gist_core.subspace import fit_subspace
+        stage = f"val_grads/ckpt-{epoch}"
+        key = self._keys()["val_grads"]
+        rel = [f"checkpoints/ckpt-{epoch}/val_grads.npy", f"checkpoints/ckpt-{epoch}/subspace.safetensors"]
+        if self.store.stage_done(stage, key):
+            return skipped(self.store, stage)
+        tok, _ = self.tokenizer_and_model()
+        model = self.adapter_model(epoch)
+        t0 = time.time()
+        n = len(target_tok.input_ids)
+        with self.progress.stage(stage, total=n):
+            engine = GradientEngine(model, tok.pad_token_id)
+            G = collect_flat(engine, target_tok, list(range(n)), self.cfg.grad_batch_size)
+        with atomic_path(self.store.path(rel[0]), suffix=".npy") as tmp:
+            np.save(tmp, G)
+        sub = fit_subspace(G, self.cfg.r_max)
+        save_subspace(self.store.path(rel[1]), sub)
+        self.store.record_stage(stage, key, rel, time.time() - t0,
+                                {"dim": int(G.shape[1]), "r_max": sub.r_max, "ortho_error": sub.ortho_error})
+
+    def stage_train_proj(self, pool_tok) -> FeatureStore:
+        import torch
+        from gist_core.gradients import GradientEngine, stream
+        key = self._keys()["train_proj"]
+        sub = load_subspace(self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors"))
+        n, r = len(pool_tok.input_ids), sub.r_max
+        fs = FeatureStore(self.store.path("train_proj.npy"), n, r, {"key": key})
+        todo = fs.todo()
+        if not todo and self.store.stage_done("train_proj", key):
+            skipped(self.store, "train_proj")
+            return fs
+        tok, _ = self.tokenizer_and_model()
+        model = self.adapter_model(self.cfg.checkpoint)
+        engine = GradientEngine(model, tok.pad_token_id)
+        basis = torch.from_numpy(sub.basis).to(engine.device)
+        t0 = time.time()
+        if len(todo) < n:
+            self.log(f"train_proj: resuming, {n - len(todo)} of {n} rows already done")
+        batches = [0]
+
+        def consume(batch, x):
+            fs.write(batch, x.cpu().numpy())
+            batches[0] += 1
+            if batches[0] % FLUSH_EVERY == 0:
+                fs.flush()
+
+        with self.progress.stage("train_proj", total=n, resumed=n - len(todo)) as st:
+            st.done = n - len(todo)
+            stream(engine, pool_tok, todo, self.cfg.grad_batch_size, consume, project=basis, on_batch=st.advance)
+            fs.flush()
+        wall = time.time() - t0 + self.store.manifest()["stages"].get("train_proj", {}).get("wall_s", 0.0)
+        self.store.record_stage("train_proj", key, ["train_proj.npy", "train_proj.done.npy"], wall,
+                                {"n": n, "r_max": r, "examples_per_s": round(len(todo) / max(time.time() - t0, 1e-9), 2)})
+        return fs
+
+    def stage_scores(self, pool, target, proj: FeatureStore, pool_tok, target_tok) -> dict:
+        t0 = time.time()
+        sub = load_subspace(self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors"))
+        groups = subtask_groups(target)
+        rank = choose_rank(self.cfg, sub)
+        k = scoring.budget_to_count(self.cfg.budget, len(pool))
+        with self.progress.stage("scores"):
+            sc = scoring.gist_scores(np.asarray(proj.data), sub.val_coords, groups, rank, self.cfg.aggregation)
+            picked = {b: scoring.select(sc, k, b, groups) for b in scoring.BALANCES}
+            selections = {b: idx for b, (idx, _) in picked.items()}
+            chosen = selections[self.cfg.balance]
+            frame = scores_frame(pool, sc, selections, pool_tok)
+            with atomic_path(self.store.path("scores.parquet")) as tmp:
+                frame.to_parquet(tmp, index=False)
+            write_selected_jsonl([pool[i] for i in chosen], sc.score[chosen], self.store.path("selected.jsonl"))
+        summary = build_summary(self.cfg, pool, target, picked, sub, rank, k, groups)
+        summary["n_truncated"] = {"pool": pool_tok.n_truncated, "target": target_tok.n_truncated}
+        summary["stage_wall_s"] = {name: e.get("wall_s") for name, e in self.store.manifest()["stages"].items()}
+        self.store.record_stage("scores", self._keys()["scores"], ["scores.parquet", "selected.jsonl"], time.time() - t0)
+        return summary
+
+
+# ----------------------------------------------------------------------------- artefact trios
+def save_subspace(path: Path, sub) -> None:
+    from safetensors.numpy import save_file
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({"basis": sub.basis, "sigma": sub.sigma.astype(np.float64), "val_coords": sub.val_coords},
+                  str(tmp), metadata={"ortho_error": repr(sub.ortho_error)})
+
+
+def load_subspace(path: Path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+    from gist_core.subspace import Subspace
+    d = load_file(str(path))
+    with safe_open(str(path), "np") as f:
+        err = float(f.metadata().get("ortho_error", "nan"))
+    return Subspace(basis=d["basis"], sigma=d["sigma"], val_coords=d["val_coords"], ortho_error=err)
+
+
+def subspace_exists(path: Path) -> bool:
+    return path.exists()
+
+
+def choose_rank(cfg: RunConfig, sub) -> int:
+    if cfg.rank is not None:
+        if cfg.rank > sub.r_max:
+            raise ConfigError(f"rank {cfg.rank} exceeds the {sub.r_max} directions the {len(sub.sigma)} "
+                              f"validation examples span; use --rank {sub.r_max} or fewer")
+        return cfg.rank
+    from gist_core.subspace import rank_for_variance
+    return min(rank_for_variance(sub.sigma, cfg.tau), sub.r_max)
+
+
+# ----------------------------------------------------------------------------- reports
+def scores_frame(pool, sc: "scoring.Scores", selections: dict, pool_tok):
+    import pandas as pd
+    order = np.lexsort((np.arange(len(sc.score)), -sc.score))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    df = examples_to_frame(pool)[["id", "source", "skill", "subtask", "kind"]].copy()
+    df["score"] = sc.score
+    df["rank"] = rank
+    df["n_tokens"] = [len(x) for x in pool_tok.input_ids]
+    for b, idx in selections.items():
+        mask = np.zeros(len(pool), dtype=bool)
+        mask[idx] = True
+        df[f"selected_{b}"] = mask
+    if sc.aggregation == "subtask_mean":
+        for t, name in enumerate(sc.column_names):
+            df[f"cos:{name}"] = sc.columns[:, t]
+    return pd.DataFrame(df)
+
+
+def ground_truth_metrics(pool: list[Example], selected: np.ndarray, target_subtasks: list[str]) -> dict | None:
+    """Precision (target skill AND correct answer), coverage, wrong/distractor counts, if the pool has labels."""
+    if not any(ex.skill for ex in pool):
+        return None
+    subs = set(target_subtasks)
+    relevant = np.array([ex.skill in subs and (ex.kind in (None, "correct")) for ex in pool])
+    wrong = np.array([ex.skill in subs and ex.kind == "wrong" for ex in pool])
+    distractor = np.array([ex.skill in subs and ex.kind == "distractor" for ex in pool])
+    skills = np.array([ex.skill for ex in pool], dtype=object)
+    coverage = {s: {"selected": int((relevant[selected] & (skills[selected] == s)).sum()),
+                    "in_pool": int((relevant & (skills == s)).sum())} for s in target_subtasks}
+    return {"precision": float(relevant[selected].mean()) if len(selected) else 0.0,
+            "recall": float(relevant[selected].sum() / max(1, relevant.sum())),
+            "coverage": coverage, "n_wrong_selected": int(wrong[selected].sum()),
+            "n_distractor_selected": int(distractor[selected].sum()), "base_rate": float(relevant.mean())}
+
+
+def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> dict:
+    from gist_core.subspace import rank_for_variance
+    per_rule = {}
+    for rule, (idx, share) in picked.items():
+        entry = {"picked_for_subtask": share, "starved_subtasks": scoring.starved(share, k)}
+        gt = ground_truth_metrics(pool, idx, list(groups))
+        if gt:
+            entry.update(gt)
+        per_rule[rule] = entry
+    rng = np.random.default_rng(cfg.seed)
+    rand = np.sort(rng.choice(len(pool), size=k, replace=False))
+    rand_gt = ground_truth_metrics(pool, rand, list(groups))
+    main = per_rule[cfg.balance]
+    summary = {"n_pool": len(pool), "n_target": len(target), "n_subtasks": len(groups), "n_selected": k,
+               "rank": rank, "r_max": sub.r_max, "r95": rank_for_variance(sub.sigma, 0.95),
+               "r99": rank_for_variance(sub.sigma, 0.99), "sigma": [float(s) for s in sub.sigma],
+               "aggregation": cfg.aggregation, "balance": cfg.balance, "checkpoint": cfg.checkpoint,
+               "starved_subtasks": main["starved_subtasks"], "picked_for_subtask": main["picked_for_subtask"],
+               "by_balance": per_rule, "score_semantics": "cosine in [-1, 1]; higher = better aligned with the target"}
+    if rand_gt:
+        summary.update({key: main[key] for key in ("precision", "recall", "coverage", "n_wrong_selected",
+                                                      "n_distractor_selected", "base_rate")})
+        summary["random_precision"] = rand_gt["precision"]
+        summary["precision_over_random"] = main["precision"] / max(rand_gt["precision"], 1e-12)
+    return summary
+
+
+def run_select(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False, overwrite: bool = False) -> dict:
+    """The Python entry point: run (or resume) a selection and return the summary."""
+    return Run(cfg, out, quiet=quiet, overwrite=overwrite).execute()
+
+
+def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = None) -> "scoring.Scores":
+    """Scores at another rank from the stored projections: no gradients recomputed."""
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+    import pandas as pd
+    sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors")
+    target = pd.read_parquet(run_dir / "target.parquet")
+    groups: dict[str, list[int]] = {}
+    for i, (sid, s) in enumerate(zip(target["id"], target["subtask"])):
+        groups.setdefault(s if isinstance(s, str) else str(sid), []).append(i)
+    X = np.load(run_dir / "train_proj.npy", mmap_mode="r")
+    return scoring.gist_scores(X, sub.val_coords, groups, rank, aggregation or cfg.aggregation)

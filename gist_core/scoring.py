@@ -1,0 +1,128 @@
+"""GIST scores and selection from stored projections. Pure math on arrays: no paths, no torch.
+
+Score semantics: a cosine in [-1, 1] between an example's gradient projected onto the first r
+task directions and a target direction; higher = better aligned with the target.
+- aggregation 'subtask_mean' (GIST code, default): target of subtask t = normalised mean of
+  the raw projected validation gradients of t; score = max_t cos(x, c_t).
+- aggregation 'example_max' (GIST paper): score = max over validation examples of cos(x, y_j).
+Changing r is a slice of the stored projections plus one small matrix product: no gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+AGGREGATIONS = ("subtask_mean", "example_max")
+BALANCES = ("global", "subtask")
+BLOCK_ROWS = 1 << 16  # rows scored at a time: memory stays flat in the pool size
+
+
+def _unit_rows(M: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(M, axis=1, keepdims=True)
+    return M / np.where(n > 0, n, 1.0)
+
+
+def target_directions(val_coords: np.ndarray, groups: dict[str, list[int]], r: int,
+                      aggregation: str = "subtask_mean") -> tuple[list[str], np.ndarray]:
+    """(names, unit directions (T, r)): one per subtask, or one per validation example."""
+    Y = np.asarray(val_coords[:, :r], dtype=np.float64)
+    if aggregation == "subtask_mean":
+        names = list(groups)
+        return names, _unit_rows(np.stack([Y[idx].mean(0) for idx in groups.values()]))
+    if aggregation == "example_max":
+        return [str(i) for i in range(len(Y))], _unit_rows(Y)
+    raise ValueError(f"unknown aggregation '{aggregation}' (use one of {', '.join(AGGREGATIONS)})")
+
+
+def cosine_matrix(X: np.ndarray, directions: np.ndarray, r: int) -> np.ndarray:
+    """(N, T) cosines of the first r coordinates of every row of X with each direction."""
+    out = np.empty((X.shape[0], directions.shape[0]), dtype=np.float32)
+    for s in range(0, X.shape[0], BLOCK_ROWS):
+        block = np.asarray(X[s:s + BLOCK_ROWS, :r], dtype=np.float64)
+        out[s:s + BLOCK_ROWS] = _unit_rows(block) @ directions.T
+    return out
+
+
+@dataclass
+class Scores:
+    score: np.ndarray           # (N,) final score (max over columns)
+    columns: np.ndarray         # (N, T) per-target-direction cosines
+    column_names: list[str]
+    rank: int
+    aggregation: str
+
+
+def gist_scores(X: np.ndarray, val_coords: np.ndarray, groups: dict[str, list[int]], r: int,
+                aggregation: str = "subtask_mean") -> Scores:
+    r_max = min(X.shape[1], val_coords.shape[1])
+    if not 1 <= r <= r_max:
+        raise ValueError(f"rank r={r} outside 1..{r_max} (the stored projections hold {r_max} directions)")
+    names, dirs = target_directions(val_coords, groups, r, aggregation)
+    cols = cosine_matrix(X, dirs, r)
+    return Scores(score=cols.max(1), columns=cols, column_names=names, rank=r, aggregation=aggregation)
+
+
+def budget_to_count(budget: float, n: int) -> int:
+    """A fraction in (0, 1] of n, or a whole count >= 1 (given as a number > 1)."""
+    if not np.isfinite(budget) or budget <= 0:
+        raise ValueError(f"budget must be a fraction in (0, 1] or a count >= 1, got {budget}")
+    if budget <= 1:
+        return max(1, int(round(budget * n)))
+    if budget != int(budget) or budget > n:
+        raise ValueError(f"budget {budget} is not a whole count within the pool's {n} examples")
+    return int(budget)
+
+
+def select_global(score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores (ties broken by index: deterministic)."""
+    order = np.lexsort((np.arange(len(score)), -score))
+    return np.sort(order[:k])
+
+
+def select_balanced(columns: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Round-robin over the columns: each takes its best example not yet taken.
+
+    Returns (indices sorted, owner column of each of those indices)."""
+    T = columns.shape[1]
+    orders = [np.lexsort((np.arange(len(columns)), -columns[:, t])) for t in range(T)]
+    pos = [0] * T
+    owner = np.full(len(columns), -1)
+    n_taken = 0
+    while n_taken < k:
+        t = n_taken % T
+        while owner[orders[t][pos[t]]] >= 0:
+            pos[t] += 1
+        owner[orders[t][pos[t]]] = t
+        n_taken += 1
+    idx = np.flatnonzero(owner >= 0)
+    return idx, owner[idx]
+
+
+def subtask_columns(scores: Scores, groups: dict[str, list[int]]) -> tuple[list[str], np.ndarray]:
+    """(subtask names, (N, T) cosines): per-example columns collapse to their subtask's max."""
+    if scores.aggregation == "subtask_mean":
+        return scores.column_names, scores.columns
+    return list(groups), np.stack([scores.columns[:, idx].max(1) for idx in groups.values()], axis=1)
+
+
+def select(scores: Scores, k: int, balance: str, groups: dict[str, list[int]]) -> tuple[np.ndarray, dict[str, int]]:
+    """(selected indices, how many were picked for each subtask).
+
+    'global': top-k of the score; an example counts for the subtask it aligns with best.
+    'subtask': round-robin quota; an example counts for the subtask whose turn took it."""
+    names, cols = subtask_columns(scores, groups)
+    if balance == "global":
+        idx = select_global(scores.score, k)
+        owner = cols[idx].argmax(1)
+    elif balance == "subtask":
+        idx, owner = select_balanced(cols, k)
+    else:
+        raise ValueError(f"unknown balance '{balance}' (use one of {', '.join(BALANCES)})")
+    return idx, {name: int((owner == t).sum()) for t, name in enumerate(names)}
+
+
+def starved(counts: dict[str, int], k: int, floor: float = 1 / 3) -> list[str]:
+    """Columns that got less than `floor` of their proportional share k / T."""
+    fair = k / max(1, len(counts))
+    return [name for name, c in counts.items() if c < floor * fair]

@@ -1,0 +1,138 @@
+"""Build the bundled tiny causal LM: a byte-level BPE tokenizer and a small Llama, pretrained on CPU.
+
+The pretraining text (gist_core.corpus.pretraining_text) is plain prose that exercises the
+pool's operations, dense in copy-from-context lines; it never uses the instruction format, so
+the instruction-following itself has to come from LoRA fine-tuning on the selected data.
+
+    python -m gist_core.tiny_model --out sample_data/tiny-lm --minutes 13
+
+takes about 13 minutes on 2 CPU cores and writes a folder that loads with
+`AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`, fully offline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from gist_core.corpus import SKILLS, pretraining_text
+from gist_core.formatting import PLAIN_TEMPLATE
+
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    """Shape and pretraining budget of the bundled tiny model."""
+    vocab_size: int = 2048
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_layers: int = 4
+    num_heads: int = 4
+    max_positions: int = 256
+    n_lines: int = 400_000        # pretraining lines (~6 M tokens; the time budget usually stops first)
+    seq_len: int = 128
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    minutes: float = 13.0         # wall-clock budget for pretraining
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+        if self.minutes <= 0:
+            raise ValueError("minutes must be positive")
+
+
+def build_tokenizer(lines: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    # The templates' words go in too so instructions tokenise as words, not bytes.
+    extra = [PLAIN_TEMPLATE] + [t for s in SKILLS.values() for t in s.templates]
+    tok.train_from_iterator(lines + extra * 50, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD,
+                                   unk_token=None, model_max_length=1024)
+
+
+def token_blocks(lines: list[str], tokenizer, seq_len: int) -> torch.Tensor:
+    ids: list[int] = []
+    for enc in tokenizer(lines, add_special_tokens=False)["input_ids"]:
+        ids.extend(enc + [tokenizer.eos_token_id])
+    n = len(ids) // seq_len
+    return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
+
+
+def pretrain(cfg: TinyModelConfig, out: Path, log=print) -> dict:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    lines = pretraining_text(cfg.n_lines, seed=cfg.seed)
+    tokenizer = build_tokenizer(lines[:50_000], cfg.vocab_size)
+    blocks = token_blocks(lines, tokenizer, cfg.seq_len)
+    held_out, blocks = blocks[:64], blocks[64:]
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    # Cosine schedule over the steps the time budget allows (estimated after the first steps).
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(blocks), generator=gen)
+    max_steps = len(blocks) // cfg.batch_size
+    est_steps, t0, step, losses = max_steps, time.time(), 0, []
+    model.train()
+    while step < max_steps and time.time() - t0 < cfg.minutes * 60:
+        if step == 20:  # re-estimate how many steps fit in the budget
+            est_steps = min(max_steps, int(cfg.minutes * 60 / ((time.time() - t0) / 20)))
+        frac = min(1.0, step / max(1, est_steps))
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = blocks[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        step += 1
+        if step % 50 == 0:
+            log(f"step {step}/{est_steps} loss {sum(losses[-50:]) / 50:.3f} lr {lr:.2e} {time.time() - t0:.0f}s")
+    model.eval()
+    with torch.no_grad():
+        held = model(input_ids=held_out, labels=held_out).loss.item()
+    out.mkdir(parents=True, exist_ok=True)
+    model.half().save_pretrained(out, safe_serialization=True)  # fp16 on disk: half the size, loads as fp32
+    tokenizer.save_pretrained(out)
+    report = {"config": asdict(cfg), "steps": step, "tokens": step * cfg.batch_size * cfg.seq_len,
+              "wall_s": round(time.time() - t0, 1), "final_train_loss": sum(losses[-50:]) / min(50, len(losses)),
+              "held_out_loss": held, "n_params": sum(p.numel() for p in model.parameters())}
+    (out / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Pretrain the bundled tiny causal LM on CPU.")
+    p.add_argument("--out", type=Path, default=Path("sample_data/tiny-lm"))
+    p.add_argument("--minutes", type=float, default=TinyModelConfig.minutes)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    print(json.dumps(pretrain(TinyModelConfig(minutes=a.minutes, seed=a.seed), a.out), indent=2))
+
+
+if __name__ == "__main__":
+    main()

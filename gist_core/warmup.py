@@ -1,0 +1,150 @@
+"""LoRA training with transformers.Trainer: the warm-up (per-epoch checkpoints) and downstream runs.
+
+A warm-up checkpoint `ckpt-E/` holds the PEFT adapter, the AdamW moments keyed by parameter
+name (`optimizer_moments.safetensors`: `<name>.exp_avg`, `<name>.exp_avg_sq`), and
+`meta.json` with the epoch, global step and the epoch's mean learning rate (LESS weights
+checkpoints by it). Keying moments by name here, once, spares every reader the index mapping.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from gist_core.gradients import pad_batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LoRA training recipe (warm-up and downstream). Defaults suit the bundled tiny model;
+    the GIST/LESS papers used lr 2e-5, LoRA r 128 / alpha 512, effective batch 32 on 7B models."""
+    epochs: int = field(default=4, metadata={"help": "epochs; the warm-up saves a checkpoint after each"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
+    batch_size: int = field(default=16, metadata={"help": "per-device batch size"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "linear LR warm-up, share of all steps"})
+    weight_decay: float = 0.0
+    seed: int = field(default=3, metadata={"help": "data order and LoRA init seed (GIST uses data seed 3)"})
+    bf16: bool = False
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("epochs, batch_size and grad_accum must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, input_ids, labels):
+        self.input_ids, self.labels = input_ids, labels
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+
+def _collator(pad_id: int):
+    def collate(rows):
+        ids, lab, att = pad_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], pad_id, "cpu")
+        return {"input_ids": ids, "labels": lab, "attention_mask": att}
+    return collate
+
+
+def _moments(model, optimizer) -> dict[str, torch.Tensor]:
+    state = getattr(optimizer, "optimizer", optimizer).state
+    out = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad and p in state:
+            out[f"{name}.exp_avg"] = state[p]["exp_avg"].detach().float().cpu().contiguous()
+            out[f"{name}.exp_avg_sq"] = state[p]["exp_avg_sq"].detach().float().cpu().contiguous()
+    return out
+
+
+def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
+    """Write ckpt folder atomically: build it beside, then rename into place."""
+    from safetensors.torch import save_file
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    model.save_pretrained(tmp)
+    save_file(_moments(model, optimizer), str(tmp / "optimizer_moments.safetensors"))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def checkpoint_exists(path: Path) -> bool:
+    return (path / "meta.json").exists() and (path / "optimizer_moments.safetensors").exists()
+
+
+def load_checkpoint_meta(path: Path) -> dict:
+    return json.loads((path / "meta.json").read_text())
+
+
+def load_moments(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "optimizer_moments.safetensors"))
+
+
+def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int, float], None] | None):
+    from transformers import TrainerCallback
+
+    class EpochCheckpoints(TrainerCallback):
+        """Logs the LR of every step; after each epoch saves adapter + moments + mean LR."""
+
+        def __init__(self):
+            self.lrs: list[float] = []
+            self.epoch_start = 0
+
+        def on_step_begin(self, args, state, control, lr_scheduler=None, **kw):
+            self.lrs.append(float(lr_scheduler.get_last_lr()[0]))
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if on_step and logs and "loss" in logs:
+                on_step(state.global_step, state.max_steps, float(logs["loss"]))
+
+        def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kw):
+            epoch = int(round(state.epoch or 0))
+            lrs = self.lrs[self.epoch_start:]
+            self.epoch_start = len(self.lrs)
+            if ckpt_dir is not None:
+                meta = {"epoch": epoch, "global_step": state.global_step, "mean_lr": sum(lrs) / max(1, len(lrs)),
+                        "n_steps": len(lrs), "n_epochs": n_epochs}
+                save_checkpoint(ckpt_dir / f"ckpt-{epoch}", model, optimizer, meta)
+
+    return EpochCheckpoints()
+
+
+def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir: Path | None = None,
+               on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train the (peft) model in place on the tokenized rows; per-epoch checkpoints into ckpt_dir."""
+    from transformers import Trainer, TrainingArguments
+
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gist-trainer-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+            per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+            warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
+            optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
+            use_cpu=not torch.cuda.is_available(), save_strategy="no", report_to="none",
+            logging_steps=1, disable_tqdm=True, remove_unused_columns=False, log_level="error",
+            dataloader_num_workers=0)
+        trainer = Trainer(model=model, args=args, train_dataset=_Rows(input_ids, labels),
+                          data_collator=_collator(pad_id), callbacks=[_callback(ckpt_dir, cfg.epochs, on_step)])
+        result = trainer.train()
+    model.eval()
+    return {"train_loss": float(result.training_loss), "steps": int(result.global_step),
+            "config": asdict(cfg)}

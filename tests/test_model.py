@@ -1,0 +1,66 @@
+"""Model loading, LoRA wiring and the warm-up checkpoints."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gist_core.model import LoraSettings, ModelError, attach_lora, load_base_model, lora_parameters, lora_targets
+
+
+def test_load_local_model_and_wire_lora(micro_model_dir):
+    model, tok = load_base_model(str(micro_model_dir))
+    assert tok.pad_token_id is not None
+    assert lora_targets(model, LoraSettings()) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                    "down_proj"]
+    peft_model = attach_lora(model, LoraSettings(r=4, alpha=8))
+    names = [n for n, _ in lora_parameters(peft_model)]
+    assert names and all("lora_A" in n or "lora_B" in n for n in names)
+    assert len(names) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
+
+
+def test_custom_target_modules_and_missing_modules(micro_model_dir):
+    model, _ = load_base_model(str(micro_model_dir))
+    peft_model = attach_lora(model, LoraSettings(r=2, target_modules=("q_proj",)))
+    assert {n.split(".")[-3] for n, _ in lora_parameters(peft_model)} == {"q_proj"}
+    model, _ = load_base_model(str(micro_model_dir))
+    with pytest.raises(ModelError, match="LoRA"):
+        attach_lora(model, LoraSettings(target_modules=("no_such_module",)))
+
+
+def test_missing_model_folder_is_one_line_error(tmp_path):
+    with pytest.raises(ModelError, match="model folder not found"):
+        load_base_model(str(tmp_path / "nope"))
+    with pytest.raises(ModelError, match="unknown dtype"):
+        load_base_model(str(tmp_path), dtype="float8")
+
+
+def test_lora_settings_validation():
+    with pytest.raises(ValueError):
+        LoraSettings(r=0)
+    with pytest.raises(ValueError):
+        LoraSettings(dropout=1.0)
+
+
+def test_warmup_checkpoints_hold_adapter_moments_and_mean_lr(tmp_path, micro_model_dir):
+    from gist_core.warmup import TrainConfig, checkpoint_exists, load_checkpoint_meta, load_moments, train_lora
+    model, tok = load_base_model(str(micro_model_dir))
+    peft_model = attach_lora(model, LoraSettings(r=2))
+    ids = [tok("a b c d e f g", add_special_tokens=False)["input_ids"]] * 12
+    labels = [[-100] * 3 + x[3:] for x in ids]
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=4, warmup_ratio=0.0)
+    result = train_lora(peft_model, ids, labels, tok.pad_token_id, cfg, ckpt_dir=tmp_path)
+    assert result["steps"] == 6
+    for epoch in (1, 2):
+        d = tmp_path / f"ckpt-{epoch}"
+        assert checkpoint_exists(d) and (d / "adapter_model.safetensors").exists()
+        meta = load_checkpoint_meta(d)
+        assert meta["epoch"] == epoch and meta["n_steps"] == 3
+        moments = load_moments(d)
+        names = [n for n, _ in lora_parameters(peft_model)]
+        assert set(moments) == {f"{n}.{m}" for n in names for m in ("exp_avg", "exp_avg_sq")}
+        assert all(torch.isfinite(v).all() for v in moments.values())
+    # linear decay from 1e-2: epoch 1's mean LR is above epoch 2's
+    m1, m2 = (json.loads((tmp_path / f"ckpt-{e}" / "meta.json").read_text())["mean_lr"] for e in (1, 2))
+    assert 0 < m2 < m1 < 1e-2

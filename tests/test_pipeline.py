@@ -1,0 +1,144 @@
+"""End to end on a micro model: stages, artefacts, resume after a kill, skip-if-done, CLI errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gist_core import pipeline
+from gist_core.cli import main as cli_main
+from gist_core.pipeline import ConfigError, RunConfig, run_select
+from gist_core.warmup import TrainConfig
+
+
+def _cfg(micro_model_dir, micro_corpus, **kw):
+    base = dict(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
+                budget=0.1, rank=4, r_max=8, warmup=TrainConfig(epochs=2, lr=5e-3, batch_size=8),
+                warmup_fraction=0.2, grad_batch_size=16)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, micro_model_dir, micro_corpus):
+    out = tmp_path_factory.mktemp("run")
+    summary = run_select(_cfg(micro_model_dir, micro_corpus), out, quiet=True)
+    return out, summary
+
+
+def test_run_writes_every_artefact(finished_run, micro_corpus):
+    out, summary = finished_run
+    for f in ["config.json", "manifest.json", "progress.jsonl", "examples.parquet", "target.parquet",
+              "checkpoints/ckpt-1/adapter_model.safetensors", "checkpoints/ckpt-2/optimizer_moments.safetensors",
+              "checkpoints/ckpt-1/val_grads.npy", "checkpoints/ckpt-2/subspace.safetensors",
+              "train_proj.npy", "train_proj.done.npy", "scores.parquet", "selected.jsonl", "summary.json"]:
+        assert (out / f).exists(), f
+    for key in ["precision", "random_precision", "n_pool", "n_selected", "rank", "wall_s", "coverage",
+                "n_wrong_selected"]:
+        assert key in summary, key
+    assert summary["n_pool"] == 240 and summary["n_selected"] == 24 and summary["rank"] == 4
+    assert set(summary["coverage"]) == {"kth_word", "word_after", "key_lookup", "last_word"}
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert len(scores) == 240 and scores["selected_global"].sum() == 24
+    assert scores["score"].between(-1, 1.0001).all()
+    selected = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
+    assert len(selected) == 24
+    # the input's own fields plus the score
+    assert set(selected[0]) >= {"id", "prompt", "response", "skill", "kind", "score"}
+    assert sorted(s["score"] for s in selected)[0] >= scores.loc[~scores["selected_global"], "score"].max() - 1e-6
+    meta = json.loads((out / "checkpoints/ckpt-1/meta.json").read_text())
+    assert meta["epoch"] == 1 and meta["mean_lr"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["train_proj"]["bytes"] > 0 and "torch" in manifest["stages"]["warmup"]["versions"]
+
+
+def test_rescore_from_stored_projections_matches_run(finished_run):
+    out, summary = finished_run
+    sc = pipeline.rescore(out, summary["rank"])
+    stored = pd.read_parquet(out / "scores.parquet")
+    assert np.allclose(sc.score, stored["score"].to_numpy(), atol=1e-6)
+    assert not np.allclose(pipeline.rescore(out, 2).score, sc.score)
+
+
+def test_rerun_skips_done_stages(finished_run, micro_model_dir, micro_corpus):
+    out, summary = finished_run
+    before = (out / "train_proj.npy").stat().st_mtime_ns
+    again = run_select(_cfg(micro_model_dir, micro_corpus), out, quiet=True)
+    assert (out / "train_proj.npy").stat().st_mtime_ns == before
+    assert again["precision"] == summary["precision"]
+    events = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert {"warmup", "train_proj"} <= {e["stage"] for e in events if e["status"] == "skip"}
+
+
+def test_kill_during_projection_then_resume_gives_same_scores(finished_run, tmp_path, micro_model_dir,
+                                                              micro_corpus, monkeypatch):
+    ref_out, _ = finished_run
+    cfg = _cfg(micro_model_dir, micro_corpus)
+    real_stream = pipeline.FeatureStore.write
+    calls = {"n": 0}
+
+    def dying_write(self, rows, values):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt("killed")  # like a kill between batches
+        real_stream(self, rows, values)
+
+    monkeypatch.setattr(pipeline, "FLUSH_EVERY", 4)
+    monkeypatch.setattr(pipeline.FeatureStore, "write", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_select(cfg, tmp_path, quiet=True)
+    done = np.load(tmp_path / "train_proj.done.npy")
+    assert 0 < done.sum() < len(done)
+    monkeypatch.setattr(pipeline.FeatureStore, "write", real_stream)
+    run_select(cfg, tmp_path, quiet=True)
+    a = pd.read_parquet(ref_out / "scores.parquet")
+    b = pd.read_parquet(tmp_path / "scores.parquet")
+    assert np.allclose(a["score"], b["score"], atol=1e-6)
+    assert (a["selected_global"] == b["selected_global"]).all()
+
+
+def test_changed_config_in_same_folder_is_refused(finished_run, micro_model_dir, micro_corpus):
+    out, _ = finished_run
+    with pytest.raises(ConfigError, match="different config"):
+        run_select(_cfg(micro_model_dir, micro_corpus, budget=0.2), out, quiet=True)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="budget"):
+        RunConfig(model="m", train="t", target="v", budget=0)
+    with pytest.raises(ConfigError, match="budget"):
+        RunConfig(model="m", train="t", target="v", budget=1.5)
+    with pytest.raises(ConfigError, match="checkpoint"):
+        RunConfig(model="m", train="t", target="v", checkpoint=9)
+    cfg = RunConfig(model="m", train="t", target="v", rank=100)
+    assert cfg.r_max == 100
+    assert RunConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+
+
+def test_cli_select_and_balanced_rule(tmp_path, micro_model_dir, micro_corpus, capsys):
+    out = tmp_path / "run"
+    rc = cli_main(["select", "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
+                   "--target", str(micro_corpus["val"]), "--budget", "10%", "--rank", "3", "--epochs", "1",
+                   "--balance", "subtask", "--out", str(out), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "precision" in text and "selected.jsonl" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["balance"] == "subtask" and summary["starved_subtasks"] == []
+    # replay from the run's own config
+    assert cli_main(["select", "--config", str(out / "config.json"), "--out", str(out), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--train", "missing.jsonl"], "missing.jsonl: file not found"),
+    (["--model", "no/such/dir/"], "model folder not found"),
+    (["--rank", "50"], "rank 50 exceeds"),
+])
+def test_cli_errors_are_one_line_exit_2(tmp_path, micro_model_dir, micro_corpus, capsys, args, message):
+    base = {"--model": str(micro_model_dir), "--train": str(micro_corpus["pool"]), "--target": str(micro_corpus["val"])}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = ["select", *[x for kv in base.items() for x in kv], "--epochs", "1", "--out", str(tmp_path / "r"), "--quiet"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

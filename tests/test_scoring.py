@@ -1,0 +1,93 @@
+"""GIST scores, rank slicing and the selection rules."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gist_core import scoring
+from gist_core.subspace import fit_subspace
+
+
+def _setup(seed=0, n_pool=300, d=400):
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((9, d))
+    groups = {"a": [0, 1, 2], "b": [3, 4, 5], "c": [6, 7, 8]}
+    pool = rng.standard_normal((n_pool, d))
+    sub = fit_subspace(G, r_max=9)
+    X = pool @ sub.basis
+    return G, groups, pool, sub, X
+
+
+def test_scores_are_cosines_of_projected_gradients():
+    G, groups, pool, sub, X = _setup()
+    r = 5
+    sc = scoring.gist_scores(X, sub.val_coords, groups, r)
+    V = sub.basis[:, :r].astype(np.float64)
+    x = pool @ V
+    for t, idx in enumerate(groups.values()):
+        c = (G[idx] @ V).mean(0)
+        cos = (x @ c) / (np.linalg.norm(x, axis=1) * np.linalg.norm(c))
+        assert np.allclose(sc.columns[:, t], cos, atol=1e-5)
+    assert np.allclose(sc.score, sc.columns.max(1))
+    assert (sc.score >= -1).all() and (sc.score <= 1 + 1e-6).all()
+
+
+def test_rank_slice_equals_refit_at_that_rank():
+    G, groups, pool, sub, X = _setup(1)
+    sub3 = fit_subspace(G, r_max=3)
+    a = scoring.gist_scores(X, sub.val_coords, groups, 3)
+    b = scoring.gist_scores(pool @ sub3.basis, sub3.val_coords, groups, 3)
+    assert np.allclose(a.score, b.score, atol=1e-5)
+
+
+def test_example_max_aggregation():
+    G, groups, pool, sub, X = _setup(2)
+    sc = scoring.gist_scores(X, sub.val_coords, groups, 4, "example_max")
+    assert sc.columns.shape == (len(pool), 9)
+    with pytest.raises(ValueError):
+        scoring.gist_scores(X, sub.val_coords, groups, 4, "median")
+
+
+def test_rank_outside_stored_directions_is_refused():
+    G, groups, pool, sub, X = _setup()
+    with pytest.raises(ValueError, match="outside"):
+        scoring.gist_scores(X, sub.val_coords, groups, 10)
+
+
+def test_budget_to_count():
+    assert scoring.budget_to_count(0.05, 1000) == 50
+    assert scoring.budget_to_count(1.0, 1000) == 1000
+    assert scoring.budget_to_count(120, 1000) == 120
+    for bad in (0, -0.1, 1000.5, 2000, float("nan")):
+        with pytest.raises(ValueError):
+            scoring.budget_to_count(bad, 1000)
+
+
+def test_global_topk_and_ties():
+    s = np.array([0.1, 0.9, 0.5, 0.9, -0.2])
+    assert scoring.select_global(s, 2).tolist() == [1, 3]
+    assert scoring.select_global(s, 3).tolist() == [1, 2, 3]
+
+
+def test_balanced_round_robin_gives_every_column_its_share():
+    rng = np.random.default_rng(0)
+    cols = rng.uniform(-0.1, 0.1, size=(100, 3))
+    cols[:50, 0] += 0.8  # column 0 dominates the global max
+    sc = scoring.Scores(score=cols.max(1), columns=cols, column_names=["a", "b", "c"], rank=1,
+                        aggregation="subtask_mean")
+    groups = {"a": [0], "b": [1], "c": [2]}
+    glob, share_g = scoring.select(sc, 30, "global", groups)
+    bal, share_b = scoring.select(sc, 30, "subtask", groups)
+    assert len(set(bal.tolist())) == 30 and len(glob) == 30
+    assert share_g == {"a": 30, "b": 0, "c": 0} and scoring.starved(share_g, 30) == ["b", "c"]
+    assert share_b == {"a": 10, "b": 10, "c": 10} and scoring.starved(share_b, 30) == []
+    # each subtask's quota holds its own best examples
+    assert set(np.argsort(-cols[:, 1])[:5]) <= set(bal.tolist())
+
+
+def test_example_max_columns_collapse_to_subtasks():
+    cols = np.array([[0.1, 0.9, 0.2], [0.5, 0.1, 0.0]])
+    sc = scoring.Scores(score=cols.max(1), columns=cols, column_names=["0", "1", "2"], rank=1,
+                        aggregation="example_max")
+    names, M = scoring.subtask_columns(sc, {"x": [0, 1], "y": [2]})
+    assert names == ["x", "y"] and np.allclose(M, [[0.9, 0.2], [0.5, 0.0]])
