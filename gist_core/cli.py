@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from gist_core.corpus import DEFAULT_DEMO_TARGET  # noqa: E402  (light: no torch)
+
 DEFAULT_RUNS = Path(os.environ.get("GIST_LAB_RUNS", "runs"))
 
 
@@ -50,6 +52,8 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int)
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="allow model code from the model's repository (off by default)")
     p.add_argument("--overwrite", action="store_true", help="replace a run with a different config in --out")
     p.add_argument("--quiet", action="store_true")
 
@@ -60,7 +64,7 @@ def _overrides(a: argparse.Namespace) -> dict:
     flat = {"budget": a.budget, "rank": a.rank, "tau": a.tau, "r_max": a.r_max, "balance": a.balance,
             "aggregation": a.aggregation, "checkpoint": a.checkpoint, "warmup_fraction": a.warmup_fraction,
             "max_length": a.max_length, "grad_batch_size": a.batch_size, "device": a.device, "dtype": a.dtype,
-            "seed": a.seed}
+            "seed": a.seed, "trust_remote_code": a.trust_remote_code}
     out = {k: v for k, v in flat.items() if v is not None}
     lora = {k: v for k, v in {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
                               "target_modules": tuple(a.lora_targets.split(",")) if a.lora_targets else None}.items()
@@ -137,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gist-lab", description="Targeted data selection through gradient geometry.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run GIST on the bundled tiny model and synthetic corpus")
-    d.add_argument("--target", default="lookup", help="bundled target task: lookup | transform | facts")
+    d.add_argument("--target", default=DEFAULT_DEMO_TARGET, help="bundled target task: transform | lookup | facts")
     _add_selection_args(d)
     d.set_defaults(func=cmd_demo)
     s = sub.add_parser("select", help="select training data for a target task")

@@ -60,6 +60,9 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
 def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
     """(model, tokenizer) from a Hugging Face id or local folder, with a one-line error if it fails."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per stage is ours; a loading bar per model is noise
 
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-from gist_core.corpus import SKILLS, pretraining_text
+import random
+
+from gist_core.corpus import SKILLS, pretraining_text, repetition_line
 from gist_core.formatting import PLAIN_TEMPLATE
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -40,6 +42,7 @@ class TinyModelConfig:
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 50
+    copy_phase_steps: int = 400   # first steps on pure repetitions, so induction (copy) heads form
     minutes: float = 13.0         # wall-clock budget for pretraining
     seed: int = 0
 
@@ -74,6 +77,25 @@ def token_blocks(lines: list[str], tokenizer, seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len]).view(n, seq_len)
 
 
+@torch.no_grad()
+def copy_accuracy(model, tokenizer, n: int = 64, seed: int = 12345) -> float:
+    """Share of tokens of a repeated random sequence predicted right (first token of the copy excluded)."""
+    rng = random.Random(seed)
+    hits = total = 0
+    model.eval()
+    for _ in range(n):
+        line = repetition_line(rng)
+        first = line[: line.index(" |")]
+        ids = tokenizer(line, return_tensors="pt", add_special_tokens=False).input_ids
+        start = len(tokenizer(first + " |", add_special_tokens=False).input_ids)
+        pred = model(input_ids=ids).logits.argmax(-1)[0]
+        target, guess = ids[0, start + 1:-1], pred[start:-2]
+        hits += int((target == guess).sum())
+        total += len(target)
+    model.train()
+    return hits / max(1, total)
+
+
 def pretrain(cfg: TinyModelConfig, out: Path, log=print) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -82,6 +104,9 @@ def pretrain(cfg: TinyModelConfig, out: Path, log=print) -> dict:
     tokenizer = build_tokenizer(lines[:50_000], cfg.vocab_size)
     blocks = token_blocks(lines, tokenizer, cfg.seq_len)
     held_out, blocks = blocks[:64], blocks[64:]
+    rng = random.Random(f"copy-{cfg.seed}")
+    copy_blocks = token_blocks([repetition_line(rng) for _ in range(cfg.copy_phase_steps * cfg.batch_size * 8)],
+                               tokenizer, cfg.seq_len)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
@@ -91,17 +116,22 @@ def pretrain(cfg: TinyModelConfig, out: Path, log=print) -> dict:
     # Cosine schedule over the steps the time budget allows (estimated after the first steps).
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(blocks), generator=gen)
-    max_steps = len(blocks) // cfg.batch_size
-    est_steps, t0, step, losses = max_steps, time.time(), 0, []
+    max_steps = cfg.copy_phase_steps + len(blocks) // cfg.batch_size
+    est_steps, t0, step, losses, copy_log = max_steps, time.time(), 0, [], []
     model.train()
     while step < max_steps and time.time() - t0 < cfg.minutes * 60:
-        if step == 20:  # re-estimate how many steps fit in the budget
-            est_steps = min(max_steps, int(cfg.minutes * 60 / ((time.time() - t0) / 20)))
+        if step >= 20 and step % 20 == 0:  # re-estimate how many steps fit in the budget (load varies)
+            per_step = (time.time() - t0) / step
+            est_steps = min(max_steps, step + int((cfg.minutes * 60 - (time.time() - t0)) / per_step))
         frac = min(1.0, step / max(1, est_steps))
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = blocks[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+        if step < cfg.copy_phase_steps:
+            batch = copy_blocks[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        else:
+            j = step - cfg.copy_phase_steps
+            batch = blocks[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]]
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -110,16 +140,22 @@ def pretrain(cfg: TinyModelConfig, out: Path, log=print) -> dict:
         losses.append(loss.item())
         step += 1
         if step % 50 == 0:
-            log(f"step {step}/{est_steps} loss {sum(losses[-50:]) / 50:.3f} lr {lr:.2e} {time.time() - t0:.0f}s")
+            msg = f"step {step}/{est_steps} loss {sum(losses[-50:]) / 50:.3f} lr {lr:.2e} {time.time() - t0:.0f}s"
+            if step % 200 == 0:
+                copy_log.append((step, copy_accuracy(model, tokenizer)))
+                msg += f" copy accuracy {copy_log[-1][1]:.2f}"
+            log(msg)
     model.eval()
     with torch.no_grad():
         held = model(input_ids=held_out, labels=held_out).loss.item()
+    final_copy = copy_accuracy(model, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     model.half().save_pretrained(out, safe_serialization=True)  # fp16 on disk: half the size, loads as fp32
     tokenizer.save_pretrained(out)
     report = {"config": asdict(cfg), "steps": step, "tokens": step * cfg.batch_size * cfg.seq_len,
               "wall_s": round(time.time() - t0, 1), "final_train_loss": sum(losses[-50:]) / min(50, len(losses)),
-              "held_out_loss": held, "n_params": sum(p.numel() for p in model.parameters())}
+              "held_out_loss": held, "n_params": sum(p.numel() for p in model.parameters()),
+              "copy_accuracy": final_copy, "copy_accuracy_log": copy_log}
     (out / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -129,7 +129,7 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir: Path | None = None,
                on_step: Callable[[int, int, float], None] | None = None) -> dict:
     """Train the (peft) model in place on the tokenized rows; per-epoch checkpoints into ckpt_dir."""
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +144,7 @@ def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir
             dataloader_num_workers=0)
         trainer = Trainer(model=model, args=args, train_dataset=_Rows(input_ids, labels),
                           data_collator=_collator(pad_id), callbacks=[_callback(ckpt_dir, cfg.epochs, on_step)])
+        trainer.remove_callback(PrinterCallback)  # it prints every log line; progress goes to our events
         result = trainer.train()
     model.eval()
     return {"train_loss": float(result.training_loss), "steps": int(result.global_step),

@@ -23,7 +23,7 @@ def test_load_local_model_and_wire_lora(micro_model_dir):
 def test_custom_target_modules_and_missing_modules(micro_model_dir):
     model, _ = load_base_model(str(micro_model_dir))
     peft_model = attach_lora(model, LoraSettings(r=2, target_modules=("q_proj",)))
-    assert {n.split(".")[-3] for n, _ in lora_parameters(peft_model)} == {"q_proj"}
+    assert {n.split(".")[-4] for n, _ in lora_parameters(peft_model)} == {"q_proj"}
     model, _ = load_base_model(str(micro_model_dir))
     with pytest.raises(ModelError, match="LoRA"):
         attach_lora(model, LoraSettings(target_modules=("no_such_module",)))

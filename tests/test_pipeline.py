@@ -142,3 +142,49 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, micro_model_dir, micro_corpus,
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_sigkill_during_projection_then_rerun_gives_same_scores(tmp_path, micro_model_dir):
+    """A real SIGKILL of the CLI process mid-projection; the rerun resumes from the done-mask."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gist_core.corpus import CorpusConfig, build_pool, build_targets
+    from conftest import write_jsonl
+
+    cfg = CorpusConfig(n_pool=3000, n_val_per_subtask=3, n_test_per_subtask=2, seed=2)
+    targets, reserved = build_targets(cfg)
+    pool = write_jsonl(tmp_path / "pool.jsonl", build_pool(cfg, reserved))
+    val = write_jsonl(tmp_path / "val.jsonl", targets["transform"]["val"])
+
+    def argv(out):
+        return [sys.executable, "-m", "gist_core.cli", "select", "--model", str(micro_model_dir), "--train", str(pool),
+                "--target", str(val), "--rank", "4", "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(argv(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        events = (killed / "progress.jsonl").read_text() if (killed / "progress.jsonl").exists() else ""
+        mask = killed / "train_proj.done.npy"
+        if '"train_proj", "status": "progress"' in events and mask.exists() and np.load(mask).sum() >= 64:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    done = np.load(killed / "train_proj.done.npy")
+    assert 0 < done.sum() < len(done)
+    assert subprocess.run(argv(killed), capture_output=True).returncode == 0
+    clean = tmp_path / "clean"
+    assert subprocess.run(argv(clean), capture_output=True).returncode == 0
+    a, b = pd.read_parquet(killed / "scores.parquet"), pd.read_parquet(clean / "scores.parquet")
+    assert np.allclose(a["score"], b["score"], atol=1e-6)
+    assert (a["selected_global"] == b["selected_global"]).all()
+    resumed = [json.loads(x) for x in (killed / "progress.jsonl").read_text().splitlines()
+               if '"train_proj"' in x and '"start"' in x]
+    assert resumed[-1]["resumed"] > 0
