@@ -1,21 +1,67 @@
-"""GIST Lab dashboard: home page listing the run directories (pages/ will hold the views)."""
+"""GIST Lab dashboard, home page: the runs under runs_root() and a one-click bundled demo.
+
+Pages live in pages/ (Streamlit multipage): Run, Spectrum, Scores, Examples, Map.
+Run with `gist-lab app` or `streamlit run app.py`; GIST_LAB_RUNS picks the runs folder.
+"""
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from gist_core.runs import list_runs, runs_root
+from gist_core import launcher, ui, views
+from gist_core.corpus import DEFAULT_DEMO_TARGET
+from gist_core.runs import runs_root
 
-st.set_page_config(page_title="GIST Lab", layout="wide")
+ui.page_setup("Home")
 st.title("GIST Lab")
-st.caption("Targeted data selection for instruction tuning through gradient geometry. "
-           "Scores are cosines in [-1, 1]: higher = better aligned with the target task.")
+st.caption("Targeted data selection for instruction tuning through gradient geometry. " + views.SCORE_SEMANTICS)
 
 root = runs_root()
-runs = list_runs(root)
+DEMO = f"demo-{DEFAULT_DEMO_TARGET}"
+
+
+def launch_demo() -> None:
+    """Start `gist-lab demo` into runs/demo-<target> unless it is already done or going; then open the Run page."""
+    d = root / DEMO
+    status = views.run_state(d)["status"] if d.exists() else "empty"
+    if status not in ("done", "running"):
+        try:
+            launcher.launch(d, launcher.demo_args(d))
+        except launcher.LaunchError as e:
+            st.error(str(e))
+            return
+    ui.set_run(DEMO)
+    st.switch_page(ui.PAGES["run"], query_params={"run": DEMO})
+
+
+left, right = st.columns([3, 2])
+with left:
+    st.markdown("Warm up a LoRA adapter, find the target task's gradient subspace, score every pool example "
+                "by its cosine with the target directions, and inspect the selection.")
+with right:
+    if st.button("Launch the bundled demo", icon=":material/rocket_launch:", type="primary", key="launch_demo",
+                 help=f"tiny model + synthetic pool, target '{DEFAULT_DEMO_TARGET}' (about 2 minutes on 2 CPU cores)"):
+        launch_demo()
+    st.page_link(ui.PAGES["run"], label="Configure your own run", icon=":material/play_arrow:")
+
 st.subheader(f"Runs in `{root}`")
-if not runs:
-    st.info("No runs yet. Start one from a terminal: `gist-lab demo` (bundled tiny model and corpus), "
-            "or `gist-lab select --model ... --train ... --target ...`.")
+table = views.runs_table(root)
+if table.empty:
+    st.info("No runs yet. Launch the bundled demo above, configure one on the Run page, or from a terminal: "
+            "`gist-lab demo` / `gist-lab select --model ... --train ... --target ...`.")
 else:
-    st.dataframe(pd.DataFrame(runs), width="stretch", hide_index=True)
+    st.dataframe(table, width="stretch", hide_index=True,
+                 column_config={"precision": st.column_config.NumberColumn(format="%.3f"),
+                                "random precision": st.column_config.NumberColumn(format="%.3f")})
+    st.markdown("**Open a run**")
+    for name in table["run"]:
+        cols = st.columns(6)
+        cols[0].markdown(f"`{name}`")
+        for col, (page, label) in zip(cols[1:], [("run", "Run"), ("spectrum", "Spectrum"), ("scores", "Scores"),
+                                                  ("examples", "Examples"), ("map", "Map")]):
+            col.page_link(ui.PAGES[page], label=label, query_params={"run": name})
+
+st.divider()
+st.caption("Coming next: **Curvature** (block heatmaps A–A / A–B / B–B; exact Hessian vs Fisher vs Adam diagonal) "
+           "and **Compare** (methods side by side: overlap, rank correlation, precision, cost) pages. They slot in as "
+           "`pages/6_Curvature.py` and `pages/7_Compare.py`, using `gist_core.ui.run_picker()` for the run and "
+           "`gist_core.views` for their data.")

@@ -1,0 +1,221 @@
+"""Start, watch and cancel `gist-lab` runs as detached subprocesses (the dashboard never blocks on them).
+
+A launch writes RUN/launch.json (pid, command, start time; atomic) and sends stdout/stderr to
+RUN/launch.log, so a reloaded page (or a restarted dashboard) finds the run again from the
+folder alone. The child gets its own session (process group), so cancelling reaches every
+process it started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gist_core.atomic import atomic_write_json
+from gist_core.corpus import DEFAULT_DEMO_TARGET
+
+LAUNCH_FILE = "launch.json"
+LOG_FILE = "launch.log"
+KILL_GRACE_S = 5.0
+_CHILDREN: dict[int, subprocess.Popen] = {}  # launched by this process: poll() reaps them and gives the exit code
+_ERROR_RE = re.compile(r"(?:^|\s|:)error: (.+)$")
+_EXC_RE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
+
+
+class LaunchError(RuntimeError):
+    """A launch that cannot start; one line for the user."""
+
+
+# ----------------------------------------------------------------------------- command lines
+def cli_command(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "gist_core.cli", *args]
+
+
+def demo_args(out: str | Path, target: str = DEFAULT_DEMO_TARGET, epochs: int | None = None, overwrite: bool = False) -> list[str]:
+    args = ["demo", "--target", target, "--out", str(Path(out).resolve())]
+    if epochs is not None:
+        args += ["--epochs", str(epochs)]
+    return args + (["--overwrite"] if overwrite else [])
+
+
+def select_args(out: str | Path, *, model: str, train: str, target: str, budget: float | str | None = None,
+                rank: int | None = None, tau: float | None = None, balance: str | None = None,
+                lora_r: int | None = None, lora_alpha: float | None = None, epochs: int | None = None,
+                lr: float | None = None, overwrite: bool = False) -> list[str]:
+    """`gist-lab select` arguments; options left None keep the CLI defaults. rank wins over tau."""
+    args = ["select", "--model", model, "--train", train, "--target", target, "--out", str(Path(out).resolve())]
+    opts = {"--budget": budget, "--rank": rank, "--tau": None if rank else tau, "--balance": balance,
+            "--lora-r": lora_r, "--lora-alpha": lora_alpha, "--epochs": epochs, "--lr": lr}
+    for flag, v in opts.items():
+        if v is not None:
+            args += [flag, str(v)]
+    return args + (["--overwrite"] if overwrite else [])
+
+
+# ----------------------------------------------------------------------------- launch / state / cancel
+def read_launch(run_dir: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(run_dir) / LAUNCH_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def launch(run_dir: str | Path, args: list[str], cmd: list[str] | None = None) -> dict:
+    """Start `gist-lab <args>` (or `cmd`) detached; returns the launch record. Refuses a second live run."""
+    d = Path(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    if state(d).alive:
+        raise LaunchError(f"a run is already going in {d}; cancel it first")
+    cmd = cmd or cli_command(args)
+    with open(d / LOG_FILE, "wb") as log:  # a fresh log per launch: old errors must not be re-reported
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    _CHILDREN[proc.pid] = proc
+    rec = {"pid": proc.pid, "cmd": cmd, "started_at": time.time(), "proc_start": _proc_start(proc.pid)}
+    atomic_write_json(d / LAUNCH_FILE, rec)
+    return rec
+
+
+@dataclass
+class LaunchState:
+    launched: bool
+    alive: bool = False
+    pid: int | None = None
+    cmd: list | None = None
+    started_at: float | None = None
+    returncode: int | None = None
+    cancelled: bool = False
+    error: str | None = None   # readable failure message from the log
+
+
+def state(run_dir: str | Path) -> LaunchState:
+    d = Path(run_dir)
+    rec = read_launch(d)
+    if not rec:
+        return LaunchState(launched=False)
+    alive, rc = _alive(rec)
+    if rc is not None and rec.get("returncode") is None:
+        rec["returncode"] = rc
+        atomic_write_json(d / LAUNCH_FILE, rec)
+    rc = rec.get("returncode")
+    cancelled = bool(rec.get("cancelled"))
+    err = None if alive or cancelled or rc == 0 else failure_message(read_log_tail(d), rc)
+    return LaunchState(launched=True, alive=alive, pid=rec.get("pid"), cmd=rec.get("cmd"),
+                       started_at=rec.get("started_at"), returncode=rc, cancelled=cancelled, error=err)
+
+
+def is_alive(run_dir: str | Path) -> bool:
+    return state(run_dir).alive
+
+
+def cancel(run_dir: str | Path, grace_s: float = KILL_GRACE_S, wait: bool = False) -> bool:
+    """SIGTERM the run's process group, then SIGKILL after `grace_s` if it is still there.
+
+    Returns at once (the SIGKILL follow-up runs in a daemon thread) unless wait=True."""
+    d = Path(run_dir)
+    rec = read_launch(d)
+    if not rec or not _alive(rec)[0]:
+        return False
+    rec.update(cancelled=True, cancelled_at=time.time())
+    atomic_write_json(d / LAUNCH_FILE, rec)
+    _signal_group(rec["pid"], signal.SIGTERM)
+
+    def follow_up():
+        deadline = time.time() + grace_s
+        while time.time() < deadline:
+            if not _alive(rec)[0]:
+                return
+            time.sleep(0.1)
+        _signal_group(rec["pid"], signal.SIGKILL)
+        for _ in range(50):  # reap it, so it does not linger as a zombie
+            if not _alive(rec)[0]:
+                return
+            time.sleep(0.1)
+
+    if wait:
+        follow_up()
+    else:
+        threading.Thread(target=follow_up, daemon=True).start()
+    return True
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)  # start_new_session: the child leads its own group (pgid == pid)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _proc_start(pid: int) -> str | None:
+    """Kernel start time of a pid (guards against pid reuse after a dashboard restart)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(rec: dict) -> tuple[bool, int | None]:
+    """(alive, exit code if it just became known)."""
+    pid = rec.get("pid")
+    if not pid:
+        return False, None
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        rc = proc.poll()
+        return rc is None, rc
+    try:  # our child from an earlier Popen we lost track of (module reload): reap it if it ended
+        wpid, status = os.waitpid(pid, os.WNOHANG)
+        if wpid == pid:
+            return False, os.waitstatus_to_exitcode(status)
+    except ChildProcessError:
+        pass
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.parent.parent.exists() and Path("/proc/self").exists():
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return False, None
+        if fields[0] in ("Z", "X"):
+            return False, None
+        return rec.get("proc_start") in (None, fields[19]), None
+    try:
+        os.kill(pid, 0)
+        return True, None
+    except (ProcessLookupError, PermissionError):
+        return False, None
+
+
+# ----------------------------------------------------------------------------- log parsing
+def read_log_tail(run_dir: str | Path, max_bytes: int = 64_000) -> str:
+    p = Path(run_dir) / LOG_FILE
+    if not p.exists():
+        return ""
+    with open(p, "rb") as fh:
+        fh.seek(max(0, p.stat().st_size - max_bytes))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def failure_message(log: str, returncode: int | None = None) -> str | None:
+    """The last `error: ...` line (the CLI's readable message), else a traceback's final line."""
+    lines = [ln.strip() for ln in re.split(r"[\r\n]+", log) if ln.strip()]
+    for ln in reversed(lines):
+        m = _ERROR_RE.search(ln)
+        if m:
+            return m.group(1).strip()
+    for ln in reversed(lines):
+        m = _EXC_RE.match(ln)
+        if m:
+            return f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"
+    if returncode is not None and returncode < 0:
+        return f"the run was killed by signal {-returncode}"
+    if returncode not in (None, 0):
+        return lines[-1] if lines else f"the run exited with code {returncode}"
+    return None

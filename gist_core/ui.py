@@ -1,0 +1,186 @@
+"""Streamlit glue shared by the dashboard pages: run picker, shared settings, cached view calls.
+
+The selected run lives in st.session_state["run"] and in the URL (?run=NAME), so a reload or a
+shared link opens the same run. Rank, budget and balance are kept per run in session_state so
+that moving the rank slider on one page changes what every other page shows.
+All math is in gist_core.views; this module only wires it to widgets.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from gist_core import views
+from gist_core.runs import runs_root
+
+PAGES = {"home": "app.py", "run": "pages/1_Run.py", "spectrum": "pages/2_Spectrum.py", "scores": "pages/3_Scores.py",
+         "examples": "pages/4_Examples.py", "map": "pages/5_Map.py"}
+STATUS_ICON = {"done": ":material/check_circle:", "running": ":material/hourglass_top:", "failed": ":material/error:",
+               "cancelled": ":material/stop_circle:", "stopped": ":material/pause_circle:", "empty": ""}
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · GIST Lab", layout="wide")
+
+
+# ----------------------------------------------------------------------------- run selection
+def run_dir_of(name: str) -> Path:
+    """A run's folder: a name under runs_root(), or an absolute path."""
+    p = Path(name)
+    return p if p.is_absolute() else runs_root() / name
+
+
+def run_name_of(path: Path) -> str:
+    path, root = Path(path), runs_root()
+    return path.name if path.parent.resolve() == root.resolve() else str(path)
+
+
+def set_run(name: str | None) -> None:
+    st.session_state["run"] = name
+    if name:
+        st.query_params["run"] = name
+    elif "run" in st.query_params:
+        del st.query_params["run"]
+
+
+def run_names() -> list[str]:
+    return views.runs_table(runs_root())["run"].tolist()
+
+
+def current_run_name() -> str | None:
+    """URL first (links and reloads), then this session's choice, then the newest run."""
+    names = run_names()
+    for cand in (st.query_params.get("run"), st.session_state.get("run")):
+        if cand and (cand in names or run_dir_of(cand).is_dir()):
+            return cand
+    return names[0] if names else None
+
+
+def run_picker() -> Path | None:
+    """Sidebar select box of the runs; returns the chosen run folder (None when there is none)."""
+    names = run_names()
+    current = current_run_name()
+    if current and current not in names:
+        names = [current, *names]
+    if not names:
+        st.sidebar.info("No runs yet.")
+        return None
+    choice = st.sidebar.selectbox("Run", names, index=names.index(current), key=None,
+                                  help=f"run folders under {runs_root()}")
+    set_run(choice)
+    st.sidebar.caption(f"`{run_dir_of(choice)}`")
+    return run_dir_of(choice)
+
+
+def require_scores(run_dir: Path | None) -> Path:
+    """Stop the page with a pointer to the Run page unless the run has scores."""
+    if run_dir is None:
+        st.info("No run yet: launch one on the Run page.")
+        st.page_link(PAGES["run"], label="Go to the Run page", icon=":material/play_arrow:")
+        st.stop()
+    if not views.has_scores(run_dir):
+        state = views.run_state(run_dir)
+        st.info(f"Run `{run_dir.name}` has no scores yet (status: {state['status']}).")
+        st.page_link(PAGES["run"], label="Follow it on the Run page", icon=":material/play_arrow:",
+                     query_params={"run": run_name_of(run_dir)})
+        st.stop()
+    return run_dir
+
+
+# ----------------------------------------------------------------------------- cached view calls
+# `mtime` (manifest.json's) is part of each cache key: a finished stage invalidates the entry.
+# (st.cache_data does not hash parameters whose name starts with "_", so it must not.)
+@st.cache_data(max_entries=8, show_spinner=False)
+def _load(run_dir: str, mtime: int) -> views.RunData:
+    return views.load_run(run_dir)
+
+
+def load_run(run_dir: Path) -> views.RunData:
+    return _load(str(run_dir), views.stamp(run_dir))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _rescored(run_dir: str, mtime: int, rank: int, balance: str, budget: float) -> views.Rescored:
+    return views.rescored_frame(run_dir, rank, balance, budget)
+
+
+def rescored(run_dir: Path, s: dict) -> views.Rescored:
+    return _rescored(str(run_dir), views.stamp(run_dir), s["rank"], s["balance"], s["budget"])
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _spectra(run_dir: str, mtime: int) -> list[views.Spectrum]:
+    return views.spectra(run_dir)
+
+
+def spectra(run_dir: Path) -> list[views.Spectrum]:
+    return _spectra(str(run_dir), views.stamp(run_dir))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _map(run_dir: str, mtime: int, rank: int, method: str) -> views.MapData:
+    return views.map_coords(run_dir, rank, method, compute=True)
+
+
+def map_coords(run_dir: Path, rank: int, method: str, compute: bool = False) -> views.MapData | None:
+    """PCA always; UMAP only when cached on disk or compute=True (a None must never be cached)."""
+    if method == "umap" and not compute and not views.umap_cached(run_dir, rank):
+        return None
+    return _map(str(run_dir), views.stamp(run_dir), rank, method)
+
+
+# ----------------------------------------------------------------------------- shared settings
+def _skey(run_dir: Path, name: str) -> str:
+    return f"gist:{run_dir}:{name}"
+
+
+def settings(run_dir: Path) -> dict:
+    """The current rank / budget / balance for this run (the run's own values until changed)."""
+    run = load_run(run_dir)
+    d = views.default_settings(run)
+    d["rank"] = min(max(1, d["rank"]), views.r_max(run_dir))
+    return {k: st.session_state.get(_skey(run_dir, k), v) for k, v in d.items()}
+
+
+def _persist(widget_key: str, skey: str, convert=lambda v: v):
+    def cb():
+        st.session_state[skey] = convert(st.session_state[widget_key])
+    return cb
+
+
+def rank_slider(run_dir: Path, key: str, container=st) -> int:
+    """Rank r in 1..R_max, shared across pages."""
+    skey, rmax, cur = _skey(run_dir, "rank"), views.r_max(run_dir), settings(run_dir)["rank"]
+    if rmax < 2:
+        container.caption("rank r = 1 (the run stores a single direction)")
+        return 1
+    st.session_state[key] = cur  # widget shows the shared value even after visiting another page
+    return container.slider("Rank r (task directions used by the cosine)", 1, rmax, key=key,
+                            on_change=_persist(key, skey))
+
+
+def budget_slider(run_dir: Path, key: str, container=st) -> float:
+    """Budget as a percentage of the pool (0.1 % .. 50 %), shared across pages; returns a fraction."""
+    skey, cur = _skey(run_dir, "budget"), settings(run_dir)["budget"]
+    st.session_state[key] = float(min(50.0, max(0.1, round(cur * 100, 1))))
+    pct = container.slider("Budget (% of the pool selected)", 0.1, 50.0, step=0.1, key=key, format="%.1f%%",
+                           on_change=_persist(key, skey, lambda v: v / 100))
+    return pct / 100
+
+
+def balance_radio(run_dir: Path, key: str, container=st) -> str:
+    skey, cur = _skey(run_dir, "balance"), settings(run_dir)["balance"]
+    st.session_state[key] = cur
+    return container.radio("Selection rule", ["global", "subtask"], key=key, horizontal=True,
+                           on_change=_persist(key, skey),
+                           help="global: top-k scores (the paper's rule); subtask: round-robin quota per target subtask")
+
+
+def semantics_caption() -> None:
+    st.caption(views.SCORE_SEMANTICS)
+
+
+def settings_caption(s: dict, rs: views.Rescored) -> None:
+    st.caption(f"rank r = {s['rank']} · budget {s['budget'] * 100:.1f}% = {rs.k} examples · rule: {s['balance']} · "
+               f"re-scored in {rs.ms:.0f} ms")

@@ -1,0 +1,709 @@
+"""What the dashboard pages show, as pure functions over a run directory (no Streamlit here).
+
+Everything is read from the run directory written by `gist_core.pipeline`; nothing here
+computes gradients. Re-scoring at another rank is a slice of the stored projections
+(`train_proj.npy`) plus a small matrix product, so the heavy loads (memmap, subspace, frames)
+are cached with `functools.lru_cache` keyed by (run directory, manifest mtime): a finished
+stage rewrites the manifest, which invalidates the cache.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gist_core import launcher, scoring
+from gist_core.atomic import atomic_path
+from gist_core.runs import list_runs
+from gist_core.store import read_events
+from gist_core.subspace import rank_for_variance
+
+MAP_MAX_POINTS = 20_000
+EXTERNAL_QUIET_S = 120  # a CLI-started run (no launch.json) counts as running while its events are this fresh
+SCORE_SEMANTICS = "Score = cosine in [-1, 1] between an example's projected gradient and a target direction; higher = better aligned with the target."
+TRUTH_LABELS = ("target skill · correct", "target skill · wrong answer", "target skill · look-alike", "other skill")
+UNKNOWN = "(unknown)"
+EXPORT_FIELDS = ("id", "prompt", "response", "source", "skill", "subtask", "kind")
+
+
+# ----------------------------------------------------------------------------- run directory basics
+def stamp(run_dir: str | Path) -> int:
+    """Cache key part: manifest.json's mtime (ns); 0 while there is none."""
+    p = Path(run_dir) / "manifest.json"
+    return p.stat().st_mtime_ns if p.exists() else 0
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return default  # absent, or caught mid-write by a non-atomic writer
+
+
+def has_scores(run_dir: str | Path) -> bool:
+    d = Path(run_dir)
+    return all((d / f).exists() for f in ("scores.parquet", "train_proj.npy", "target.parquet", "config.json"))
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict
+    summary: dict
+    manifest: dict
+    frame: pd.DataFrame | None   # scores joined with prompt/response; None before the scores stage
+    target: pd.DataFrame | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def has_truth(self) -> bool:
+        return self.frame is not None and has_ground_truth(self.frame)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    d = Path(run_dir)
+    done = has_scores(d)
+    return RunData(path=d, config=read_json(d / "config.json", {}), summary=read_json(d / "summary.json", {}),
+                   manifest=read_json(d / "manifest.json", {"stages": {}}),
+                   frame=_base_frame(str(d), stamp(d)) if done else None,
+                   target=_target_frame(str(d), stamp(d)) if done else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _base_frame(run_dir: str, _stamp: int) -> pd.DataFrame:
+    """scores.parquet + prompt/response from examples.parquet, one row per pool example in pool order."""
+    d = Path(run_dir)
+    scores = pd.read_parquet(d / "scores.parquet")
+    ex = pd.read_parquet(d / "examples.parquet", columns=["id", "prompt", "response"])
+    if len(ex) == len(scores) and (ex["id"].to_numpy() == scores["id"].to_numpy()).all():
+        text = ex[["prompt", "response"]].reset_index(drop=True)
+    else:  # not in the same order: join on id
+        text = scores[["id"]].merge(ex, on="id", how="left")[["prompt", "response"]]
+    # cos:* columns hold the config rank; rescored_frame recomputes them at the chosen rank
+    frame = scores.drop(columns=[c for c in scores.columns if c.startswith("cos:")]).reset_index(drop=True)
+    frame.insert(0, "row", np.arange(len(frame)))
+    return pd.concat([frame, text], axis=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _target_frame(run_dir: str, _stamp: int) -> pd.DataFrame:
+    return pd.read_parquet(Path(run_dir) / "target.parquet").reset_index(drop=True)
+
+
+def target_groups(target: pd.DataFrame) -> dict[str, list[int]]:
+    """Subtask -> target rows, as pipeline.rescore builds them (no subtask: the example is its own)."""
+    groups: dict[str, list[int]] = {}
+    for i, (sid, s) in enumerate(zip(target["id"], target["subtask"])):
+        groups.setdefault(s if isinstance(s, str) else str(sid), []).append(i)
+    return groups
+
+
+@dataclass
+class Arrays:
+    X: np.ndarray            # (N, R) memmap of projected pool gradients
+    val_coords: np.ndarray   # (N_v, R) validation coordinates
+    groups: dict[str, list[int]]
+    aggregation: str
+
+    @property
+    def r_max(self) -> int:
+        return min(self.X.shape[1], self.val_coords.shape[1])
+
+
+def _read_tensors(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Only the named tensors of a safetensors file (the basis, D x R, is never needed here)."""
+    from safetensors import safe_open
+    with safe_open(str(path), "np") as f:
+        return {n: f.get_tensor(n) for n in names}
+
+
+@functools.lru_cache(maxsize=4)
+def _arrays(run_dir: str, _stamp: int) -> Arrays:
+    d = Path(run_dir)
+    cfg = read_json(d / "config.json", {})
+    sub = d / "checkpoints" / f"ckpt-{cfg.get('checkpoint', 1)}" / "subspace.safetensors"
+    val = _read_tensors(sub, ("val_coords",))["val_coords"]
+    return Arrays(X=np.load(d / "train_proj.npy", mmap_mode="r"), val_coords=np.asarray(val),
+                  groups=target_groups(_target_frame(run_dir, _stamp)),
+                  aggregation=cfg.get("aggregation", "subtask_mean"))
+
+
+def arrays(run_dir: str | Path) -> Arrays:
+    return _arrays(str(run_dir), stamp(run_dir))
+
+
+def r_max(run_dir: str | Path) -> int:
+    return arrays(run_dir).r_max
+
+
+# ----------------------------------------------------------------------------- ground truth
+def has_ground_truth(frame: pd.DataFrame) -> bool:
+    return "skill" in frame and frame["skill"].notna().any()
+
+
+def relevant_mask(frame: pd.DataFrame, subtasks: list[str]) -> np.ndarray:
+    """Target skill AND a correct answer (kind missing counts as correct), as pipeline reports precision."""
+    kind = frame["kind"]
+    return (frame["skill"].isin(subtasks) & (kind.isna() | (kind == "correct"))).to_numpy()
+
+
+def truth_labels(frame: pd.DataFrame, subtasks: list[str]) -> pd.Series:
+    """One of TRUTH_LABELS per row (UNKNOWN where the pool carries no skill)."""
+    in_target = frame["skill"].isin(subtasks).to_numpy()
+    kind = frame["kind"].to_numpy(dtype=object)
+    out = np.where(in_target, TRUTH_LABELS[0], TRUTH_LABELS[3]).astype(object)
+    out[in_target & (kind == "wrong")] = TRUTH_LABELS[1]
+    out[in_target & (kind == "distractor")] = TRUTH_LABELS[2]
+    out[frame["skill"].isna().to_numpy()] = UNKNOWN
+    return pd.Series(out, index=frame.index, name="truth")
+
+
+@dataclass
+class Truth:
+    """Ground-truth masks of a frame for a set of target subtasks (computed once per run)."""
+    relevant: np.ndarray
+    wrong: np.ndarray
+    distractor: np.ndarray
+    of_skill: dict[str, np.ndarray]   # subtask -> relevant & skill == subtask
+
+
+def truth_masks(frame: pd.DataFrame, subtasks: list[str]) -> Truth | None:
+    if not has_ground_truth(frame):
+        return None
+    skill = frame["skill"].to_numpy(dtype=object)
+    kind = frame["kind"].to_numpy(dtype=object)
+    in_target = np.isin(skill, subtasks)
+    rel = relevant_mask(frame, subtasks)
+    return Truth(relevant=rel, wrong=in_target & (kind == "wrong"), distractor=in_target & (kind == "distractor"),
+                 of_skill={s: rel & (skill == s) for s in subtasks})
+
+
+def metrics_from(truth: Truth | None, selected: np.ndarray) -> dict | None:
+    """Precision (target skill and correct), recall, coverage, wrong/look-alike counts of a selection mask."""
+    if truth is None:
+        return None
+    rel, n_sel = truth.relevant, int(selected.sum())
+    return {"precision": float((rel & selected).sum() / n_sel) if n_sel else 0.0,
+            "recall": float((rel & selected).sum() / max(1, rel.sum())), "base_rate": float(rel.mean()),
+            "coverage": {s: {"selected": int((m & selected).sum()), "in_pool": int(m.sum())}
+                         for s, m in truth.of_skill.items()},
+            "n_wrong_selected": int((truth.wrong & selected).sum()),
+            "n_distractor_selected": int((truth.distractor & selected).sum())}
+
+
+def gt_metrics(frame: pd.DataFrame, selected: np.ndarray, subtasks: list[str]) -> dict | None:
+    """metrics_from for any frame (None without ground truth)."""
+    return metrics_from(truth_masks(frame, subtasks), np.asarray(selected, dtype=bool))
+
+
+@functools.lru_cache(maxsize=4)
+def _truth(run_dir: str, _stamp: int, subtasks: tuple[str, ...]) -> Truth | None:
+    return truth_masks(_base_frame(run_dir, _stamp), list(subtasks))
+
+
+# ----------------------------------------------------------------------------- re-scoring
+@dataclass
+class Rescored:
+    frame: pd.DataFrame               # base frame with score, rank, cos:*, selected* at this rank
+    rank: int
+    balance: str
+    k: int
+    subtasks: list[str]
+    picked: dict[str, dict[str, int]]   # rule -> subtask -> examples picked for it
+    starved: dict[str, list[str]]       # rule -> starved subtasks
+    threshold: float                    # lowest score in the global top-k
+    metrics: dict[str, dict | None]     # rule -> ground-truth metrics (None without labels)
+    ms: float                           # time the re-score took
+
+    @property
+    def selection(self) -> pd.DataFrame:
+        """The chosen rule's selection, best first."""
+        return self.frame[self.frame["selected"]].sort_values("score", ascending=False)
+
+
+def budget_count(budget: float, n: int) -> int:
+    return scoring.budget_to_count(budget, n)
+
+
+def scores_at(run_dir: str | Path, rank: int) -> scoring.Scores:
+    """Same result as pipeline.rescore(run_dir, rank), from cached arrays (no basis reload, no torch)."""
+    a = arrays(run_dir)
+    return scoring.gist_scores(a.X, a.val_coords, a.groups, rank, a.aggregation)
+
+
+def rescored_frame(run_dir: str | Path, rank: int, balance: str = "global", budget: float = 0.05) -> Rescored:
+    """Scores, ranks and both selection rules at `rank` and `budget`; `balance` picks `selected`."""
+    t0 = time.perf_counter()
+    if balance not in scoring.BALANCES:
+        raise ValueError(f"balance must be one of {scoring.BALANCES}")
+    a, base = arrays(run_dir), _base_frame(str(run_dir), stamp(run_dir))
+    sc = scoring.gist_scores(a.X, a.val_coords, a.groups, rank, a.aggregation)
+    n = len(sc.score)
+    k = scoring.budget_to_count(budget, n)
+    order = np.lexsort((np.arange(n), -sc.score))
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.arange(1, n + 1)
+    names, cols = scoring.subtask_columns(sc, a.groups)
+    new = {"score": sc.score, "rank": ranks}
+    picked, masks = {}, {}
+    for rule in scoring.BALANCES:
+        idx, picked[rule] = scoring.select(sc, k, rule, a.groups)
+        masks[rule] = np.zeros(n, dtype=bool)
+        masks[rule][idx] = True
+        new[f"selected_{rule}"] = masks[rule]
+    new["selected"] = masks[balance]
+    new.update({f"cos:{name}": cols[:, t] for t, name in enumerate(names)})
+    frame = base.assign(**new)  # copy-on-write: the text columns are shared, not copied
+    truth = _truth(str(run_dir), stamp(run_dir), tuple(names))
+    metrics = {rule: metrics_from(truth, masks[rule]) for rule in scoring.BALANCES}
+    return Rescored(frame=frame, rank=rank, balance=balance, k=k, subtasks=names, picked=picked,
+                    starved={r: scoring.starved(p, k) for r, p in picked.items()},
+                    threshold=float(sc.score[order[k - 1]]), metrics=metrics,
+                    ms=(time.perf_counter() - t0) * 1000)
+
+
+def default_settings(run: RunData) -> dict:
+    """Rank, budget (fraction) and balance the run itself used."""
+    cfg, summ = run.config, run.summary
+    rank = summ.get("rank") or cfg.get("rank") or 1
+    budget = cfg.get("budget", 0.05)
+    n = len(run.frame) if run.frame is not None else summ.get("n_pool", 1)
+    if budget > 1:  # a count: show it as a fraction of the pool
+        budget = budget / max(n, 1)
+    return {"rank": int(rank), "budget": float(budget), "balance": cfg.get("balance", "global")}
+
+
+# ----------------------------------------------------------------------------- coverage and breakdowns
+def coverage_table(rs: Rescored) -> pd.DataFrame:
+    """Per target subtask: picks and ground-truth coverage under the global top-k and the per-subtask quota."""
+    rows = []
+    for s in rs.subtasks:
+        row = {"subtask": s}
+        for rule in scoring.BALANCES:
+            row[f"picked ({rule})"] = rs.picked[rule].get(s, 0)
+            row[f"starved ({rule})"] = s in rs.starved[rule]
+            m = rs.metrics[rule]
+            if m:
+                row[f"correct selected ({rule})"] = m["coverage"][s]["selected"]
+        if rs.metrics["global"]:
+            row["correct in pool"] = rs.metrics["global"]["coverage"][s]["in_pool"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def subtask_breakdown(rs: Rescored) -> pd.DataFrame:
+    """Mean cosine with each subtask's direction: whole pool vs the selection."""
+    f, sel = rs.frame, rs.frame["selected"].to_numpy()
+    return pd.DataFrame([{"subtask": s, "mean cosine (pool)": float(f[f"cos:{s}"].mean()),
+                          "mean cosine (selected)": float(f.loc[sel, f"cos:{s}"].mean()) if sel.any() else float("nan"),
+                          "picked for it": rs.picked[rs.balance].get(s, 0)} for s in rs.subtasks])
+
+
+def wrong_in_selection(rs: Rescored) -> pd.DataFrame:
+    """Selected examples whose ground truth says wrong answer or look-alike."""
+    sel = rs.selection
+    if "kind" not in sel:
+        return sel.iloc[:0]
+    return sel[sel["kind"].isin(["wrong", "distractor"])]
+
+
+# ----------------------------------------------------------------------------- histograms and brushing
+def group_column(frame: pd.DataFrame, by: str, subtasks: list[str]) -> pd.Series:
+    if by == "truth":
+        return truth_labels(frame, subtasks) if has_ground_truth(frame) else pd.Series(UNKNOWN, index=frame.index)
+    if by == "selected":
+        return frame["selected"].map({True: "selected", False: "not selected"})
+    return frame[by].astype(object).where(frame[by].notna(), UNKNOWN).astype(str)
+
+
+def histogram_counts(frame: pd.DataFrame, by: str, subtasks: list[str], bins: int = 60) -> pd.DataFrame:
+    """Score counts per group on shared bin edges: (group, left, right, mid, count); light to plot."""
+    score = frame["score"].to_numpy(dtype=np.float64)
+    lo, hi = float(score.min()), float(score.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+    groups = group_column(frame, by, subtasks).to_numpy()
+    out = []
+    for g in pd.unique(groups):
+        counts, _ = np.histogram(score[groups == g], edges)
+        out.append(pd.DataFrame({"group": g, "left": edges[:-1], "right": edges[1:],
+                                 "mid": (edges[:-1] + edges[1:]) / 2, "count": counts}))
+    return pd.concat(out, ignore_index=True)
+
+
+def score_range_from_selection(selection: dict | None) -> tuple[float, float] | None:
+    """Score interval brushed on a histogram: the box's x-range, the lasso's x-extent, or the picked bars."""
+    if not selection:
+        return None
+    for shape in list(selection.get("box") or []) + list(selection.get("lasso") or []):
+        xs = [float(x) for x in shape.get("x", []) if x is not None]
+        if xs:
+            return min(xs), max(xs)
+    bars = [p.get("customdata") for p in selection.get("points") or [] if p.get("customdata") is not None]
+    bars = [b for b in bars if isinstance(b, (list, tuple)) and len(b) >= 2]
+    if bars:
+        return min(float(b[0]) for b in bars), max(float(b[1]) for b in bars)
+    return None
+
+
+def rows_from_points(points: list[dict] | None) -> list[int]:
+    """Pool rows of selected scatter points (customdata[0] = row; target markers carry negatives)."""
+    rows = []
+    for p in points or []:
+        cd = p.get("customdata")
+        v = cd[0] if isinstance(cd, (list, tuple)) and cd else cd
+        if isinstance(v, (int, float)) and v >= 0:
+            rows.append(int(v))
+    return sorted(set(rows))
+
+
+def points_in_polygon(x: np.ndarray, y: np.ndarray, px: list[float], py: list[float]) -> np.ndarray:
+    """Even-odd rule, vectorised over the points (one pass per polygon edge)."""
+    inside = np.zeros(len(x), dtype=bool)
+    n = len(px)
+    for i in range(n):
+        x1, y1, x2, y2 = px[i], py[i], px[(i + 1) % n], py[(i + 1) % n]
+        if y1 == y2:
+            continue
+        crosses = (y1 > y) != (y2 > y)
+        x_at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= crosses & (x < x_at)
+    return inside
+
+
+def rows_in_selection(pts: pd.DataFrame, selection: dict | None) -> list[int]:
+    """Pool rows picked on the map: clicked points plus every drawn point inside a box or lasso.
+
+    The shapes come back from the browser even when the points do not (WebGL traces, many
+    points), so the geometry here is what makes lasso/box selection reliable."""
+    if not selection:
+        return []
+    rows = set(rows_from_points(selection.get("points")))
+    x, y = pts["x"].to_numpy(), pts["y"].to_numpy()
+    mask = np.zeros(len(pts), dtype=bool)
+    for b in selection.get("box") or []:
+        if len(b.get("x", [])) >= 2 and len(b.get("y", [])) >= 2:
+            (x0, x1), (y0, y1) = sorted(b["x"][:2]), sorted(b["y"][:2])
+            mask |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    for lasso in selection.get("lasso") or []:
+        if len(lasso.get("x", [])) >= 3:
+            mask |= points_in_polygon(x, y, [float(v) for v in lasso["x"]], [float(v) for v in lasso["y"]])
+    rows.update(pts["row"].to_numpy()[mask].tolist())
+    return sorted(rows)
+
+
+def in_score_range(frame: pd.DataFrame, lo: float, hi: float) -> pd.DataFrame:
+    s = frame["score"]
+    return frame[(s >= lo) & (s <= hi)]
+
+
+def brush_summary(rows: pd.DataFrame, subtasks: list[str]) -> dict:
+    out = {"n": len(rows), "n_selected": int(rows["selected"].sum()) if len(rows) else 0}
+    if len(rows) and has_ground_truth(rows):
+        out["precision"] = float(relevant_mask(rows, subtasks).mean())
+    return out
+
+
+# ----------------------------------------------------------------------------- examples table
+def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, selected: str = "all",
+                 text: str = "", score_range: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Rows matching every given filter (None / empty = no filter on that column)."""
+    m = np.ones(len(frame), dtype=bool)
+    for col, vals in (("source", sources), ("skill", skills), ("kind", kinds)):
+        if vals:
+            m &= group_column(frame, col, []).isin(vals).to_numpy()
+    if selected == "selected":
+        m &= frame["selected"].to_numpy()
+    elif selected == "not selected":
+        m &= ~frame["selected"].to_numpy()
+    if text:
+        pat = re.escape(text)
+        m &= (frame["prompt"].str.contains(pat, case=False, na=False)
+              | frame["response"].str.contains(pat, case=False, na=False)
+              | frame["id"].astype(str).str.contains(pat, case=False, na=False)).to_numpy()
+    if score_range:
+        s = frame["score"].to_numpy()
+        m &= (s >= score_range[0]) & (s <= score_range[1])
+    return frame[m]
+
+
+def options(frame: pd.DataFrame, col: str) -> list[str]:
+    return sorted(group_column(frame, col, []).unique().tolist()) if col in frame else []
+
+
+def example_detail(rs: Rescored, row: int) -> dict:
+    """One pool example: text, labels, score/rank, per-subtask cosines, selection under both rules."""
+    r = rs.frame.iloc[row]
+    cos = pd.DataFrame({"subtask": rs.subtasks, "cosine": [float(r[f"cos:{s}"]) for s in rs.subtasks]})
+    return {"row": int(row), "id": r["id"], "prompt": r["prompt"], "response": r["response"],
+            "source": r.get("source"), "skill": r.get("skill"), "kind": r.get("kind"), "score": float(r["score"]),
+            "rank": int(r["rank"]), "n_tokens": int(r["n_tokens"]) if "n_tokens" in r else None,
+            "selected": {rule: bool(r[f"selected_{rule}"]) for rule in scoring.BALANCES}, "cosines": cos}
+
+
+def nearest_targets(run_dir: str | Path, row: int, rank: int, k: int = 5) -> pd.DataFrame:
+    """The k target (validation) examples whose coordinates are closest in cosine to pool row `row` at rank r."""
+    a = arrays(run_dir)
+    x = np.asarray(a.X[row, :rank], dtype=np.float64)
+    Y = np.asarray(a.val_coords[:, :rank], dtype=np.float64)
+    cos = (Y @ x) / np.maximum(np.linalg.norm(Y, axis=1) * np.linalg.norm(x), 1e-300)
+    order = np.argsort(-cos, kind="stable")[:k]
+    t = _target_frame(str(run_dir), stamp(run_dir))
+    out = t.iloc[order][["id", "subtask", "prompt", "response"]].reset_index(drop=True)
+    out.insert(0, "cosine", cos[order])
+    return out
+
+
+def export_jsonl(rows: pd.DataFrame) -> bytes:
+    """Rows in selected.jsonl's shape: the example's fields plus `score` (one JSON object per line)."""
+    cols = [c for c in EXPORT_FIELDS if c in rows] + ["score"]
+    lines = []
+    for rec in rows[cols].to_dict("records"):
+        clean = {k: (float(v) if k == "score" else v) for k, v in rec.items() if not _missing(v)}
+        lines.append(json.dumps(clean, ensure_ascii=False, default=str))
+    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+
+
+# ----------------------------------------------------------------------------- spectrum
+@dataclass
+class Spectrum:
+    epoch: int
+    sigma: np.ndarray        # all singular values, descending
+    explained: np.ndarray    # cumulative explained variance, r = 1..len(sigma)
+    r95: int
+    r99: int
+
+
+def spectra(run_dir: str | Path) -> list[Spectrum]:
+    return _spectra(str(run_dir), stamp(run_dir))
+
+
+@functools.lru_cache(maxsize=8)
+def _spectra(run_dir: str, _stamp: int) -> list[Spectrum]:
+    out = []
+    for path in Path(run_dir).glob("checkpoints/ckpt-*/subspace.safetensors"):
+        m = re.fullmatch(r"ckpt-(\d+)", path.parent.name)
+        if not m:
+            continue
+        sigma = np.asarray(_read_tensors(path, ("sigma",))["sigma"], dtype=np.float64)
+        s2 = sigma ** 2
+        out.append(Spectrum(epoch=int(m.group(1)), sigma=sigma, explained=np.cumsum(s2) / max(s2.sum(), 1e-300),
+                            r95=rank_for_variance(sigma, 0.95), r99=rank_for_variance(sigma, 0.99)))
+    return sorted(out, key=lambda s: s.epoch)
+
+
+def spectrum_frame(specs: list[Spectrum]) -> pd.DataFrame:
+    """Long format for plotting: (epoch, r, sigma, explained)."""
+    return pd.concat([pd.DataFrame({"epoch": s.epoch, "r": np.arange(1, len(s.sigma) + 1), "sigma": s.sigma,
+                                    "explained": s.explained}) for s in specs], ignore_index=True) \
+        if specs else pd.DataFrame(columns=["epoch", "r", "sigma", "explained"])
+
+
+# ----------------------------------------------------------------------------- 2-D map
+@dataclass
+class MapData:
+    pool: pd.DataFrame      # row, x, y (a seeded subsample of at most max_points pool rows)
+    targets: pd.DataFrame   # id, subtask, prompt, x, y
+    method: str
+    rank: int
+
+
+def map_sample(n: int, max_points: int = MAP_MAX_POINTS, seed: int = 0) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def _unit(M: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(M, axis=1, keepdims=True)
+    return M / np.where(n > 0, n, 1.0)
+
+
+def _map_inputs(run_dir: str | Path, rank: int, max_points: int, seed: int):
+    a = arrays(run_dir)
+    if not 1 <= rank <= a.r_max:
+        raise ValueError(f"rank r={rank} outside 1..{a.r_max}")
+    idx = map_sample(a.X.shape[0], max_points, seed)
+    P = _unit(np.asarray(a.X[idx, :rank], dtype=np.float64))  # cosine geometry: unit rows
+    V = _unit(np.asarray(a.val_coords[:, :rank], dtype=np.float64))
+    return idx, P, V
+
+
+def pca_2d(P: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-2 principal axes of the pool rows; targets projected on the same axes (zeros pad r < 2)."""
+    mu = P.mean(0)
+    _, _, Vt = np.linalg.svd(P - mu, full_matrices=False)
+    W = np.zeros((P.shape[1], 2))
+    W[:, :min(2, Vt.shape[0])] = Vt[:2].T
+    return (P - mu) @ W, (V - mu) @ W
+
+
+def umap_path(run_dir: str | Path, rank: int) -> Path:
+    return Path(run_dir) / f"map_umap_r{rank}.npy"
+
+
+def umap_cached(run_dir: str | Path, rank: int, max_points: int = MAP_MAX_POINTS, seed: int = 0) -> bool:
+    return _load_umap(run_dir, rank, max_points, seed) is not None
+
+
+def _load_umap(run_dir, rank, max_points, seed) -> np.ndarray | None:
+    p = umap_path(run_dir, rank)
+    if not p.exists():
+        return None
+    a = arrays(run_dir)
+    expect = (len(map_sample(a.X.shape[0], max_points, seed)) + a.val_coords.shape[0], 2)
+    Z = np.load(p)
+    return Z if Z.shape == expect else None  # stale (other sample size or run): recompute
+
+
+def map_coords(run_dir: str | Path, rank: int, method: str = "pca", max_points: int = MAP_MAX_POINTS,
+               seed: int = 0, compute: bool = True) -> MapData | None:
+    """2-D coordinates of (a subsample of) the pool and of the target examples at rank r.
+
+    PCA is instant. UMAP is cached in RUN/map_umap_r{r}.npy; with compute=False a missing cache
+    returns None instead of fitting (tens of seconds the first time in a process)."""
+    idx, P, V = _map_inputs(run_dir, rank, max_points, seed)
+    if method == "pca":
+        zp, zv = pca_2d(P, V)
+    elif method == "umap":
+        Z = _load_umap(run_dir, rank, max_points, seed)
+        if Z is None:
+            if not compute:
+                return None
+            Z = _fit_umap(np.vstack([P, V]), seed)
+            with atomic_path(umap_path(run_dir, rank), suffix=".npy") as tmp:
+                np.save(tmp, Z)
+        zp, zv = Z[:len(P)], Z[len(P):]
+    else:
+        raise ValueError(f"unknown map method '{method}' (pca | umap)")
+    t = _target_frame(str(run_dir), stamp(run_dir))
+    targets = t[["id", "subtask", "prompt"]].reset_index(drop=True).assign(x=zv[:, 0], y=zv[:, 1])
+    return MapData(pool=pd.DataFrame({"row": idx, "x": zp[:, 0], "y": zp[:, 1]}), targets=targets,
+                   method=method, rank=rank)
+
+
+def map_frame(md: MapData, frame: pd.DataFrame, color_by: str, subtasks: list[str]) -> pd.DataFrame:
+    """The map's pool points with what the hover and colouring need ('color' column)."""
+    cols = [c for c in ["id", "score", "rank", "source", "skill", "kind", "selected", "prompt"] if c in frame]
+    pts = md.pool.join(frame[cols], on="row")  # frame's index is the pool row
+    if color_by == "score":
+        pts["color"] = pts["score"]
+    else:
+        pts["color"] = group_column(frame, color_by, subtasks).to_numpy()[pts["row"].to_numpy()]
+    return pts
+
+
+def _fit_umap(M: np.ndarray, seed: int) -> np.ndarray:
+    import umap  # slow first import (numba): only when asked for
+    n_neighbors = int(max(2, min(15, len(M) - 1)))
+    return umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed,
+                     init="random" if len(M) < 10 else "spectral").fit_transform(M).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- runs and progress
+def stage_plan(config: dict) -> list[str]:
+    epochs = int((config.get("warmup") or {}).get("epochs", 1))
+    return ["data", "warmup", *[f"val_grads/ckpt-{e}" for e in range(1, epochs + 1)], "train_proj", "scores"]
+
+
+def current_events(run_dir: str | Path) -> list[dict]:
+    """Events of the latest attempt: since the last launch, else since the last 'data' start."""
+    events = read_events(run_dir)
+    ls = launcher.read_launch(run_dir)
+    if ls and ls.get("started_at"):
+        return [e for e in events if e.get("t", 0) >= ls["started_at"] - 1]
+    starts = [i for i, e in enumerate(events) if e.get("stage") == "data" and e.get("status") == "start"]
+    return events[starts[-1]:] if starts else events
+
+
+def stage_progress(run_dir: str | Path) -> pd.DataFrame:
+    """Per planned stage: status (pending/running/done/skipped/error), done, total, fraction, wall_s, error."""
+    cfg = read_json(Path(run_dir) / "config.json", {})
+    plan = stage_plan(cfg) if cfg else []
+    state = {s: {"stage": s, "status": "pending", "done": None, "total": None, "fraction": 0.0,
+                 "wall_s": None, "error": None, "loss": None} for s in plan}
+    for e in current_events(run_dir):
+        s = state.setdefault(e["stage"], {"stage": e["stage"], "status": "pending", "done": None, "total": None,
+                                          "fraction": 0.0, "wall_s": None, "error": None, "loss": None})
+        st = e.get("status")
+        if st in ("start", "progress"):
+            s["status"] = "running"
+            s["total"] = e.get("total", s["total"])
+            s["done"] = e.get("done", s["done"] or 0)
+            s["loss"] = e.get("loss", s["loss"])
+            s["fraction"] = min(1.0, s["done"] / s["total"]) if s["total"] else 0.0
+        elif st in ("end", "skip"):
+            s.update(status="done" if st == "end" else "skipped", fraction=1.0, wall_s=e.get("wall_s"))
+        elif st == "error":
+            s.update(status="error", error=e.get("error"), wall_s=e.get("wall_s"))
+    return pd.DataFrame(list(state.values()))
+
+
+def run_state(run_dir: str | Path) -> dict:
+    """{'status': running | done | failed | cancelled | stopped | empty, 'message': str | None, 'launch': ...}."""
+    d = Path(run_dir)
+    ls = launcher.state(d)
+    events = current_events(d)
+    summary = d / "summary.json"
+    t_start = (ls.started_at if ls.launched else (events[0]["t"] if events else 0)) or 0
+    fresh = summary.exists() and summary.stat().st_mtime >= t_start - 1
+    err_events = [e for e in events if e.get("status") == "error"]
+    if ls.alive:
+        status, msg = "running", None
+    elif fresh and ls.returncode in (None, 0):
+        status, msg = "done", None
+    elif ls.cancelled:
+        status, msg = "cancelled", "cancelled from the dashboard; launch the same settings again to resume"
+    elif ls.error or err_events or (ls.returncode not in (None, 0)):
+        status = "failed"
+        msg = ls.error or (err_events[-1].get("error") if err_events else None) or \
+            f"the run exited with code {ls.returncode}; see launch.log"
+    elif not ls.launched and events and time.time() - events[-1].get("t", 0) < EXTERNAL_QUIET_S:
+        status, msg = "running", "started outside the dashboard (cancel it where it was started)"
+    elif events:
+        status, msg = "stopped", "the run stopped before finishing; launch the same settings again to resume"
+    elif ls.launched:
+        status, msg = "failed", "the run exited before its first stage; see launch.log"
+    else:
+        status, msg = "empty", None
+    return {"status": status, "message": msg, "launch": ls}
+
+
+def runs_table(root: str | Path) -> pd.DataFrame:
+    """Home-page rows: every run folder under root (config.json or launch.json), newest first."""
+    root = Path(root)
+    rows = {r["run"]: r for r in list_runs(root)}
+    if root.is_dir():
+        for p in root.glob(f"*/{launcher.LAUNCH_FILE}"):
+            rows.setdefault(p.parent.name, {"run": p.parent.name, "path": str(p.parent)})
+    out = []
+    for name, r in rows.items():
+        d = Path(r["path"])
+        cfg, summ = read_json(d / "config.json", {}), read_json(d / "summary.json", {})
+        out.append({"run": name, "status": run_state(d)["status"], "model": _short(cfg.get("model")),
+                    "data": f"{_short(cfg.get('train'))} → {_short(cfg.get('target'), 2)}" if cfg else "",
+                    "budget": cfg.get("budget"), "rank": summ.get("rank", cfg.get("rank")),
+                    "precision": summ.get("precision"), "random precision": summ.get("random_precision"),
+                    "selected": summ.get("n_selected"), "mtime": d.stat().st_mtime})
+    df = pd.DataFrame(out, columns=["run", "status", "model", "data", "budget", "rank", "precision",
+                                    "random precision", "selected", "mtime"])
+    return df.sort_values("mtime", ascending=False).drop(columns="mtime").reset_index(drop=True)
+
+
+def _short(spec: str | None, parts: int = 1) -> str:
+    """Last path component(s) of a path-like spec, for compact tables."""
+    if not spec:
+        return ""
+    return "/".join(Path(spec).parts[-parts:])

@@ -1,0 +1,69 @@
+"""Spectrum: singular values of the validation gradients per warm-up checkpoint, explained variance, rank slider."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from gist_core import ui
+
+ui.page_setup("Spectrum")
+st.title("Spectrum")
+run_dir = ui.require_scores(ui.run_picker())
+run = ui.load_run(run_dir)
+specs = ui.spectra(run_dir)
+tau = float(run.config.get("tau", 0.95))
+gist_epoch = int(run.config.get("checkpoint", 1))
+st.caption("Singular values σ of the validation-gradient matrix G (N_v × D) at each warm-up checkpoint. "
+           f"GIST scores with checkpoint {gist_epoch}; the rank r is how many of its top directions the cosine uses.")
+
+rank = ui.rank_slider(run_dir, key="rank_spectrum")
+s = {**ui.settings(run_dir), "rank": rank}
+rs = ui.rescored(run_dir, s)
+
+left, right = st.columns(2)
+fig = go.Figure()
+for sp in specs:
+    fig.add_trace(go.Scatter(x=list(range(1, len(sp.sigma) + 1)), y=sp.sigma, mode="lines+markers",
+                             name=f"ckpt-{sp.epoch}" + (" (GIST)" if sp.epoch == gist_epoch else "")))
+fig.add_vline(x=rank, line_dash="dot", annotation_text=f"r = {rank}")
+fig.update_layout(title="Singular values per checkpoint", xaxis_title="direction", yaxis_title="σ (log)",
+                  yaxis_type="log", yaxis_tickformat=".2~g", height=380, margin=dict(t=50, b=40))
+left.plotly_chart(fig, width="stretch", key="sigma_chart")
+
+fig2 = go.Figure()
+for sp in specs:
+    fig2.add_trace(go.Scatter(x=list(range(1, len(sp.explained) + 1)), y=sp.explained, mode="lines+markers",
+                              name=f"ckpt-{sp.epoch}"))
+fig2.add_hline(y=tau, line_dash="dash", annotation_text=f"τ = {tau:g}")
+main = next((sp for sp in specs if sp.epoch == gist_epoch), specs[0] if specs else None)
+if main is not None:
+    fig2.add_vline(x=main.r95, line_color="green", line_dash="dash", annotation_text=f"r95 = {main.r95}")
+    fig2.add_vline(x=main.r99, line_color="purple", line_dash="dash", annotation_text=f"r99 = {main.r99}",
+                   annotation_position="bottom right")
+fig2.add_vline(x=rank, line_dash="dot")
+fig2.update_layout(title="Cumulative explained variance", xaxis_title="rank r", yaxis_title="Σσ²(≤ r) / Σσ²",
+                   yaxis_range=[0, 1.02], height=380, margin=dict(t=50, b=40))
+right.plotly_chart(fig2, width="stretch", key="explained_chart")
+
+if specs:
+    st.dataframe(pd.DataFrame([{"checkpoint": sp.epoch, "N_v": len(sp.sigma), "σ₁": sp.sigma[0],
+                                      "r95": sp.r95, "r99": sp.r99,
+                                      f"explained at r={rank}": sp.explained[min(rank, len(sp.explained)) - 1]}
+                                     for sp in specs]), hide_index=True, width="stretch")
+
+st.subheader(f"Selection at rank r = {rank}")
+ui.settings_caption(s, rs)
+m = rs.metrics[s["balance"]]
+c = st.columns(4)
+c[0].metric("re-score time", f"{rs.ms:.0f} ms", help="from the stored projections: no gradients recomputed")
+c[1].metric("selected", f"{rs.k:,}")
+c[2].metric("lowest selected score (global top-k)", f"{rs.threshold:.3f}")
+if m:
+    c[3].metric(f"precision at r = {rank}", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random",
+                help="share of selected examples with a target skill and a correct answer")
+ui.semantics_caption()
+top = rs.frame.nsmallest(20, "rank")
+cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in top]
+st.dataframe(top[cols], hide_index=True, width="stretch", key="top_table",
+             column_config={"score": st.column_config.NumberColumn(format="%.4f")})

@@ -1,0 +1,98 @@
+"""Scores: histograms by source and ground truth, threshold, budget, brushing, per-subtask coverage, wrong answers."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from gist_core import ui, views
+
+ui.page_setup("Scores")
+st.title("Scores")
+run_dir = ui.require_scores(ui.run_picker())
+run = ui.load_run(run_dir)
+ui.semantics_caption()
+
+c = st.columns([3, 2, 2, 1])
+budget = ui.budget_slider(run_dir, key="budget_scores", container=c[0])
+balance = ui.balance_radio(run_dir, key="balance_scores", container=c[1])
+by_options = {"ground truth": "truth", "skill": "skill", "selected": "selected"} if run.has_truth else \
+    {"skill": "skill", "selected": "selected"}
+second_by = c[2].selectbox("Second histogram by", list(by_options), key="hist_by")
+log_y = c[3].toggle("log counts", value=False, key="logy_scores")
+s = {**ui.settings(run_dir), "budget": budget, "balance": balance}
+rs = ui.rescored(run_dir, s)
+ui.settings_caption(s, rs)
+st.page_link(ui.PAGES["spectrum"], label="Change the rank on the Spectrum page", icon=":material/show_chart:")
+
+m = rs.metrics[balance]
+mc = st.columns(5)
+mc[0].metric("selected", f"{rs.k:,}", help=f"{len(rs.frame):,} examples in the pool")
+mc[1].metric("global top-k threshold", f"{rs.threshold:.3f}", help="lowest score that makes the global top-k")
+if m:
+    mc[2].metric("precision", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random")
+    mc[3].metric("recall", f"{m['recall']:.3f}")
+    mc[4].metric("wrong / look-alike selected", f"{m['n_wrong_selected']} / {m['n_distractor_selected']}")
+
+
+TRUTH_COLORS = dict(zip(views.TRUTH_LABELS, ["#2e7d32", "#d32f2f", "#f9a825", "#9e9e9e"]))
+
+
+def histogram(by: str, title: str, key: str):
+    h = views.histogram_counts(rs.frame, by, rs.subtasks)
+    fig = go.Figure()
+    for g, part in h.groupby("group", sort=True):
+        fig.add_trace(go.Bar(x=part["mid"], y=part["count"], width=(part["right"] - part["left"]).to_numpy(),
+                             name=str(g), customdata=part[["left", "right"]].to_numpy(),
+                             marker_color=TRUTH_COLORS.get(g) if by == "truth" else None,
+                             hovertemplate="score %{customdata[0]:.3f}..%{customdata[1]:.3f}: %{y}<extra>%{fullData.name}</extra>"))
+    fig.add_vline(x=rs.threshold, line_dash="dash", line_color="red", annotation_text=f"top-{rs.k} threshold", annotation_position="top left")
+    fig.update_layout(title=title, barmode="stack", xaxis_title="score (cosine)", yaxis_title="examples",
+                      yaxis_type="log" if log_y else "linear", dragmode="select", height=380,
+                      xaxis_range=[float(h["left"].min()), float(h["right"].max())],
+                      margin=dict(t=50, b=40), legend=dict(font=dict(size=10)))
+    return st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("box", "lasso", "points"))
+
+
+hc = st.columns(2)
+with hc[0]:
+    ev_source = histogram("source", "Scores by source", "hist_source")
+with hc[1]:
+    ev_truth = histogram(by_options[second_by], f"Scores by {second_by}", "hist_truth")
+
+brush = views.score_range_from_selection(ev_truth.selection) or views.score_range_from_selection(ev_source.selection)
+st.subheader("Brushed score range")
+if brush is None:
+    st.caption("Drag a box (or lasso) over either histogram to list the examples in that score range.")
+else:
+    rows = views.in_score_range(rs.frame, *brush)
+    b = views.brush_summary(rows, rs.subtasks)
+    st.markdown(f"Scores **{brush[0]:.3f} … {brush[1]:.3f}**: {b['n']:,} examples, {b['n_selected']:,} selected"
+                + (f", precision {b['precision']:.3f}" if "precision" in b else ""))
+    cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in rows]
+    st.dataframe(rows.sort_values("score", ascending=False)[cols].head(500), hide_index=True, width="stretch")
+
+st.subheader("Per target subtask")
+st.caption("An example counts for the subtask it aligns with best (global top-k) or whose turn took it (quota). "
+           "A subtask is starved when it gets less than a third of its proportional share.")
+for rule in ("global", "subtask"):
+    if rs.starved[rule]:
+        st.warning(f"**{rule}** rule starves: " + ", ".join(f"{t} ({rs.picked[rule][t]} of {rs.k})"
+                                                              for t in rs.starved[rule]))
+if not any(rs.starved.values()):
+    st.success("No subtask is starved under either rule at this rank and budget.")
+st.dataframe(views.coverage_table(rs), hide_index=True, width="stretch")
+bd = views.subtask_breakdown(rs)
+fig = go.Figure([go.Bar(x=bd["subtask"], y=bd["mean cosine (pool)"], name="pool"),
+                 go.Bar(x=bd["subtask"], y=bd["mean cosine (selected)"], name=f"selected ({balance})")])
+fig.update_layout(title="Mean cosine with each subtask's direction", barmode="group", yaxis_title="cosine",
+                  height=320, margin=dict(t=50, b=40))
+st.plotly_chart(fig, width="stretch", key="breakdown")
+
+st.subheader("Wrong answers and look-alikes in the selection")
+wrong = views.wrong_in_selection(rs)
+if not run.has_truth:
+    st.caption("The pool has no ground-truth labels (skill / kind).")
+elif wrong.empty:
+    st.success("None selected.")
+else:
+    st.dataframe(wrong[["rank", "score", "id", "skill", "kind", "prompt", "response"]], hide_index=True, width="stretch")

@@ -1,0 +1,74 @@
+"""Examples: filterable, sortable table of the pool; drill-down on one example; export of the selection."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from gist_core import ui, views
+
+MAX_ROWS = 2000  # rows sent to the browser; filters narrow the rest
+
+ui.page_setup("Examples")
+st.title("Examples")
+run_dir = ui.require_scores(ui.run_picker())
+run = ui.load_run(run_dir)
+s = ui.settings(run_dir)
+rs = ui.rescored(run_dir, s)
+ui.settings_caption(s, rs)
+ui.semantics_caption()
+
+f = rs.frame
+c = st.columns([2, 2, 2, 2])
+which = c[0].radio("Show", ["selected", "all", "not selected"], horizontal=True, key="ex_which")
+sources = c[1].multiselect("Source", views.options(f, "source"), key="ex_sources")
+skills = c[2].multiselect("Skill", views.options(f, "skill"), key="ex_skills")
+kinds = c[3].multiselect("Kind", views.options(f, "kind"), key="ex_kinds")
+c2 = st.columns([3, 2, 1])
+text = c2[0].text_input("Search prompt / response / id", key="ex_text")
+sort_by = c2[1].selectbox("Sort by", ["score", "rank", "n_tokens", "id"], key="ex_sort")
+desc = c2[2].toggle("descending", value=True, key="ex_desc")
+rows = views.filter_frame(f, sources=sources, skills=skills, kinds=kinds, selected=which, text=text)
+rows = rows.sort_values(sort_by, ascending=not desc, kind="stable")
+shown = rows.head(MAX_ROWS)
+st.caption(f"{len(rows):,} matching examples" + (f"; showing the first {MAX_ROWS:,}" if len(rows) > MAX_ROWS else "")
+           + ". Click a row for its details; click a column header to re-sort the shown rows.")
+cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "n_tokens", "selected", "selected_global",
+                    "selected_subtask", "prompt", "response"] if c in shown]
+event = st.dataframe(shown[cols], hide_index=True, width="stretch", height=380, key="ex_table",
+                     on_select="rerun", selection_mode="single-row",
+                     column_config={"score": st.column_config.NumberColumn(format="%.4f"),
+                                    "n_tokens": st.column_config.NumberColumn("length (tokens)")})
+
+st.download_button(f"Export the current selection ({rs.k:,} examples, JSONL)", data=views.export_jsonl(rs.selection),
+                   icon=":material/download:",
+                   file_name=f"{run_dir.name}-selected-r{s['rank']}-{s['balance']}.jsonl",
+                   mime="application/jsonl", key="ex_download",
+                   help="one JSON object per line: id, prompt, response, source, skill, subtask, kind, score")
+
+st.subheader("Drill-down")
+picked = event.selection.rows if event is not None else []
+if picked:
+    row = int(shown.iloc[picked[0]]["row"])
+elif len(shown):
+    row = int(shown.iloc[0]["row"])
+else:
+    st.info("No example matches the filters.")
+    st.stop()
+d = views.example_detail(rs, row)
+st.markdown(f"**{d['id']}** · score **{d['score']:.4f}** · rank {d['rank']:,} of {len(f):,} · "
+            f"source {d['source']} · skill {d['skill']} · kind {d['kind']} · {d['n_tokens']} tokens")
+st.markdown("selected under global top-k: **{}** · under per-subtask quota: **{}**".format(
+    "yes" if d["selected"]["global"] else "no", "yes" if d["selected"]["subtask"] else "no"))
+t1, t2 = st.columns(2)
+t1.markdown("Prompt")
+t1.code(d["prompt"], language=None, wrap_lines=True)
+t2.markdown("Response")
+t2.code(d["response"], language=None, wrap_lines=True)
+g1, g2 = st.columns(2)
+fig = go.Figure(go.Bar(x=d["cosines"]["subtask"], y=d["cosines"]["cosine"]))
+fig.update_layout(title="Cosine with each target subtask's direction", yaxis_range=[-1, 1], height=300,
+                  margin=dict(t=50, b=40))
+g1.plotly_chart(fig, width="stretch", key="ex_cosines")
+g2.markdown(f"Nearest target examples at rank r = {s['rank']}")
+g2.dataframe(views.nearest_targets(run_dir, row, s["rank"]), hide_index=True, width="stretch",
+             column_config={"cosine": st.column_config.NumberColumn(format="%.4f")})

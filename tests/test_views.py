@@ -1,0 +1,251 @@
+"""gist_core.views and gist_core.launcher on a synthetic run directory (no torch, no Streamlit)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fake_run import SUBTASKS, make_fake_run  # noqa: E402
+
+from gist_core import launcher, scoring, views  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return make_fake_run(tmp_path_factory.mktemp("runs") / "fake", n_pool=1500, n_val=20, r=8)
+
+
+def test_load_run_joins_text_and_drops_stale_cosines(run):
+    rd = views.load_run(run)
+    assert rd.config["r_max"] == 8 and rd.summary["n_selected"] == 75
+    f = rd.frame
+    assert len(f) == 1500 and f["row"].tolist() == list(range(1500))
+    assert f["prompt"].str.startswith("task ").all() and not any(c.startswith("cos:") for c in f)
+    assert rd.has_truth and list(views.target_groups(rd.target)) == SUBTASKS
+
+
+def test_rescored_matches_pipeline_rescore_and_select(run):
+    from gist_core.pipeline import rescore  # imports torch: only here
+    for r in (1, 3, 8):
+        ref = rescore(run, r)
+        rs = views.rescored_frame(run, r, "subtask", 0.1)
+        np.testing.assert_allclose(rs.frame["score"].to_numpy(), ref.score, rtol=1e-6)
+        groups = views.target_groups(views.load_run(run).target)
+        idx, picked = scoring.select(ref, 150, "subtask", groups)
+        assert np.flatnonzero(rs.frame["selected"].to_numpy()).tolist() == idx.tolist()
+        assert rs.picked["subtask"] == picked and rs.k == 150
+        np.testing.assert_allclose(rs.frame[f"cos:{SUBTASKS[0]}"].to_numpy(), ref.columns[:, 0], rtol=1e-6)
+
+
+def test_rescored_at_config_rank_reproduces_stored_scores(run):
+    rd = views.load_run(run)
+    rs = views.rescored_frame(run, rd.summary["rank"], "global", rd.config["budget"])
+    np.testing.assert_allclose(rs.frame["score"].to_numpy(), rd.frame["score"].to_numpy(), rtol=1e-6)
+    assert (rs.frame["selected"] == rd.frame["selected_global"]).all()
+    assert rs.metrics["global"]["precision"] == pytest.approx(rd.summary["precision"])
+    assert rs.frame["rank"].min() == 1 and sorted(rs.frame["rank"]) == list(range(1, 1501))
+    assert rs.threshold == pytest.approx(rs.selection["score"].min())
+
+
+def test_rank_and_budget_change_the_selection(run):
+    a = views.rescored_frame(run, 1, "global", 0.05)
+    b = views.rescored_frame(run, 8, "global", 0.05)
+    c = views.rescored_frame(run, 8, "global", 0.2)
+    assert a.selection["id"].tolist() != b.selection["id"].tolist()
+    assert (b.k, c.k) == (75, 300) and len(c.selection) == 300
+    assert b.metrics["global"]["precision"] > b.metrics["global"]["base_rate"]  # the fake geometry is informative
+    with pytest.raises(ValueError):
+        views.rescored_frame(run, 9, "global", 0.05)
+
+
+def test_coverage_breakdown_and_wrong_examples(run):
+    rs = views.rescored_frame(run, 4, "global", 0.1)
+    cov = views.coverage_table(rs)
+    assert cov["subtask"].tolist() == SUBTASKS
+    assert cov["picked (global)"].sum() == rs.k and cov["picked (subtask)"].sum() == rs.k
+    assert (cov["correct selected (global)"] <= cov["correct in pool"]).all()
+    bd = views.subtask_breakdown(rs)
+    assert len(bd) == 4 and bd["mean cosine (selected)"].gt(bd["mean cosine (pool)"]).all()
+    w = views.wrong_in_selection(rs)
+    assert w["kind"].isin(["wrong", "distractor"]).all() and w["selected"].all()
+    m = rs.metrics["global"]
+    assert w["skill"].isin(SUBTASKS).sum() == m["n_wrong_selected"] + m["n_distractor_selected"]
+
+
+def test_histogram_counts_and_brushing(run):
+    rs = views.rescored_frame(run, 4, "global", 0.05)
+    for by in ("source", "skill", "truth", "selected"):
+        h = views.histogram_counts(rs.frame, by, rs.subtasks, bins=30)
+        assert h["count"].sum() == len(rs.frame) and h["left"].nunique() == 30
+    h = views.histogram_counts(rs.frame, "truth", rs.subtasks)
+    assert set(h["group"]) <= set(views.TRUTH_LABELS)
+    assert views.score_range_from_selection({"box": [{"x": [0.5, 0.2], "y": [0, 9]}], "points": []}) == (0.2, 0.5)
+    assert views.score_range_from_selection({"box": [], "lasso": [], "points": [
+        {"customdata": [0.1, 0.2]}, {"customdata": [0.3, 0.4]}]}) == (0.1, 0.4)
+    assert views.score_range_from_selection({"box": [], "points": []}) is None
+    rows = views.in_score_range(rs.frame, rs.threshold, 1.0)
+    assert views.brush_summary(rows, rs.subtasks)["n_selected"] == rs.k
+    assert views.rows_from_points([{"customdata": [5, 0.3]}, {"customdata": [-2, 1.0]}, {"customdata": 7}, {}]) == [5, 7]
+
+
+def test_filters_detail_nearest_and_export(run):
+    rs = views.rescored_frame(run, 8, "global", 0.05)
+    f = rs.frame
+    sel = views.filter_frame(f, selected="selected")
+    assert len(sel) == rs.k
+    only = views.filter_frame(f, skills=["kth_word"], kinds=["wrong"], text="task")
+    assert set(only["skill"]) == {"kth_word"} and set(only["kind"]) == {"wrong"}
+    assert len(views.filter_frame(f, text="pool-000007")) == 1
+    assert views.options(f, "source") == ["synthetic-list", "synthetic-word"]
+    row = int(sel.iloc[0]["row"])
+    d = views.example_detail(rs, row)
+    assert d["selected"]["global"] and len(d["cosines"]) == 4 and d["score"] == pytest.approx(d["cosines"]["cosine"].max())
+    nt = views.nearest_targets(run, row, 8, k=3)
+    assert len(nt) == 3 and nt["cosine"].is_monotonic_decreasing and nt["cosine"].between(-1, 1).all()
+    lines = views.export_jsonl(rs.selection).decode().splitlines()
+    first = json.loads(lines[0])
+    assert len(lines) == rs.k and {"id", "prompt", "response", "score", "skill", "kind"} <= set(first)
+    assert first["score"] == pytest.approx(rs.selection["score"].iloc[0])
+    assert views.export_jsonl(rs.selection.iloc[:0]) == b""
+
+
+def test_spectra(run):
+    specs = views.spectra(run)
+    assert [s.epoch for s in specs] == [1, 2]
+    for s in specs:
+        assert len(s.sigma) == 20 and np.all(np.diff(s.sigma) <= 1e-9) and s.explained[-1] == pytest.approx(1.0)
+        assert 1 <= s.r95 <= s.r99 <= 20 and s.explained[s.r95 - 1] >= 0.95 - 1e-9
+    assert views.spectra(run)[0].r95 == views.load_run(run).summary["r95"]
+    assert set(views.spectrum_frame(specs)["epoch"]) == {1, 2}
+
+
+def test_map_pca_subsample_and_umap_cache(run):
+    md = views.map_coords(run, 8, "pca", max_points=500)
+    assert len(md.pool) == 500 and md.pool["row"].is_monotonic_increasing and len(md.targets) == 20
+    assert np.isfinite(md.pool[["x", "y"]].to_numpy()).all()
+    assert views.map_coords(run, 8, "pca", max_points=500).pool["row"].tolist() == md.pool["row"].tolist()  # seeded
+    assert len(views.map_coords(run, 1, "pca").pool) == 1500  # r = 1: one axis, y padded
+    assert views.map_coords(run, 3, "umap", compute=False) is None
+    fake = np.random.default_rng(0).normal(size=(1500 + 20, 2)).astype(np.float32)
+    np.save(views.umap_path(run, 3), fake)  # a cached result is read back, never refitted
+    md_u = views.map_coords(run, 3, "umap", compute=False)
+    np.testing.assert_allclose(md_u.targets[["x", "y"]].to_numpy(), fake[1500:])
+    rs = views.rescored_frame(run, 3, "global", 0.05)
+    pts = views.map_frame(md_u, rs.frame, "truth", rs.subtasks)
+    assert len(pts) == 1500 and set(pts["color"]) <= set(views.TRUTH_LABELS)
+    sel = {"points": [{"customdata": [7, 0.1]}], "box": [{"x": [0.0, 10.0], "y": [0.0, 10.0]}],
+           "lasso": [{"x": [-10.0, -0.0001, -0.0001, -10.0], "y": [-10.0, -10.0, -0.0001, -0.0001]}]}
+    got = views.rows_in_selection(pts, sel)
+    x, y = pts["x"], pts["y"]
+    quadrants = (x.between(0, 10) & y.between(0, 10)) | (x.between(-10, -0.0001) & y.between(-10, -0.0001))
+    assert set(got) == set(pts.loc[quadrants, "row"]) | {7}
+    assert views.rows_in_selection(pts, {"points": [], "box": [], "lasso": []}) == []
+    np.save(views.umap_path(run, 3), fake[:10])  # wrong shape: treated as stale
+    assert not views.umap_cached(run, 3)
+
+
+def test_progress_state_and_runs_table(run, tmp_path):
+    prog = views.stage_progress(run)
+    assert prog["stage"].tolist() == ["data", "warmup", "val_grads/ckpt-1", "val_grads/ckpt-2", "train_proj", "scores"]
+    assert (prog["status"] == "done").all()
+    assert views.run_state(run)["status"] == "done"
+    table = views.runs_table(run.parent)
+    assert table.loc[0, "run"] == "fake" and table.loc[0, "status"] == "done" and table.loc[0, "precision"] > 0
+
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "config.json").write_text((run / "config.json").read_text())
+    now = time.time()
+    ev = [{"t": now, "stage": "data", "status": "start"}, {"t": now, "stage": "data", "status": "end", "wall_s": 1},
+          {"t": now, "stage": "warmup", "status": "start", "total": 40},
+          {"t": now, "stage": "warmup", "status": "progress", "done": 10, "total": 40, "loss": 2.5},
+          {"t": now, "stage": "warmup", "status": "error", "error": "RuntimeError: boom"}]
+    (half / "progress.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev))
+    p = views.stage_progress(half).set_index("stage")
+    assert p.loc["data", "status"] == "done" and p.loc["warmup", "status"] == "error"
+    assert p.loc["scores", "status"] == "pending"
+    st = views.run_state(half)
+    assert st["status"] == "failed" and "boom" in st["message"]
+    assert not views.has_scores(half) and views.load_run(half).frame is None
+
+
+# ----------------------------------------------------------------------------- launcher
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphaned zombie may wait long for its reaper here)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def _wait(pred, timeout=10.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_launch_failure_gives_readable_message(tmp_path):
+    d = tmp_path / "bad"
+    rec = launcher.launch(d, launcher.demo_args(d, epochs=1) + ["--budget", "lots"])  # argparse refuses at once
+    assert rec["cmd"][:3] == [sys.executable, "-m", "gist_core.cli"]
+    assert json.loads((d / "launch.json").read_text())["pid"] == rec["pid"]
+    assert _wait(lambda: not launcher.is_alive(d), 30)
+    s = launcher.state(d)
+    assert s.returncode == 2 and "budget 'lots' is not a number" in s.error
+    st = views.run_state(d)
+    assert st["status"] == "failed" and "budget" in st["message"]
+    assert "bad" in views.runs_table(tmp_path)["run"].tolist()  # listed before it has a config.json
+
+
+def test_launch_cancel_kills_the_process_group(tmp_path):
+    d = tmp_path / "sleepy"
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print('child', p.pid, flush=True); time.sleep(60)")
+    launcher.launch(d, [], cmd=[sys.executable, "-c", code])
+    assert launcher.is_alive(d)
+    assert _wait(lambda: "child" in launcher.read_log_tail(d), 10)
+    grandchild = int(launcher.read_log_tail(d).split()[1])
+    with pytest.raises(launcher.LaunchError):
+        launcher.launch(d, [], cmd=[sys.executable, "-c", "pass"])
+    assert launcher.cancel(d, grace_s=3.0)  # returns at once; escalation runs in a background thread
+    assert _wait(lambda: not launcher.is_alive(d), 10)
+    assert launcher.state(d).cancelled and views.run_state(d)["status"] == "cancelled"
+    assert _wait(lambda: not _running(grandchild), 10)  # the grandchild went with the group
+    assert not launcher.cancel(d)
+
+
+def test_launch_cancel_escalates_to_sigkill(tmp_path):
+    d = tmp_path / "stubborn"
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    launcher.launch(d, [], cmd=[sys.executable, "-c", code])
+    assert _wait(lambda: "ready" in launcher.read_log_tail(d), 10)
+    launcher.cancel(d, grace_s=0.5, wait=True)
+    assert not launcher.is_alive(d) and launcher.state(d).returncode == -9
+
+
+def test_failure_message_parsing():
+    assert launcher.failure_message("loading\n\rwarmup 10%\rerror: model 'x' not found\n", 2) == "model 'x' not found"
+    tb = "Traceback (most recent call last):\n  File \"x\", line 1\nRuntimeError: CUDA out of memory\n"
+    assert launcher.failure_message(tb, 1) == "RuntimeError: CUDA out of memory"
+    assert launcher.failure_message("", -9) == "the run was killed by signal 9"
+    assert launcher.failure_message("all good\n", 0) is None
+    args = launcher.select_args("/tmp/o", model="m", train="p.jsonl", target="v.jsonl", budget="5%", rank=4, tau=0.9,
+                                balance="subtask", epochs=2)
+    assert args[:2] == ["select", "--model"] and "--tau" not in args and args[args.index("--rank") + 1] == "4"
+    assert args[args.index("--budget") + 1] == "5%" and args[args.index("--out") + 1] == "/tmp/o"
+
+
+def test_rescore_100k_rows_at_every_rank(tmp_path):
+    """The dashboard's rank slider on 100,000 rows (its latency is measured in bench/rescore_latency.py)."""
+    d = make_fake_run(tmp_path / "big", n_pool=100_000, n_val=20, r=16)
+    picks = [views.rescored_frame(d, r, "subtask", 0.05) for r in (2, 8, 16)]
+    assert all(rs.k == 5000 for rs in picks)
+    assert not np.array_equal(picks[0].frame["selected"].to_numpy(), picks[2].frame["selected"].to_numpy())
