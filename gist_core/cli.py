@@ -91,8 +91,9 @@ def print_summary(summary: dict, out: Path) -> None:
                   f"wrong {e['n_wrong_selected']}")
     for s in summary["starved_subtasks"]:
         share = summary["picked_for_subtask"][s]
-        print(f"WARNING: subtask '{s}' got {share} of {summary['n_selected']} slots, less than a third of its "
-              f"proportional share; consider --balance subtask")
+        fair = summary["n_selected"] / max(1, len(summary["picked_for_subtask"]))
+        print(f"WARNING: only {share} of the {summary['n_selected']} selected examples align best with subtask "
+              f"'{s}' (less than a third of its proportional share, {fair:.0f}); consider --balance subtask")
     print(f"wall time {summary['wall_s']:.1f} s; selected examples: {out / 'selected.jsonl'}")
 
 
