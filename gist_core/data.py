@@ -360,7 +360,5 @@ def subtask_groups(examples: list[Example]) -> dict[str, list[int]]:
     GIST convention: a target without subtasks treats every example as its own subtask, so an
     example with no subtask gets a group of its own, named by its id.
     """
-    groups: dict[str, list[int]] = {}
-    for i, ex in enumerate(examples):
-        groups.setdefault(ex.subtask if ex.subtask is not None else ex.id, []).append(i)
-    return groups
+    from gist_core.scoring import groups_from_labels
+    return groups_from_labels([ex.id for ex in examples], [ex.subtask for ex in examples])

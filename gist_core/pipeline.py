@@ -432,35 +432,28 @@ def scores_frame(pool, sc: "scoring.Scores", selections: dict, pool_tok):
     return pd.DataFrame(df)
 
 
-def ground_truth_metrics(pool: list[Example], selected: np.ndarray, target_subtasks: list[str]) -> dict | None:
-    """Precision (target skill AND correct answer), coverage, wrong/distractor counts, if the pool has labels."""
-    if not any(ex.skill for ex in pool):
-        return None
-    subs = set(target_subtasks)
-    relevant = np.array([ex.skill in subs and (ex.kind in (None, "correct")) for ex in pool])
-    wrong = np.array([ex.skill in subs and ex.kind == "wrong" for ex in pool])
-    distractor = np.array([ex.skill in subs and ex.kind == "distractor" for ex in pool])
-    skills = np.array([ex.skill for ex in pool], dtype=object)
-    coverage = {s: {"selected": int((relevant[selected] & (skills[selected] == s)).sum()),
-                    "in_pool": int((relevant & (skills == s)).sum())} for s in target_subtasks}
-    return {"precision": float(relevant[selected].mean()) if len(selected) else 0.0,
-            "recall": float(relevant[selected].sum() / max(1, relevant.sum())),
-            "coverage": coverage, "n_wrong_selected": int(wrong[selected].sum()),
-            "n_distractor_selected": int(distractor[selected].sum()), "base_rate": float(relevant.mean())}
+def ground_truth_metrics(truth, n: int, selected: np.ndarray) -> dict | None:
+    """gist_core.truth metrics of a selection given as row indices (None without labels)."""
+    from gist_core.truth import metrics_from
+    mask = np.zeros(n, dtype=bool)
+    mask[selected] = True
+    return metrics_from(truth, mask)
 
 
 def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> dict:
     from gist_core.subspace import rank_for_variance
+    from gist_core.truth import truth_masks
+    truth = truth_masks(examples_to_frame(pool), list(groups))
     per_rule = {}
     for rule, (idx, share) in picked.items():
         entry = {"picked_for_subtask": share, "starved_subtasks": scoring.starved(share, k)}
-        gt = ground_truth_metrics(pool, idx, list(groups))
+        gt = ground_truth_metrics(truth, len(pool), idx)
         if gt:
             entry.update(gt)
         per_rule[rule] = entry
     rng = np.random.default_rng(cfg.seed)
     rand = np.sort(rng.choice(len(pool), size=k, replace=False))
-    rand_gt = ground_truth_metrics(pool, rand, list(groups))
+    rand_gt = ground_truth_metrics(truth, len(pool), rand)
     main = per_rule[cfg.balance]
     summary = {"n_pool": len(pool), "n_target": len(target), "n_subtasks": len(groups), "n_selected": k,
                "rank": rank, "r_max": sub.r_max, "r95": rank_for_variance(sub.sigma, 0.95),
@@ -488,8 +481,6 @@ def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = Non
     import pandas as pd
     sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors")
     target = pd.read_parquet(run_dir / "target.parquet")
-    groups: dict[str, list[int]] = {}
-    for i, (sid, s) in enumerate(zip(target["id"], target["subtask"])):
-        groups.setdefault(s if isinstance(s, str) else str(sid), []).append(i)
+    groups = scoring.groups_from_labels(target["id"], target["subtask"])
     X = np.load(run_dir / "train_proj.npy", mmap_mode="r")
     return scoring.gist_scores(X, sub.val_coords, groups, rank, aggregation or cfg.aggregation)

@@ -18,6 +18,15 @@ BALANCES = ("global", "subtask")
 BLOCK_ROWS = 1 << 16  # rows scored at a time: memory stays flat in the pool size
 
 
+def groups_from_labels(ids, subtasks) -> dict[str, list[int]]:
+    """Subtask name -> row indices, first-seen order. GIST convention: a row without a subtask
+    (None or NaN) is a subtask of its own, named by its id."""
+    groups: dict[str, list[int]] = {}
+    for i, (rid, sub) in enumerate(zip(ids, subtasks)):
+        groups.setdefault(sub if isinstance(sub, str) else str(rid), []).append(i)
+    return groups
+
+
 def _unit_rows(M: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(M, axis=1, keepdims=True)
     return M / np.where(n > 0, n, 1.0)

@@ -23,6 +23,7 @@ from gist_core.atomic import atomic_path
 from gist_core.runs import list_runs
 from gist_core.store import read_events
 from gist_core.subspace import rank_for_variance
+from gist_core.truth import Truth, has_ground_truth, metrics_from, relevant_mask, truth_masks  # noqa: F401
 
 MAP_MAX_POINTS = 20_000
 EXTERNAL_QUIET_S = 120  # a CLI-started run (no launch.json) counts as running while its events are this fresh
@@ -101,10 +102,7 @@ def _target_frame(run_dir: str, _stamp: int) -> pd.DataFrame:
 
 def target_groups(target: pd.DataFrame) -> dict[str, list[int]]:
     """Subtask -> target rows, as pipeline.rescore builds them (no subtask: the example is its own)."""
-    groups: dict[str, list[int]] = {}
-    for i, (sid, s) in enumerate(zip(target["id"], target["subtask"])):
-        groups.setdefault(s if isinstance(s, str) else str(sid), []).append(i)
-    return groups
+    return scoring.groups_from_labels(target["id"], target["subtask"])
 
 
 @dataclass
@@ -146,16 +144,6 @@ def r_max(run_dir: str | Path) -> int:
 
 
 # ----------------------------------------------------------------------------- ground truth
-def has_ground_truth(frame: pd.DataFrame) -> bool:
-    return "skill" in frame and frame["skill"].notna().any()
-
-
-def relevant_mask(frame: pd.DataFrame, subtasks: list[str]) -> np.ndarray:
-    """Target skill AND a correct answer (kind missing counts as correct), as pipeline reports precision."""
-    kind = frame["kind"]
-    return (frame["skill"].isin(subtasks) & (kind.isna() | (kind == "correct"))).to_numpy()
-
-
 def truth_labels(frame: pd.DataFrame, subtasks: list[str]) -> pd.Series:
     """One of TRUTH_LABELS per row (UNKNOWN where the pool carries no skill)."""
     in_target = frame["skill"].isin(subtasks).to_numpy()
@@ -165,44 +153,6 @@ def truth_labels(frame: pd.DataFrame, subtasks: list[str]) -> pd.Series:
     out[in_target & (kind == "distractor")] = TRUTH_LABELS[2]
     out[frame["skill"].isna().to_numpy()] = UNKNOWN
     return pd.Series(out, index=frame.index, name="truth")
-
-
-@dataclass
-class Truth:
-    """Ground-truth masks of a frame for a set of target subtasks (computed once per run)."""
-    relevant: np.ndarray
-    wrong: np.ndarray
-    distractor: np.ndarray
-    of_skill: dict[str, np.ndarray]   # subtask -> relevant & skill == subtask
-
-
-def truth_masks(frame: pd.DataFrame, subtasks: list[str]) -> Truth | None:
-    if not has_ground_truth(frame):
-        return None
-    skill = frame["skill"].to_numpy(dtype=object)
-    kind = frame["kind"].to_numpy(dtype=object)
-    in_target = np.isin(skill, subtasks)
-    rel = relevant_mask(frame, subtasks)
-    return Truth(relevant=rel, wrong=in_target & (kind == "wrong"), distractor=in_target & (kind == "distractor"),
-                 of_skill={s: rel & (skill == s) for s in subtasks})
-
-
-def metrics_from(truth: Truth | None, selected: np.ndarray) -> dict | None:
-    """Precision (target skill and correct), recall, coverage, wrong/look-alike counts of a selection mask."""
-    if truth is None:
-        return None
-    rel, n_sel = truth.relevant, int(selected.sum())
-    return {"precision": float((rel & selected).sum() / n_sel) if n_sel else 0.0,
-            "recall": float((rel & selected).sum() / max(1, rel.sum())), "base_rate": float(rel.mean()),
-            "coverage": {s: {"selected": int((m & selected).sum()), "in_pool": int(m.sum())}
-                         for s, m in truth.of_skill.items()},
-            "n_wrong_selected": int((truth.wrong & selected).sum()),
-            "n_distractor_selected": int((truth.distractor & selected).sum())}
-
-
-def gt_metrics(frame: pd.DataFrame, selected: np.ndarray, subtasks: list[str]) -> dict | None:
-    """metrics_from for any frame (None without ground truth)."""
-    return metrics_from(truth_masks(frame, subtasks), np.asarray(selected, dtype=bool))
 
 
 @functools.lru_cache(maxsize=4)

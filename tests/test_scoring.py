@@ -91,3 +91,8 @@ def test_example_max_columns_collapse_to_subtasks():
                         aggregation="example_max")
     names, M = scoring.subtask_columns(sc, {"x": [0, 1], "y": [2]})
     assert names == ["x", "y"] and np.allclose(M, [[0.9, 0.2], [0.5, 0.0]])
+
+
+def test_groups_from_labels_gives_unlabelled_rows_their_own_group():
+    groups = scoring.groups_from_labels(["a", "b", "c", "d"], ["x", None, "x", float("nan")])
+    assert groups == {"x": [0, 2], "b": [1], "d": [3]}
