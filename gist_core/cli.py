@@ -11,7 +11,9 @@ from pathlib import Path
 
 from gist_core.corpus import DEFAULT_DEMO_TARGET  # noqa: E402  (light: no torch)
 
-DEFAULT_RUNS = Path(os.environ.get("GIST_LAB_RUNS", "runs"))
+from gist_core.runs import runs_root  # noqa: E402
+
+DEFAULT_RUNS = runs_root()
 
 
 def _user_errors():

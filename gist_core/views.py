@@ -20,7 +20,6 @@ import pandas as pd
 
 from gist_core import launcher, scoring
 from gist_core.atomic import atomic_path
-from gist_core.runs import list_runs
 from gist_core.store import read_events
 from gist_core.subspace import rank_for_variance
 from gist_core.truth import Truth, has_ground_truth, metrics_from, relevant_mask, truth_masks  # noqa: F401
@@ -634,15 +633,12 @@ def run_state(run_dir: str | Path) -> dict:
 def runs_table(root: str | Path) -> pd.DataFrame:
     """Home-page rows: every run folder under root (config.json or launch.json), newest first."""
     root = Path(root)
-    rows = {r["run"]: r for r in list_runs(root)}
-    if root.is_dir():
-        for p in root.glob(f"*/{launcher.LAUNCH_FILE}"):
-            rows.setdefault(p.parent.name, {"run": p.parent.name, "path": str(p.parent)})
+    dirs = {p.parent for pattern in ("*/config.json", f"*/{launcher.LAUNCH_FILE}") for p in root.glob(pattern)} \
+        if root.is_dir() else set()
     out = []
-    for name, r in rows.items():
-        d = Path(r["path"])
+    for d in dirs:
         cfg, summ = read_json(d / "config.json", {}), read_json(d / "summary.json", {})
-        out.append({"run": name, "status": run_state(d)["status"], "model": _short(cfg.get("model")),
+        out.append({"run": d.name, "status": run_state(d)["status"], "model": _short(cfg.get("model")),
                     "data": f"{_short(cfg.get('train'))} → {_short(cfg.get('target'), 2)}" if cfg else "",
                     "budget": cfg.get("budget"), "rank": summ.get("rank", cfg.get("rank")),
                     "precision": summ.get("precision"), "random precision": summ.get("random_precision"),
