@@ -1,4 +1,4 @@
-"""`gist-lab` command line: demo, select, rescore, app."""
+"""`gist-lab` command line: demo, select, rescore, compare, geometry, bench, app."""
 from __future__ import annotations
 
 import argparse
@@ -21,8 +21,11 @@ def _user_errors():
     from gist_core.gradients import GradientError
     from gist_core.model import ModelError
     from gist_core.pipeline import ConfigError
+    from gist_core.geometry import GeometryError
+    from gist_core.less import MomentsError
     from gist_core.subspace import SubspaceError
-    return (DataError, ModelError, ConfigError, GradientError, SubspaceError, FileNotFoundError)
+    return (DataError, ModelError, ConfigError, GradientError, SubspaceError, MomentsError, GeometryError,
+            FileNotFoundError)
 
 
 def _budget(text: str) -> float:
@@ -123,6 +126,64 @@ def cmd_select(a) -> int:
     return 0
 
 
+def _run_config_for(a):
+    """compare's GIST run: the run folder's own config, a --config, explicit data, or the bundled default."""
+    from gist_core.pipeline import ConfigError, RunConfig, demo_config
+    existing = a.out / "config.json" if a.out else None
+    if a.config or (existing and existing.exists() and not a.model):
+        base = json.loads(Path(a.config or existing).read_text())
+        return RunConfig.from_json({**base, **_overrides(a)})
+    if a.model or a.train:
+        missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} required with --model/--train")
+        return RunConfig(model=a.model, train=a.train, target=a.target, **_overrides(a))
+    return demo_config(a.target or DEFAULT_DEMO_TARGET, **_overrides(a))
+
+
+def cmd_compare(a) -> int:
+    from gist_core.compare import CompareConfig, format_table, run_compare
+    from gist_core.warmup import TrainConfig
+    cfg = _run_config_for(a)
+    train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
+    cmp = CompareConfig(methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), seeds=a.seeds,
+                        less_dim=a.less_dim, test=a.test, full_epochs=a.full_epochs, n_em=a.n_em,
+                        less_checkpoints=tuple(a.less_checkpoints.split(",")) if a.less_checkpoints else (),
+                        downstream=not a.no_downstream, train=TrainConfig(**{"epochs": 4, "lr": 1e-3, "seed": 0,
+                                                                             **train}))
+    out = a.out or DEFAULT_RUNS / f"compare-{Path(cfg.target).parent.name or 'run'}"
+    rep = run_compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite)
+    print(f"\nrun directory: {out}  ({rep['n_selected']} of {rep['n_pool']} selected, {len(rep['seeds'])} seed(s))")
+    print(format_table(rep))
+    print(f"table: {out / 'compare.json'}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from gist_core.bench import BenchConfig, run_bench
+    rep = run_bench(BenchConfig(n_small=a.n_small, n_large=a.n_large, batch_size=a.batch_size,
+                                rescore_n=a.rescore_n), a.out)
+    print(json.dumps({k: v for k, v in rep.items() if not isinstance(v, dict)}, indent=2))
+    print(f"written: {a.out / 'bench.json'}")
+    return 0
+
+
+def cmd_geometry(a) -> int:
+    from gist_core.geometry_run import GeometryConfig, run_geometry
+    cfg = GeometryConfig(module=a.module, n_coords=a.coords, n_examples=a.n_examples, rank=a.rank, seed=a.seed,
+                         checkpoints=tuple(int(x) for x in a.checkpoints.split(",")) if a.checkpoints else None)
+    rep = run_geometry(a.run, cfg, quiet=a.quiet)
+    print("epoch  r95  r99  | Hessian off-diag  A-B mass  Fisher off-diag  Adam-diag fit err  F/H overlap (random)")
+    spec = {s["epoch"]: s for s in rep["spectrum"]}
+    for e, c in sorted(rep["checkpoints"].items(), key=lambda kv: int(kv[0])):
+        s = spec.get(int(e), {})
+        print(f"{e:>5s} {s.get('r95', '-'):>4} {s.get('r99', '-'):>4}  | {c['hessian']['offdiag_ratio']:>16.3f}  "
+              f"{c['hessian']['mass_AB']:>8.3f}  {c['fisher']['offdiag_ratio']:>15.3f}  "
+              f"{c['adam_sqrt_v_fit_error']:>17.3f}  {c['overlap_fisher_hessian']:.3f} ({c['overlap_random_reference']:.4f})")
+    print(f"written: {Path(a.run) / 'geometry'}")
+    return 0
+
+
 def cmd_rescore(a) -> int:
     import numpy as np
     from gist_core.pipeline import rescore
@@ -158,6 +219,42 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run", required=True, type=Path)
     r.add_argument("--rank", required=True, type=int)
     r.set_defaults(func=cmd_rescore)
+    c = sub.add_parser("compare", help="GIST vs LESS and baselines: selection quality, downstream loss, cost")
+    c.add_argument("--methods", default="gist,less,rawcos,random,length,embedding,full",
+                   help="comma-separated: gist, less, rawcos, random, length, embedding, full, oracle "
+                        "(gist and less are reported with both selection rules; oracle is added with ground truth)")
+    c.add_argument("--seeds", type=int, default=3, help="downstream seeds (3)")
+    c.add_argument("--model", help="Hugging Face id or local folder (default: the bundled tiny model)")
+    c.add_argument("--train", help="pool file or datasets name (default: the bundled pool)")
+    c.add_argument("--target", help="target validation file, or a bundled target name (transform)")
+    c.add_argument("--test", help="target test split (default: test.jsonl beside the target file)")
+    c.add_argument("--config", help="a run's config.json to compare on")
+    c.add_argument("--less-dim", type=int, default=8192, help="LESS projection dimension (8192)")
+    c.add_argument("--less-checkpoints", help="comma-separated LESS checkpoint folders (ours or HF Trainer's)")
+    c.add_argument("--train-epochs", type=int, help="downstream LoRA epochs (4)")
+    c.add_argument("--train-lr", type=float, help="downstream LoRA learning rate (1e-3)")
+    c.add_argument("--full-epochs", type=int, default=1, help="epochs for the full-pool row (1)")
+    c.add_argument("--n-em", type=int, help="exact-match prompts per subtask (default: the whole test split)")
+    c.add_argument("--no-downstream", action="store_true", help="selection quality and cost only")
+    _add_selection_args(c)
+    c.set_defaults(func=cmd_compare)
+    g = sub.add_parser("geometry", help="curvature of a LoRA block per warm-up checkpoint (Hessian, GN, Fisher, Adam)")
+    g.add_argument("--run", required=True, type=Path, help="a finished run directory")
+    g.add_argument("--module", help="LoRA module name or suffix (default: the last LoRA module)")
+    g.add_argument("--coords", type=int, default=2048, help="coordinates sampled from A and B (0 = all)")
+    g.add_argument("--n-examples", type=int, help="target examples in the loss (default: all)")
+    g.add_argument("--rank", type=int, default=8, help="top-r eigenspaces compared (8)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--checkpoints", help="comma-separated warm-up epochs (default: all)")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=cmd_geometry)
+    b = sub.add_parser("bench", help="gradient throughput, batching speed-up, rescore latency, memory scaling")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--n-small", type=int, default=10_000, help="pool size of the small memory run")
+    b.add_argument("--n-large", type=int, default=100_000, help="pool size of the large memory run")
+    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--rescore-n", type=int, default=100_000)
+    b.set_defaults(func=cmd_bench)
     ap = sub.add_parser("app", help="open the dashboard (Streamlit)")
     ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
     ap.add_argument("--port", type=int, default=8501)

@@ -213,6 +213,7 @@ class Run:
         from gist_core.formatting import tokenize_examples
         pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
         target_tok = tokenize_examples(target, tok, self.cfg.max_length)
+        self.pool, self.target, self.pool_tok, self.target_tok = pool, target, pool_tok, target_tok  # for compare
         self.stage_warmup(pool, pool_tok)
         for epoch in range(1, self.cfg.warmup.epochs + 1):
             self.stage_val_grads(epoch, target_tok)
@@ -318,10 +319,12 @@ class Run:
             G = collect_flat(engine, target_tok, list(range(n)), self.cfg.grad_batch_size)
         with atomic_path(self.store.path(rel[0]), suffix=".npy") as tmp:
             np.save(tmp, G)
+        t_sub = time.time()
         sub = fit_subspace(G, self.cfg.r_max)
         save_subspace(self.store.path(rel[1]), sub)
         self.record(stage, key, rel, time.time() - t0,
-                                {"dim": int(G.shape[1]), "r_max": sub.r_max, "ortho_error": sub.ortho_error})
+                    {"dim": int(G.shape[1]), "r_max": sub.r_max, "ortho_error": sub.ortho_error,
+                     "subspace_s": round(time.time() - t_sub, 4)})
 
     def stage_train_proj(self, pool_tok) -> FeatureStore:
         import torch

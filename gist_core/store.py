@@ -125,21 +125,22 @@ def read_events(root: str | os.PathLike) -> list[dict]:
 
 
 class FeatureStore:
-    """Preallocated float32 memmap (N x R) with a boolean done-mask: resumable row writes.
+    """Preallocated memmap (N x R, float32 unless told) with a boolean done-mask: resumable row writes.
 
     The mask is flushed only after the rows it marks, so a kill can lose at most the rows of
     the batch in flight, never mark a row done that was not written.
     """
 
-    def __init__(self, path: Path, n: int, r: int, meta: dict):
+    def __init__(self, path: Path, n: int, r: int, meta: dict, dtype=np.float32):
         self.path, self.mask_path, self.meta_path = path, path.with_suffix(".done.npy"), path.with_suffix(".json")
-        expect = {"n": n, "r": r, **meta}
+        self.dtype = np.dtype(dtype)
+        expect = {"n": n, "r": r, **meta, **({} if self.dtype == np.float32 else {"dtype": self.dtype.name})}
         if self.meta_path.exists() and json.loads(self.meta_path.read_text()) == expect and self._sizes_ok(n, r):
             self.data = np.load(path, mmap_mode="r+")
             self.done = np.load(self.mask_path).astype(bool)
         else:  # fresh (or mismatched / truncated): allocate anew
             with atomic_path(path, suffix=".npy") as tmp:
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, r)).flush()
+                np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(n, r)).flush()
             self.done = np.zeros(n, dtype=bool)
             self._save_mask()
             atomic_write_json(self.meta_path, expect)
@@ -151,7 +152,7 @@ class FeatureStore:
             mask = np.load(self.mask_path)
         except (OSError, ValueError):
             return False
-        return arr.shape == (n, r) and arr.dtype == np.float32 and mask.shape == (n,)
+        return arr.shape == (n, r) and arr.dtype == self.dtype and mask.shape == (n,)
 
     def _save_mask(self) -> None:
         with atomic_path(self.mask_path, suffix=".npy") as tmp:

@@ -1,0 +1,94 @@
+"""The baselines people use, as scores over the pool. Math on arrays (and one forward pass): no paths.
+
+Every score-based baseline returns a `scoring.Scores` (per-subtask columns, score = their max)
+so the two selection rules (global top-k, per-subtask quota) apply to it exactly as to GIST.
+- raw-gradient cosine: cos(g(z), c_t) with c_t the mean raw validation gradient of subtask t:
+  GIST without the subspace (the ablation that says whether the subspace matters);
+- embedding similarity (RDS in the LESS paper): mean-pooled last hidden state of the base model,
+  subtask mean of cosines to the target examples, max over subtasks;
+- length: longest responses first (a common, surprisingly strong heuristic);
+- random and full data need no scores.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gist_core import scoring
+
+
+def scores_from_columns(columns: np.ndarray, names: list[str]) -> scoring.Scores:
+    columns = np.asarray(columns, dtype=np.float32)
+    return scoring.Scores(score=columns.max(1), columns=columns, column_names=list(names), rank=0,
+                          aggregation="subtask_mean")
+
+
+def random_selection(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def oracle_selection(relevant: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k true target examples (all of them when fewer), sampled with the seed."""
+    idx = np.flatnonzero(relevant)
+    if len(idx) <= k:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, size=k, replace=False))
+
+
+def length_scores(response_tokens: np.ndarray, names: list[str]) -> scoring.Scores:
+    """Response length in tokens, the same value in every subtask column (it ignores the target)."""
+    col = np.asarray(response_tokens, dtype=np.float32)[:, None]
+    return scores_from_columns(np.repeat(col, len(names), axis=1), names)
+
+
+# ----------------------------------------------------------------------------- raw-gradient cosine
+def rawcos_features(g: torch.Tensor, G_val: torch.Tensor) -> torch.Tensor:
+    """(B, N_v + 1): dot products with every validation gradient, then the gradient's norm."""
+    return torch.cat([g @ G_val.T, g.norm(dim=1, keepdim=True)], dim=1)
+
+
+def rawcos_columns(features: np.ndarray, val_gram: np.ndarray, groups: dict[str, list[int]]) -> np.ndarray:
+    """(N, T) cos(g, mean_{j in t} g_j), from <g, g_j> and |g| and the validation Gram matrix."""
+    F = np.asarray(features, dtype=np.float64)
+    dots, norms = F[:, :-1], F[:, -1]
+    cols = np.empty((F.shape[0], len(groups)), dtype=np.float32)
+    for t, idx in enumerate(groups.values()):
+        c_norm = np.sqrt(max(val_gram[np.ix_(idx, idx)].mean(), 0.0))
+        denom = np.where(norms > 0, norms, 1.0) * max(c_norm, 1e-30)
+        cols[:, t] = dots[:, idx].mean(1) / denom
+    return cols
+
+
+# ----------------------------------------------------------------------------- embeddings
+@torch.no_grad()
+def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 32) -> np.ndarray:
+    """(N, H) mean over real tokens (prompt and response) of the base model's last hidden state."""
+    from gist_core.formatting import IGNORE
+    from gist_core.gradients import pad_batch
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([len(x) for x in input_ids], kind="stable")
+    out = None
+    for s in range(0, len(order), batch_size):
+        rows = order[s:s + batch_size]
+        ids, _, att = pad_batch([input_ids[i] for i in rows], [[IGNORE] * len(input_ids[i]) for i in rows],
+                                pad_id, device)
+        h = model(input_ids=ids, attention_mask=att, output_hidden_states=True).hidden_states[-1].float()
+        mask = att.unsqueeze(-1).float()
+        emb = ((h * mask).sum(1) / mask.sum(1).clamp_min(1.0)).cpu().numpy()
+        if out is None:
+            out = np.zeros((len(input_ids), emb.shape[1]), dtype=np.float32)
+        out[rows] = emb
+    return out
+
+
+def embedding_columns(pool_emb: np.ndarray, target_emb: np.ndarray, groups: dict[str, list[int]],
+                      block_rows: int = 1 << 15) -> np.ndarray:
+    """(N, T): per subtask, mean cosine of a pool embedding to the subtask's target embeddings."""
+    T = scoring._unit_rows(np.asarray(target_emb, dtype=np.float64))
+    cols = np.empty((len(pool_emb), len(groups)), dtype=np.float32)
+    for s in range(0, len(pool_emb), block_rows):
+        sims = scoring._unit_rows(np.asarray(pool_emb[s:s + block_rows], dtype=np.float64)) @ T.T
+        for t, idx in enumerate(groups.values()):
+            cols[s:s + block_rows, t] = sims[:, idx].mean(1)
+    return cols

@@ -1,0 +1,223 @@
+"""`gist-lab bench`: the hot paths, measured side by side in one run (ratios, not absolute pass/fail).
+
+- grad_throughput_ratio: batched per-example gradients, projected as the pipeline does (examples/s)
+  / a plain batched forward + backward on the same model, batches and lengths. 1.0 is the floor.
+- loop_speedup: batched per-example gradients / the one-example-at-a-time loop (LESS, GIST code).
+- rescore_ms: re-scoring 100,000 stored projections at a new rank (median of repeats).
+- peak_rss_ratio: peak resident memory of projecting n_large vs n_small pool examples, each in a
+  fresh process that reads the pool from a JSONL file like `select` does.
+Timings alternate the compared paths over several rounds and report medians, so a noisy shared
+machine affects both sides alike.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gist_core.atomic import atomic_write_json
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    n_small: int = field(default=10_000, metadata={"help": "pool size of the small memory run"})
+    n_large: int = field(default=100_000, metadata={"help": "pool size of the large memory run"})
+    batch_size: int = field(default=16, metadata={"help": "examples per batch (both sides)"})
+    n_throughput: int = field(default=256, metadata={"help": "examples timed per round for throughput"})
+    n_loop: int = field(default=64, metadata={"help": "examples timed for the loop comparison"})
+    rounds: int = field(default=3, metadata={"help": "alternating rounds; medians reported"})
+    rescore_n: int = field(default=100_000, metadata={"help": "stored projections re-scored"})
+    model: str | None = field(default=None, metadata={"help": "model (default: the bundled tiny LM)"})
+
+    def __post_init__(self):
+        if min(self.n_small, self.n_large, self.batch_size, self.n_throughput, self.n_loop, self.rounds) < 1:
+            raise ValueError("every bench size must be >= 1")
+
+
+def _sample_data() -> Path:
+    from gist_core.pipeline import SAMPLE_DATA
+    return SAMPLE_DATA
+
+
+def _model_and_batches(cfg: BenchConfig, n: int):
+    from gist_core.data import load_examples
+    from gist_core.formatting import tokenize_examples
+    from gist_core.gradients import length_sorted_batches
+    from gist_core.model import LoraSettings, attach_lora, load_base_model
+    model, tok = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
+    peft = attach_lora(model, LoraSettings(), seed=0).eval()
+    pool = load_examples(_sample_data() / "pool.jsonl", limit=n)
+    toks = tokenize_examples(pool, tok, 256)
+    lengths = [len(x) for x in toks.input_ids]
+    batches = [[toks.input_ids[i] for i in b] for b in length_sorted_batches(lengths, range(n), cfg.batch_size)]
+    labels = [[toks.labels[i] for i in b] for b in length_sorted_batches(lengths, range(n), cfg.batch_size)]
+    return peft, tok, list(zip(batches, labels))
+
+
+def _timed(fn) -> float:
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def throughput(cfg: BenchConfig) -> dict:
+    """Per-example gradient extraction vs a plain training forward+backward, alternating rounds."""
+    import torch
+    from gist_core.gradients import GradientEngine, pad_batch, per_example_loss
+    peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput)
+    engine = GradientEngine(peft, tok.pad_token_id)
+    basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0].to(engine.device)
+    params = [p for p in peft.parameters() if p.requires_grad]
+
+    def train_steps():
+        for ids, lab in batches:
+            i, lb, att = pad_batch(ids, lab, tok.pad_token_id, engine.device)
+            loss = per_example_loss(peft(input_ids=i, attention_mask=att).logits, lb).mean()
+            torch.autograd.grad(loss, params)
+
+    def projected():
+        for ids, lab in batches:
+            engine.projected_grads(ids, lab, basis)
+
+    def flat():
+        for ids, lab in batches:
+            engine.flat_grads(ids, lab)
+
+    train_steps(), projected()  # warm caches and allocators
+    times = {"train_step": [], "per_example_projected": [], "per_example_flat": []}
+    for _ in range(cfg.rounds):
+        times["train_step"].append(_timed(train_steps))
+        times["per_example_projected"].append(_timed(projected))
+        times["per_example_flat"].append(_timed(flat))
+    rate = {k: cfg.n_throughput / float(np.median(v)) for k, v in times.items()}
+    return {"grad_throughput_ratio": rate["per_example_projected"] / rate["train_step"],
+            "grad_throughput_ratio_flat": rate["per_example_flat"] / rate["train_step"],
+            "examples_per_s": rate, "gradient_dim": engine.dim}
+
+
+def loop_speedup(cfg: BenchConfig) -> dict:
+    import torch
+    from gist_core.gradients import GradientEngine, loop_grads
+    peft, tok, batches = _model_and_batches(cfg, cfg.n_loop)
+    engine = GradientEngine(peft, tok.pad_token_id)
+    ids = [x for b, _ in batches for x in b]
+    lab = [y for _, b in batches for y in b]
+    t_batched, t_loop = [], []
+    for _ in range(cfg.rounds):
+        t_batched.append(_timed(lambda: [engine.flat_grads(b, lb) for b, lb in batches]))
+        t_loop.append(_timed(lambda: loop_grads(peft, ids, lab, tok.pad_token_id)))
+    batched = torch.cat([engine.flat_grads(b, lb)[0] for b, lb in batches])
+    diff = float((batched - loop_grads(peft, ids, lab, tok.pad_token_id)).abs().max())
+    return {"loop_speedup": float(np.median(t_loop) / np.median(t_batched)),
+            "loop_examples_per_s": cfg.n_loop / float(np.median(t_loop)),
+            "batched_examples_per_s": cfg.n_loop / float(np.median(t_batched)), "max_abs_diff": diff}
+
+
+def rescore_latency(cfg: BenchConfig, r_max: int = 64, n_val: int = 64, repeats: int = 15) -> dict:
+    from gist_core import scoring
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((cfg.rescore_n, r_max)).astype(np.float32)
+    val = rng.standard_normal((n_val, r_max)).astype(np.float32)
+    groups = {f"t{t}": list(range(t, n_val, 8)) for t in range(8)}
+    scoring.gist_scores(X, val, groups, r_max // 2)
+    ms = [1000 * _timed(lambda r=r: scoring.gist_scores(X, val, groups, r)) for r in
+          rng.integers(1, r_max + 1, size=repeats)]
+    return {"rescore_ms": float(np.median(ms)), "rescore_ms_max": float(np.max(ms)), "rescore_n": cfg.rescore_n}
+
+
+def project_pool(n: int, work: Path, model: str | None = None, batch_size: int = 16) -> dict:
+    """In this process: read an n-example pool JSONL, project every gradient into a memmap (like train_proj)."""
+    import torch
+    from gist_core.data import load_examples
+    from gist_core.formatting import tokenize_examples
+    from gist_core.gradients import GradientEngine, stream
+    from gist_core.model import LoraSettings, attach_lora, load_base_model
+    from gist_core.store import FeatureStore
+    t0 = time.time()
+    model_, tok = load_base_model(model or str(_sample_data() / "tiny-lm"))
+    peft = attach_lora(model_, LoraSettings(), seed=0).eval()
+    pool = load_examples(work / f"pool-{n}.jsonl")
+    toks = tokenize_examples(pool, tok, 256)
+    engine = GradientEngine(peft, tok.pad_token_id)
+    basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0]
+    fs = FeatureStore(work / f"proj-{n}.npy", n, 20, {"bench": n})
+    count = [0]
+
+    def put(batch, x):
+        fs.write(batch, x.cpu().numpy())
+        count[0] += 1
+        if count[0] % 64 == 0:
+            fs.flush()
+
+    stream(engine, toks, fs.todo(), batch_size, put, project=basis.to(engine.device))
+    fs.flush()
+    return {"n": n, "wall_s": time.time() - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _write_pool(n: int, work: Path) -> Path:
+    from gist_core.corpus import CorpusConfig, build_pool, build_targets
+    path = work / f"pool-{n}.jsonl"
+    if not path.exists():
+        cfg = CorpusConfig(n_pool=n, seed=7)
+        _, reserved = build_targets(cfg)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as fh:
+            for row in build_pool(cfg, reserved):
+                fh.write(json.dumps(row) + "\n")
+        os.replace(tmp, path)
+    return path
+
+
+def memory_scaling(cfg: BenchConfig, work: Path) -> dict:
+    runs = {}
+    for n in (cfg.n_small, cfg.n_large):
+        _write_pool(n, work)
+        cmd = [sys.executable, "-m", "gist_core.bench", "--project", str(n), "--work", str(work)]
+        if cfg.model:
+            cmd += ["--model", cfg.model]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    small, large = runs[cfg.n_small], runs[cfg.n_large]
+    return {"peak_rss_ratio": large["peak_rss_mb"] / small["peak_rss_mb"], "memory_runs": runs}
+
+
+def run_bench(cfg: BenchConfig, out: str | os.PathLike) -> dict:
+    import torch
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    rep = {"config": asdict(cfg), "device": "cuda" if torch.cuda.is_available() else "cpu",
+           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    rep.update(throughput(cfg))
+    rep.update(loop_speedup(cfg))
+    rep.update(rescore_latency(cfg))
+    rep.update(memory_scaling(cfg, out))
+    rep["wall_s"] = time.time() - t0
+    atomic_write_json(out / "bench.json", rep)
+    return rep
+
+
+def main(argv=None) -> None:
+    import argparse
+    p = argparse.ArgumentParser(description="bench worker: project a pool in this process, print peak RSS")
+    p.add_argument("--project", type=int, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--model")
+    a = p.parse_args(argv)
+    print(json.dumps(project_pool(a.project, a.work, a.model)))
+
+
+if __name__ == "__main__":
+    main()

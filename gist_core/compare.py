@@ -1,0 +1,535 @@
+"""`gist-lab compare`: GIST next to LESS and the common baselines, in one run directory.
+
+Selection quality (precision, recall, coverage against ground truth), downstream quality (LoRA
+fine-tuned on each selection with one fixed recipe, several seeds, target test loss and exact
+match) and cost (wall time per stage, estimated FLOPs, bytes stored) for every method.
+
+Layout inside the run directory (the GIST run's own artefacts stay where they are):
+    compare/less/ckpt-E.npy (+ .done.npy)  LESS training features, N x d float16, one file per checkpoint
+    compare/less/val-ckpt-E.npy             LESS validation features
+    compare/rawcos.npy, compare/embed.npy   raw-gradient dot products + norm; pool embeddings
+    compare/evals/<row>-s<seed>.json        one downstream run each (skipped when present and matching)
+    compare/scores.parquet                  every score-based method's score per pool example
+    compare.json                            the table, the recipe, the costs, the ratios
+Every feature store resumes from its done-mask; every downstream run is its own file: a killed
+compare reruns only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gist_core import baselines, scoring
+from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.data import examples_to_frame, load_examples, subtask_groups
+from gist_core.pipeline import FLUSH_EVERY, ConfigError, Run, RunConfig, choose_rank, load_subspace, skipped
+from gist_core.store import FeatureStore, file_hash, stable_hash
+from gist_core.truth import metrics_from, truth_masks
+from gist_core.warmup import TrainConfig
+
+DEFAULT_METHODS = ("gist", "less", "rawcos", "random", "length", "embedding", "full")
+KNOWN_METHODS = DEFAULT_METHODS + ("oracle",)
+RULES = {"gist": ("gist", "gist_subtask"), "less": ("less", "less_subtask")}
+LABELS = {"gist": "GIST, global top-k", "gist_subtask": "GIST, per-subtask quota", "less": "LESS, global top-k",
+          "less_subtask": "LESS, per-subtask quota", "rawcos": "raw-gradient cosine", "random": "random",
+          "length": "longest responses", "embedding": "embedding similarity", "full": "full pool",
+          "oracle": "oracle (true target examples)"}
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What `compare` runs on top of a GIST run; written into compare.json."""
+    methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata={"help": "methods to compare"})
+    seeds: int = field(default=3, metadata={"help": "downstream seeds (LoRA init, data order, random/oracle draw)"})
+    less_dim: int = field(default=8192, metadata={"help": "LESS random-projection dimension d"})
+    less_seed: int = field(default=0, metadata={"help": "seed of the Rademacher projection"})
+    less_checkpoints: tuple[str, ...] = field(
+        default=(), metadata={"help": "LESS checkpoints (ours or HF Trainer's); default: the run's warm-up epochs"})
+    test: str | None = field(default=None, metadata={"help": "target test split; default test.jsonl beside the target"})
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3, seed=0),
+                               metadata={"help": "downstream LoRA recipe (seed replaced per run)"})
+    full_epochs: int = field(default=1, metadata={"help": "epochs for the full-pool row (20x the examples)"})
+    n_em: int | None = field(default=None, metadata={"help": "exact-match prompts per subtask (None = all)"})
+    downstream: bool = field(default=True, metadata={"help": "fine-tune and evaluate on each selection"})
+    projection_batch: int = field(default=128, metadata={"help": "rows per LESS projection matmul"})
+    projector_cache_gb: float = field(default=4.0, metadata={"help": "keep R in memory up to this size"})
+
+    def __post_init__(self):
+        if isinstance(self.train, dict):
+            object.__setattr__(self, "train", TrainConfig(**self.train))
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "less_checkpoints", tuple(self.less_checkpoints))
+        unknown = [m for m in self.methods if m not in KNOWN_METHODS]
+        if unknown:
+            raise ConfigError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(KNOWN_METHODS)})")
+        if not self.methods:
+            raise ConfigError("no methods to compare")
+        if self.seeds < 1 or self.less_dim < 1 or self.full_epochs < 1:
+            raise ConfigError("seeds, less_dim and full_epochs must be >= 1")
+
+    def rows(self, has_truth: bool) -> list[str]:
+        out = [r for m in self.methods for r in RULES.get(m, (m,))]
+        if has_truth and "oracle" not in out:
+            out.append("oracle")
+        return out
+
+
+def default_test_split(target: str) -> str | None:
+    p = Path(target)
+    cand = p.with_name("test.jsonl") if p.is_file() else None
+    return str(cand) if cand is not None and cand.exists() and cand != p else None
+
+
+class Compare:
+    """Runs (or resumes) GIST, then every baseline's features, selections, downstream runs and costs."""
+
+    def __init__(self, run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False):
+        self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite)
+        self.cfg, self.cmp, self.store = run_cfg, cmp, self.run.store
+        self.test_spec = cmp.test or default_test_split(run_cfg.target)
+        self.costs: dict[str, dict[str, float]] = {}
+        self.flops: dict[str, float] = {}
+        self.bytes: dict[str, int] = {}
+
+    def log(self, msg: str) -> None:
+        self.run.log(msg)
+
+    # ------------------------------------------------------------------ main
+    def execute(self) -> dict:
+        t0 = time.time()
+        gist_summary = self.run.execute()
+        pool, target = self.run.pool, self.run.target
+        self.groups = subtask_groups(target)
+        self.k = scoring.budget_to_count(self.cfg.budget, len(pool))
+        frame = examples_to_frame(pool)
+        self.truth = truth_masks(frame, list(self.groups))
+        tok, model = self.run.tokenizer_and_model()
+        self.n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)  # base model only
+        self.tokens = {"pool": sum(map(len, self.run.pool_tok.input_ids)),
+                       "target": sum(map(len, self.run.target_tok.input_ids))}
+        rows = self.cmp.rows(self.truth is not None)
+        scores = self.method_scores(gist_summary)
+        selections = self.selections(scores, rows)
+        self.save_scores(frame, scores)
+        report = self.report(rows, scores, selections, gist_summary)
+        if self.cmp.downstream:
+            self.downstream(rows, selections, report)
+        report["wall_s"] = round(time.time() - t0, 2)
+        atomic_write_json(self.store.path("compare.json"), report)
+        return report
+
+    # ------------------------------------------------------------------ scores per method
+    def method_scores(self, gist_summary: dict) -> dict[str, scoring.Scores]:
+        out: dict[str, scoring.Scores] = {}
+        names = list(self.groups)
+        m = set(self.cmp.methods)
+        if "gist" in m:
+            out["gist"] = self.gist_scores()
+        if "less" in m:
+            out["less"] = self.less_scores()
+        if "rawcos" in m:
+            out["rawcos"] = self.rawcos_scores()
+        if "embedding" in m:
+            out["embedding"] = self.embedding_scores()
+        if "length" in m:
+            t0 = time.time()
+            out["length"] = baselines.length_scores(np.asarray(self.run.pool_tok.n_response_tokens), names)
+            self.costs["length"] = {"scoring": time.time() - t0}
+        return out
+
+    def _stage_walls(self) -> dict:
+        return self.store.manifest()["stages"]
+
+    def _warmup_cost(self, epochs_used: int) -> tuple[float, float]:
+        """(wall s, FLOPs) of the warm-up up to `epochs_used`, prorated by epochs (a later epoch is not needed)."""
+        st = self._stage_walls().get("warmup", {})
+        share = epochs_used / self.cfg.warmup.epochs
+        n_warm = st.get("n_examples", 0)
+        tokens_per_example = self.tokens["pool"] / max(1, len(self.run.pool))
+        flops = 6 * self.n_params * tokens_per_example * n_warm * epochs_used
+        return st.get("wall_s", 0.0) * share, flops
+
+    def _val_cost(self, epoch: int) -> tuple[float, float]:
+        st = self._stage_walls().get(f"val_grads/ckpt-{epoch}", {})
+        return st.get("wall_s", 0.0) - st.get("subspace_s", 0.0), st.get("subspace_s", 0.0)
+
+    def gist_scores(self) -> scoring.Scores:
+        t0 = time.time()
+        sub = load_subspace(self.run.ckpt_dir(self.cfg.checkpoint) / "subspace.safetensors")
+        rank = choose_rank(self.cfg, sub)
+        X = np.load(self.store.path("train_proj.npy"), mmap_mode="r")
+        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, self.cfg.aggregation)
+        st = self._stage_walls()
+        warm_s, warm_f = self._warmup_cost(self.cfg.checkpoint)
+        val_s, sub_s = self._val_cost(self.cfg.checkpoint)
+        D, n, nv, R = sub.basis.shape[0], len(self.run.pool), len(self.run.target), sub.r_max
+        self.costs["gist"] = {"warmup": warm_s, "val_grads": val_s, "subspace": sub_s,
+                              "pool_features": st["train_proj"]["wall_s"],
+                              "scoring": st.get("scores", {}).get("wall_s", 0.0) + time.time() - t0}
+        self.flops["gist"] = (warm_f + 6 * self.n_params * self.tokens["target"] + 2 * nv * nv * D + 2 * D * nv * R
+                              + 6 * self.n_params * self.tokens["pool"] + 2 * n * D * R + 2 * n * R * len(self.groups))
+        self.bytes["gist"] = int(np.prod(X.shape)) * X.dtype.itemsize
+        self.gist_rank, self.dim = rank, D
+        return sc
+
+    # ---- LESS
+    def less_checkpoint_dirs(self) -> list[Path]:
+        if self.cmp.less_checkpoints:
+            return [Path(p) for p in self.cmp.less_checkpoints]
+        return [self.run.ckpt_dir(e) for e in range(1, self.cfg.warmup.epochs + 1)]
+
+    def less_scores(self) -> scoring.Scores:
+        import torch
+        from gist_core.gradients import GradientEngine, collect_flat, stream
+        from gist_core.less import RademacherProjector, adam_direction, checkpoint_mean_lr, less_columns, lr_weights
+        from gist_core.less import read_moments, unit_rows
+
+        tok, _ = self.run.tokenizer_and_model()
+        ckpts = self.less_checkpoint_dirs()
+        n, d = len(self.run.pool), self.cmp.less_dim
+        own = not self.cmp.less_checkpoints
+        walls = {"warmup": self._warmup_cost(self.cfg.warmup.epochs)[0] if own else 0.0, "val_grads": 0.0,
+                 "val_features": 0.0, "pool_features": 0.0, "pool_projection": 0.0, "scoring": 0.0}
+        flops = self._warmup_cost(self.cfg.warmup.epochs)[1] if own else 0.0
+        projector = None
+        train_feats, val_feats, lrs = [], [], []
+        for e, ckpt in enumerate(ckpts, start=1):
+            model = self.run.adapter_model(e) if own else self._external_adapter(ckpt)
+            engine = GradientEngine(model, tok.pad_token_id)
+            blocks = engine.blocks
+            if projector is None:
+                projector = RademacherProjector(engine.dim, d, self.cmp.less_seed,
+                                                int(self.cmp.projector_cache_gb * (1 << 30)), engine.device)
+            moments = read_moments(ckpt, [b.name for b in blocks], [b.size for b in blocks])
+            m, v = moments.m.to(engine.device), moments.v.to(engine.device)
+            lrs.append(checkpoint_mean_lr(ckpt))
+            key = stable_hash([self.run.keys["warmup"], str(ckpt), d, self.cmp.less_seed])
+            # validation features: plain gradients (the run's stored ones for its own checkpoints)
+            t0 = time.time()
+            vpath = self.store.path("compare", "less", f"val-ckpt-{e}.npy")
+            if own:
+                G = np.load(self.run.ckpt_dir(e) / "val_grads.npy")
+                walls["val_grads"] += self._val_cost(e)[0]
+            else:
+                G = collect_flat(engine, self.run.target_tok, list(range(len(self.run.target))),
+                                 self.cfg.grad_batch_size)
+                walls["val_grads"] += time.time() - t0
+            t1 = time.time()
+            V = unit_rows(projector.project(torch.from_numpy(G))).cpu().numpy()
+            vpath.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(vpath, suffix=".npy") as tmp:
+                np.save(tmp, V.astype(np.float16))
+            walls["val_features"] += time.time() - t1
+            val_feats.append(V)
+            # training features: one simulated Adam step, projected, normalised
+            fs = FeatureStore(self.store.path("compare", "less", f"ckpt-{e}.npy"), n, d, {"key": key},
+                              dtype=np.float16)
+            stage = f"compare/less/ckpt-{e}"
+            todo = fs.todo()
+            if todo or not self.store.stage_done(stage, key):
+                t2 = time.time()
+                buf_rows, buf = [], []
+                count, proj_s = [0], [0.0]
+
+                def project_buffer():
+                    if buf_rows:
+                        tp = time.time()
+                        P = unit_rows(projector.project(torch.cat(buf)))
+                        proj_s[0] += time.time() - tp
+                        fs.write(list(buf_rows), P.cpu().numpy().astype(np.float16))
+                        buf_rows.clear()
+                        buf.clear()
+                        count[0] += 1
+                        if count[0] % FLUSH_EVERY == 0:
+                            fs.flush()
+
+                def consume(batch, g):
+                    buf_rows.extend(batch)
+                    buf.append(adam_direction(g, m, v))
+                    if len(buf_rows) >= self.cmp.projection_batch:
+                        project_buffer()
+
+                with self.run.progress.stage(stage, total=n, resumed=n - len(todo)) as st:
+                    st.done = n - len(todo)
+                    stream(engine, self.run.pool_tok, todo, self.cfg.grad_batch_size, consume, on_batch=st.advance)
+                    project_buffer()
+                    fs.flush()
+                prev = self._stage_walls().get(stage, {}).get("wall_s", 0.0) if todo and len(todo) < n else 0.0
+                self.run.record(stage, key, [f"compare/less/ckpt-{e}.npy", f"compare/less/ckpt-{e}.done.npy"],
+                                time.time() - t2 + prev, {"moments": moments.source, "d": d,
+                                                          "projection_s": round(proj_s[0], 3)})
+            else:
+                skipped(self.store, stage)
+            entry = self._stage_walls()[stage]
+            walls["pool_projection"] += entry.get("projection_s", 0.0)  # absent in runs made before it was timed
+            walls["pool_features"] += entry["wall_s"] - entry.get("projection_s", 0.0)
+            train_feats.append(np.load(fs.path, mmap_mode="r"))
+            flops += (6 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
+                      + 2 * engine.dim * d * (n + len(self.run.target)) + 10 * engine.dim * n)
+        t3 = time.time()
+        weights, weight_rule = lr_weights(lrs)
+        cols = less_columns(train_feats, val_feats, weights, self.groups)
+        walls["scoring"] = time.time() - t3
+        self.costs["less"] = walls
+        self.flops["less"] = flops + 2 * n * d * len(self.run.target) * len(ckpts)
+        self.bytes["less"] = sum(int(np.prod(f.shape)) * f.dtype.itemsize for f in train_feats)
+        self.less_info = {"d": d, "checkpoints": [str(c) for c in ckpts], "mean_lr": lrs, "weights": weights,
+                          "weighting": weight_rule, "projector_seed": self.cmp.less_seed}
+        return baselines.scores_from_columns(cols, list(self.groups))
+
+    def _external_adapter(self, ckpt: Path):
+        from gist_core.model import load_adapter
+        self.run.tokenizer_and_model()
+        if self.run._peft is not None:
+            self.run._model, self.run._peft = self.run._peft.unload(), None
+        self.run._peft = load_adapter(self.run._model, ckpt).eval()
+        return self.run._peft
+
+    # ---- raw-gradient cosine
+    def rawcos_scores(self) -> scoring.Scores:
+        import torch
+        from gist_core.gradients import GradientEngine, stream
+        tok, _ = self.run.tokenizer_and_model()
+        e, n = self.cfg.checkpoint, len(self.run.pool)
+        G = np.load(self.run.ckpt_dir(e) / "val_grads.npy")
+        key = stable_hash([self.run.keys["warmup"], e, "rawcos"])
+        fs = FeatureStore(self.store.path("compare", "rawcos.npy"), n, G.shape[0] + 1, {"key": key})
+        stage = "compare/rawcos"
+        todo = fs.todo()
+        if todo or not self.store.stage_done(stage, key):
+            model = self.run.adapter_model(e)
+            engine = GradientEngine(model, tok.pad_token_id)
+            Gt = torch.from_numpy(G).to(engine.device)
+            t0 = time.time()
+            with self.run.progress.stage(stage, total=n, resumed=n - len(todo)) as st:
+                st.done = n - len(todo)
+                stream(engine, self.run.pool_tok, todo, self.cfg.grad_batch_size,
+                       lambda batch, g: fs.write(batch, baselines.rawcos_features(g, Gt).cpu().numpy()),
+                       on_batch=st.advance)
+                fs.flush()
+            prev = self._stage_walls().get(stage, {}).get("wall_s", 0.0) if len(todo) < n else 0.0
+            self.run.record(stage, key, ["compare/rawcos.npy", "compare/rawcos.done.npy"], time.time() - t0 + prev)
+        else:
+            skipped(self.store, stage)
+        t1 = time.time()
+        cols = baselines.rawcos_columns(np.asarray(fs.data), G.astype(np.float64) @ G.T.astype(np.float64), self.groups)
+        warm_s, warm_f = self._warmup_cost(e)
+        D = G.shape[1]
+        self.costs["rawcos"] = {"warmup": warm_s, "val_grads": self._val_cost(e)[0],
+                                "pool_features": self._stage_walls()[stage]["wall_s"], "scoring": time.time() - t1}
+        self.flops["rawcos"] = (warm_f + 6 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
+                                + 2 * n * D * (G.shape[0] + 1))
+        self.bytes["rawcos"] = n * (G.shape[0] + 1) * 4
+        return baselines.scores_from_columns(cols, list(self.groups))
+
+    # ---- embedding similarity
+    def embedding_scores(self) -> scoring.Scores:
+        tok, model = self.run.tokenizer_and_model()
+        if self.run._peft is not None:  # the base model, not the warm-up adapter
+            self.run._model, self.run._peft = self.run._peft.unload(), None
+            model = self.run._model
+        key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], self.cfg.max_length, "embed"])
+        stage = "compare/embedding"
+        paths = [self.store.path("compare", "embed.npy"), self.store.path("compare", "embed-target.npy")]
+        if not self.store.stage_done(stage, key):
+            t0 = time.time()
+            with self.run.progress.stage(stage, total=len(self.run.pool)):
+                for path, toks in zip(paths, (self.run.pool_tok, self.run.target_tok)):
+                    E = baselines.mean_pooled_embeddings(model, toks.input_ids, tok.pad_token_id)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with atomic_path(path, suffix=".npy") as tmp:
+                        np.save(tmp, E)
+            self.run.record(stage, key, ["compare/embed.npy", "compare/embed-target.npy"], time.time() - t0)
+        else:
+            skipped(self.store, stage)
+        t1 = time.time()
+        E, Et = np.load(paths[0]), np.load(paths[1])
+        cols = baselines.embedding_columns(E, Et, self.groups)
+        self.costs["embedding"] = {"pool_features": self._stage_walls()[stage]["wall_s"], "scoring": time.time() - t1}
+        self.flops["embedding"] = 2 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
+        self.bytes["embedding"] = int(E.nbytes)
+        return baselines.scores_from_columns(cols, list(self.groups))
+
+    # ------------------------------------------------------------------ selections
+    def selections(self, scores: dict[str, scoring.Scores], rows: list[str]) -> dict[str, list[np.ndarray]]:
+        """Row -> one index array per seed (the same array for deterministic methods)."""
+        n, k, seeds = len(self.run.pool), self.k, range(self.cmp.seeds)
+        out: dict[str, list[np.ndarray]] = {}
+        for row in rows:
+            if row in scores:
+                idx = scoring.select(scores[row], k, "global", self.groups)[0]
+            elif row.endswith("_subtask"):
+                idx = scoring.select(scores[row.removesuffix("_subtask")], k, "subtask", self.groups)[0]
+            elif row == "random":
+                out[row] = [baselines.random_selection(n, k, self.cfg.seed + s) for s in seeds]
+                continue
+            elif row == "full":
+                idx = np.arange(n)
+            elif row == "oracle":
+                out[row] = [baselines.oracle_selection(self.truth.relevant, k, s) for s in seeds]
+                continue
+            else:
+                raise ConfigError(f"no scores for method '{row}'")
+            out[row] = [idx] * self.cmp.seeds
+        for row in ("random", "full", "oracle"):
+            self.costs.setdefault(row, {"scoring": 0.0})
+        return out
+
+    def save_scores(self, frame, scores: dict[str, scoring.Scores]) -> None:
+        import pandas as pd
+        df = pd.DataFrame({"id": frame["id"]})
+        for name, sc in scores.items():
+            df[f"score:{name}"] = sc.score
+        with atomic_path(self.store.path("compare", "scores.parquet")) as tmp:
+            df.to_parquet(tmp, index=False)
+
+    # ------------------------------------------------------------------ the table
+    def report(self, rows, scores, selections, gist_summary) -> dict:
+        methods = {}
+        for row in rows:
+            family = row.removesuffix("_subtask")
+            sel = selections[row]
+            entry = {"label": LABELS.get(row, row), "family": family,
+                     "rule": "subtask" if row.endswith("_subtask") else "global", "n_selected": int(len(sel[0]))}
+            quality = [self._truth_metrics(s) for s in sel]
+            if quality[0] is not None:
+                entry["precision"] = float(np.mean([q["precision"] for q in quality]))
+                entry["precision_std"] = float(np.std([q["precision"] for q in quality]))
+                entry["recall"] = float(np.mean([q["recall"] for q in quality]))
+                for key in ("coverage", "n_wrong_selected", "n_distractor_selected"):
+                    entry[key] = quality[0][key]
+            stage_s = self.costs.get(family, {})
+            entry["stage_wall_s"] = {k: round(v, 3) for k, v in stage_s.items()}
+            entry["wall_s"] = round(sum(stage_s.values()), 3)
+            entry["flops"] = float(self.flops.get(family, 0.0))
+            entry["bytes"] = int(self.bytes.get(family, 0))
+            methods[row] = entry
+        rep = {"n_pool": len(self.run.pool), "n_target": len(self.run.target), "n_selected": self.k,
+               "budget": self.cfg.budget, "target": self.cfg.target, "test": self.test_spec,
+               "seeds": list(range(self.cmp.seeds)), "config": _jsonable(asdict(self.cmp)),
+               "gist": {"rank": getattr(self, "gist_rank", None), "checkpoint": self.cfg.checkpoint,
+                        "r_max": gist_summary.get("r_max"), "aggregation": self.cfg.aggregation},
+               "less": getattr(self, "less_info", None), "methods": methods,
+               "cost_notes": ("wall_s: seconds measured on this machine, per stage; the warm-up is shared and "
+                              "counted per method up to the checkpoint it uses (GIST: its checkpoint epoch, "
+                              "LESS: all epochs); flops: estimates (6 x parameters x tokens per forward+backward, "
+                              "2 x parameters x tokens per forward, plus projections); bytes: the per-example "
+                              "feature store, the part that grows with the pool")}
+        if "gist" in methods and "less" in methods and methods["less"]["wall_s"] > 0:
+            rep["compute_ratio_gist_over_less"] = methods["gist"]["wall_s"] / methods["less"]["wall_s"]
+            rep["flops_ratio_gist_over_less"] = methods["gist"]["flops"] / max(methods["less"]["flops"], 1.0)
+            rep["storage_ratio_gist_over_less"] = methods["gist"]["bytes"] / max(methods["less"]["bytes"], 1)
+            less = self.costs["less"]
+            if less.get("pool_projection"):  # how much of LESS's cost is its 8192-d projection
+                rep["compute_ratio_gist_over_less_without_projection"] = methods["gist"]["wall_s"] / max(
+                    methods["less"]["wall_s"] - less["pool_projection"] - less["val_features"], 1e-9)
+        rep["overlap"], rep["rank_correlation"] = agreement(selections, scores)
+        return rep
+
+    def _truth_metrics(self, idx: np.ndarray) -> dict | None:
+        mask = np.zeros(len(self.run.pool), dtype=bool)
+        mask[idx] = True
+        return metrics_from(self.truth, mask)
+
+    # ------------------------------------------------------------------ downstream
+    def downstream(self, rows, selections, report) -> None:
+        if self.test_spec is None:
+            report["downstream_note"] = ("no test split (pass --test): downstream loss and exact match not measured")
+            self.log(report["downstream_note"])
+            return
+        test = load_examples(self.test_spec)
+        test_key = file_hash(self.test_spec) if Path(self.test_spec).exists() else self.test_spec
+        recipe = asdict(self.cmp.train)
+        report["train_recipe"] = {**recipe, "full_epochs": self.cmp.full_epochs, "lora": asdict(self.cfg.lora),
+                                  "max_length": self.cfg.max_length, "seeds": list(range(self.cmp.seeds))}
+        report["base"] = self._eval_cached("base", None, None, test, test_key)
+        for row in rows:
+            runs = []
+            for s, idx in enumerate(selections[row]):
+                runs.append(self._eval_cached(f"{row}-s{s}", idx, s, test, test_key,
+                                              epochs=self.cmp.full_epochs if row == "full" else None))
+            e = report["methods"][row]
+            losses, ems = [r["test_loss"] for r in runs], [r["exact_match"] for r in runs]
+            e.update({"test_loss": float(np.mean(losses)), "test_loss_std": float(np.std(losses)),
+                      "exact_match": float(np.mean(ems)), "exact_match_std": float(np.std(ems)),
+                      "train_steps": runs[0]["steps"], "train_s": float(np.mean([r["train_s"] for r in runs])),
+                      "per_seed": [{"seed": s, "test_loss": r["test_loss"], "exact_match": r["exact_match"]}
+                                   for s, r in enumerate(runs)],
+                      "per_subtask": {sub: {"loss": float(np.mean([r["per_subtask"][sub]["loss"] for r in runs])),
+                                            "exact_match": float(np.mean([r["per_subtask"][sub]["exact_match"]
+                                                                          for r in runs]))}
+                                      for sub in runs[0]["per_subtask"]}})
+            self.log(f"{row:14s} test loss {e['test_loss']:.3f} ± {e['test_loss_std']:.3f}  "
+                     f"exact match {e['exact_match']:.3f} ± {e['exact_match_std']:.3f}")
+            atomic_write_json(self.store.path("compare.json"), report)  # partial table, readable while it runs
+
+    def _eval_cached(self, name, idx, seed, test, test_key, epochs=None) -> dict:
+        from gist_core.evaluate import evaluate_on_target, finetune_and_evaluate
+        cfg = self.cmp.train if seed is None else TrainConfig(**{**asdict(self.cmp.train), "seed": seed,
+                                                                   **({"epochs": epochs} if epochs else {})})
+        key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], test_key, asdict(cfg),
+                           asdict(self.cfg.lora), self.cfg.max_length, self.cmp.n_em,
+                           None if idx is None else stable_hash(np.asarray(idx).tolist())])
+        path = self.store.path("compare", "evals", f"{name}.json")
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("key") == key:
+                return old
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.run.progress.stage(f"compare/eval/{name}"):
+            if idx is None:
+                tok, model = self.run.tokenizer_and_model()
+                if self.run._peft is not None:
+                    self.run._model, self.run._peft = self.run._peft.unload(), None
+                res = {**evaluate_on_target(self.run._model, tok, test, self.cfg.max_length, self.cmp.n_em),
+                       "steps": 0, "train_s": 0.0}
+            else:
+                res = finetune_and_evaluate(self.cfg.model, [self.run.pool[i] for i in idx], test, cfg, self.cfg.lora,
+                                            self.cfg.max_length, self.cmp.n_em)
+        res["key"] = key
+        atomic_write_json(path, res)
+        return res
+
+
+def agreement(selections: dict, scores: dict) -> tuple[dict, dict]:
+    """Jaccard overlap of first-seed selections; Spearman correlation of the score-based methods."""
+    import pandas as pd
+    names = list(selections)
+    overlap = {}
+    for a in names:
+        sa = set(selections[a][0].tolist())
+        overlap[a] = {b: len(sa & set(selections[b][0].tolist())) / max(1, len(sa | set(selections[b][0].tolist())))
+                      for b in names}
+    frame = pd.DataFrame({m: sc.score for m, sc in scores.items()})
+    corr = frame.rank().corr().round(4).to_dict() if len(frame.columns) > 1 else {}
+    return overlap, corr
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d, default=str))
+
+
+def run_compare(run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False) -> dict:
+    return Compare(run_cfg, cmp, out, quiet=quiet, overwrite=overwrite).execute()
+
+
+def format_table(rep: dict) -> str:
+    """The printed table: one line per method."""
+    lines = [f"{'method':16s} {'precision':>9s} {'test loss':>15s} {'exact match':>15s} {'wall s':>8s} {'bytes':>12s}"]
+    for row, e in rep["methods"].items():
+        prec = f"{e['precision']:.3f}" if "precision" in e else "-"
+        loss = f"{e['test_loss']:.3f}±{e['test_loss_std']:.3f}" if "test_loss" in e else "-"
+        em = f"{e['exact_match']:.3f}±{e['exact_match_std']:.3f}" if "exact_match" in e else "-"
+        lines.append(f"{row:16s} {prec:>9s} {loss:>15s} {em:>15s} {e['wall_s']:>8.1f} {e['bytes']:>12,d}")
+    if "base" in rep:
+        lines.append(f"{'base (no LoRA)':16s} {'-':>9s} {rep['base']['test_loss']:>15.3f} "
+                     f"{rep['base']['exact_match']:>15.3f}")
+    for key in ("compute_ratio_gist_over_less", "storage_ratio_gist_over_less", "flops_ratio_gist_over_less",
+                "compute_ratio_gist_over_less_without_projection"):
+        if key in rep:
+            lines.append(f"{key}: {rep[key]:.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""`gist-lab geometry --run RUN`: curvature of one LoRA block at every warm-up checkpoint of a run.
+
+Writes RUN/geometry/ckpt-E.safetensors (hessian, gauss_newton, fisher, adam_v, coordinates) and
+RUN/geometry/geometry.json (config, block, per-checkpoint numbers, the validation-gradient spectrum
+per epoch). A checkpoint whose file exists with the same key is skipped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.pipeline import ConfigError, Run, RunConfig, load_subspace
+from gist_core.store import stable_hash
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """Which block, how many coordinates, which data: written into geometry.json."""
+    module: str | None = field(default=None, metadata={"help": "LoRA module (name or suffix); default: the last one"})
+    n_coords: int = field(default=2048, metadata={"help": "coordinates sampled from A and B (0 = all of them)"})
+    n_examples: int | None = field(default=None, metadata={"help": "target examples in the loss (None = all)"})
+    rank: int = field(default=8, metadata={"help": "top-r eigenspaces compared (F_hat vs Hessian)"})
+    seed: int = field(default=0, metadata={"help": "coordinate sample seed"})
+    checkpoints: tuple[int, ...] | None = field(default=None, metadata={"help": "warm-up epochs (None = all)"})
+
+    def __post_init__(self):
+        if self.n_coords < 0 or self.rank < 1:
+            raise ConfigError("n_coords must be >= 0 and rank >= 1")
+        if self.n_examples is not None and self.n_examples < 1:
+            raise ConfigError("n_examples must be >= 1")
+        if self.checkpoints is not None:
+            object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
+
+
+def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
+    """r95 / r99 of the validation-gradient spectrum at each warm-up checkpoint (intrinsic dimension)."""
+    from gist_core.subspace import rank_for_variance
+    out = []
+    for e in range(1, epochs + 1):
+        p = run_dir / "checkpoints" / f"ckpt-{e}" / "subspace.safetensors"
+        if p.exists():
+            sigma = load_subspace(p).sigma
+            out.append({"epoch": e, "r95": rank_for_variance(sigma, 0.95), "r99": rank_for_variance(sigma, 0.99),
+                        "n": int(len(sigma)), "sigma_1": float(sigma[0])})
+    return out
+
+
+def _numbers(H, GN, F, v, n_a: int, rank: int) -> dict:
+    from gist_core import geometry as g
+    r = min(rank, F.shape[0])
+    _, UF = g.top_eigvecs(F, r)
+    wH, UH = g.top_eigvecs(H, r)
+    _, UG = g.top_eigvecs(GN, r)
+    return {"hessian": g.block_numbers(H, n_a), "gauss_newton": g.block_numbers(GN, n_a),
+            "fisher": g.block_numbers(F, n_a),
+            "adam_sqrt_v_fit_error": g.diagonal_fit_error(H, np.sqrt(v) + 1e-8),
+            "adam_v_fit_error": g.diagonal_fit_error(H, v),
+            "best_diagonal_fit_error": g.offdiag_ratio(H),
+            "gn_share_of_hessian": float(np.linalg.norm(GN) / max(np.linalg.norm(H), 1e-30)),
+            "rank": r, "overlap_fisher_hessian": g.subspace_overlap(UF, UH),
+            "overlap_fisher_gauss_newton": g.subspace_overlap(UF, UG),
+            "principal_cosines_fisher_hessian": g.principal_cosines(UF, UH).tolist(),
+            "overlap_random_reference": r / H.shape[0], "hessian_top_eigenvalues": wH.tolist(),
+            "hessian_negative_mass": _negative_mass(H)}
+
+
+def _negative_mass(H) -> float:
+    """Share of the Hessian's |eigenvalue| mass that is negative (the part Gauss-Newton leaves out)."""
+    w = np.linalg.eigvalsh(H)
+    return float(np.abs(w[w < 0]).sum() / max(np.abs(w).sum(), 1e-30))
+
+
+class Geometry:
+    def __init__(self, run_dir, cfg: GeometryConfig, quiet: bool = False):
+        self.dir = Path(run_dir)
+        if not (self.dir / "config.json").exists():
+            raise ConfigError(f"{self.dir}: not a run directory (no config.json); run gist-lab select or demo first")
+        self.run_cfg = RunConfig.from_json(json.loads((self.dir / "config.json").read_text()))
+        self.run = Run(self.run_cfg, self.dir, quiet=quiet)
+        self.cfg = cfg
+        self.out = self.dir / "geometry"
+
+    def execute(self) -> dict:
+        import torch
+        from gist_core import geometry as g
+        from gist_core.data import load_examples
+        from gist_core.formatting import tokenize_examples
+        from gist_core.less import read_moments
+        epochs = self.cfg.checkpoints or tuple(range(1, self.run_cfg.warmup.epochs + 1))
+        missing = [e for e in epochs if not (self.run.ckpt_dir(e) / "meta.json").exists()]
+        if missing:
+            raise ConfigError(f"{self.dir}: no warm-up checkpoint for epoch(s) {missing}; finish the run first")
+        tok, _ = self.run.tokenizer_and_model()
+        target = load_examples(self.run_cfg.target, split=self.run_cfg.target_split)[: self.cfg.n_examples]
+        toks = tokenize_examples(target, tok, self.run_cfg.max_length)
+        self.out.mkdir(exist_ok=True)
+        old = json.loads((self.out / "geometry.json").read_text()) if (self.out / "geometry.json").exists() else {}
+        report = {"config": asdict(self.cfg), "n_examples": len(target), "checkpoints": {},
+                  "spectrum": spectrum_by_epoch(self.dir, self.run_cfg.warmup.epochs)}
+        for e in epochs:
+            key = stable_hash([self.run.keys["warmup"], asdict(self.cfg), e])
+            path = self.out / f"ckpt-{e}.safetensors"
+            prev = old.get("checkpoints", {}).get(str(e))
+            if prev and prev.get("key") == key and path.exists():
+                report["checkpoints"][str(e)] = prev
+                self.run.store.event(f"geometry/ckpt-{e}", "skip")
+                continue
+            with self.run.progress.stage(f"geometry/ckpt-{e}"):
+                t0 = time.time()
+                model = self.run.adapter_model(e)
+                block = g.pick_block(model, self.cfg.module, self.cfg.n_coords, self.cfg.seed)
+                fn = g.BlockFunction(model, block, toks.input_ids, toks.labels, tok.pad_token_id)
+                H = g.exact_hessian(fn).cpu().double().numpy()
+                t_h = time.time() - t0
+                GN = g.gauss_newton(fn).cpu().double().numpy()
+                Gx = g.per_example_gradients(fn).cpu().double().numpy()
+                F = Gx.T @ Gx / len(Gx)
+                mom = read_moments(self.run.ckpt_dir(e), [block.name_a, block.name_b],
+                                   [int(np.prod(block.shape_a)), int(np.prod(block.shape_b))])
+                v = torch.cat([mom.v[: int(np.prod(block.shape_a))][torch.as_tensor(block.idx_a)],
+                               mom.v[int(np.prod(block.shape_a)):][torch.as_tensor(block.idx_b)]]).double().numpy()
+                nums = _numbers(H, GN, F, v, block.n_a, self.cfg.rank)
+                self._save(path, H, GN, F, v, block)
+            nums.update({"key": key, "module": block.module, "n_coords": block.size, "n_a": block.n_a,
+                         "wall_s": round(time.time() - t0, 2), "hessian_s": round(t_h, 2)})
+            report["checkpoints"][str(e)] = nums
+            atomic_write_json(self.out / "geometry.json", report)  # after each checkpoint: resumable
+            self.run.log(f"ckpt-{e}: {block.module} ({block.size} coords) Hessian off-diagonal ratio "
+                         f"{nums['hessian']['offdiag_ratio']:.3f}, A-B mass {nums['hessian']['mass_AB']:.3f}, "
+                         f"F/H top-{nums['rank']} overlap {nums['overlap_fisher_hessian']:.3f} "
+                         f"(random {nums['overlap_random_reference']:.4f}); {nums['wall_s']:.0f} s")
+        atomic_write_json(self.out / "geometry.json", report)
+        return report
+
+    @staticmethod
+    def _save(path: Path, H, GN, F, v, block) -> None:
+        from safetensors.numpy import save_file
+        tensors = {"hessian": H.astype(np.float32), "gauss_newton": GN.astype(np.float32),
+                   "fisher": F.astype(np.float32), "adam_v": v.astype(np.float32),
+                   "idx_a": block.idx_a.astype(np.int64), "idx_b": block.idx_b.astype(np.int64)}
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file(tensors, str(tmp), metadata={"module": block.module, "n_a": str(block.n_a),
+                                                   "shape_a": json.dumps(block.shape_a),
+                                                   "shape_b": json.dumps(block.shape_b)})
+
+
+def load_geometry(run_dir) -> dict | None:
+    p = Path(run_dir) / "geometry" / "geometry.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def load_matrices(run_dir, epoch: int) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+    return load_file(str(Path(run_dir) / "geometry" / f"ckpt-{epoch}.safetensors"))
+
+
+def geometry_exists(run_dir, epoch: int) -> bool:
+    return (Path(run_dir) / "geometry" / f"ckpt-{epoch}.safetensors").exists()
+
+
+def run_geometry(run_dir, cfg: GeometryConfig, quiet: bool = False) -> dict:
+    return Geometry(run_dir, cfg, quiet).execute()

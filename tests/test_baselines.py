@@ -1,0 +1,55 @@
+"""Baseline scores against their definitions."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gist_core import baselines
+
+
+def _unit(M):
+    return M / np.linalg.norm(M, axis=1, keepdims=True)
+
+
+def test_rawcos_columns_are_cosines_with_the_mean_raw_validation_gradient():
+    rng = np.random.default_rng(0)
+    G, X = rng.standard_normal((6, 30)), rng.standard_normal((50, 30))
+    groups = {"a": [0, 1], "b": [2, 3, 4, 5]}
+    feats = baselines.rawcos_features(torch.tensor(X), torch.tensor(G)).numpy()
+    got = baselines.rawcos_columns(feats, G @ G.T, groups)
+    expect = np.stack([_unit(X) @ (G[idx].mean(0) / np.linalg.norm(G[idx].mean(0))) for idx in groups.values()], 1)
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+
+
+def test_embedding_columns_are_subtask_mean_cosines():
+    rng = np.random.default_rng(1)
+    E, T = rng.standard_normal((40, 8)), rng.standard_normal((5, 8))
+    groups = {"x": [0, 4], "y": [1, 2, 3]}
+    got = baselines.embedding_columns(E, T, groups, block_rows=7)
+    expect = np.stack([(_unit(E) @ _unit(T[idx]).T).mean(1) for idx in groups.values()], 1)
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_pooled_embeddings_ignore_padding(micro_model_dir):
+    from gist_core.model import load_base_model
+    model, tok = load_base_model(str(micro_model_dir), device="cpu")
+    ids = [tok("a b c d e f", add_special_tokens=False)["input_ids"], tok("a", add_special_tokens=False)["input_ids"]]
+    batched = baselines.mean_pooled_embeddings(model, ids, tok.pad_token_id, batch_size=2)
+    alone = np.stack([baselines.mean_pooled_embeddings(model, [x], tok.pad_token_id)[0] for x in ids])
+    np.testing.assert_allclose(batched, alone, atol=1e-5)
+
+
+def test_random_and_oracle_selections():
+    a, b = baselines.random_selection(100, 10, 3), baselines.random_selection(100, 10, 3)
+    assert np.array_equal(a, b) and len(set(a)) == 10
+    assert not np.array_equal(a, baselines.random_selection(100, 10, 4))
+    relevant = np.zeros(100, dtype=bool)
+    relevant[::7] = True
+    picked = baselines.oracle_selection(relevant, 5, 0)
+    assert len(picked) == 5 and relevant[picked].all()
+    assert len(baselines.oracle_selection(relevant, 50, 0)) == relevant.sum()  # fewer true examples than k
+
+
+def test_length_scores_prefer_long_responses():
+    sc = baselines.length_scores(np.array([3, 10, 1]), ["a", "b"])
+    assert sc.columns.shape == (3, 2) and int(np.argmax(sc.score)) == 1

@@ -1,0 +1,121 @@
+"""`compare` end to end on a micro model: the table's contract, LESS and raw-cosine features against
+naive one-example-at-a-time computations, resume, and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gist_core.compare import CompareConfig, format_table, run_compare
+from gist_core.pipeline import ConfigError, RunConfig
+from gist_core.store import read_events
+from gist_core.warmup import TrainConfig
+
+METHOD_KEYS = {"test_loss", "test_loss_std", "exact_match", "precision", "wall_s", "bytes"}
+
+
+def _run_cfg(micro_model_dir, micro_corpus) -> RunConfig:
+    return RunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
+                     budget=0.1, rank=4, warmup_fraction=0.2, warmup=TrainConfig(epochs=2, batch_size=8))
+
+
+CMP = CompareConfig(seeds=2, less_dim=64, train=TrainConfig(epochs=1, batch_size=8, seed=0))
+
+
+@pytest.fixture(scope="module")
+def compared(micro_model_dir, micro_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    rep = run_compare(_run_cfg(micro_model_dir, micro_corpus), CMP, out, quiet=True)
+    return out, rep
+
+
+def test_compare_json_has_every_method_both_rules_oracle_and_the_ratios(compared):
+    out, rep = compared
+    assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(rep))
+    rows = set(rep["methods"])
+    assert rows == {"gist", "gist_subtask", "less", "less_subtask", "rawcos", "random", "length", "embedding",
+                    "full", "oracle"}
+    for row, e in rep["methods"].items():
+        assert METHOD_KEYS <= set(e), row
+        assert len(e["per_seed"]) == 2
+    assert rep["methods"]["oracle"]["precision"] == 1.0
+    assert rep["methods"]["full"]["n_selected"] == rep["n_pool"]
+    assert rep["methods"]["full"]["train_steps"] > rep["methods"]["gist"]["train_steps"]
+    for key in ("compute_ratio_gist_over_less", "storage_ratio_gist_over_less"):
+        assert 0 < rep[key] < 1
+    # LESS stores N x checkpoints x d float16; GIST N x r_max float32
+    assert rep["methods"]["less"]["bytes"] == rep["n_pool"] * 2 * 64 * 2
+    assert rep["methods"]["gist"]["bytes"] == rep["n_pool"] * rep["gist"]["r_max"] * 4
+    # random is resampled per seed, deterministic methods are not
+    assert rep["overlap"]["gist"]["gist"] == 1.0
+    assert rep["train_recipe"]["epochs"] == 1 and rep["train_recipe"]["seeds"] == [0, 1]
+    assert "gist" in format_table(rep) and "base (no LoRA)" in format_table(rep)
+
+
+def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
+    """Row i of compare/less/ckpt-E.npy == normalise(R^T adam_direction(loop gradient, stored moments))."""
+    from gist_core.formatting import tokenize_examples
+    from gist_core.gradients import loop_grads, param_blocks
+    from gist_core.less import RademacherProjector, adam_direction, read_moments
+    from gist_core.model import load_adapter, load_base_model
+    import pandas as pd
+    out, rep = compared
+    base, tok = load_base_model(str(micro_model_dir), device="cpu")
+    model = load_adapter(base, out / "checkpoints" / "ckpt-2")
+    frame = pd.read_parquet(out / "examples.parquet")
+    rows = [0, 7, 100]
+    from gist_core.data import Example
+    exs = [Example(id=frame.id[i], prompt=frame.prompt[i], response=frame.response[i]) for i in rows]
+    toks = tokenize_examples(exs, tok, 256)
+    g = loop_grads(model, toks.input_ids, toks.labels, tok.pad_token_id)
+    blocks = param_blocks(model)
+    mom = read_moments(out / "checkpoints" / "ckpt-2", [b.name for b in blocks], [b.size for b in blocks])
+    P = RademacherProjector(g.shape[1], 64, seed=0).project(adam_direction(g, mom.m, mom.v))
+    expect = (P / P.norm(dim=1, keepdim=True)).numpy()
+    stored = np.load(out / "compare" / "less" / "ckpt-2.npy")[rows].astype(np.float32)
+    np.testing.assert_allclose(stored, expect, atol=2e-3)  # float16 storage
+
+
+def test_rawcos_features_equal_a_naive_loop(compared, micro_model_dir):
+    from gist_core.data import Example
+    from gist_core.formatting import tokenize_examples
+    from gist_core.gradients import loop_grads
+    from gist_core.model import load_adapter, load_base_model
+    import pandas as pd
+    out, _ = compared
+    base, tok = load_base_model(str(micro_model_dir), device="cpu")
+    model = load_adapter(base, out / "checkpoints" / "ckpt-1")  # the GIST checkpoint of this config
+    frame = pd.read_parquet(out / "examples.parquet")
+    rows = [3, 50]
+    exs = [Example(id=frame.id[i], prompt=frame.prompt[i], response=frame.response[i]) for i in rows]
+    toks = tokenize_examples(exs, tok, 256)
+    g = loop_grads(model, toks.input_ids, toks.labels, tok.pad_token_id).double()
+    G = torch.from_numpy(np.load(out / "checkpoints" / "ckpt-1" / "val_grads.npy")).double()
+    stored = np.load(out / "compare" / "rawcos.npy")[rows]
+    np.testing.assert_allclose(stored[:, :-1], (g @ G.T).numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stored[:, -1], g.norm(dim=1).numpy(), rtol=1e-4)
+
+
+def test_rerun_recomputes_nothing(compared, micro_model_dir, micro_corpus):
+    out, rep = compared
+    n_before = len(read_events(out))
+    rep2 = run_compare(_run_cfg(micro_model_dir, micro_corpus), CMP, out, quiet=True)
+    new = read_events(out)[n_before:]
+    started = {e["stage"] for e in new if e["status"] == "start"}
+    assert started <= {"data", "scores"}, started  # data is re-read, scores re-written; no gradients, no training
+    for row in rep["methods"]:
+        assert rep2["methods"][row]["test_loss"] == rep["methods"][row]["test_loss"]
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ConfigError, match="unknown method"):
+        CompareConfig(methods=("gist", "bm25"))
+
+
+def test_cli_compare_errors_are_one_line(capsys, tmp_path):
+    from gist_core.cli import main
+    assert main(["compare", "--out", str(tmp_path / "r"), "--methods", "gist,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown method(s) nope") and "\n" not in err
