@@ -1,6 +1,6 @@
 """GIST Lab dashboard, home page: the runs under runs_root() and a one-click bundled demo.
 
-Pages live in pages/ (Streamlit multipage): Run, Spectrum, Scores, Examples, Map.
+Pages live in pages/ (Streamlit multipage): Run, Spectrum, Scores, Examples, Map, Curvature, Compare.
 Run with `gist-lab app` or `streamlit run app.py`; GIST_LAB_RUNS picks the runs folder.
 """
 from __future__ import annotations
@@ -54,14 +54,14 @@ else:
                                 "random precision": st.column_config.NumberColumn(format="%.3f")})
     st.markdown("**Open a run**")
     for name in table["run"]:
-        cols = st.columns(6)
+        cols = st.columns(8)
         cols[0].markdown(f"`{name}`")
         for col, (page, label) in zip(cols[1:], [("run", "Run"), ("spectrum", "Spectrum"), ("scores", "Scores"),
-                                                  ("examples", "Examples"), ("map", "Map")]):
+                                                  ("examples", "Examples"), ("map", "Map"),
+                                                  ("curvature", "Curvature"), ("compare", "Compare")]):
             col.page_link(ui.PAGES[page], label=label, query_params={"run": name})
 
 st.divider()
-st.caption("Coming next: **Curvature** (block heatmaps A–A / A–B / B–B; exact Hessian vs Fisher vs Adam diagonal) "
-           "and **Compare** (methods side by side: overlap, rank correlation, precision, cost) pages. They slot in as "
-           "`pages/6_Curvature.py` and `pages/7_Compare.py`, using `gist_core.ui.run_picker()` for the run and "
-           "`gist_core.views` for their data.")
+st.caption("Pages: **Run** (launch and follow) · **Spectrum** (singular values, rank r) · **Scores** · **Examples** · "
+           "**Map** (2-D view of the pool) · **Curvature** (Hessian, Gauss–Newton, Fisher and Adam's diagonal of one "
+           "LoRA block, from `gist-lab geometry`) · **Compare** (GIST vs LESS and baselines, from `gist-lab compare`).")

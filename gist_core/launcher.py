@@ -59,6 +59,20 @@ def select_args(out: str | Path, *, model: str, train: str, target: str, budget:
     return args + (["--overwrite"] if overwrite else [])
 
 
+def compare_args(out: str | Path) -> list[str]:
+    """`gist-lab compare` on a run folder: it reuses the folder's own config.json and finished stages."""
+    return ["compare", "--out", str(Path(out).resolve())]
+
+
+def geometry_args(run_dir: str | Path, coords: int = 2048, module: str | None = None) -> list[str]:
+    """`gist-lab geometry` on a finished run folder: curvature of one LoRA block at every warm-up checkpoint.
+
+    coords: coordinates sampled from the block's A and B (0 = all); module: LoRA module name or suffix
+    (None or blank: the CLI's default, the last LoRA module)."""
+    args = ["geometry", "--run", str(Path(run_dir).resolve()), "--coords", str(int(coords))]
+    return args + (["--module", module.strip()] if module and module.strip() else [])
+
+
 # ----------------------------------------------------------------------------- launch / state / cancel
 def read_launch(run_dir: str | Path) -> dict | None:
     try:

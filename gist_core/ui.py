@@ -11,11 +11,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from gist_core import views
+from gist_core import launcher, views
 from gist_core.runs import runs_root
 
 PAGES = {"home": "app.py", "run": "pages/1_Run.py", "spectrum": "pages/2_Spectrum.py", "scores": "pages/3_Scores.py",
-         "examples": "pages/4_Examples.py", "map": "pages/5_Map.py"}
+         "examples": "pages/4_Examples.py", "map": "pages/5_Map.py", "curvature": "pages/6_Curvature.py",
+         "compare": "pages/7_Compare.py"}
 STATUS_ICON = {"done": ":material/check_circle:", "running": ":material/hourglass_top:", "failed": ":material/error:",
                "cancelled": ":material/stop_circle:", "stopped": ":material/pause_circle:", "empty": ""}
 
@@ -73,12 +74,18 @@ def run_picker() -> Path | None:
     return run_dir_of(choice)
 
 
-def require_scores(run_dir: Path | None) -> Path:
-    """Stop the page with a pointer to the Run page unless the run has scores."""
+def require_run(run_dir: Path | None) -> Path:
+    """Stop the page with a pointer to the Run page when there is no run at all."""
     if run_dir is None:
         st.info("No run yet: launch one on the Run page.")
         st.page_link(PAGES["run"], label="Go to the Run page", icon=":material/play_arrow:")
         st.stop()
+    return run_dir
+
+
+def require_scores(run_dir: Path | None) -> Path:
+    """Stop the page with a pointer to the Run page unless the run has scores."""
+    run_dir = require_run(run_dir)
     if not views.has_scores(run_dir):
         state = views.run_state(run_dir)
         st.info(f"Run `{run_dir.name}` has no scores yet (status: {state['status']}).")
@@ -184,3 +191,64 @@ def semantics_caption() -> None:
 def settings_caption(s: dict, rs: views.Rescored) -> None:
     st.caption(f"rank r = {s['rank']} · budget {s['budget'] * 100:.1f}% = {rs.k} examples · rule: {s['balance']} · "
                f"re-scored in {rs.ms:.0f} ms")
+
+
+# ----------------------------------------------------------------------------- compare
+# Keyed by compare.json's own mtime: compare rewrites it after each downstream row, not the manifest.
+@st.cache_data(max_entries=8, show_spinner=False)
+def _compare(run_dir: str, mtime: int) -> dict | None:
+    return views.load_compare(run_dir)
+
+
+def load_compare(run_dir: Path) -> dict | None:
+    return _compare(str(run_dir), views.compare_stamp(run_dir))
+
+
+# ----------------------------------------------------------------------------- curvature
+# Keyed by geometry.json's mtime (rewritten after each checkpoint) and by each ckpt-E.safetensors' own.
+@st.cache_data(max_entries=8, show_spinner=False)
+def _geometry(run_dir: str, mtime: int) -> dict | None:
+    return views.load_geometry(run_dir)
+
+
+def load_geometry(run_dir: Path) -> dict | None:
+    return _geometry(str(run_dir), views.geometry_stamp(run_dir))
+
+
+def _matrix_stamp(run_dir: Path, epoch: int) -> int:
+    p = views.geometry_matrix_path(run_dir, epoch)
+    return p.stat().st_mtime_ns if p.exists() else 0
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def _display(run_dir: str, mtime: int, epoch: int, matrix: str, kind: str, max_side: int) -> views.DisplayMatrix | None:
+    mats = views.curvature_matrices(run_dir, epoch)
+    if not mats:
+        return None
+    return views.display_matrix(mats[matrix], mats["n_a"], max_side=max_side, kind=kind)
+
+
+def curvature_display(run_dir: Path, epoch: int, matrix: str, kind: str, max_side: int = 256) -> views.DisplayMatrix | None:
+    """The heatmap-ready (downsampled) matrix; None when ckpt-E.safetensors is missing."""
+    return _display(str(run_dir), _matrix_stamp(run_dir, epoch), epoch, matrix, kind, max_side)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _diagonals(run_dir: str, mtime: int, epoch: int):
+    mats = views.curvature_matrices(run_dir, epoch)
+    return views.diagonal_frame(mats) if mats else None
+
+
+def curvature_diagonals(run_dir: Path, epoch: int):
+    """Per coordinate diag(H) and Adam's sqrt(v) (views.diagonal_frame); None when the file is missing."""
+    return _diagonals(str(run_dir), _matrix_stamp(run_dir, epoch), epoch)
+
+
+def launch_and_rerun(run_dir: Path, args: list[str]) -> None:
+    """Start a `gist-lab` subprocess on the run folder; rerun the page to follow it, or say why it failed."""
+    try:
+        launcher.launch(run_dir, args)
+    except (launcher.LaunchError, OSError) as e:
+        st.error(f"Could not launch: {e}")
+    else:
+        st.rerun()

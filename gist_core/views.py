@@ -607,7 +607,9 @@ def run_state(run_dir: str | Path) -> dict:
     events = current_events(d)
     summary = d / "summary.json"
     t_start = (ls.started_at if ls.launched else (events[0]["t"] if events else 0)) or 0
-    fresh = summary.exists() and summary.stat().st_mtime >= t_start - 1
+    # `gist-lab geometry` only reads a finished run: its launch leaves the run's own summary valid
+    measured_only = ls.launched and "geometry" in (ls.cmd or [])
+    fresh = summary.exists() and (measured_only or summary.stat().st_mtime >= t_start - 1)
     err_events = [e for e in events if e.get("status") == "error"]
     if ls.alive:
         status, msg = "running", None
@@ -653,3 +655,329 @@ def _short(spec: str | None, parts: int = 1) -> str:
     if not spec:
         return ""
     return "/".join(Path(spec).parts[-parts:])
+
+
+# ----------------------------------------------------------------------------- compare (gist-lab compare)
+COMPARE_FILE = "compare.json"
+METHOD_ORDER = ("gist", "gist_subtask", "less", "less_subtask", "rawcos", "random", "length", "embedding", "full",
+                "oracle")  # compare.DEFAULT_METHODS with both selection rules, then the oracle
+COST_STAGES = ("warmup", "val_grads", "subspace", "val_features", "pool_features", "pool_projection", "scoring")
+RATIO_LABELS = {"compute_ratio_gist_over_less": "compute (wall time)", "storage_ratio_gist_over_less": "storage",
+                "flops_ratio_gist_over_less": "FLOPs",
+                "compute_ratio_gist_over_less_without_projection": "compute without LESS projection"}
+COMPARE_COLUMNS = {"method": None, "label": "label", "rule": "rule", "precision": "precision",
+                   "precision_std": "precision_std", "recall": "recall", "wrong": "n_wrong_selected",
+                   "look-alikes": "n_distractor_selected", "test_loss": "test_loss", "test_loss_std": "test_loss_std",
+                   "exact_match": "exact_match", "exact_match_std": "exact_match_std", "train_steps": "train_steps",
+                   "wall_s": "wall_s", "flops": "flops", "bytes": "bytes"}
+_TEXT_COLUMNS = ("method", "label", "rule")
+
+
+def compare_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / COMPARE_FILE
+
+
+def has_compare(run_dir: str | Path) -> bool:
+    return compare_path(run_dir).is_file()
+
+
+def compare_stamp(run_dir: str | Path) -> int:
+    """Cache key part: compare.json's mtime (ns; rewritten after each downstream row); 0 while there is none."""
+    p = compare_path(run_dir)
+    return p.stat().st_mtime_ns if p.exists() else 0
+
+
+def load_compare(run_dir: str | Path) -> dict | None:
+    """compare.json, or None when it is missing, unreadable or has no method rows.
+
+    A table still being filled (methods without test_loss yet) loads as is; entries that are not
+    objects are dropped so every consumer can rely on `methods[row]` being a dict."""
+    rep = read_json(compare_path(run_dir))
+    if not isinstance(rep, dict) or not isinstance(rep.get("methods"), dict):
+        return None
+    methods = {k: v for k, v in rep["methods"].items() if isinstance(v, dict)}
+    # compare.json is written with sorted keys; show the methods in compare's own order
+    known = {name: i for i, name in enumerate(METHOD_ORDER)}
+    methods = dict(sorted(methods.items(), key=lambda kv: (known.get(kv[0], len(known)), kv[0])))
+    return {**rep, "methods": methods} if methods else None
+
+
+def _num(v) -> float:
+    """A JSON number as float; NaN for missing, null or non-numeric values."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def compare_table(rep: dict) -> pd.DataFrame:
+    """One row per method in compare's order; NaN where a value is absent (no labels, no downstream yet)."""
+    rows = []
+    for name, e in rep["methods"].items():
+        row = {col: (_num(e.get(key)) if col not in _TEXT_COLUMNS else e.get(key, "")) for col, key in
+               COMPARE_COLUMNS.items() if key}
+        rows.append({"method": name, **row})
+    return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+def has_downstream(rep: dict) -> bool:
+    return any("test_loss" in e for e in rep["methods"].values())
+
+
+def cost_frame(rep: dict) -> pd.DataFrame:
+    """Long table (method, stage, seconds) of each method's wall time per stage, stages in pipeline order."""
+    order = {s: i for i, s in enumerate(COST_STAGES)}
+    rows = [{"method": name, "stage": stage, "seconds": _num(sec)}
+            for name, e in rep["methods"].items()
+            for stage, sec in sorted((e.get("stage_wall_s") or {}).items(), key=lambda kv: order.get(kv[0], 99))]
+    return pd.DataFrame(rows, columns=["method", "stage", "seconds"])
+
+
+def matrix_frame(rep: dict, key: str) -> pd.DataFrame:
+    """A method x method matrix ('overlap' Jaccard or 'rank_correlation' Spearman), rows and columns in
+    compare's method order; NaN for a missing pair. Empty when compare did not write it."""
+    m = rep.get(key) or {}
+    names = [n for n in rep["methods"] if n in m] + [n for n in m if n not in rep["methods"]]
+    return pd.DataFrame([[_num((m.get(a) or {}).get(b)) for b in names] for a in names], index=names, columns=names)
+
+
+def per_subtask_frame(rep: dict, metric: str = "loss") -> pd.DataFrame:
+    """method x subtask test `metric` ('loss' or 'exact_match'), with the base model (no LoRA) as the last row."""
+    sources = {n: e.get("per_subtask") for n, e in rep["methods"].items()}
+    if isinstance(rep.get("base"), dict):
+        sources["base"] = rep["base"].get("per_subtask")
+    sources = {n: p for n, p in sources.items() if isinstance(p, dict) and p}
+    subtasks = list(dict.fromkeys(s for p in sources.values() for s in p))
+    return pd.DataFrame([[_num((p.get(s) or {}).get(metric)) for s in subtasks] for p in sources.values()],
+                        index=list(sources), columns=subtasks)
+
+
+def per_seed_frame(rep: dict) -> pd.DataFrame:
+    """Long table (method, seed, test_loss, exact_match) of the downstream runs behind each mean."""
+    rows = [{"method": n, "seed": r.get("seed"), "test_loss": _num(r.get("test_loss")),
+             "exact_match": _num(r.get("exact_match"))}
+            for n, e in rep["methods"].items() for r in (e.get("per_seed") or [])]
+    return pd.DataFrame(rows, columns=["method", "seed", "test_loss", "exact_match"])
+
+
+def ratio_metrics(rep: dict) -> dict[str, float]:
+    """The GIST / LESS cost ratios compare wrote (only when both ran), keyed as in compare.json."""
+    return {k: float(rep[k]) for k in RATIO_LABELS if isinstance(rep.get(k), (int, float))}
+
+
+def zoom_range(values, pad: float = 0.15) -> list[float] | None:
+    """A y-axis range around the finite values: mean losses of a few LoRA runs differ in the 3rd decimal,
+    which bars drawn from 0 would hide. None when there is nothing finite."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if not len(v):
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    span = (hi - lo) or abs(hi) * 0.01 or 1.0
+    return [lo - pad * span, hi + pad * span]
+
+
+def compare_value(rep: dict, row: str, key: str) -> float | None:
+    """One number of a method row, or of the base model (row 'base'); None when absent (partial table)."""
+    src = rep.get("base") if row == "base" else rep["methods"].get(row)
+    v = _num((src or {}).get(key))
+    return None if np.isnan(v) else v
+
+
+# ----------------------------------------------------------------------------- curvature (gist-lab geometry)
+GEOMETRY_DIR = "geometry"
+GEOMETRY_FILE = "geometry.json"
+MATRICES = {"hessian": "Hessian", "gauss_newton": "Gauss–Newton", "fisher": "empirical Fisher"}
+GEOMETRY_COLUMNS = ("epoch", "r95", "r99", "offdiag_hessian", "offdiag_gauss_newton", "offdiag_fisher",
+                    "mass_AB_hessian", "adam_fit_error", "best_diagonal_error", "overlap_fisher_hessian",
+                    "overlap_random", "wall_s")
+
+
+def geometry_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / GEOMETRY_DIR / GEOMETRY_FILE
+
+
+def has_geometry(run_dir: str | Path) -> bool:
+    return geometry_path(run_dir).is_file()
+
+
+def geometry_stamp(run_dir: str | Path) -> int:
+    """Cache key part: geometry.json's mtime (ns; rewritten after each checkpoint); 0 while there is none."""
+    p = geometry_path(run_dir)
+    return p.stat().st_mtime_ns if p.exists() else 0
+
+
+def load_geometry(run_dir: str | Path) -> dict | None:
+    """geometry.json, or None when it is missing, unreadable or has no checkpoint entries.
+
+    Only checkpoint entries that are objects under an integer epoch are kept, so consumers can rely
+    on `checkpoints[str(epoch)]` being a dict."""
+    rep = read_json(geometry_path(run_dir))
+    if not isinstance(rep, dict) or not isinstance(rep.get("checkpoints"), dict):
+        return None
+    cks = {k: v for k, v in rep["checkpoints"].items() if isinstance(v, dict) and str(k).isdigit()}
+    spectrum = [s for s in rep.get("spectrum") or [] if isinstance(s, dict) and "epoch" in s]
+    return {**rep, "checkpoints": cks, "spectrum": spectrum} if cks else None
+
+
+def geometry_epochs(rep: dict) -> list[int]:
+    """The warm-up epochs measured, ascending."""
+    return sorted(int(k) for k in rep["checkpoints"])
+
+
+def geometry_matrix_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / GEOMETRY_DIR / f"ckpt-{epoch}.safetensors"
+
+
+def warmup_epochs(run_dir: str | Path) -> list[int]:
+    """Warm-up epochs with a checkpoint folder (what `gist-lab geometry` measures), ascending."""
+    eps = [re.fullmatch(r"ckpt-(\d+)", p.name) for p in Path(run_dir).glob("checkpoints/ckpt-*") if p.is_dir()]
+    return sorted(int(m.group(1)) for m in eps if m)
+
+
+def geometry_job(run_dir: str | Path) -> launcher.LaunchState | None:
+    """The launch state when the folder's last dashboard launch was `gist-lab geometry`, else None."""
+    ls = launcher.state(run_dir)
+    return ls if ls.launched and "geometry" in (ls.cmd or []) else None
+
+
+def geometry_running(run_dir: str | Path) -> bool:
+    """`gist-lab geometry` is going in this folder: launched from the dashboard and alive, or a running
+    stage named geometry/... (started from a terminal)."""
+    job = geometry_job(run_dir)
+    if job is not None and job.alive:
+        return True
+    if not Path(run_dir).exists() or run_state(run_dir)["status"] != "running":
+        return False
+    prog = stage_progress(run_dir)
+    return bool(prog.loc[prog["status"] == "running", "stage"].str.startswith("geometry/").any())
+
+
+def curvature_matrices(run_dir: str | Path, epoch: int) -> dict:
+    """The arrays of RUN/geometry/ckpt-E.safetensors (hessian, gauss_newton, fisher: P x P; adam_v: P;
+    idx_a, idx_b) plus its metadata (module, n_a, shape_a, shape_b); {} when the file is missing.
+    Cached per (file, mtime): treat the arrays as read-only."""
+    p = geometry_matrix_path(run_dir, epoch)
+    return _curvature_matrices(str(p), p.stat().st_mtime_ns) if p.exists() else {}
+
+
+@functools.lru_cache(maxsize=2)
+def _curvature_matrices(path: str, _stamp: int) -> dict:
+    from safetensors import safe_open
+    with safe_open(path, "np") as f:
+        out = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata() or {}
+    n_a = int(meta["n_a"]) if "n_a" in meta else len(out.get("idx_a", ()))
+    shapes = {k: json.loads(meta[k]) if k in meta else None for k in ("shape_a", "shape_b")}
+    return {**out, "n_a": n_a, "module": meta.get("module", ""), **shapes}
+
+
+@dataclass
+class DisplayMatrix:
+    z: np.ndarray          # (k, k): cell means of |M| (kind "abs") or of the correlation (kind "corr")
+    edges: np.ndarray      # (k + 1,) cell edges in coordinate units: cell i covers coordinates edges[i]..edges[i+1]-1
+    boundary: int          # display cells that belong to A (A's cells come first); the A/B line is at cell boundary
+    n_a: int               # coordinates in A
+    P: int                 # coordinates in all
+    kind: str
+
+    @property
+    def downsampled(self) -> bool:
+        return len(self.z) < self.P
+
+
+def correlation_matrix(M: np.ndarray) -> np.ndarray:
+    """M_ij / sqrt(|M_ii| |M_jj|); rows and columns of a zero diagonal entry are 0 (undefined).
+
+    The diagonal is sign(M_ii): 1 for a positive semi-definite matrix; an indefinite Hessian can give
+    -1 there and |values| above 1 elsewhere."""
+    d = np.sqrt(np.abs(np.diag(M)).astype(np.float64))
+    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+    return np.asarray(M, dtype=np.float64) * inv[:, None] * inv[None, :]
+
+
+def _cell_edges(n: int, k: int) -> np.ndarray:
+    return np.unique(np.round(np.linspace(0, n, k + 1)).astype(np.int64))
+
+
+def display_matrix(M: np.ndarray, n_a: int | None = None, max_side: int = 256, kind: str = "abs") -> DisplayMatrix:
+    """A matrix ready for a heatmap: |M| or its correlation matrix, block-averaged to at most
+    max_side x max_side cells when P is larger. A and B get cells in proportion to their sizes (at
+    least one each) and no cell straddles the A/B boundary, so the boundary stays exact."""
+    if kind not in ("abs", "corr"):
+        raise ValueError(f"kind must be 'abs' or 'corr', got {kind!r}")
+    M = np.asarray(M)
+    P = M.shape[0]
+    n_a = P if n_a is None else int(min(max(n_a, 0), P))
+    n_b = P - n_a
+    X = np.abs(M.astype(np.float64)) if kind == "abs" else correlation_matrix(M)
+    if P <= max_side:
+        return DisplayMatrix(z=X, edges=np.arange(P + 1), boundary=n_a, n_a=n_a, P=P, kind=kind)
+    max_side = max(max_side, 2)
+    ka = int(round(max_side * n_a / P))
+    if n_a and n_b:
+        ka = min(max(ka, 1), max_side - 1)
+    ka = min(ka, n_a)
+    kb = min(max_side - ka, n_b)
+    edges = np.concatenate([_cell_edges(n_a, ka)[:-1] if ka else np.zeros(0, np.int64), n_a + _cell_edges(n_b, kb)]) \
+        if kb else _cell_edges(n_a, ka)
+    starts, sizes = edges[:-1], np.diff(edges)
+    Z = np.add.reduceat(np.add.reduceat(X, starts, axis=0), starts, axis=1) / np.outer(sizes, sizes)
+    return DisplayMatrix(z=Z, edges=edges, boundary=int(np.searchsorted(edges, n_a)), n_a=n_a, P=P, kind=kind)
+
+
+def log_color(z: np.ndarray, decades: float = 6.0) -> tuple[np.ndarray, float, float]:
+    """(log10 z, floor, top) for a log colour scale: values below `decades` under the maximum, and zeros,
+    are drawn at the floor."""
+    top = float(np.nanmax(z)) if np.size(z) and np.nanmax(z) > 0 else 1.0
+    floor = np.log10(top) - decades
+    with np.errstate(divide="ignore"):
+        lz = np.log10(np.where(z > 0, z, 0.0))
+    return np.maximum(lz, floor), floor, float(np.log10(top))
+
+
+def diagonal_frame(mats: dict) -> pd.DataFrame:
+    """Per coordinate: block (A/B), diag(H) (the best diagonal's entries), Adam's sqrt(v), and c*sqrt(v) at
+    the scale c that fits diag(H) best (the scale adam_sqrt_v_fit_error uses)."""
+    h = np.diag(mats["hessian"]).astype(np.float64)
+    s = np.sqrt(np.asarray(mats["adam_v"], dtype=np.float64)) + 1e-8
+    c = float(h @ s / (s @ s)) if s @ s > 0 else 0.0
+    n_a = int(mats["n_a"])
+    return pd.DataFrame({"coord": np.arange(len(h)), "block": np.where(np.arange(len(h)) < n_a, "A", "B"),
+                         "diag_H": h, "adam_sqrt_v": s, "adam_scaled": c * s})
+
+
+def spectrum_table(src) -> pd.DataFrame:
+    """r95 / r99 (intrinsic dimension) of the validation-gradient spectrum per warm-up epoch.
+
+    `src`: a geometry report (its "spectrum"), a list of Spectrum, or a run directory (its spectra)."""
+    cols = ["epoch", "r95", "r99", "N_v", "sigma_1"]
+    if isinstance(src, dict):
+        rows = [{"epoch": int(s["epoch"]), "r95": s.get("r95"), "r99": s.get("r99"), "N_v": s.get("n"),
+                 "sigma_1": _num(s.get("sigma_1"))} for s in src.get("spectrum") or []]
+    else:
+        specs = spectra(src) if isinstance(src, (str, Path)) else src
+        rows = [{"epoch": s.epoch, "r95": s.r95, "r99": s.r99, "N_v": len(s.sigma),
+                 "sigma_1": float(s.sigma[0]) if len(s.sigma) else float("nan")} for s in specs]
+    return pd.DataFrame(rows, columns=cols).sort_values("epoch").reset_index(drop=True)
+
+
+def geometry_table(rep: dict) -> pd.DataFrame:
+    """One row per measured checkpoint: intrinsic dimension (r95, r99), the off-diagonal ratio of each
+    matrix, the Hessian's A-B mass, the diagonal fits, the F_hat / H overlap and its random reference.
+    NaN where a value is absent."""
+    spec = {int(s["epoch"]): s for s in rep.get("spectrum") or []}
+    rows = []
+    for e in geometry_epochs(rep):
+        c, s = rep["checkpoints"][str(e)], spec.get(e, {})
+
+        def blk(m, key, c=c):
+            return _num((c.get(m) or {}).get(key))
+        rows.append({"epoch": e, "r95": _num(s.get("r95")), "r99": _num(s.get("r99")),
+                     "offdiag_hessian": blk("hessian", "offdiag_ratio"),
+                     "offdiag_gauss_newton": blk("gauss_newton", "offdiag_ratio"),
+                     "offdiag_fisher": blk("fisher", "offdiag_ratio"), "mass_AB_hessian": blk("hessian", "mass_AB"),
+                     "adam_fit_error": _num(c.get("adam_sqrt_v_fit_error")),
+                     "best_diagonal_error": _num(c.get("best_diagonal_fit_error")),
+                     "overlap_fisher_hessian": _num(c.get("overlap_fisher_hessian")),
+                     "overlap_random": _num(c.get("overlap_random_reference")), "wall_s": _num(c.get("wall_s"))})
+    return pd.DataFrame(rows, columns=list(GEOMETRY_COLUMNS))

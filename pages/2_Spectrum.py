@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import ui
+from gist_core import ui, views
 
 ui.page_setup("Spectrum")
 st.title("Spectrum")
@@ -51,6 +51,19 @@ if specs:
                                       "r95": sp.r95, "r99": sp.r99,
                                       f"explained at r={rank}": sp.explained[min(rank, len(sp.explained)) - 1]}
                                      for sp in specs]), hide_index=True, width="stretch")
+
+st.subheader("Intrinsic dimension over training")
+dims = views.spectrum_table(specs)
+if len(dims) < 2:
+    st.caption("One warm-up checkpoint: nothing to follow over training.")
+else:
+    fig3 = go.Figure([go.Scatter(x=dims["epoch"], y=dims[col], mode="lines+markers", name=col) for col in ("r95", "r99")])
+    fig3.update_layout(title="r95 and r99 per warm-up epoch (directions reaching 95 % / 99 % of Σσ²)",
+                       xaxis_title="warm-up epoch", yaxis_title="rank", height=300, margin=dict(t=50, b=40),
+                       xaxis=dict(tickmode="array", tickvals=dims["epoch"].tolist()), yaxis_rangemode="tozero")
+    st.plotly_chart(fig3, width="stretch", key="intrinsic_dim_chart")
+st.caption(f"Smallest r whose cumulative explained variance reaches 95 % / 99 % at each checkpoint, out of "
+           f"{int(dims['N_v'].max()) if len(dims) else 0} directions (N_v); the table above has the same numbers.")
 
 st.subheader(f"Selection at rank r = {rank}")
 ui.settings_caption(s, rs)

@@ -146,3 +146,211 @@ def make_fake_run(run_dir, n_pool: int = 2000, n_val: int = 20, r: int = 8, n_ep
     manifest = {"stages": {s: {"key": "fake", "done": True, "files": [], "wall_s": 1.5, "bytes": 0} for s in stages}}
     (d / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return d
+
+
+COMPARE_ROWS = ["gist", "gist_subtask", "less", "less_subtask", "rawcos", "random", "length", "embedding", "full",
+                "oracle"]
+COMPARE_LABELS = {"gist": "GIST, global top-k", "gist_subtask": "GIST, per-subtask quota", "less": "LESS, global top-k",
+                  "less_subtask": "LESS, per-subtask quota", "rawcos": "raw-gradient cosine", "random": "random",
+                  "length": "longest responses", "embedding": "embedding similarity", "full": "full pool",
+                  "oracle": "oracle (true target examples)"}
+# seconds per stage as compare records them (the shared warm-up counted per method up to the checkpoint it uses)
+FAKE_STAGES = {"gist": {"warmup": 12.0, "val_grads": 1.1, "subspace": 0.05, "pool_features": 20.3, "scoring": 0.02},
+               "less": {"warmup": 24.0, "val_grads": 2.2, "val_features": 0.4, "pool_features": 61.5, "scoring": 0.3},
+               "rawcos": {"warmup": 12.0, "val_grads": 1.1, "pool_features": 22.0, "scoring": 0.1},
+               "embedding": {"pool_features": 3.2, "scoring": 0.01}}
+FAKE_FLOPS = {"gist": 3.0e12, "less": 6.6e12, "rawcos": 3.0e12, "embedding": 8.0e11}
+
+
+def make_fake_compare(run_dir, with_downstream: bool = True, n_seeds: int = 3, seed: int = 0) -> Path:
+    """Write compare.json and compare/scores.parquet, as `gist-lab compare` would, into a make_fake_run folder.
+
+    The score-based methods are the run's GIST score plus noise of growing size (LESS close, raw cosine
+    further, embedding mostly skill-level), so precision, overlap and rank correlation order like a real
+    run's; downstream losses improve with precision. with_downstream=False: a run without a test split."""
+    d = Path(run_dir)
+    rng = np.random.default_rng(seed)
+    sc = pd.read_parquet(d / "scores.parquet")
+    n, k = len(sc), json.loads((d / "summary.json").read_text())["n_selected"]
+    skill, kind = sc["skill"].to_numpy(), sc["kind"].to_numpy()
+    on_target = np.isin(skill, SUBTASKS)
+    relevant = on_target & (kind == "correct")
+    g = sc["score"].to_numpy()
+    scores = {"gist": g, "less": g + rng.normal(0, 0.1, n), "rawcos": g + rng.normal(0, 0.3, n),
+              "embedding": on_target * 0.5 + rng.normal(0, 0.5, n), "length": sc["n_tokens"].to_numpy(float)}
+    owner = np.where(on_target, skill, rng.choice(SUBTASKS, n))
+
+    def top(s):
+        return np.argsort(-s, kind="stable")[:k]
+
+    def quota(s):  # round-robin over subtasks: each one's best, then each one's second best, ...
+        within = pd.Series(-s).groupby(owner).rank(method="first").to_numpy()
+        return np.lexsort((np.searchsorted(SUBTASKS, owner, sorter=np.argsort(SUBTASKS)), within))[:k]
+
+    fixed = {"gist": top(g), "gist_subtask": np.flatnonzero(sc["selected_subtask"].to_numpy()),
+             "less": top(scores["less"]), "less_subtask": quota(scores["less"]), "rawcos": top(scores["rawcos"]),
+             "length": top(scores["length"]), "embedding": top(scores["embedding"]), "full": np.arange(n)}
+    sel = {r: [fixed[r]] * n_seeds if r in fixed else
+           [rng.choice(np.flatnonzero(relevant) if r == "oracle" else n, min(k, relevant.sum()) if r == "oracle" else k,
+                       replace=False) for _ in range(n_seeds)] for r in COMPARE_ROWS}
+
+    methods = {}
+    for row in COMPARE_ROWS:
+        fam, idx = row.removesuffix("_subtask"), sel[row]
+        prec = [float(relevant[i].mean()) for i in idx]
+        stages = FAKE_STAGES.get(fam, {"scoring": 0.0})
+        methods[row] = {"label": COMPARE_LABELS[row], "family": fam, "rule": "subtask" if row.endswith("_subtask") else "global",
+                        "n_selected": len(idx[0]), "precision": float(np.mean(prec)), "precision_std": float(np.std(prec)),
+                        "recall": float(np.mean([relevant[i].sum() / relevant.sum() for i in idx])),
+                        "coverage": {t: {"selected": int((relevant[idx[0]] & (skill[idx[0]] == t)).sum()),
+                                         "in_pool": int((relevant & (skill == t)).sum())} for t in SUBTASKS},
+                        "n_wrong_selected": int((on_target[idx[0]] & (kind[idx[0]] == "wrong")).sum()),
+                        "n_distractor_selected": int((on_target[idx[0]] & (kind[idx[0]] == "distractor")).sum()),
+                        "stage_wall_s": stages, "wall_s": round(sum(stages.values()), 3),
+                        "flops": FAKE_FLOPS.get(fam, 0.0), "bytes": {"gist": n * 8 * 4, "less": n * 8192 * 2,
+                                                                     "rawcos": n * 13 * 4, "embedding": n * 32 * 4}.get(fam, 0)}
+    sim = pd.DataFrame(scores)
+    rep = {"n_pool": n, "n_target": int(pd.read_parquet(d / "target.parquet").shape[0]), "n_selected": k,
+           "budget": 0.05, "target": "fake/lookup/val.jsonl", "test": "fake/lookup/test.jsonl" if with_downstream else None,
+           "seeds": list(range(n_seeds)),
+           "config": {"methods": ["gist", "less", "rawcos", "random", "length", "embedding", "full", "oracle"],
+                      "seeds": n_seeds, "less_dim": 8192, "less_seed": 0, "test": None, "full_epochs": 1, "n_em": None,
+                      "downstream": with_downstream, "less_checkpoints": [], "projection_batch": 128,
+                      "projector_cache_gb": 4.0, "train": {"epochs": 4, "lr": 0.001, "batch_size": 8, "seed": 0}},
+           "gist": {"rank": 3, "checkpoint": 1, "r_max": 8, "aggregation": "subtask_mean"},
+           "less": {"d": 8192, "checkpoints": [str(d / "checkpoints" / "ckpt-1"), str(d / "checkpoints" / "ckpt-2")],
+                    "mean_lr": [6.8e-4, 3.2e-4], "weights": [0.68, 0.32], "weighting": "mean learning rate of each epoch",
+                    "projector_seed": 0},
+           "methods": methods, "cost_notes": "wall_s: seconds measured on this machine, per stage (fake run)",
+           "overlap": {a: {b: len(set(sel[a][0]) & set(sel[b][0])) / max(1, len(set(sel[a][0]) | set(sel[b][0])))
+                           for b in COMPARE_ROWS} for a in COMPARE_ROWS},
+           "rank_correlation": sim.rank().corr().round(4).to_dict(), "wall_s": 412.5}
+    g_, l_ = methods["gist"], methods["less"]
+    rep.update(compute_ratio_gist_over_less=g_["wall_s"] / l_["wall_s"], flops_ratio_gist_over_less=g_["flops"] / l_["flops"],
+               storage_ratio_gist_over_less=g_["bytes"] / l_["bytes"],
+               compute_ratio_gist_over_less_without_projection=(33.4 / 87.7))
+    if with_downstream:
+        _fake_downstream(rep, rng, n_seeds)
+    else:
+        rep["downstream_note"] = "no test split (pass --test): downstream loss and exact match not measured"
+    (d / "compare").mkdir(exist_ok=True)
+    pd.DataFrame({"id": sc["id"], **{f"score:{m}": s for m, s in scores.items()}}).to_parquet(
+        d / "compare" / "scores.parquet", index=False)
+    (d / "compare.json").write_text(json.dumps(rep, indent=2))
+    return d
+
+
+def _fake_downstream(rep: dict, rng, n_seeds: int) -> None:
+    """Test loss falls and exact match rises with a selection's precision, plus per-seed noise."""
+    base = {"test_loss": 2.9, "exact_match": 0.05, "steps": 0, "train_s": 0.0,
+            "per_subtask": {t: {"loss": 2.9 + 0.05 * i, "exact_match": 0.05} for i, t in enumerate(SUBTASKS)}}
+    rep["base"] = base
+    rep["train_recipe"] = {"epochs": 4, "lr": 0.001, "batch_size": 8, "full_epochs": 1, "grad_accum": 1, "seed": 0,
+                           "warmup_ratio": 0.03, "weight_decay": 0.0, "bf16": False, "max_length": 256,
+                           "lora": {"r": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": None},
+                           "seeds": list(range(n_seeds))}
+    for e in rep["methods"].values():
+        loss = 2.4 - 0.8 * e["precision"] + rng.normal(0, 0.02, n_seeds)
+        em = np.clip(0.1 + 0.6 * e["precision"] + rng.normal(0, 0.02, n_seeds), 0, 1)
+        e.update({"test_loss": float(loss.mean()), "test_loss_std": float(loss.std()), "exact_match": float(em.mean()),
+                  "exact_match_std": float(em.std()), "train_steps": -(-e["n_selected"] // 8) * 4, "train_s": 3.0,
+                  "per_seed": [{"seed": s, "test_loss": float(loss[s]), "exact_match": float(em[s])}
+                               for s in range(n_seeds)],
+                  "per_subtask": {t: {"loss": float(loss.mean() + 0.05 * i), "exact_match": float(em.mean())}
+                                  for i, t in enumerate(SUBTASKS)}})
+
+
+# ----------------------------------------------------------------------------- geometry (gist-lab geometry)
+FAKE_MODULE = "base_model.model.model.layers.1.mlp.down_proj"
+
+
+def _offdiag(M: np.ndarray) -> float:
+    t = np.linalg.norm(M)
+    return float(np.linalg.norm(M - np.diag(np.diag(M))) / t) if t > 0 else 0.0
+
+
+def _block_numbers(M: np.ndarray, n_a: int) -> dict:
+    aa, ab, bb = M[:n_a, :n_a], M[:n_a, n_a:], M[n_a:, n_a:]
+    tot = float((M ** 2).sum()) or 1.0
+    return {"offdiag_ratio": _offdiag(M), "offdiag_ratio_AA": _offdiag(aa), "offdiag_ratio_BB": _offdiag(bb),
+            "mass_AA": float((aa ** 2).sum() / tot), "mass_AB": float(2 * (ab ** 2).sum() / tot),
+            "mass_BB": float((bb ** 2).sum() / tot)}
+
+
+def _diag_fit(M: np.ndarray, d: np.ndarray) -> float:
+    c = float(np.diag(M) @ d / (d @ d))
+    R = M.copy()
+    R[np.diag_indices_from(R)] -= c * d
+    return float(np.linalg.norm(R) / np.linalg.norm(M))
+
+
+def _top(M: np.ndarray, r: int):
+    w, V = np.linalg.eigh(M)
+    o = np.argsort(w)[::-1][:r]
+    return w[o], V[:, o]
+
+
+def make_fake_geometry(run_dir, epochs=(1, 2), P: int = 64, n_examples: int = 24, rank: int = 8,
+                       seed: int = 0) -> Path:
+    """Write RUN/geometry/geometry.json and ckpt-E.safetensors as `gist-lab geometry` would (numpy only).
+
+    H = a diagonal (log-normal) + small within-block noise + a visible low-rank A-B cross block
+    (indefinite: some negative eigenvalues); GN = H's positive part; F = G^T G / N with G drawn so that
+    E[F] = GN; Adam's v = diag(F) times noise. Every number in geometry.json is computed from them with
+    the definitions of gist_core.geometry; the spectrum comes from the run's own subspaces when present."""
+    from safetensors import safe_open
+    from gist_core.subspace import rank_for_variance
+    d = Path(run_dir)
+    out = d / "geometry"
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n_a = P // 2
+    n_b = P - n_a
+    shape_a, shape_b = [8, 48], [48, 8]
+    idx_a = np.sort(rng.choice(shape_a[0] * shape_a[1], n_a, replace=False)).astype(np.int64)
+    idx_b = np.sort(rng.choice(shape_b[0] * shape_b[1], n_b, replace=False)).astype(np.int64)
+    cfg = {"module": None, "n_coords": P, "n_examples": None, "rank": rank, "seed": seed, "checkpoints": None}
+    spectrum = []
+    for ck in sorted((d / "checkpoints").glob("ckpt-*/subspace.safetensors")):
+        with safe_open(str(ck), "np") as f:
+            sigma = f.get_tensor("sigma")
+        spectrum.append({"epoch": int(ck.parent.name.split("-")[1]), "r95": rank_for_variance(sigma, 0.95),
+                         "r99": rank_for_variance(sigma, 0.99), "n": int(len(sigma)), "sigma_1": float(sigma[0])})
+    if not spectrum:
+        spectrum = [{"epoch": e, "r95": 3 + e, "r99": 6 + e, "n": 20, "sigma_1": 10.0 + e} for e in epochs]
+    report = {"config": cfg, "n_examples": n_examples, "checkpoints": {},
+              "spectrum": sorted(spectrum, key=lambda s: s["epoch"])}
+    for e in epochs:
+        diag = np.exp(rng.normal(0.0, 1.0, P)) * (1 + 0.3 * e)
+        S = rng.normal(0.0, 0.05, (P, P))
+        U, V = rng.normal(size=(n_a, 2)), rng.normal(size=(n_b, 2))
+        C = U @ V.T * 0.4 * (1 + 0.2 * e) * min(1.0, 8 / np.sqrt(P))
+        H = np.diag(diag) + (S + S.T) / 2
+        H[:n_a, n_a:] += C
+        H[n_a:, :n_a] += C.T
+        w, Q = np.linalg.eigh(H)
+        GN = (Q * np.maximum(w, 0)) @ Q.T
+        G = rng.normal(size=(n_examples, P)) @ ((Q * np.sqrt(np.maximum(w, 0))) @ Q.T) + rng.normal(0, 0.02, (n_examples, P))
+        F = G.T @ G / n_examples
+        v = np.diag(F) * np.exp(rng.normal(0.0, 0.3, P)) + 1e-12
+        r = min(rank, P)
+        _, UF = _top(F, r)
+        wH, UH = _top(H, r)
+        _, UG = _top(GN, r)
+        cos_fh = np.clip(np.linalg.svd(UF.T @ UH, compute_uv=False), 0, 1)
+        cos_fg = np.clip(np.linalg.svd(UF.T @ UG, compute_uv=False), 0, 1)
+        report["checkpoints"][str(e)] = {
+            "hessian": _block_numbers(H, n_a), "gauss_newton": _block_numbers(GN, n_a), "fisher": _block_numbers(F, n_a),
+            "adam_sqrt_v_fit_error": _diag_fit(H, np.sqrt(v) + 1e-8), "adam_v_fit_error": _diag_fit(H, v),
+            "best_diagonal_fit_error": _offdiag(H), "gn_share_of_hessian": float(np.linalg.norm(GN) / np.linalg.norm(H)),
+            "rank": r, "overlap_fisher_hessian": float((cos_fh ** 2).mean()),
+            "overlap_fisher_gauss_newton": float((cos_fg ** 2).mean()),
+            "principal_cosines_fisher_hessian": cos_fh.tolist(), "overlap_random_reference": r / P,
+            "hessian_top_eigenvalues": wH.tolist(), "hessian_negative_mass": float(np.abs(w[w < 0]).sum() / np.abs(w).sum()),
+            "key": f"fake-{e}", "module": FAKE_MODULE, "n_coords": P, "n_a": n_a, "wall_s": 3.5 * e, "hessian_s": 2.0 * e}
+        save_file({"hessian": H.astype(np.float32), "gauss_newton": GN.astype(np.float32), "fisher": F.astype(np.float32),
+                   "adam_v": v.astype(np.float32), "idx_a": idx_a, "idx_b": idx_b}, str(out / f"ckpt-{e}.safetensors"),
+                  metadata={"module": FAKE_MODULE, "n_a": str(n_a), "shape_a": json.dumps(shape_a),
+                            "shape_b": json.dumps(shape_b)})
+    (out / "geometry.json").write_text(json.dumps(report, indent=2))
+    return d

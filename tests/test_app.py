@@ -1,18 +1,22 @@
 """The dashboard pages under streamlit.testing.v1.AppTest on a synthetic run (no browser, no torch)."""
 from __future__ import annotations
 
+import base64
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_run import make_fake_run  # noqa: E402
+from fake_run import COMPARE_ROWS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["pages/1_Run.py", "pages/2_Spectrum.py", "pages/3_Scores.py", "pages/4_Examples.py", "pages/5_Map.py"]
+PAGES = ["pages/1_Run.py", "pages/2_Spectrum.py", "pages/3_Scores.py", "pages/4_Examples.py", "pages/5_Map.py",
+         "pages/6_Curvature.py", "pages/7_Compare.py"]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +25,15 @@ def runs_dir(tmp_path_factory) -> Path:
     make_fake_run(root / "fake", n_pool=800, n_val=12, r=6)
     (root / "pending").mkdir()  # a run with a config but no scores yet
     (root / "pending" / "config.json").write_text((root / "fake" / "config.json").read_text())
+    make_fake_compare(root / "fake")
+    make_fake_geometry(root / "fake")  # P = 64: 32 A + 32 B coordinates, epochs 1 and 2
+    make_fake_compare(make_fake_run(root / "nodown", n_pool=300, n_val=8, r=4), with_downstream=False)
+    partial = make_fake_compare(make_fake_run(root / "partial", n_pool=300, n_val=8, r=4))
+    rep = json.loads((partial / "compare.json").read_text())  # as compare leaves it mid-downstream
+    for row in COMPARE_ROWS[4:]:
+        for key in ("test_loss", "test_loss_std", "exact_match", "exact_match_std", "per_seed", "per_subtask"):
+            rep["methods"][row].pop(key)
+    (partial / "compare.json").write_text(json.dumps(rep))
     return root
 
 
@@ -44,6 +57,14 @@ def _metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
 
+def _array(v) -> np.ndarray:
+    """A plotly spec array: a list, or plotly's {dtype, bdata, shape} base64 encoding of a numpy array."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v)
+
+
 def _captions(at: AppTest) -> str:
     return "\n".join(c.value for c in at.caption)
 
@@ -54,7 +75,9 @@ def test_home_lists_runs_and_offers_the_demo(open_page):
     assert {"fake", "pending"} <= set(table["run"]) and {"status", "model", "data", "budget", "rank", "precision"} <= set(table)
     assert "done" in table.set_index("run").loc["fake", "status"]
     assert any("Launch the bundled demo" in b.label for b in at.button)
-    assert "Curvature" in _captions(at) and "Compare" in _captions(at)
+    assert "Coming next" not in _captions(at)  # Curvature and Compare are pages now
+    links = [p.proto.label for p in at.get("page_link")]
+    assert "Compare" in links and "Curvature" in links
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -64,7 +87,7 @@ def test_every_page_renders(open_page, page):
     assert at.query_params.get("run") == "fake"
 
 
-@pytest.mark.parametrize("page", PAGES[1:])
+@pytest.mark.parametrize("page", PAGES[1:5])
 def test_pages_without_scores_point_to_the_run_page(open_page, page):
     at = open_page(page, run="pending")
     assert any("no scores yet" in i.value for i in at.info)
@@ -76,6 +99,14 @@ def test_run_page_shows_stages_and_form(open_page):
     assert len(at.get("progress")) == 6  # data, warmup, 2 x val_grads, train_proj, scores
     assert any(b.label.startswith("Quick demo") for b in at.button)
     assert _metric(at, "precision")
+
+
+def test_spectrum_page_shows_intrinsic_dimension_over_training(open_page):
+    at = open_page("pages/2_Spectrum.py")
+    assert "Intrinsic dimension over training" in [h.value for h in at.subheader]
+    assert len(at.get("plotly_chart")) == 3  # sigma, explained variance, r95/r99 per epoch
+    spec = json.loads(at.get("plotly_chart")[2].proto.spec)
+    assert [t["name"] for t in spec["data"]] == ["r95", "r99"] and _array(spec["data"][0]["x"]).tolist() == [1, 2]
 
 
 def test_rank_slider_rescores_and_is_shared_with_scores(open_page):
@@ -127,3 +158,82 @@ def test_map_pca_and_umap_on_request(open_page):
     at.radio(key="map_method").set_value("UMAP").run()
     assert not at.exception and any("No UMAP cached" in i.value for i in at.info)
     assert at.button(key="map_compute")
+
+
+def test_compare_page_shows_table_ratios_and_charts(open_page):
+    at = open_page("pages/7_Compare.py")
+    assert _metric(at, "compute (wall time) GIST / LESS").endswith("×") and _metric(at, "storage GIST / LESS").endswith("%")
+    table = at.dataframe[0].value
+    assert table["method"].tolist() == COMPARE_ROWS and {"test_loss", "precision", "wall_s"} <= set(table)
+    assert len(at.get("plotly_chart")) == 7  # loss, exact match, precision, cost, overlap, rank correlation, per subtask
+    assert "seeds vary LoRA init" in _captions(at) and "3 seed(s)" in _captions(at)
+    at.toggle(key="cost_log").set_value(True).run()
+    assert not at.exception
+    at.radio(key="subtask_metric").set_value("exact_match").run()
+    assert not at.exception and len(at.dataframe[-1].value) == 30
+
+
+def test_compare_page_without_compare_offers_the_command(open_page):
+    at = open_page("pages/7_Compare.py", run="pending")
+    assert any("gist-lab compare --out" in i.value for i in at.info)
+    assert at.button(key="launch_compare")  # not clicked: it would start a real compare
+
+
+def test_compare_page_without_downstream_or_mid_run(open_page):
+    at = open_page("pages/7_Compare.py", run="nodown")
+    assert any("no test split" in i.value for i in at.info) and "Not measured" in _captions(at)
+    table = at.dataframe[0].value
+    assert len(table) == len(COMPARE_ROWS) and "test_loss" not in table and "precision" in table
+    at = open_page("pages/7_Compare.py", run="partial")
+    assert any("4 of 10 methods" in i.value for i in at.info)
+    assert at.dataframe[0].value["test_loss"].notna().sum() == 4
+
+
+def _geometry(runs_dir: Path, run: str = "fake") -> dict:
+    return json.loads((runs_dir / run / "geometry" / "geometry.json").read_text())
+
+
+def test_curvature_page_shows_heatmap_metrics_and_table(open_page, runs_dir):
+    rep = _geometry(runs_dir)
+    at = open_page("pages/6_Curvature.py")
+    assert at.radio(key="geo_epoch").value == 1  # the run's GIST checkpoint
+    assert [m.label for m in at.metric] == ["off-diagonal ratio · Hessian", "A–B mass share · Hessian",
+                                           "Adam-diagonal fit error (H)", "best-diagonal error (H)", "F̂/H top-8 overlap"]
+    ck = rep["checkpoints"]["1"]
+    assert _metric(at, "off-diagonal ratio") == f"{ck['hessian']['offdiag_ratio']:.3f}"
+    assert _metric(at, "A–B mass share") == f"{ck['hessian']['mass_AB']:.1%}"
+    assert _metric(at, "F̂/H") == f"{ck['overlap_fisher_hessian']:.3f}"
+    assert "r/P = 0.1250" in next(m.help for m in at.metric if m.label.startswith("F̂/H"))  # random reference
+    caps = _captions(at)
+    assert "reported as measured" in caps and "64 coordinates (32 from A" in caps and "24 target examples" in caps
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3  # heatmap, diagonals, per-epoch trend
+    heat = json.loads(charts[0].proto.spec)
+    assert _array(heat["data"][0]["z"]).shape == (64, 64) and len(heat["layout"]["shapes"]) == 2  # the A/B boundary lines
+    assert heat["layout"]["xaxis"]["ticktext"] == ["A (32)", "B (32)"]
+    table = at.dataframe[0].value
+    assert table["epoch"].tolist() == [1, 2] and {"r95", "r99", "offdiag_fisher", "overlap_random"} <= set(table)
+
+    at.radio(key="geo_matrix").set_value("fisher").run()
+    assert not at.exception and _metric(at, "off-diagonal ratio · empirical Fisher") == \
+        f"{ck['fisher']['offdiag_ratio']:.3f}"
+    at.radio(key="geo_value").set_value("corr").run()
+    assert not at.exception
+    heat = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]
+    assert heat["zmin"] == -1 and heat["zmax"] == 1
+    at.radio(key="geo_epoch").set_value(2).run()
+    assert not at.exception
+    assert _metric(at, "off-diagonal ratio") == f"{rep['checkpoints']['2']['fisher']['offdiag_ratio']:.3f}"
+    at.radio(key="geo_matrix").set_value("gauss_newton").run()
+    assert not at.exception and _metric(at, "A–B mass share · Gauss–Newton") == \
+        f"{rep['checkpoints']['2']['gauss_newton']['mass_AB']:.1%}"
+
+
+def test_curvature_page_without_geometry_offers_the_command(open_page, runs_dir):
+    at = open_page("pages/6_Curvature.py", run="nodown")
+    assert any(f"gist-lab geometry --run {runs_dir / 'nodown'}" in i.value for i in at.info)
+    assert at.number_input(key="geo_coords").value == 2048 and at.text_input(key="geo_module")
+    assert not at.button(key="launch_geometry").disabled  # not clicked: it would start a real geometry run
+    at = open_page("pages/6_Curvature.py", run="pending")  # no warm-up checkpoints yet
+    assert any("gist-lab geometry --run" in i.value for i in at.info)
+    assert at.button(key="launch_geometry").disabled and "finish it first" in _captions(at)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_run import SUBTASKS, make_fake_run  # noqa: E402
+from fake_run import COMPARE_ROWS, SUBTASKS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
 
 from gist_core import launcher, scoring, views  # noqa: E402
 
@@ -249,3 +249,219 @@ def test_rescore_100k_rows_at_every_rank(tmp_path):
     picks = [views.rescored_frame(d, r, "subtask", 0.05) for r in (2, 8, 16)]
     assert all(rs.k == 5000 for rs in picks)
     assert not np.array_equal(picks[0].frame["selected"].to_numpy(), picks[2].frame["selected"].to_numpy())
+
+
+# ----------------------------------------------------------------------------- compare
+@pytest.fixture(scope="module")
+def compare_runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("compare-runs")
+    return {"full": make_fake_compare(make_fake_run(root / "cmp", n_pool=600, n_val=12, r=6)),
+            "nodown": make_fake_compare(make_fake_run(root / "nodown", n_pool=300, n_val=8, r=4), with_downstream=False)}
+
+
+def test_load_compare_tolerates_missing_invalid_and_empty(tmp_path):
+    assert not views.has_compare(tmp_path) and views.load_compare(tmp_path) is None
+    views.compare_path(tmp_path).write_text('{"methods": {"gist": {"label"')  # cut short
+    assert views.has_compare(tmp_path) and views.load_compare(tmp_path) is None
+    views.compare_path(tmp_path).write_text('{"methods": {}}')
+    assert views.load_compare(tmp_path) is None
+    views.compare_path(tmp_path).write_text('{"methods": {"gist": {"wall_s": 1.0}, "junk": 3}}')
+    rep = views.load_compare(tmp_path)
+    assert list(rep["methods"]) == ["gist"]
+    t = views.compare_table(rep)  # a bare entry: every number NaN but wall_s
+    assert len(t) == 1 and t.loc[0, "wall_s"] == 1.0 and t.drop(columns=["method", "label", "rule", "wall_s"]).isna().all(axis=None)
+    assert views.cost_frame(rep).empty and views.matrix_frame(rep, "overlap").empty
+    assert views.per_subtask_frame(rep).empty and views.ratio_metrics(rep) == {}
+
+
+def test_compare_table_rows_columns_and_missing_downstream(compare_runs):
+    rep = views.load_compare(compare_runs["full"])
+    t = views.compare_table(rep)
+    assert t["method"].tolist() == COMPARE_ROWS and list(t.columns) == list(views.COMPARE_COLUMNS)
+    gist = rep["methods"]["gist"]
+    row = t.set_index("method").loc["gist"]
+    assert row["precision"] == pytest.approx(gist["precision"]) and row["wrong"] == gist["n_wrong_selected"]
+    assert row["test_loss"] == pytest.approx(gist["test_loss"]) and row["rule"] == "global"
+    assert t[["precision", "test_loss", "exact_match", "wall_s"]].notna().all(axis=None)
+    assert views.has_downstream(rep)
+    nodown = views.compare_table(views.load_compare(compare_runs["nodown"]))
+    assert len(nodown) == len(COMPARE_ROWS) and nodown["test_loss"].isna().all() and nodown["precision"].notna().all()
+    assert not views.has_downstream(views.load_compare(compare_runs["nodown"]))
+    for key in ("test_loss", "test_loss_std", "precision"):  # a table caught mid-run: that row only is NaN
+        del rep["methods"]["oracle"][key]
+    part = views.compare_table(rep).set_index("method")
+    assert part.loc["oracle", ["test_loss", "precision"]].isna().all() and part.drop("oracle")["test_loss"].notna().all()
+
+
+def test_cost_frame_sums_to_wall_time(compare_runs):
+    rep = views.load_compare(compare_runs["full"])
+    cost = views.cost_frame(rep)
+    assert list(cost.columns) == ["method", "stage", "seconds"] and set(cost["stage"]) <= set(views.COST_STAGES)
+    sums = cost.groupby("method")["seconds"].sum()
+    for m, e in rep["methods"].items():
+        assert sums[m] == pytest.approx(e["wall_s"], abs=1e-2)
+    assert cost[cost["method"] == "less"]["stage"].tolist() == ["warmup", "val_grads", "val_features", "pool_features",
+                                                                "scoring"]  # pipeline order, not alphabetical
+
+
+def test_matrices_per_subtask_ratios_and_seeds(compare_runs):
+    rep = views.load_compare(compare_runs["full"])
+    ov = views.matrix_frame(rep, "overlap")
+    assert ov.shape == (10, 10) and list(ov.index) == COMPARE_ROWS == list(ov.columns)
+    np.testing.assert_allclose(ov.to_numpy(), ov.to_numpy().T)
+    assert (np.diag(ov) == 1).all() and ov.loc["gist", "full"] == pytest.approx(rep["n_selected"] / rep["n_pool"])
+    rc = views.matrix_frame(rep, "rank_correlation")
+    assert list(rc.index) == ["gist", "less", "rawcos", "length", "embedding"]  # compare's method order
+    np.testing.assert_allclose(rc.to_numpy(), rc.to_numpy().T)
+    assert rc.loc["gist", "less"] > rc.loc["gist", "rawcos"] > rc.loc["gist", "length"]
+    assert views.matrix_frame(rep, "no_such_key").empty
+
+    sub = views.per_subtask_frame(rep, "loss")
+    assert sub.shape == (11, len(SUBTASKS)) and sub.index[-1] == "base" and list(sub.columns) == SUBTASKS
+    assert sub.loc["base", SUBTASKS[0]] == rep["base"]["per_subtask"][SUBTASKS[0]]["loss"]
+    assert views.per_subtask_frame(rep, "exact_match").notna().all(axis=None)
+    assert views.per_subtask_frame(views.load_compare(compare_runs["nodown"])).empty
+
+    r = views.ratio_metrics(rep)
+    assert list(r) == list(views.RATIO_LABELS) and r["storage_ratio_gist_over_less"] < 1
+    del rep["flops_ratio_gist_over_less"]
+    assert "flops_ratio_gist_over_less" not in views.ratio_metrics(rep) and len(views.ratio_metrics(rep)) == 3
+    seeds = views.per_seed_frame(rep)
+    assert len(seeds) == 10 * 3 and seeds.groupby("method")["test_loss"].mean()["gist"] == pytest.approx(
+        rep["methods"]["gist"]["test_loss"])
+    assert views.compare_value(rep, "base", "test_loss") == rep["base"]["test_loss"]
+    assert views.compare_value(views.load_compare(compare_runs["nodown"]), "oracle", "test_loss") is None
+
+
+def test_zoom_range_and_compare_args(tmp_path):
+    lo, hi = views.zoom_range([6.898, 6.899, float("nan"), None, 6.9])
+    assert lo < 6.898 and hi > 6.9 and hi - lo < 0.01
+    assert views.zoom_range([float("nan")]) is None and views.zoom_range([2.0, 2.0]) is not None
+    assert launcher.compare_args(tmp_path) == ["compare", "--out", str(tmp_path.resolve())]
+
+
+# ----------------------------------------------------------------------------- curvature (gist-lab geometry)
+@pytest.fixture(scope="module")
+def geo_run(tmp_path_factory) -> Path:
+    return make_fake_geometry(make_fake_run(tmp_path_factory.mktemp("geo") / "g", n_pool=200, n_val=12, r=4), P=64)
+
+
+def test_load_geometry_tolerates_missing_invalid_and_empty(tmp_path):
+    assert not views.has_geometry(tmp_path) and views.load_geometry(tmp_path) is None
+    assert views.geometry_stamp(tmp_path) == 0 and views.curvature_matrices(tmp_path, 1) == {}
+    views.geometry_path(tmp_path).parent.mkdir()
+    views.geometry_path(tmp_path).write_text('{"checkpoints": {"1": {"hess')  # cut short
+    assert views.has_geometry(tmp_path) and views.load_geometry(tmp_path) is None
+    views.geometry_path(tmp_path).write_text('{"checkpoints": {}}')
+    assert views.load_geometry(tmp_path) is None
+    views.geometry_path(tmp_path).write_text('{"checkpoints": {"2": {"wall_s": 1.5}, "x": {}, "3": 7}}')
+    rep = views.load_geometry(tmp_path)
+    assert views.geometry_epochs(rep) == [2] and rep["spectrum"] == []
+    t = views.geometry_table(rep)  # a bare entry: NaN but wall_s
+    assert list(t.columns) == list(views.GEOMETRY_COLUMNS) and t.loc[0, "wall_s"] == 1.5
+    assert t.drop(columns=["epoch", "wall_s"]).isna().all(axis=None)
+    assert views.spectrum_table(rep).empty
+
+
+def test_geometry_table_and_spectrum_follow_the_report(geo_run):
+    rep = views.load_geometry(geo_run)
+    assert views.has_geometry(geo_run) and views.geometry_epochs(rep) == [1, 2] == views.warmup_epochs(geo_run)
+    t = views.geometry_table(rep)
+    assert t["epoch"].tolist() == [1, 2] and list(t.columns) == list(views.GEOMETRY_COLUMNS)
+    for e, row in t.set_index("epoch").iterrows():
+        c = rep["checkpoints"][str(e)]
+        assert row["offdiag_hessian"] == pytest.approx(c["hessian"]["offdiag_ratio"])
+        assert row["offdiag_fisher"] == pytest.approx(c["fisher"]["offdiag_ratio"])
+        assert row["mass_AB_hessian"] == pytest.approx(c["hessian"]["mass_AB"])
+        assert row["adam_fit_error"] == pytest.approx(c["adam_sqrt_v_fit_error"])
+        assert row["best_diagonal_error"] == pytest.approx(c["best_diagonal_fit_error"]) == row["offdiag_hessian"]
+        assert row["overlap_random"] == pytest.approx(8 / 64) and row["wall_s"] == c["wall_s"]
+        assert row["adam_fit_error"] >= row["best_diagonal_error"] - 1e-9  # no diagonal beats diag(H)
+    # r95/r99 per epoch: the report's spectrum = the run's own spectra (rank_for_variance on sigma)
+    from_rep, from_run = views.spectrum_table(rep), views.spectrum_table(geo_run)
+    assert from_rep[["epoch", "r95", "r99", "N_v"]].equals(from_run[["epoch", "r95", "r99", "N_v"]])
+    assert from_run.equals(views.spectrum_table(views.spectra(geo_run)))
+    assert t["r95"].tolist() == from_run["r95"].tolist() and (from_run["r95"] <= from_run["r99"]).all()
+
+
+def test_curvature_matrices_and_diagonals(geo_run):
+    m = views.curvature_matrices(geo_run, 1)
+    assert m["hessian"].shape == m["fisher"].shape == m["gauss_newton"].shape == (64, 64)
+    assert m["n_a"] == 32 == len(m["idx_a"]) and len(m["idx_b"]) == 32 and m["module"].endswith("down_proj")
+    assert m["shape_a"] == [8, 48] and views.curvature_matrices(geo_run, 9) == {}
+    np.testing.assert_allclose(m["hessian"], m["hessian"].T)
+    d = views.diagonal_frame(m)
+    assert len(d) == 64 and (d["block"] == "A").sum() == 32 and d["block"].iloc[-1] == "B"
+    np.testing.assert_allclose(d["diag_H"], np.diag(m["hessian"]))
+    err = [np.linalg.norm(d["diag_H"] - k * d["adam_scaled"]) for k in (0.9, 1.0, 1.1)]
+    assert err[1] <= min(err[0], err[2])  # adam_scaled is at the best scale
+    assert views.geometry_job(geo_run) is None  # nothing launched from the dashboard
+
+
+def test_display_matrix_downsamples_and_keeps_the_boundary():
+    rng = np.random.default_rng(0)
+    G = rng.normal(size=(40, 600))
+    M = G.T @ G  # PSD: correlation has a unit diagonal
+    dm = views.display_matrix(M, n_a=250, max_side=256, kind="abs")
+    assert dm.z.shape == (256, 256) and dm.downsampled and len(dm.edges) == 257
+    assert dm.edges[0] == 0 and dm.edges[-1] == 600 and (np.diff(dm.edges) > 0).all()
+    assert dm.edges[dm.boundary] == 250 and dm.boundary == round(256 * 250 / 600)  # no cell straddles A/B
+    e = dm.edges
+    assert dm.z[0, 0] == pytest.approx(np.abs(M[e[0]:e[1], e[0]:e[1]]).mean())
+    i, j = dm.boundary, dm.boundary - 1
+    assert dm.z[i, j] == pytest.approx(np.abs(M[e[i]:e[i + 1], e[j]:e[j + 1]]).mean())
+    corr = views.correlation_matrix(M)
+    np.testing.assert_allclose(np.diag(corr), 1.0)
+    assert np.abs(corr).max() <= 1 + 1e-9
+    small = views.display_matrix(M[:100, :100], n_a=30, kind="corr")  # no downsampling below max_side
+    assert small.z.shape == (100, 100) and small.boundary == 30 and not small.downsampled
+    np.testing.assert_allclose(np.diag(small.z), 1.0)
+    np.testing.assert_allclose(views.display_matrix(M[:100, :100], 30).z, np.abs(M[:100, :100]))
+    tiny_a = views.display_matrix(M, n_a=1, max_side=64)  # a tiny A still gets its own cell
+    assert tiny_a.boundary == 1 and tiny_a.edges[1] == 1 and tiny_a.z.shape == (64, 64)
+    assert views.display_matrix(M, n_a=0, max_side=64).boundary == 0
+    H = M.copy()
+    H[0, 0], H[1, 1] = -H[0, 0], 0.0  # indefinite, and a zero diagonal entry
+    c = views.correlation_matrix(H)
+    assert c[0, 0] == pytest.approx(-1) and not c[1].any() and np.isfinite(c).all()
+    with pytest.raises(ValueError):
+        views.display_matrix(M, 10, kind="log")
+    lz, lo, hi = views.log_color(np.array([[0.0, 1e-9], [1e-2, 10.0]]), decades=6)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(-5.0) and lz.min() == lo and lz[1, 0] == pytest.approx(-2)
+
+
+def test_geometry_args(tmp_path):
+    assert launcher.geometry_args(tmp_path) == ["geometry", "--run", str(tmp_path.resolve()), "--coords", "2048"]
+    assert launcher.geometry_args(tmp_path, coords=0, module=" down_proj ")[-4:] == ["--coords", "0", "--module",
+                                                                                     "down_proj"]
+    assert "--module" not in launcher.geometry_args(tmp_path, module="")
+
+
+def test_geometry_running_from_a_terminal(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert not views.geometry_running(tmp_path)
+    with open(tmp_path / "progress.jsonl", "w") as fh:  # as `gist-lab geometry` appends them
+        fh.write(json.dumps({"t": time.time(), "stage": "geometry/ckpt-1", "status": "start"}) + "\n")
+    assert views.geometry_running(tmp_path)
+    with open(tmp_path / "progress.jsonl", "a") as fh:
+        fh.write(json.dumps({"t": time.time(), "stage": "geometry/ckpt-1", "status": "end", "wall_s": 2.0}) + "\n")
+    assert not views.geometry_running(tmp_path)
+
+
+def test_a_finished_geometry_launch_leaves_the_run_done(tmp_path):
+    run = make_fake_run(tmp_path / "r", n_pool=100, n_val=8, r=4)
+    assert views.run_state(run)["status"] == "done"
+    rec = {"pid": 0, "cmd": launcher.cli_command(launcher.geometry_args(run)), "started_at": time.time() + 5,
+           "returncode": 0}
+    (run / launcher.LAUNCH_FILE).write_text(json.dumps(rec))  # summary.json predates this launch
+    assert views.run_state(run)["status"] == "done"
+    (run / launcher.LAUNCH_FILE).write_text(json.dumps({**rec, "cmd": launcher.cli_command(["demo"])}))
+    assert views.run_state(run)["status"] != "done"  # any other command must rewrite the summary
+
+
+def test_load_compare_restores_compares_method_order(tmp_path):
+    """compare.json is written with sorted keys; the page shows compare's own order, unknown rows last."""
+    rows = ["oracle", "zzz_custom", "less", "gist", "random", "gist_subtask"]
+    (tmp_path / "compare.json").write_text(json.dumps({"methods": {r: {"wall_s": 1.0} for r in rows}}, sort_keys=True))
+    assert list(views.load_compare(tmp_path)["methods"]) == ["gist", "gist_subtask", "less", "random", "oracle",
+                                                               "zzz_custom"]

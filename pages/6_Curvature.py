@@ -1,0 +1,206 @@
+"""Curvature: one LoRA block's exact Hessian, Gauss–Newton and empirical Fisher per warm-up checkpoint,
+against Adam's diagonal and GIST's F̂ (from `gist-lab geometry`)."""
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from gist_core import launcher, ui, views
+
+ui.page_setup("Curvature")
+st.title("Curvature")
+run_dir = ui.require_run(ui.run_picker())
+job = views.geometry_job(run_dir)             # the folder's last dashboard launch, when it was gist-lab geometry
+running = run_dir.exists() and views.run_state(run_dir)["status"] == "running"
+geo_running = views.geometry_running(run_dir)
+
+
+def watch(stamp: int) -> None:
+    """While geometry runs, rerun the page when geometry.json is rewritten (a checkpoint finished) or it ends."""
+    if views.geometry_stamp(run_dir) != stamp or not views.geometry_running(run_dir):
+        st.rerun()
+
+
+def running_note() -> None:
+    if geo_running:
+        st.info("`gist-lab geometry` is running in this folder; this page refreshes when a checkpoint is written.")
+        st.fragment(run_every=3.0)(watch)(views.geometry_stamp(run_dir))
+    else:
+        st.info("A run is going in this folder; launch geometry once it has finished.")
+        st.page_link(ui.PAGES["run"], label="Follow it on the Run page", icon=":material/play_arrow:",
+                     query_params={"run": ui.run_name_of(run_dir)})
+
+
+def failed_note() -> None:
+    if job and not job.alive and not job.cancelled and job.error:
+        st.error(f"The last `gist-lab geometry` launch here failed: {job.error}")
+
+
+rep = ui.load_geometry(run_dir)
+if rep is None:
+    if views.has_geometry(run_dir):
+        st.warning(f"`{views.geometry_path(run_dir)}` could not be read (no checkpoint entries or invalid JSON).")
+    st.info(f"Run `{run_dir.name}` has no curvature measurements yet. From a terminal: "
+            f"`gist-lab geometry --run {run_dir}` (exact Hessian, Gauss–Newton and empirical Fisher of one LoRA "
+            "block at every warm-up checkpoint; P coordinates cost P Hessian-vector products per checkpoint).")
+    failed_note()
+    if running or geo_running:
+        running_note()
+        st.stop()
+    epochs = views.warmup_epochs(run_dir)
+    ready = (run_dir / "config.json").exists() and bool(epochs)
+    c = st.columns([1, 2])
+    coords = c[0].number_input("Coordinates (A and B together; 0 = all)", min_value=0, value=2048, step=256,
+                               key="geo_coords", help="sampled half from lora_A, half from lora_B (seeded); "
+                               "the matrices are P × P, so time grows with P (P Hessian-vector products)")
+    module = c[1].text_input("LoRA module (name or suffix)", value="", key="geo_module",
+                             placeholder="blank: the last LoRA module, e.g. layers.1.mlp.down_proj")
+    if not ready:
+        st.caption("This run has no warm-up checkpoints yet: finish it first (Run page).")
+    if st.button("Launch gist-lab geometry here", icon=":material/grid_on:", type="primary", key="launch_geometry",
+                 disabled=not ready):
+        ui.launch_and_rerun(run_dir, launcher.geometry_args(run_dir, int(coords), module or None))
+    st.stop()
+
+# ----------------------------------------------------------------------------- header: what was measured
+epochs = views.geometry_epochs(rep)
+cfg = rep.get("config") or {}
+gist_epoch = int(views.read_json(run_dir / "config.json", {}).get("checkpoint", 1))
+first = rep["checkpoints"][str(epochs[0])]
+st.caption(f"Block: `{first.get('module', cfg.get('module'))}`, {first.get('n_coords', '?')} coordinates "
+           f"({first.get('n_a', '?')} from A, then the rest from B; sample seed {cfg.get('seed')}) · "
+           f"loss over {rep.get('n_examples', '?')} target examples · top-{first.get('rank', cfg.get('rank'))} "
+           f"eigenspaces compared · warm-up epoch(s) {', '.join(map(str, epochs))}.")
+st.caption("Measured on this run's model; whatever the numbers are, they are reported as measured.")
+failed_note()
+if running or geo_running:
+    running_note()
+
+if st.session_state.get("geo_epoch") not in epochs:  # another run (other epochs) was shown before
+    st.session_state.pop("geo_epoch", None)
+c = st.columns([2, 2, 2])
+epoch = c[0].radio("Checkpoint (warm-up epoch)", epochs, horizontal=True, key="geo_epoch",
+                   index=epochs.index(gist_epoch) if gist_epoch in epochs else 0,
+                   format_func=lambda e: f"{e} (GIST)" if e == gist_epoch else str(e))
+matrix = c[1].radio("Matrix", list(views.MATRICES), horizontal=True, key="geo_matrix",
+                    format_func=views.MATRICES.get)
+kind = c[2].radio("Value", ["abs", "corr"], horizontal=True, key="geo_value",
+                  format_func={"abs": "|M| (log colour)", "corr": "correlation"}.get,
+                  help="correlation: M_ij / √(|M_ii| |M_jj|), 1 on the diagonal of a positive semi-definite "
+                       "matrix; an indefinite Hessian can exceed ±1 (the colour saturates)")
+ck, label = rep["checkpoints"][str(epoch)], views.MATRICES[matrix]
+blk = ck.get(matrix) or {}
+
+
+def num(v, fmt: str = "{:.3f}") -> str:
+    return fmt.format(v) if isinstance(v, (int, float)) else "–"
+
+
+r, ref, P = ck.get("rank", cfg.get("rank")), ck.get("overlap_random_reference"), ck.get("n_coords")
+m = st.columns(5)
+m[0].metric(f"off-diagonal ratio · {label}", num(blk.get("offdiag_ratio")),
+            help="‖M − diag(M)‖_F / ‖M‖_F: 0 = diagonal; also the relative error of M's best diagonal approximation. "
+                 f"Within A–A: {num(blk.get('offdiag_ratio_AA'))}, within B–B: {num(blk.get('offdiag_ratio_BB'))}.")
+m[1].metric(f"A–B mass share · {label}", num(blk.get("mass_AB"), "{:.1%}"),
+            help="share of ‖M‖_F² in the two A–B cross blocks (A–A: "
+                 f"{num(blk.get('mass_AA'), '{:.1%}')}, B–B: {num(blk.get('mass_BB'), '{:.1%}')}). Theorem 3.2: "
+                 "LoRA's bilinear W0 + BA creates these even when the weight-space Hessian is diagonal.")
+m[2].metric("Adam-diagonal fit error (H)", num(ck.get("adam_sqrt_v_fit_error")),
+            help="relative Frobenius error of c·diag(√v) — Adam's preconditioner at its best scale c — as an "
+                 f"approximation of the Hessian (with v instead of √v: {num(ck.get('adam_v_fit_error'))}); "
+                 "never below the best-diagonal error")
+m[3].metric("best-diagonal error (H)", num(ck.get("best_diagonal_fit_error")),
+            help="relative error of the best diagonal approximation of the Hessian, diag(H) itself "
+                 "(= H's off-diagonal ratio): the floor for any diagonal preconditioner")
+m[4].metric(f"F̂/H top-{r} overlap", num(ck.get("overlap_fisher_hessian")),
+            help=f"mean squared cosine of the principal angles between the top-{r} eigenvectors of "
+                 "F̂ = G_valᵀG_val (GIST's matrix; same eigenvectors as the empirical Fisher) and of the Hessian, on "
+                 f"this block. Random reference: two random {r}-dim subspaces of {P} dimensions give r/P = "
+                 f"{num(ref, '{:.4f}')}. F̂ vs Gauss–Newton: {num(ck.get('overlap_fisher_gauss_newton'))}.")
+
+# ----------------------------------------------------------------------------- heatmap and diagonals
+left, right = st.columns([3, 2])
+dm = ui.curvature_display(run_dir, epoch, matrix, kind)
+if dm is None:
+    left.warning(f"`{views.geometry_matrix_path(run_dir, epoch)}` is missing: run `gist-lab geometry --run "
+                 f"{run_dir}` again to rewrite it.")
+else:
+    x = dm.edges - 0.5  # cell edges (len k + 1): coordinate i spans [i - 0.5, i + 0.5)
+    if kind == "abs":
+        lz, lo, hi = views.log_color(dm.z)
+        ticks = list(range(math.ceil(lo), math.floor(hi) + 1))
+        trace = go.Heatmap(z=lz, x=x, y=x, zmin=lo, zmax=hi, colorscale="Viridis", customdata=dm.z,
+                           colorbar=dict(title="|M|", tickvals=ticks, ticktext=[f"1e{t}" for t in ticks]),
+                           hovertemplate="row %{y:.0f}, col %{x:.0f}: |M| = %{customdata:.3g}<extra></extra>")
+        line = "white"
+    else:
+        trace = go.Heatmap(z=dm.z, x=x, y=x, zmin=-1, zmax=1, zmid=0, colorscale="RdBu_r",
+                           colorbar=dict(title="corr"),
+                           hovertemplate="row %{y:.0f}, col %{x:.0f}: %{z:.3f}<extra></extra>")
+        line = "black"
+    fig = go.Figure(trace)
+    n_a, n_b = dm.n_a, dm.P - dm.n_a
+    ticks = dict(tickvals=[], ticktext=[])
+    if n_a and n_b:
+        b = n_a - 0.5
+        fig.add_shape(type="line", x0=b, x1=b, y0=-0.5, y1=dm.P - 0.5, line=dict(color=line, width=1.5))
+        fig.add_shape(type="line", x0=-0.5, x1=dm.P - 0.5, y0=b, y1=b, line=dict(color=line, width=1.5))
+        centres = {"A": n_a / 2 - 0.5, "B": n_a + n_b / 2 - 0.5}
+        ticks = dict(tickvals=list(centres.values()), ticktext=[f"A ({n_a})", f"B ({n_b})"])
+        for (ra, ya), (cb, xb) in [(p, q) for p in centres.items() for q in centres.items()]:
+            fig.add_annotation(x=xb, y=ya, text=f"{ra}–{cb}", showarrow=False, font=dict(color=line, size=13),
+                               opacity=0.8)
+    cells = f" · {len(dm.z)}×{len(dm.z)} cells (cell = mean over ≈{dm.P / len(dm.z):.1f}² coordinates)" \
+        if dm.downsampled else ""
+    fig.update_layout(title=f"{label}, epoch {epoch}: {'|M|, log colour' if kind == 'abs' else 'correlation'}{cells}",
+                      height=600, margin=dict(t=60, b=40, l=60, r=20),
+                      xaxis=dict(**ticks, constrain="domain"),
+                      yaxis=dict(**ticks, autorange="reversed", scaleanchor="x", constrain="domain"))
+    left.plotly_chart(fig, width="stretch", key="curvature_heatmap")
+
+diag = ui.curvature_diagonals(run_dir, epoch)
+if diag is not None:
+    fig = go.Figure()
+    for blk_name, g in diag.groupby("block", sort=False):
+        fig.add_trace(go.Scatter(x=g["coord"], y=g["diag_H"].abs(), mode="markers", marker=dict(size=4),
+                                 name=f"|diag(H)|, {blk_name}", hovertemplate="coord %{x}: %{y:.3g}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=diag["coord"], y=diag["adam_scaled"], mode="lines", line=dict(color="black", width=1),
+                             name="c·√v (Adam, best scale)", hovertemplate="coord %{x}: %{y:.3g}<extra></extra>"))
+    n_a = int((diag["block"] == "A").sum())
+    if 0 < n_a < len(diag):
+        fig.add_vline(x=n_a - 0.5, line_dash="dot", annotation_text="A | B")
+    fig.update_layout(title="Diagonals: the best diagonal vs Adam's", xaxis_title="coordinate", yaxis_type="log",
+                      yaxis_tickformat=".1~e", height=420, margin=dict(t=50, b=40),
+                      legend=dict(orientation="h", y=-0.2))
+    right.plotly_chart(fig, width="stretch", key="diagonal_chart")
+    neg = int((diag["diag_H"] < 0).sum())
+    right.caption(f"diag(H) is the best diagonal approximation of H; Adam preconditions with √v (scaled by the c that "
+                  f"fits diag(H) best). {neg} of {len(diag)} diagonal entries of H are negative (drawn as |·|).")
+
+# ----------------------------------------------------------------------------- over the checkpoints
+st.subheader("Over the warm-up checkpoints")
+table = views.geometry_table(rep)
+st.dataframe(table, hide_index=True, width="stretch", key="geometry_table",
+             column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
+                               if c.startswith(("offdiag", "mass", "adam", "best", "overlap_fisher"))},
+                            "overlap_random": st.column_config.NumberColumn(format="%.4f"),
+                            "r95": st.column_config.NumberColumn(format="%d"),
+                            "r99": st.column_config.NumberColumn(format="%d"),
+                            "wall_s": st.column_config.NumberColumn(format="%.1f")})
+fig = go.Figure()
+for col, name in [("offdiag_hessian", "off-diagonal ratio · Hessian"),
+                  ("offdiag_gauss_newton", "off-diagonal ratio · Gauss–Newton"),
+                  ("offdiag_fisher", "off-diagonal ratio · empirical Fisher"),
+                  ("overlap_fisher_hessian", "F̂/H overlap")]:
+    fig.add_trace(go.Scatter(x=table["epoch"], y=table[col], mode="lines+markers", name=name))
+fig.add_trace(go.Scatter(x=table["epoch"], y=table["overlap_random"], mode="lines", line=dict(dash="dash", color="gray"),
+                         name="overlap of random subspaces (r/P)"))
+fig.update_layout(title="Off-diagonal ratio and F̂/H overlap per epoch", xaxis_title="warm-up epoch",
+                  xaxis=dict(tickmode="array", tickvals=table["epoch"].tolist()), yaxis_range=[0, 1.02], height=380,
+                  margin=dict(t=50, b=40))
+st.plotly_chart(fig, width="stretch", key="geometry_trend_chart")
+
+with st.expander("This checkpoint's raw numbers and the geometry settings"):
+    st.json({"config": cfg, f"checkpoint {epoch}": {k: v for k, v in ck.items() if k != "key"}}, expanded=False)
