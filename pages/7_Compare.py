@@ -70,7 +70,7 @@ ratios = views.ratio_metrics(rep)
 if ratios:
     mc = st.columns(len(ratios))
     for col, (key, v) in zip(mc, ratios.items()):
-        value = f"{v * 100:.1f}%" if key.startswith("storage") else f"{v:.2f}×"
+        value = f"{v * 100:.2g}%" if key.startswith("storage") else f"{v:.2g}×"  # 2 significant digits: 0.065×, 0.12%
         col.metric(f"{views.RATIO_LABELS[key]} GIST / LESS", value,
                    help="GIST's cost divided by LESS's in this run (below 1: GIST is cheaper); see cost notes")
 else:
