@@ -56,9 +56,8 @@ def _model_and_batches(cfg: BenchConfig, n: int):
     pool = load_examples(_sample_data() / "pool.jsonl", limit=n)
     toks = tokenize_examples(pool, tok, 256)
     lengths = [len(x) for x in toks.input_ids]
-    batches = [[toks.input_ids[i] for i in b] for b in length_sorted_batches(lengths, range(n), cfg.batch_size)]
-    labels = [[toks.labels[i] for i in b] for b in length_sorted_batches(lengths, range(n), cfg.batch_size)]
-    return peft, tok, list(zip(batches, labels))
+    return peft, tok, [([toks.input_ids[i] for i in b], [toks.labels[i] for i in b])
+                       for b in length_sorted_batches(lengths, range(n), cfg.batch_size)]
 
 
 def _timed(fn) -> float:

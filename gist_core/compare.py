@@ -183,93 +183,23 @@ class Compare:
         return [self.run.ckpt_dir(e) for e in range(1, self.cfg.warmup.epochs + 1)]
 
     def less_scores(self) -> scoring.Scores:
-        import torch
-        from gist_core.gradients import GradientEngine, collect_flat, stream
-        from gist_core.less import RademacherProjector, adam_direction, checkpoint_mean_lr, less_columns, lr_weights
-        from gist_core.less import read_moments, unit_rows
-
-        tok, _ = self.run.tokenizer_and_model()
+        from gist_core.less import checkpoint_mean_lr, less_columns, lr_weights
         ckpts = self.less_checkpoint_dirs()
         n, d = len(self.run.pool), self.cmp.less_dim
         own = not self.cmp.less_checkpoints
         walls = {"warmup": self._warmup_cost(self.cfg.warmup.epochs)[0] if own else 0.0, "val_grads": 0.0,
                  "val_features": 0.0, "pool_features": 0.0, "pool_projection": 0.0, "scoring": 0.0}
         flops = self._warmup_cost(self.cfg.warmup.epochs)[1] if own else 0.0
-        projector = None
+        self._projector = None
         train_feats, val_feats, lrs = [], [], []
         for e, ckpt in enumerate(ckpts, start=1):
-            model = self.run.adapter_model(e) if own else self._external_adapter(ckpt)
-            engine = GradientEngine(model, tok.pad_token_id)
-            blocks = engine.blocks
-            if projector is None:
-                projector = RademacherProjector(engine.dim, d, self.cmp.less_seed,
-                                                int(self.cmp.projector_cache_gb * (1 << 30)), engine.device)
-            moments = read_moments(ckpt, [b.name for b in blocks], [b.size for b in blocks])
-            m, v = moments.m.to(engine.device), moments.v.to(engine.device)
-            lrs.append(checkpoint_mean_lr(ckpt))
             key = stable_hash([self.run.keys["warmup"], str(ckpt), d, self.cmp.less_seed])
-            # validation features: plain gradients (the run's stored ones for its own checkpoints)
-            t0 = time.time()
-            vpath = self.store.path("compare", "less", f"val-ckpt-{e}.npy")
-            if own:
-                G = np.load(self.run.ckpt_dir(e) / "val_grads.npy")
-                walls["val_grads"] += self._val_cost(e)[0]
-            else:
-                G = collect_flat(engine, self.run.target_tok, list(range(len(self.run.target))),
-                                 self.cfg.grad_batch_size)
-                walls["val_grads"] += time.time() - t0
-            t1 = time.time()
-            V = unit_rows(projector.project(torch.from_numpy(G))).cpu().numpy()
-            vpath.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(vpath, suffix=".npy") as tmp:
-                np.save(tmp, V.astype(np.float16))
-            walls["val_features"] += time.time() - t1
+            lrs.append(checkpoint_mean_lr(ckpt))
+            V, dim = self._less_val_features(e, ckpt, own, key, walls)
             val_feats.append(V)
-            # training features: one simulated Adam step, projected, normalised
-            fs = FeatureStore(self.store.path("compare", "less", f"ckpt-{e}.npy"), n, d, {"key": key},
-                              dtype=np.float16)
-            stage = f"compare/less/ckpt-{e}"
-            todo = fs.todo()
-            if todo or not self.store.stage_done(stage, key):
-                t2 = time.time()
-                buf_rows, buf = [], []
-                count, proj_s = [0], [0.0]
-
-                def project_buffer():
-                    if buf_rows:
-                        tp = time.time()
-                        P = unit_rows(projector.project(torch.cat(buf)))
-                        proj_s[0] += time.time() - tp
-                        fs.write(list(buf_rows), P.cpu().numpy().astype(np.float16))
-                        buf_rows.clear()
-                        buf.clear()
-                        count[0] += 1
-                        if count[0] % FLUSH_EVERY == 0:
-                            fs.flush()
-
-                def consume(batch, g):
-                    buf_rows.extend(batch)
-                    buf.append(adam_direction(g, m, v))
-                    if len(buf_rows) >= self.cmp.projection_batch:
-                        project_buffer()
-
-                with self.run.progress.stage(stage, total=n, resumed=n - len(todo)) as st:
-                    st.done = n - len(todo)
-                    stream(engine, self.run.pool_tok, todo, self.cfg.grad_batch_size, consume, on_batch=st.advance)
-                    project_buffer()
-                    fs.flush()
-                prev = self._stage_walls().get(stage, {}).get("wall_s", 0.0) if todo and len(todo) < n else 0.0
-                self.run.record(stage, key, [f"compare/less/ckpt-{e}.npy", f"compare/less/ckpt-{e}.done.npy"],
-                                time.time() - t2 + prev, {"moments": moments.source, "d": d,
-                                                          "projection_s": round(proj_s[0], 3)})
-            else:
-                skipped(self.store, stage)
-            entry = self._stage_walls()[stage]
-            walls["pool_projection"] += entry.get("projection_s", 0.0)  # absent in runs made before it was timed
-            walls["pool_features"] += entry["wall_s"] - entry.get("projection_s", 0.0)
-            train_feats.append(np.load(fs.path, mmap_mode="r"))
+            train_feats.append(self._less_train_features(e, ckpt, own, key, walls))
             flops += (6 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
-                      + 2 * engine.dim * d * (n + len(self.run.target)) + 10 * engine.dim * n)
+                      + 2 * dim * d * (n + len(self.run.target)) + 10 * dim * n)
         t3 = time.time()
         weights, weight_rule = lr_weights(lrs)
         cols = less_columns(train_feats, val_feats, weights, self.groups)
@@ -281,40 +211,134 @@ class Compare:
                           "weighting": weight_rule, "projector_seed": self.cmp.less_seed}
         return baselines.scores_from_columns(cols, list(self.groups))
 
-    def _external_adapter(self, ckpt: Path):
-        from gist_core.model import load_adapter
-        self.run.tokenizer_and_model()
-        if self.run._peft is not None:
-            self.run._model, self.run._peft = self.run._peft.unload(), None
-        self.run._peft = load_adapter(self.run._model, ckpt).eval()
-        return self.run._peft
+    def _less_engine(self, e: int, ckpt: Path, own: bool):
+        """Gradient engine at a LESS checkpoint, with the checkpoint's Adam moments in gradient order."""
+        from gist_core.gradients import GradientEngine
+        from gist_core.less import read_moments
+        tok, _ = self.run.tokenizer_and_model()
+        engine = GradientEngine(self.run.adapter_model(e) if own else self.run.adapter_model(path=ckpt),
+                                tok.pad_token_id)
+        moments = read_moments(ckpt, [b.name for b in engine.blocks], [b.size for b in engine.blocks])
+        return engine, moments
+
+    def _projector_for(self, dim: int, device):
+        """The seeded projector, built once per compare (generating R is seconds; caching it is GBs)."""
+        from gist_core.less import RademacherProjector
+        if self._projector is None:
+            self._projector = RademacherProjector(dim, self.cmp.less_dim, self.cmp.less_seed,
+                                                  int(self.cmp.projector_cache_gb * (1 << 30)), device)
+        return self._projector
+
+    def _less_val_features(self, e: int, ckpt: Path, own: bool, key: str, walls: dict) -> tuple[np.ndarray, int]:
+        """Normalised projected plain validation gradients (stored; recomputed only when missing)."""
+        import torch
+        from gist_core.gradients import collect_flat
+        from gist_core.less import unit_rows
+        stage, rel = f"compare/less/val-ckpt-{e}", f"compare/less/val-ckpt-{e}.npy"
+        if own:
+            walls["val_grads"] += self._val_cost(e)[0]
+        if self.store.stage_done(stage, key):
+            skipped(self.store, stage)
+            entry = self._stage_walls()[stage]
+            walls["val_grads"] += entry.get("val_grads_s", 0.0)
+            walls["val_features"] += entry["wall_s"]
+            return np.load(self.store.path(rel)).astype(np.float32), entry["dim"]
+        t0 = time.time()
+        if own:  # the run's stored plain gradients at its own checkpoints
+            G, device = np.load(self.run.ckpt_dir(e) / "val_grads.npy"), self.run.tokenizer_and_model()[1].device
+        else:
+            engine, _ = self._less_engine(e, ckpt, own)
+            G = collect_flat(engine, self.run.target_tok, list(range(len(self.run.target))),
+                             self.cfg.grad_batch_size)
+            device = engine.device
+        t_grads = time.time() - t0 if not own else 0.0
+        t1 = time.time()
+        V = unit_rows(self._projector_for(G.shape[1], device).project(torch.from_numpy(G))).cpu().numpy()
+        self.store.path(rel).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.store.path(rel), suffix=".npy") as tmp:
+            np.save(tmp, V.astype(np.float16))
+        walls["val_grads"] += t_grads
+        walls["val_features"] += time.time() - t1
+        self.run.record(stage, key, [rel], time.time() - t1, {"dim": int(G.shape[1]), "val_grads_s": t_grads})
+        return V, int(G.shape[1])
+
+    def _less_train_features(self, e: int, ckpt: Path, own: bool, key: str, walls: dict) -> np.ndarray:
+        """One simulated Adam step per pool example, projected and normalised, into a resumable store."""
+        import torch
+        from gist_core.less import adam_direction, unit_rows
+        n, d = len(self.run.pool), self.cmp.less_dim
+        stage, rel = f"compare/less/ckpt-{e}", f"compare/less/ckpt-{e}.npy"
+        fs = FeatureStore(self.store.path(rel), n, d, {"key": key}, dtype=np.float16)
+        if self._pending(stage, key, fs):
+            engine, moments = self._less_engine(e, ckpt, own)
+            m, v = moments.m.to(engine.device), moments.v.to(engine.device)
+            projector = self._projector_for(engine.dim, engine.device)
+            buf_rows, buf = [], []
+            count, proj_s = [0], [0.0]
+
+            def project_buffer():  # project many rows per matmul: a 16-row batch wastes the GEMM
+                if buf_rows:
+                    tp = time.time()
+                    P = unit_rows(projector.project(torch.cat(buf)))
+                    proj_s[0] += time.time() - tp
+                    fs.write(list(buf_rows), P.cpu().numpy().astype(np.float16))
+                    buf_rows.clear()
+                    buf.clear()
+                    count[0] += 1
+                    if count[0] % FLUSH_EVERY == 0:
+                        fs.flush()
+
+            def consume(batch, g):
+                buf_rows.extend(batch)
+                buf.append(adam_direction(g, m, v))
+                if len(buf_rows) >= self.cmp.projection_batch:
+                    project_buffer()
+
+            self._stream_into(stage, key, fs, [rel, rel.replace(".npy", ".done.npy")], engine, consume,
+                              finish=project_buffer,
+                              extra=lambda: {"moments": moments.source, "d": d, "projection_s": round(proj_s[0], 3)})
+        entry = self._stage_walls()[stage]
+        walls["pool_projection"] += entry.get("projection_s", 0.0)  # absent in runs made before it was timed
+        walls["pool_features"] += entry["wall_s"] - entry.get("projection_s", 0.0)
+        return np.load(fs.path, mmap_mode="r")
+
+    def _pending(self, stage: str, key: str, fs: FeatureStore) -> bool:
+        """True when the store still lacks rows or the stage is not recorded; logs a skip otherwise."""
+        if fs.todo() or not self.store.stage_done(stage, key):
+            return True
+        skipped(self.store, stage)
+        return False
+
+    def _stream_into(self, stage, key, fs: FeatureStore, files, engine, consume, finish=None, extra=None) -> None:
+        """Stream the pool rows the store lacks through `consume`, then record the stage (wall time summed
+        over resumed invocations)."""
+        from gist_core.gradients import stream
+        n, todo = len(fs.done), fs.todo()
+        t0 = time.time()
+        with self.run.progress.stage(stage, total=n, resumed=n - len(todo)) as st:
+            st.done = n - len(todo)
+            stream(engine, self.run.pool_tok, todo, self.cfg.grad_batch_size, consume, on_batch=st.advance)
+            if finish:
+                finish()
+            fs.flush()
+        prev = self._stage_walls().get(stage, {}).get("wall_s", 0.0) if len(todo) < n else 0.0
+        self.run.record(stage, key, files, time.time() - t0 + prev, extra() if extra else None)
 
     # ---- raw-gradient cosine
     def rawcos_scores(self) -> scoring.Scores:
         import torch
-        from gist_core.gradients import GradientEngine, stream
-        tok, _ = self.run.tokenizer_and_model()
+        from gist_core.gradients import GradientEngine
         e, n = self.cfg.checkpoint, len(self.run.pool)
         G = np.load(self.run.ckpt_dir(e) / "val_grads.npy")
         key = stable_hash([self.run.keys["warmup"], e, "rawcos"])
         fs = FeatureStore(self.store.path("compare", "rawcos.npy"), n, G.shape[0] + 1, {"key": key})
         stage = "compare/rawcos"
-        todo = fs.todo()
-        if todo or not self.store.stage_done(stage, key):
-            model = self.run.adapter_model(e)
-            engine = GradientEngine(model, tok.pad_token_id)
+        if self._pending(stage, key, fs):
+            tok, _ = self.run.tokenizer_and_model()
+            engine = GradientEngine(self.run.adapter_model(e), tok.pad_token_id)
             Gt = torch.from_numpy(G).to(engine.device)
-            t0 = time.time()
-            with self.run.progress.stage(stage, total=n, resumed=n - len(todo)) as st:
-                st.done = n - len(todo)
-                stream(engine, self.run.pool_tok, todo, self.cfg.grad_batch_size,
-                       lambda batch, g: fs.write(batch, baselines.rawcos_features(g, Gt).cpu().numpy()),
-                       on_batch=st.advance)
-                fs.flush()
-            prev = self._stage_walls().get(stage, {}).get("wall_s", 0.0) if len(todo) < n else 0.0
-            self.run.record(stage, key, ["compare/rawcos.npy", "compare/rawcos.done.npy"], time.time() - t0 + prev)
-        else:
-            skipped(self.store, stage)
+            self._stream_into(stage, key, fs, ["compare/rawcos.npy", "compare/rawcos.done.npy"], engine,
+                              lambda batch, g: fs.write(batch, baselines.rawcos_features(g, Gt).cpu().numpy()))
         t1 = time.time()
         cols = baselines.rawcos_columns(np.asarray(fs.data), G.astype(np.float64) @ G.T.astype(np.float64), self.groups)
         warm_s, warm_f = self._warmup_cost(e)
@@ -328,10 +352,8 @@ class Compare:
 
     # ---- embedding similarity
     def embedding_scores(self) -> scoring.Scores:
-        tok, model = self.run.tokenizer_and_model()
-        if self.run._peft is not None:  # the base model, not the warm-up adapter
-            self.run._model, self.run._peft = self.run._peft.unload(), None
-            model = self.run._model
+        tok, _ = self.run.tokenizer_and_model()
+        model = self.run.base_model()  # the base model, not the warm-up adapter
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], self.cfg.max_length, "embed"])
         stage = "compare/embedding"
         paths = [self.store.path("compare", "embed.npy"), self.store.path("compare", "embed-target.npy")]
@@ -482,10 +504,8 @@ class Compare:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.run.progress.stage(f"compare/eval/{name}"):
             if idx is None:
-                tok, model = self.run.tokenizer_and_model()
-                if self.run._peft is not None:
-                    self.run._model, self.run._peft = self.run._peft.unload(), None
-                res = {**evaluate_on_target(self.run._model, tok, test, self.cfg.max_length, self.cmp.n_em),
+                tok, _ = self.run.tokenizer_and_model()
+                res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.max_length, self.cmp.n_em),
                        "steps": 0, "train_s": 0.0}
             else:
                 res = finetune_and_evaluate(self.cfg.model, [self.run.pool[i] for i in idx], test, cfg, self.cfg.lora,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.curvature import curvature_numbers
 from gist_core.pipeline import ConfigError, Run, RunConfig, load_subspace
 from gist_core.store import stable_hash
 
@@ -48,31 +49,6 @@ def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
             out.append({"epoch": e, "r95": rank_for_variance(sigma, 0.95), "r99": rank_for_variance(sigma, 0.99),
                         "n": int(len(sigma)), "sigma_1": float(sigma[0])})
     return out
-
-
-def _numbers(H, GN, F, v, n_a: int, rank: int) -> dict:
-    from gist_core import geometry as g
-    r = min(rank, F.shape[0])
-    _, UF = g.top_eigvecs(F, r)
-    wH, UH = g.top_eigvecs(H, r)
-    _, UG = g.top_eigvecs(GN, r)
-    return {"hessian": g.block_numbers(H, n_a), "gauss_newton": g.block_numbers(GN, n_a),
-            "fisher": g.block_numbers(F, n_a),
-            "adam_sqrt_v_fit_error": g.diagonal_fit_error(H, np.sqrt(v) + 1e-8),
-            "adam_v_fit_error": g.diagonal_fit_error(H, v),
-            "best_diagonal_fit_error": g.offdiag_ratio(H),
-            "gn_share_of_hessian": float(np.linalg.norm(GN) / max(np.linalg.norm(H), 1e-30)),
-            "rank": r, "overlap_fisher_hessian": g.subspace_overlap(UF, UH),
-            "overlap_fisher_gauss_newton": g.subspace_overlap(UF, UG),
-            "principal_cosines_fisher_hessian": g.principal_cosines(UF, UH).tolist(),
-            "overlap_random_reference": r / H.shape[0], "hessian_top_eigenvalues": wH.tolist(),
-            "hessian_negative_mass": _negative_mass(H)}
-
-
-def _negative_mass(H) -> float:
-    """Share of the Hessian's |eigenvalue| mass that is negative (the part Gauss-Newton leaves out)."""
-    w = np.linalg.eigvalsh(H)
-    return float(np.abs(w[w < 0]).sum() / max(np.abs(w).sum(), 1e-30))
 
 
 class Geometry:
@@ -124,7 +100,7 @@ class Geometry:
                                    [int(np.prod(block.shape_a)), int(np.prod(block.shape_b))])
                 v = torch.cat([mom.v[: int(np.prod(block.shape_a))][torch.as_tensor(block.idx_a)],
                                mom.v[int(np.prod(block.shape_a)):][torch.as_tensor(block.idx_b)]]).double().numpy()
-                nums = _numbers(H, GN, F, v, block.n_a, self.cfg.rank)
+                nums = curvature_numbers(H, GN, F, v, block.n_a, self.cfg.rank)
                 self._save(path, H, GN, F, v, block)
             nums.update({"key": key, "module": block.module, "n_coords": block.size, "n_a": block.n_a,
                          "wall_s": round(time.time() - t0, 2), "hessian_s": round(t_h, 2)})

@@ -293,13 +293,17 @@ class Run:
                                 {"n_examples": len(idx), "train_loss": result["train_loss"], "steps": result["steps"]})
         self.log(f"warm-up: {len(idx)} examples, {result['steps']} steps, loss {result['train_loss']:.3f}")
 
-    def adapter_model(self, epoch: int):
-        """Base model + the warm-up adapter of `epoch` (LoRA trainable, eval mode)."""
-        from gist_core.model import load_adapter
+    def base_model(self):
+        """The base model with any adapter taken out (peft injects its layers in place)."""
         self.tokenizer_and_model()
-        if self._peft is not None:  # peft injects layers in place: take the previous adapter out first
+        if self._peft is not None:
             self._model, self._peft = self._peft.unload(), None
-        self._peft = load_adapter(self._model, self.ckpt_dir(epoch)).eval()
+        return self._model
+
+    def adapter_model(self, epoch: int | None = None, path: Path | None = None):
+        """Base model + the warm-up adapter of `epoch` (or the adapter folder `path`); LoRA trainable, eval mode."""
+        from gist_core.model import load_adapter
+        self._peft = load_adapter(self.base_model(), path or self.ckpt_dir(epoch)).eval()
         return self._peft
 
     def stage_val_grads(self, epoch: int, target_tok) -> None:

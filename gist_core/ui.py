@@ -216,8 +216,7 @@ def load_geometry(run_dir: Path) -> dict | None:
 
 
 def _matrix_stamp(run_dir: Path, epoch: int) -> int:
-    p = views.geometry_matrix_path(run_dir, epoch)
-    return p.stat().st_mtime_ns if p.exists() else 0
+    return views.file_stamp(views.geometry_matrix_path(run_dir, epoch))
 
 
 @st.cache_data(max_entries=24, show_spinner=False)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from gist_core import launcher, scoring
 from gist_core.atomic import atomic_path
+from gist_core.curvature import correlation_matrix  # noqa: F401  (the Curvature page's correlation view)
 from gist_core.store import read_events
 from gist_core.subspace import rank_for_variance
 from gist_core.truth import Truth, has_ground_truth, metrics_from, relevant_mask, truth_masks  # noqa: F401
@@ -33,10 +34,15 @@ EXPORT_FIELDS = ("id", "prompt", "response", "source", "skill", "subtask", "kind
 
 
 # ----------------------------------------------------------------------------- run directory basics
-def stamp(run_dir: str | Path) -> int:
-    """Cache key part: manifest.json's mtime (ns); 0 while there is none."""
-    p = Path(run_dir) / "manifest.json"
+def file_stamp(path: str | Path) -> int:
+    """Cache key part: a file's mtime (ns); 0 while there is none."""
+    p = Path(path)
     return p.stat().st_mtime_ns if p.exists() else 0
+
+
+def stamp(run_dir: str | Path) -> int:
+    """Cache key part: manifest.json's mtime (a finished stage rewrites it)."""
+    return file_stamp(Path(run_dir) / "manifest.json")
 
 
 def read_json(path: Path, default=None):
@@ -682,9 +688,8 @@ def has_compare(run_dir: str | Path) -> bool:
 
 
 def compare_stamp(run_dir: str | Path) -> int:
-    """Cache key part: compare.json's mtime (ns; rewritten after each downstream row); 0 while there is none."""
-    p = compare_path(run_dir)
-    return p.stat().st_mtime_ns if p.exists() else 0
+    """Cache key part: compare.json's mtime (rewritten after each downstream row)."""
+    return file_stamp(compare_path(run_dir))
 
 
 def load_compare(run_dir: str | Path) -> dict | None:
@@ -801,9 +806,8 @@ def has_geometry(run_dir: str | Path) -> bool:
 
 
 def geometry_stamp(run_dir: str | Path) -> int:
-    """Cache key part: geometry.json's mtime (ns; rewritten after each checkpoint); 0 while there is none."""
-    p = geometry_path(run_dir)
-    return p.stat().st_mtime_ns if p.exists() else 0
+    """Cache key part: geometry.json's mtime (rewritten after each checkpoint)."""
+    return file_stamp(geometry_path(run_dir))
 
 
 def load_geometry(run_dir: str | Path) -> dict | None:
@@ -883,16 +887,6 @@ class DisplayMatrix:
     @property
     def downsampled(self) -> bool:
         return len(self.z) < self.P
-
-
-def correlation_matrix(M: np.ndarray) -> np.ndarray:
-    """M_ij / sqrt(|M_ii| |M_jj|); rows and columns of a zero diagonal entry are 0 (undefined).
-
-    The diagonal is sign(M_ii): 1 for a positive semi-definite matrix; an indefinite Hessian can give
-    -1 there and |values| above 1 elsewhere."""
-    d = np.sqrt(np.abs(np.diag(M)).astype(np.float64))
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
-    return np.asarray(M, dtype=np.float64) * inv[:, None] * inv[None, :]
 
 
 def _cell_edges(n: int, k: int) -> np.ndarray:

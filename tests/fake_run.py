@@ -264,32 +264,6 @@ def _fake_downstream(rep: dict, rng, n_seeds: int) -> None:
 FAKE_MODULE = "base_model.model.model.layers.1.mlp.down_proj"
 
 
-def _offdiag(M: np.ndarray) -> float:
-    t = np.linalg.norm(M)
-    return float(np.linalg.norm(M - np.diag(np.diag(M))) / t) if t > 0 else 0.0
-
-
-def _block_numbers(M: np.ndarray, n_a: int) -> dict:
-    aa, ab, bb = M[:n_a, :n_a], M[:n_a, n_a:], M[n_a:, n_a:]
-    tot = float((M ** 2).sum()) or 1.0
-    return {"offdiag_ratio": _offdiag(M), "offdiag_ratio_AA": _offdiag(aa), "offdiag_ratio_BB": _offdiag(bb),
-            "mass_AA": float((aa ** 2).sum() / tot), "mass_AB": float(2 * (ab ** 2).sum() / tot),
-            "mass_BB": float((bb ** 2).sum() / tot)}
-
-
-def _diag_fit(M: np.ndarray, d: np.ndarray) -> float:
-    c = float(np.diag(M) @ d / (d @ d))
-    R = M.copy()
-    R[np.diag_indices_from(R)] -= c * d
-    return float(np.linalg.norm(R) / np.linalg.norm(M))
-
-
-def _top(M: np.ndarray, r: int):
-    w, V = np.linalg.eigh(M)
-    o = np.argsort(w)[::-1][:r]
-    return w[o], V[:, o]
-
-
 def make_fake_geometry(run_dir, epochs=(1, 2), P: int = 64, n_examples: int = 24, rank: int = 8,
                        seed: int = 0) -> Path:
     """Write RUN/geometry/geometry.json and ckpt-E.safetensors as `gist-lab geometry` would (numpy only).
@@ -297,8 +271,9 @@ def make_fake_geometry(run_dir, epochs=(1, 2), P: int = 64, n_examples: int = 24
     H = a diagonal (log-normal) + small within-block noise + a visible low-rank A-B cross block
     (indefinite: some negative eigenvalues); GN = H's positive part; F = G^T G / N with G drawn so that
     E[F] = GN; Adam's v = diag(F) times noise. Every number in geometry.json is computed from them with
-    the definitions of gist_core.geometry; the spectrum comes from the run's own subspaces when present."""
+    gist_core.curvature, as the real stage does; the spectrum comes from the run's own subspaces when present."""
     from safetensors import safe_open
+    from gist_core.curvature import curvature_numbers
     from gist_core.subspace import rank_for_variance
     d = Path(run_dir)
     out = d / "geometry"
@@ -333,20 +308,8 @@ def make_fake_geometry(run_dir, epochs=(1, 2), P: int = 64, n_examples: int = 24
         G = rng.normal(size=(n_examples, P)) @ ((Q * np.sqrt(np.maximum(w, 0))) @ Q.T) + rng.normal(0, 0.02, (n_examples, P))
         F = G.T @ G / n_examples
         v = np.diag(F) * np.exp(rng.normal(0.0, 0.3, P)) + 1e-12
-        r = min(rank, P)
-        _, UF = _top(F, r)
-        wH, UH = _top(H, r)
-        _, UG = _top(GN, r)
-        cos_fh = np.clip(np.linalg.svd(UF.T @ UH, compute_uv=False), 0, 1)
-        cos_fg = np.clip(np.linalg.svd(UF.T @ UG, compute_uv=False), 0, 1)
         report["checkpoints"][str(e)] = {
-            "hessian": _block_numbers(H, n_a), "gauss_newton": _block_numbers(GN, n_a), "fisher": _block_numbers(F, n_a),
-            "adam_sqrt_v_fit_error": _diag_fit(H, np.sqrt(v) + 1e-8), "adam_v_fit_error": _diag_fit(H, v),
-            "best_diagonal_fit_error": _offdiag(H), "gn_share_of_hessian": float(np.linalg.norm(GN) / np.linalg.norm(H)),
-            "rank": r, "overlap_fisher_hessian": float((cos_fh ** 2).mean()),
-            "overlap_fisher_gauss_newton": float((cos_fg ** 2).mean()),
-            "principal_cosines_fisher_hessian": cos_fh.tolist(), "overlap_random_reference": r / P,
-            "hessian_top_eigenvalues": wH.tolist(), "hessian_negative_mass": float(np.abs(w[w < 0]).sum() / np.abs(w).sum()),
+            **curvature_numbers(H, GN, F, v, n_a, rank),
             "key": f"fake-{e}", "module": FAKE_MODULE, "n_coords": P, "n_a": n_a, "wall_s": 3.5 * e, "hessian_s": 2.0 * e}
         save_file({"hessian": H.astype(np.float32), "gauss_newton": GN.astype(np.float32), "fisher": F.astype(np.float32),
                    "adam_v": v.astype(np.float32), "idx_a": idx_a, "idx_b": idx_b}, str(out / f"ckpt-{e}.safetensors"),

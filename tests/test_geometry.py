@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from gist_core import curvature as curv
 from gist_core import geometry as g
 
 
@@ -65,7 +66,7 @@ def test_theorem_3_2_cross_term_exists_for_a_diagonal_weight_space_hessian():
         theta = torch.tensor(np.concatenate([A.ravel(), B.ravel()]))
         H = torch.func.hessian(loss)(theta).numpy()
         gw = h * (W0 + B @ A) + c
-        np.testing.assert_allclose(H, g.bilinear_hessian(h, gw, A, B), atol=1e-10)
+        np.testing.assert_allclose(H, curv.bilinear_hessian(h, gw, A, B), atol=1e-10)
         cross = H[: r * n, r * n:]
         assert np.abs(cross).max() > 0.1  # the A-B block is there although d2L/dW2 is diagonal
         if not B.any():  # at LoRA's init: no A-A curvature, and the A-B block is exactly delta_kk' (G_W)_ij
@@ -80,13 +81,13 @@ def test_theorem_3_2_cross_term_exists_for_a_diagonal_weight_space_hessian():
 
 def test_numbers_on_known_matrices():
     D = np.diag([1.0, 2.0, 3.0])
-    assert g.offdiag_ratio(D) == 0.0 and g.diagonal_fit_error(D, np.array([1.0, 2.0, 3.0])) < 1e-12
+    assert curv.offdiag_ratio(D) == 0.0 and curv.diagonal_fit_error(D, np.array([1.0, 2.0, 3.0])) < 1e-12
     M = np.array([[1.0, 1.0], [1.0, 1.0]])
-    assert g.offdiag_ratio(M) == pytest.approx(np.sqrt(2) / 2)
-    nums = g.block_numbers(M, 1)
+    assert curv.offdiag_ratio(M) == pytest.approx(np.sqrt(2) / 2)
+    nums = curv.block_numbers(M, 1)
     assert nums["mass_AB"] == pytest.approx(0.5) and nums["mass_AA"] + nums["mass_AB"] + nums["mass_BB"] == pytest.approx(1)
     U = np.eye(4)[:, :2]
-    assert g.subspace_overlap(U, U) == pytest.approx(1.0) and g.subspace_overlap(U, np.eye(4)[:, 2:]) == 0.0
+    assert curv.subspace_overlap(U, U) == pytest.approx(1.0) and curv.subspace_overlap(U, np.eye(4)[:, 2:]) == 0.0
 
 
 def test_geometry_stage_end_to_end(micro_model_dir, micro_corpus, tmp_path):
