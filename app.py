@@ -54,6 +54,11 @@ else:
                                 "random precision": st.column_config.NumberColumn(format="%.3f")})
     st.markdown("**Open a run**")
     for name in table["run"]:
+        if problem := ui.run_problem(name):  # e.g. 'my run' made from a terminal: listed, never opened
+            cols = st.columns([1, 7])
+            cols[0].markdown(f"`{name}`")
+            cols[1].caption(f"not opened by the dashboard: {problem}")
+            continue
         cols = st.columns(8)
         cols[0].markdown(f"`{name}`")
         for col, (page, label) in zip(cols[1:], [("run", "Run"), ("spectrum", "Spectrum"), ("scores", "Scores"),

@@ -6,6 +6,7 @@ never a torn write; a failed write (full disk, kill) leaves the old file untouch
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -30,6 +31,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as e:  # a full disk: name the file the user knows, not our temp file
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

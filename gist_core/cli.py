@@ -1,7 +1,8 @@
-"""`gist-lab` command line: demo, select, rescore, compare, geometry, bench, app."""
+"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, bench, app."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import subprocess
@@ -24,8 +25,10 @@ def _user_errors():
     from gist_core.geometry import GeometryError
     from gist_core.less import MomentsError
     from gist_core.subspace import SubspaceError
+    from gist_core.distributed import DistError
+    from gist_core.store import StoreError
     return (DataError, ModelError, ConfigError, GradientError, SubspaceError, MomentsError, GeometryError,
-            FileNotFoundError)
+            FileNotFoundError, DistError, StoreError)
 
 
 def _budget(text: str) -> float:
@@ -61,6 +64,13 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="allow model code from the model's repository (off by default)")
     p.add_argument("--overwrite", action="store_true", help="replace a run with a different config in --out")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_scale_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", metavar="I/N", help="an independent job projecting pool rows i, i+N, ... into "
+                   "RUN/shards/ (after one --prepare run); then `gist-lab merge --run RUN`")
+    p.add_argument("--prepare", action="store_true",
+                   help="run the shared stages only (data, warm-up, validation gradients), for --shard jobs")
 
 
 def _overrides(a: argparse.Namespace) -> dict:
@@ -102,17 +112,37 @@ def print_summary(summary: dict, out: Path) -> None:
     print(f"wall time {summary['wall_s']:.1f} s; selected examples: {out / 'selected.jsonl'}")
 
 
-def cmd_demo(a) -> int:
-    from gist_core.pipeline import demo_config, run_select
-    cfg = demo_config(a.target, **_overrides(a))
-    out = a.out or DEFAULT_RUNS / f"demo-{a.target}"
-    summary = run_select(cfg, out, quiet=a.quiet, overwrite=a.overwrite)
-    print_summary(summary, out)
+def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
+    """Run a selection as this process's part: single process, a torchrun rank or a --shard job."""
+    from gist_core import distributed
+    from gist_core.pipeline import ConfigError, Run
+    try:
+        layout = distributed.from_env(a.shard)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if layout.sharded and out is None:
+        raise ConfigError("--out is required with torchrun or --shard: every process must name the same run folder")
+    if a.prepare and layout.sharded:
+        raise ConfigError("--prepare runs once, without --shard or torchrun")
+    out = out or default_out
+    try:
+        summary = Run(cfg, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout,
+                      until="prepare" if a.prepare else None).execute()
+    finally:
+        layout.close()
+    if summary is not None:
+        print_summary(summary, out)
     return 0
 
 
+def cmd_demo(a) -> int:
+    from gist_core.pipeline import demo_config
+    cfg = demo_config(a.target, **_overrides(a))
+    return _execute(cfg, a.out, a, DEFAULT_RUNS / f"demo-{a.target}")
+
+
 def cmd_select(a) -> int:
-    from gist_core.pipeline import RunConfig, run_select
+    from gist_core.pipeline import RunConfig
     if a.config:
         cfg = RunConfig.from_json({**json.loads(Path(a.config).read_text()), **_overrides(a)})
     else:
@@ -120,9 +150,18 @@ def cmd_select(a) -> int:
         if missing:
             raise SystemExit(f"error: {', '.join(missing)} required (or --config RUN/config.json)")
         cfg = RunConfig(model=a.model, train=a.train, target=a.target, **_overrides(a))
-    out = a.out or DEFAULT_RUNS / time.strftime("select-%Y%m%d-%H%M%S")
-    summary = run_select(cfg, out, quiet=a.quiet, overwrite=a.overwrite)
-    print_summary(summary, out)
+    return _execute(cfg, a.out, a, DEFAULT_RUNS / time.strftime("select-%Y%m%d-%H%M%S"))
+
+
+def cmd_merge(a) -> int:
+    """Gather the --shard jobs' rows into the run's projection store, then score as a single run would."""
+    from gist_core.pipeline import ConfigError, Run, RunConfig
+    cfg_path = a.run / "config.json"
+    if not cfg_path.exists():
+        raise ConfigError(f"{a.run}: no config.json (not a run folder, or --prepare was never run)")
+    cfg = RunConfig.from_json(json.loads(cfg_path.read_text()))
+    summary = Run(cfg, a.run, quiet=a.quiet, merge=True).execute()
+    print_summary(summary, a.run)
     return 0
 
 
@@ -142,7 +181,8 @@ def _run_config_for(a):
 
 
 def cmd_compare(a) -> int:
-    from gist_core.compare import CompareConfig, format_table, run_compare
+    from gist_core.compare import Compare, CompareConfig, format_table
+    from gist_core.pipeline import ConfigError
     from gist_core.warmup import TrainConfig
     cfg = _run_config_for(a)
     train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
@@ -151,8 +191,17 @@ def cmd_compare(a) -> int:
                         less_checkpoints=tuple(a.less_checkpoints.split(",")) if a.less_checkpoints else (),
                         downstream=not a.no_downstream, train=TrainConfig(**{"epochs": 4, "lr": 1e-3, "seed": 0,
                                                                              **train}))
+    from gist_core import distributed
+    layout = distributed.from_env()
+    if layout.sharded and a.out is None:
+        raise ConfigError("--out is required under torchrun: every process must name the same run folder")
     out = a.out or DEFAULT_RUNS / f"compare-{Path(cfg.target).parent.name or 'run'}"
-    rep = run_compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite)
+    try:
+        rep = Compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout).execute()
+    finally:
+        layout.close()
+    if rep is None:
+        return 0
     print(f"\nrun directory: {out}  ({rep['n_selected']} of {rep['n_pool']} selected, {len(rep['seeds'])} seed(s))")
     print(format_table(rep))
     print(f"table: {out / 'compare.json'}")
@@ -207,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run GIST on the bundled tiny model and synthetic corpus")
     d.add_argument("--target", default=DEFAULT_DEMO_TARGET, help="bundled target task: transform | lookup | facts")
     _add_selection_args(d)
+    _add_scale_args(d)
     d.set_defaults(func=cmd_demo)
     s = sub.add_parser("select", help="select training data for a target task")
     s.add_argument("--model", help="Hugging Face id or local folder")
@@ -214,7 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", help="target validation examples (optional 'subtask' column)")
     s.add_argument("--config", help="replay a run's config.json (flags override its fields)")
     _add_selection_args(s)
+    _add_scale_args(s)
     s.set_defaults(func=cmd_select)
+    m = sub.add_parser("merge", help="merge the --shard jobs' projections into RUN and score")
+    m.add_argument("--run", required=True, type=Path, help="the run folder the shard jobs wrote into")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_merge)
     r = sub.add_parser("rescore", help="scores at another rank from a run's stored projections")
     r.add_argument("--run", required=True, type=Path)
     r.add_argument("--rank", required=True, type=int)
@@ -269,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         return a.func(a)
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or 'no space left on device'}{where}; free some space and rerun the same command "
+              "(finished stages are kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

@@ -25,6 +25,7 @@ import numpy as np
 
 from gist_core import baselines, scoring
 from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.distributed import Layout, single_process_env
 from gist_core.data import examples_to_frame, load_examples, subtask_groups
 from gist_core.pipeline import FLUSH_EVERY, ConfigError, Run, RunConfig, choose_rank, load_subspace, skipped
 from gist_core.store import FeatureStore, file_hash, stable_hash
@@ -87,21 +88,43 @@ def default_test_split(target: str) -> str | None:
 class Compare:
     """Runs (or resumes) GIST, then every baseline's features, selections, downstream runs and costs."""
 
-    def __init__(self, run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False):
-        self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite)
+    def __init__(self, run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False,
+                 layout: Layout | None = None):
+        self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite, layout=layout)
         self.cfg, self.cmp, self.store = run_cfg, cmp, self.run.store
         self.test_spec = cmp.test or default_test_split(run_cfg.target)
         self.costs: dict[str, dict[str, float]] = {}
         self.flops: dict[str, float] = {}
         self.bytes: dict[str, int] = {}
+        self._projector = None
 
     def log(self, msg: str) -> None:
         self.run.log(msg)
 
     # ------------------------------------------------------------------ main
-    def execute(self) -> dict:
+    def execute(self) -> dict | None:
         t0 = time.time()
         gist_summary = self.run.execute()
+        layout = self.run.layout
+        if layout.torchrun:  # the LESS pool features on every rank; the rest on rank 0 alone
+            if "less" in self.cmp.methods:
+                self._less_pool_features_on_every_rank()
+            if not layout.main:
+                return None
+            self.run.layout = Layout()
+            with single_process_env():
+                return self._finish(gist_summary, t0)
+        return self._finish(gist_summary, t0)
+
+    def _less_pool_features_on_every_rank(self) -> None:
+        own = not self.cmp.less_checkpoints
+        for e, ckpt in enumerate(self.less_checkpoint_dirs(), start=1):
+            self._less_train_features(e, ckpt, own, self._less_key(ckpt), {"pool_projection": 0.0, "pool_features": 0.0})
+
+    def _less_key(self, ckpt: Path) -> str:
+        return stable_hash([self.run.keys["warmup"], str(ckpt), self.cmp.less_dim, self.cmp.less_seed])
+
+    def _finish(self, gist_summary: dict, t0: float) -> dict:
         pool, target = self.run.pool, self.run.target
         self.groups = subtask_groups(target)
         self.k = scoring.budget_to_count(self.cfg.budget, len(pool))
@@ -190,10 +213,9 @@ class Compare:
         walls = {"warmup": self._warmup_cost(self.cfg.warmup.epochs)[0] if own else 0.0, "val_grads": 0.0,
                  "val_features": 0.0, "pool_features": 0.0, "pool_projection": 0.0, "scoring": 0.0}
         flops = self._warmup_cost(self.cfg.warmup.epochs)[1] if own else 0.0
-        self._projector = None
         train_feats, val_feats, lrs = [], [], []
         for e, ckpt in enumerate(ckpts, start=1):
-            key = stable_hash([self.run.keys["warmup"], str(ckpt), d, self.cmp.less_seed])
+            key = self._less_key(ckpt)
             lrs.append(checkpoint_mean_lr(ckpt))
             V, dim = self._less_val_features(e, ckpt, own, key, walls)
             val_feats.append(V)
@@ -262,19 +284,25 @@ class Compare:
         self.run.record(stage, key, [rel], time.time() - t1, {"dim": int(G.shape[1]), "val_grads_s": t_grads})
         return V, int(G.shape[1])
 
-    def _less_train_features(self, e: int, ckpt: Path, own: bool, key: str, walls: dict) -> np.ndarray:
-        """One simulated Adam step per pool example, projected and normalised, into a resumable store."""
+    def _less_train_features(self, e: int, ckpt: Path, own: bool, key: str, walls: dict) -> np.ndarray | None:
+        """One simulated Adam step per pool example, projected and normalised, into a resumable store.
+        Under torchrun every rank fills its rows; None on ranks other than 0."""
         import torch
+        from gist_core.gradients import stream
         from gist_core.less import adam_direction, unit_rows
         n, d = len(self.run.pool), self.cmp.less_dim
         stage, rel = f"compare/less/ckpt-{e}", f"compare/less/ckpt-{e}.npy"
-        fs = FeatureStore(self.store.path(rel), n, d, {"key": key}, dtype=np.float16)
-        if self._pending(stage, key, fs):
+        proj_s, source = [0.0], [None]
+
+        def open_store(create: bool) -> FeatureStore:
+            return FeatureStore(self.store.path(rel), n, d, {"key": key}, dtype=np.float16, create=create)
+
+        def work(rows, fs, st):
             engine, moments = self._less_engine(e, ckpt, own)
+            source[0] = moments.source
             m, v = moments.m.to(engine.device), moments.v.to(engine.device)
             projector = self._projector_for(engine.dim, engine.device)
-            buf_rows, buf = [], []
-            count, proj_s = [0], [0.0]
+            buf_rows, buf, count = [], [], [0]
 
             def project_buffer():  # project many rows per matmul: a 16-row batch wastes the GEMM
                 if buf_rows:
@@ -294,35 +322,18 @@ class Compare:
                 if len(buf_rows) >= self.cmp.projection_batch:
                     project_buffer()
 
-            self._stream_into(stage, key, fs, [rel, rel.replace(".npy", ".done.npy")], engine, consume,
-                              finish=project_buffer,
-                              extra=lambda: {"moments": moments.source, "d": d, "projection_s": round(proj_s[0], 3)})
+            stream(engine, self.run.pool_tok, rows, self.cfg.grad_batch_size, consume, on_batch=st.advance)
+            project_buffer()
+
+        fs = self.run.fill_rows(stage, key, open_store, [rel, rel.replace(".npy", ".done.npy")], work,
+                                extra=lambda wall, k: {"moments": source[0], "d": d,
+                                                       "projection_s": round(proj_s[0], 3)})
+        if fs is None:
+            return None
         entry = self._stage_walls()[stage]
         walls["pool_projection"] += entry.get("projection_s", 0.0)  # absent in runs made before it was timed
         walls["pool_features"] += entry["wall_s"] - entry.get("projection_s", 0.0)
         return np.load(fs.path, mmap_mode="r")
-
-    def _pending(self, stage: str, key: str, fs: FeatureStore) -> bool:
-        """True when the store still lacks rows or the stage is not recorded; logs a skip otherwise."""
-        if fs.todo() or not self.store.stage_done(stage, key):
-            return True
-        skipped(self.store, stage)
-        return False
-
-    def _stream_into(self, stage, key, fs: FeatureStore, files, engine, consume, finish=None, extra=None) -> None:
-        """Stream the pool rows the store lacks through `consume`, then record the stage (wall time summed
-        over resumed invocations)."""
-        from gist_core.gradients import stream
-        n, todo = len(fs.done), fs.todo()
-        t0 = time.time()
-        with self.run.progress.stage(stage, total=n, resumed=n - len(todo)) as st:
-            st.done = n - len(todo)
-            stream(engine, self.run.pool_tok, todo, self.cfg.grad_batch_size, consume, on_batch=st.advance)
-            if finish:
-                finish()
-            fs.flush()
-        prev = self._stage_walls().get(stage, {}).get("wall_s", 0.0) if len(todo) < n else 0.0
-        self.run.record(stage, key, files, time.time() - t0 + prev, extra() if extra else None)
 
     # ---- raw-gradient cosine
     def rawcos_scores(self) -> scoring.Scores:
@@ -331,14 +342,21 @@ class Compare:
         e, n = self.cfg.checkpoint, len(self.run.pool)
         G = np.load(self.run.ckpt_dir(e) / "val_grads.npy")
         key = stable_hash([self.run.keys["warmup"], e, "rawcos"])
-        fs = FeatureStore(self.store.path("compare", "rawcos.npy"), n, G.shape[0] + 1, {"key": key})
         stage = "compare/rawcos"
-        if self._pending(stage, key, fs):
+
+        def open_store(create: bool) -> FeatureStore:
+            return FeatureStore(self.store.path("compare", "rawcos.npy"), n, G.shape[0] + 1, {"key": key}, create=create)
+
+        def work(rows, fs, st):
+            from gist_core.gradients import stream
             tok, _ = self.run.tokenizer_and_model()
             engine = GradientEngine(self.run.adapter_model(e), tok.pad_token_id)
             Gt = torch.from_numpy(G).to(engine.device)
-            self._stream_into(stage, key, fs, ["compare/rawcos.npy", "compare/rawcos.done.npy"], engine,
-                              lambda batch, g: fs.write(batch, baselines.rawcos_features(g, Gt).cpu().numpy()))
+            stream(engine, self.run.pool_tok, rows, self.cfg.grad_batch_size,
+                   lambda batch, g: fs.write(batch, baselines.rawcos_features(g, Gt).cpu().numpy()),
+                   on_batch=st.advance)
+
+        fs = self.run.fill_rows(stage, key, open_store, ["compare/rawcos.npy", "compare/rawcos.done.npy"], work)
         t1 = time.time()
         cols = baselines.rawcos_columns(np.asarray(fs.data), G.astype(np.float64) @ G.T.astype(np.float64), self.groups)
         warm_s, warm_f = self._warmup_cost(e)

@@ -24,6 +24,10 @@ from gist_core.formatting import IGNORE
 class GradientError(RuntimeError):
     """Per-example gradients could not be computed (NaN/inf, unsupported trainable parameter)."""
 
+    def __init__(self, message: str, positions: list[int] | None = None):
+        super().__init__(message)
+        self.positions = positions  # batch positions of the offending examples, when known
+
 
 @dataclass(frozen=True)
 class ParamBlock:
@@ -125,8 +129,14 @@ class GradientEngine:
         for i in range(len(self.blocks)):
             x, d = cap.inputs[i].float(), cap.grads[i].float()
             grads.append(torch.einsum("bto,bti->boi", d, x))
-        if not torch.isfinite(losses).all() or not all(torch.isfinite(g).all() for g in grads):
-            raise GradientError("non-finite loss or gradient (try --dtype float32 or a shorter max_length)")
+        finite = torch.isfinite(losses)
+        for g in grads:
+            finite &= torch.isfinite(g.reshape(g.shape[0], -1)).all(dim=1)
+        if not finite.all():
+            bad = torch.nonzero(~finite).flatten().tolist()
+            raise GradientError(f"non-finite loss or gradient for {len(bad)} of {len(finite)} examples in a batch "
+                                "(fp16/bf16 overflow or a broken model? try --dtype float32 or a shorter --max-length)",
+                                positions=bad)
         return grads, losses.detach()
 
     def flat_grads(self, input_ids, labels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +181,13 @@ def stream(engine: GradientEngine, tokenized, indices: Sequence[int], batch_size
     for batch in length_sorted_batches(lengths, indices, batch_size):
         ids = [tokenized.input_ids[i] for i in batch]
         lab = [tokenized.labels[i] for i in batch]
-        out, _ = engine.projected_grads(ids, lab, project) if project is not None else engine.flat_grads(ids, lab)
+        try:
+            out, _ = engine.projected_grads(ids, lab, project) if project is not None else engine.flat_grads(ids, lab)
+        except GradientError as e:
+            if e.positions is None:
+                raise
+            rows = [batch[p] for p in e.positions]
+            raise GradientError(f"{e} at row(s) {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''}") from None
         consume(batch, out)
         if on_batch:
             on_batch(len(batch))

@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from gist_core import scoring
-from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.atomic import atomic_path, atomic_write_json, atomic_write_text
 from gist_core.corpus import DEFAULT_DEMO_TARGET
 from gist_core.data import Example, examples_to_frame, load_examples, subtask_groups, write_selected_jsonl
 from gist_core.model import LoraSettings
-from gist_core.store import FeatureStore, RunStore, file_hash, stable_hash
+from gist_core.distributed import Layout, shard_size
+from gist_core.store import FeatureStore, RunStore, StoreError, file_hash, stable_hash
 from gist_core.warmup import TrainConfig
 
 SAMPLE_DATA = Path(os.environ.get("GIST_LAB_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
@@ -124,11 +125,11 @@ def _input_fingerprint(spec: str) -> str:
 class Progress:
     """Progress events into the run directory plus a tqdm bar on the terminal."""
 
-    def __init__(self, store: RunStore, quiet: bool = False):
-        self.store, self.quiet = store, quiet
+    def __init__(self, store: RunStore, quiet: bool = False, rank: int | None = None):
+        self.store, self.quiet, self.rank = store, quiet, rank
 
     def stage(self, name: str, total: int | None = None, **info):
-        return _StageProgress(self, name, total, info)
+        return _StageProgress(self, name, total, info if self.rank is None else {**info, "rank": self.rank})
 
 
 class _StageProgress:
@@ -149,7 +150,8 @@ class _StageProgress:
             self.bar.update(n)
         if time.time() - self.last_event > 1.0 or (self.total and self.done >= self.total):
             self.last_event = time.time()
-            self.p.store.event(self.name, "progress", done=self.done, total=self.total, **fields)
+            rank = {} if self.p.rank is None else {"rank": self.p.rank}
+            self.p.store.event(self.name, "progress", done=self.done, total=self.total, **rank, **fields)
 
     def __exit__(self, exc_type, exc, tb):
         if self.bar:
@@ -168,14 +170,22 @@ def skipped(store: RunStore, stage: str) -> None:
 class Run:
     """One selection run: `Run(cfg, out).execute()`; each stage is skipped when already done."""
 
-    def __init__(self, cfg: RunConfig, out: str | os.PathLike, quiet: bool = False, overwrite: bool = False):
+    def __init__(self, cfg: RunConfig, out: str | os.PathLike, quiet: bool = False, overwrite: bool = False,
+                 layout: Layout | None = None, until: str | None = None, merge: bool = False):
+        """`layout`: single process (default), torchrun ranks or a `--shard i/n` job; `until='prepare'` stops
+        before the pool projection (shared stages only); `merge=True` requires every shard's rows."""
+        if until not in (None, "prepare"):
+            raise ConfigError(f"until must be None or 'prepare', got '{until}'")
+        self.layout = layout or Layout()
         self.cfg, self.store = cfg, RunStore(out)
-        self.progress = Progress(self.store, quiet)
-        self.quiet = quiet
+        self.quiet = quiet or not (self.layout.main or self.layout.shard_job)
+        self.progress = Progress(self.store, self.quiet, rank=self.layout.rank if self.layout.sharded else None)
+        self.until, self.merge = until, merge
         self._model = self._tok = self._peft = None
         self._check_config(overwrite)
 
     def _check_config(self, overwrite: bool) -> None:
+        """Refuse to mix a different config into a run folder (written only once the inputs pass preflight)."""
         path = self.store.path("config.json")
         if path.exists() and not overwrite:
             old = json.loads(path.read_text())
@@ -183,7 +193,11 @@ class Run:
                 changed = sorted(k for k in set(old) | set(self.cfg.to_json()) if old.get(k) != self.cfg.to_json().get(k))
                 raise ConfigError(f"{self.store.root} already holds a run with a different config "
                                   f"(changed: {', '.join(changed)}); use another --out or --overwrite")
-        atomic_write_json(path, self.cfg.to_json())
+
+    def _write_config(self) -> None:
+        path = self.store.path("config.json")
+        if not path.exists() or json.loads(path.read_text()) != json.loads(json.dumps(self.cfg.to_json())):
+            atomic_write_json(path, self.cfg.to_json())
 
     def log(self, msg: str) -> None:
         if not self.quiet:
@@ -199,29 +213,66 @@ class Run:
                                                      self.cfg.trust_remote_code)
         return self._tok, self._model
 
-    def execute(self) -> dict:
+    def execute(self) -> dict | None:
+        """Run or resume every stage. Returns the summary on the process that scores (None on other
+        torchrun ranks, on `--shard` jobs and with until='prepare')."""
         t0 = time.time()
-        pool, target = self.stage_data()
-        if self.cfg.rank is not None and self.cfg.rank > len(target):  # fail before hours of gradients
+        pool, target = self.load_data()
+        self.preflight(pool, target)
+        tok, _ = self.tokenizer_and_model()
+        from gist_core.formatting import tokenize_examples
+        pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
+        target_tok = tokenize_examples(target, tok, self.cfg.max_length)
+        self.pool, self.target, self.pool_tok, self.target_tok = pool, target, pool_tok, target_tok  # for compare
+        if self.layout.shard_job:
+            self._require_prepared()
+        else:
+            self.layout.on_main(lambda: self.prepare(pool, target, pool_tok, target_tok))
+        if self.until == "prepare":
+            self.log(f"prepared {self.store.root}: warm-up and validation gradients done; project the pool with "
+                     f"`--shard i/n` jobs or torchrun, then `gist-lab merge --run {self.store.root}`")
+            return None
+        proj = self.stage_train_proj(pool_tok)
+        if proj is None:
+            return None
+        summary = self.stage_scores(pool, target, proj, pool_tok, target_tok)
+        summary["wall_s"] = round(time.time() - t0, 2)  # this invocation; stage_wall_s has each stage's total
+        atomic_write_json(self.store.path("summary.json"), summary)
+        return summary
+
+    def preflight(self, pool, target) -> None:
+        """Checks that would otherwise fail hours in: rank vs target size, budget vs pool, model, context."""
+        if self.cfg.rank is not None and self.cfg.rank > len(target):
             raise ConfigError(f"rank {self.cfg.rank} exceeds the {len(target)} directions the {len(target)} "
                               f"validation examples can span; use --rank {len(target)} or fewer")
         try:  # a count larger than the pool fails here, not after the gradients
             scoring.budget_to_count(self.cfg.budget, len(pool))
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        tok, _ = self.tokenizer_and_model()
-        from gist_core.formatting import tokenize_examples
-        pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
-        target_tok = tokenize_examples(target, tok, self.cfg.max_length)
-        self.pool, self.target, self.pool_tok, self.target_tok = pool, target, pool_tok, target_tok  # for compare
+        _, model = self.tokenizer_and_model()
+        from gist_core.model import attach_lora
+        self._model = attach_lora(model, self.cfg.lora, seed=self.cfg.warmup.seed).unload()  # LoRA-able at all?
+        model = self._model
+        context = getattr(model.config, "max_position_embeddings", None)
+        if context and self.cfg.max_length > context:
+            raise ConfigError(f"max_length {self.cfg.max_length} exceeds the model's context of {context} tokens; "
+                              f"use --max-length {context} or less (longer examples are cut, prompt first)")
+
+    def _require_prepared(self) -> None:
+        """Shard jobs may run at once on a shared folder: they never write the shared stages themselves."""
+        stages = ["data", "warmup", f"val_grads/ckpt-{self.cfg.checkpoint}"]
+        todo = [s for s in stages if not self.store.stage_done(s, self.keys[s.split("/")[0]])]
+        if todo:
+            raise ConfigError(f"{self.store.root}: {', '.join(todo)} not done; run the same command once with "
+                              f"--prepare (no --shard) before the --shard jobs")
+
+    def prepare(self, pool, target, pool_tok, target_tok) -> None:
+        """The shared stages (one process): config, data, warm-up, validation gradients + subspaces."""
+        self._write_config()
+        self.stage_data(pool, target)
         self.stage_warmup(pool, pool_tok)
         for epoch in range(1, self.cfg.warmup.epochs + 1):
             self.stage_val_grads(epoch, target_tok)
-        proj = self.stage_train_proj(pool_tok)
-        summary = self.stage_scores(pool, target, proj, pool_tok, target_tok)
-        summary["wall_s"] = round(time.time() - t0, 2)  # this invocation; stage_wall_s has each stage's total
-        atomic_write_json(self.store.path("summary.json"), summary)
-        return summary
 
     @functools.cached_property
     def fingerprints(self) -> dict[str, str]:
@@ -246,21 +297,24 @@ class Run:
         self.store.record_stage(stage, key, files, wall_s, {"config_hash": stable_hash(self.cfg.to_json()),
                                                             "input_hashes": self.fingerprints, **(extra or {})})
 
-    def stage_data(self) -> tuple[list[Example], list[Example]]:
-        key = self.keys["data"]
-        with self.progress.stage("data"):
-            t0 = time.time()
-            pool = load_examples(self.cfg.train, split=self.cfg.train_split, limit=self.cfg.limit_train)
-            target = load_examples(self.cfg.target, split=self.cfg.target_split)
-            if not self.store.stage_done("data", key):
-                for name, exs in (("examples.parquet", pool), ("target.parquet", target)):
-                    with atomic_path(self.store.path(name)) as tmp:
-                        examples_to_frame(exs).to_parquet(tmp, index=False)
-                self.record("data", key, ["examples.parquet", "target.parquet"], time.time() - t0,
-                                        {"n_pool": len(pool), "n_target": len(target)})
+    def load_data(self) -> tuple[list[Example], list[Example]]:
+        pool = load_examples(self.cfg.train, split=self.cfg.train_split, limit=self.cfg.limit_train)
+        target = load_examples(self.cfg.target, split=self.cfg.target_split)
         self.log(f"data: {len(pool)} pool examples, {len(target)} target examples "
                  f"in {len(subtask_groups(target))} subtask(s)")
         return pool, target
+
+    def stage_data(self, pool: list[Example], target: list[Example]) -> None:
+        key = self.keys["data"]
+        if self.store.stage_done("data", key):
+            return skipped(self.store, "data")
+        with self.progress.stage("data"):
+            t0 = time.time()
+            for name, exs in (("examples.parquet", pool), ("target.parquet", target)):
+                with atomic_path(self.store.path(name)) as tmp:
+                    examples_to_frame(exs).to_parquet(tmp, index=False)
+            self.record("data", key, ["examples.parquet", "target.parquet"], time.time() - t0,
+                        {"n_pool": len(pool), "n_target": len(target)})
 
     def warmup_indices(self, n: int) -> list[int]:
         rng = np.random.default_rng(self.cfg.seed)
@@ -274,14 +328,20 @@ class Run:
         from gist_core.warmup import checkpoint_exists, train_lora
         key = self.keys["warmup"]
         files = [f"checkpoints/ckpt-{e}" for e in range(1, self.cfg.warmup.epochs + 1)]
-        if self.store.stage_done("warmup", key) and all(checkpoint_exists(self.store.path(f)) for f in files):
+        state = self.store.check_stage("warmup", key)
+        if state == "done" and all(checkpoint_exists(self.store.path(f)) for f in files):
             return skipped(self.store, "warmup")
         from gist_core.model import attach_lora
+        from gist_core.warmup import last_trainer_state
         tok, model = self.tokenizer_and_model()
         idx = self.warmup_indices(len(pool))
         t0 = time.time()
+        self._keep_trainer_state_only_for(key, fresh=state == "corrupt")
+        resume = last_trainer_state(self.store.path("checkpoints"))
+        if resume:
+            self.log(f"warm-up: resuming from {Path(resume).name} (finished epochs are not retrained)")
         peft_model = attach_lora(model, self.cfg.lora, seed=self.cfg.warmup.seed)
-        with self.progress.stage("warmup", n_examples=len(idx)) as st:
+        with self.progress.stage("warmup", n_examples=len(idx), resumed_from=resume and Path(resume).name) as st:
             def on_step(step, total, loss):
                 st.total = total
                 st.advance(1, loss=round(loss, 4))
@@ -292,6 +352,15 @@ class Run:
         self.record("warmup", key, files, time.time() - t0,
                                 {"n_examples": len(idx), "train_loss": result["train_loss"], "steps": result["steps"]})
         self.log(f"warm-up: {len(idx)} examples, {result['steps']} steps, loss {result['train_loss']:.3f}")
+
+    def _keep_trainer_state_only_for(self, key: str, fresh: bool) -> None:
+        """An interrupted warm-up's Trainer state resumes only the same warm-up (same key; never after corruption)."""
+        import shutil
+        state, stamp = self.store.path("checkpoints", ".trainer"), self.store.path("checkpoints", ".trainer.key")
+        if fresh or not stamp.exists() or stamp.read_text() != key:
+            shutil.rmtree(state, ignore_errors=True)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(stamp, key)
 
     def base_model(self):
         """The base model with any adapter taken out (peft injects its layers in place)."""
@@ -330,40 +399,167 @@ class Run:
                     {"dim": int(G.shape[1]), "r_max": sub.r_max, "ortho_error": sub.ortho_error,
                      "subspace_s": round(time.time() - t_sub, 4)})
 
-    def stage_train_proj(self, pool_tok) -> FeatureStore:
-        import torch
-        from gist_core.gradients import GradientEngine, stream
+    def stage_train_proj(self, pool_tok) -> FeatureStore | None:
+        """Pool gradients projected onto the subspace's R_max directions, into a resumable memmap.
+
+        Single process: every row. torchrun: rank 0 allocates, each rank its rows (i mod world),
+        a barrier, rank 0 records. `--shard i/n` job: its rows into shards/, merged later."""
         key = self.keys["train_proj"]
-        sub = load_subspace(self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors"))
+        sub_path = self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors")
+        sub = load_subspace(sub_path)
+        # The subspace's own hash in the store's meta: rows projected onto an older, different basis
+        # (say, before a corrupted warm-up was recomputed) are never reused.
+        meta = {"key": key, "subspace": file_hash(sub_path)}
         n, r = len(pool_tok.input_ids), sub.r_max
-        fs = FeatureStore(self.store.path("train_proj.npy"), n, r, {"key": key})
-        todo = fs.todo()
-        if not todo and self.store.stage_done("train_proj", key):
-            skipped(self.store, "train_proj")
+        if self.layout.shard_job:
+            return self._project_shard(pool_tok, sub, meta)
+
+        def open_store(create: bool) -> FeatureStore:
+            fs = FeatureStore(self.store.path("train_proj.npy"), n, r, meta, create=create)
+            if create and (self.merge or self.store.check_stage("train_proj", key) != "done"):
+                self._take_shards(fs, meta)
             return fs
-        tok, _ = self.tokenizer_and_model()
-        model = self.adapter_model(self.cfg.checkpoint)
-        engine = GradientEngine(model, tok.pad_token_id)
-        basis = torch.from_numpy(sub.basis).to(engine.device)
-        t0 = time.time()
-        if len(todo) < n:
-            self.log(f"train_proj: resuming, {n - len(todo)} of {n} rows already done")
-        batches = [0]
+
+        def work(rows: list[int], fs: FeatureStore, st) -> None:
+            import torch
+            from gist_core.gradients import GradientEngine, stream
+            tok, _ = self.tokenizer_and_model()
+            engine = GradientEngine(self.adapter_model(self.cfg.checkpoint), tok.pad_token_id)
+            basis = torch.from_numpy(sub.basis).to(engine.device)
+            stream(engine, pool_tok, rows, self.cfg.grad_batch_size, self.row_writer(fs), project=basis,
+                   on_batch=st.advance)
+
+        fs = self.fill_rows("train_proj", key, open_store, ["train_proj.npy", "train_proj.done.npy"], work,
+                            extra=lambda wall, k: {"n": n, "r_max": r, "examples_per_s": round(k / max(wall, 1e-9), 2)})
+        if fs is not None and self.merge:
+            self._drop_shards()
+        return fs
+
+    @staticmethod
+    def row_writer(fs: FeatureStore, rows_of=None):
+        """`consume` for gradients.stream: write each batch's rows, flush every FLUSH_EVERY batches."""
+        count = [0]
 
         def consume(batch, x):
-            fs.write(batch, x.cpu().numpy())
-            batches[0] += 1
-            if batches[0] % FLUSH_EVERY == 0:
+            fs.write(batch if rows_of is None else rows_of(batch), x.cpu().numpy())
+            count[0] += 1
+            if count[0] % FLUSH_EVERY == 0:
                 fs.flush()
+        return consume
 
-        with self.progress.stage("train_proj", total=n, resumed=n - len(todo)) as st:
-            st.done = n - len(todo)
-            stream(engine, pool_tok, todo, self.cfg.grad_batch_size, consume, project=basis, on_batch=st.advance)
+    def fill_rows(self, stage: str, key: str, open_store, files: list[str], work, extra=None) -> FeatureStore | None:
+        """Fill a row store under the layout; returns it on the process that goes on to score.
+
+        `open_store(create)` opens (rank 0: allocates) the store; `work(rows, fs, progress)` computes the
+        rows. A store recorded as done but failing its size/hash check is reset and recomputed."""
+        L = self.layout
+
+        def allocate() -> bool:
+            state = self.store.check_stage(stage, key)
+            fs = open_store(True)
+            if state == "corrupt":
+                fs.reset()
             fs.flush()
-        wall = time.time() - t0 + self.store.manifest()["stages"].get("train_proj", {}).get("wall_s", 0.0)
-        self.record("train_proj", key, ["train_proj.npy", "train_proj.done.npy"], wall,
-                                {"n": n, "r_max": r, "examples_per_s": round(len(todo) / max(time.time() - t0, 1e-9), 2)})
+            return state == "done" and not fs.todo()
+
+        finished = L.on_main(allocate)
+        fs = open_store(False)
+        if finished:
+            skipped(self.store, stage)
+            return fs if L.main else None
+        todo = fs.todo()
+        mine = L.rows(todo)
+        if len(todo) < fs.n:
+            self.log(f"{stage}: resuming, {fs.n - len(todo)} of {fs.n} rows already done")
+        t0 = time.time()
+        with self.progress.stage(stage, total=fs.n, resumed=fs.n - len(todo), rows_here=len(mine)) as st:
+            st.done = fs.n - len(todo)
+            if mine:
+                work(mine, fs, st)
+            fs.flush()
+        L.barrier()
+        if not L.main:
+            return None
+        fs.refresh()
+        missing = fs.todo()
+        if missing:
+            raise StoreError(f"{stage}: {len(missing)} rows still missing after every process finished")
+        wall = time.time() - t0
+        prev = self.store.manifest()["stages"].get(stage, {}).get("wall_s", 0.0) if len(todo) < fs.n else 0.0
+        self.record(stage, key, files, wall + prev, extra(wall, len(todo)) if extra else None)
         return fs
+
+    # ---- independent shard jobs and their merge
+    def shard_path(self, part: str) -> Path:
+        return self.store.path("shards", f"train_proj.{part}.npy")
+
+    def _drop_shards(self) -> None:
+        """After a merge is recorded the shard files are redundant (the merged store has every row)."""
+        for p in self.store.path("shards").glob("train_proj.*"):
+            p.unlink()
+        for stage in [s for s in self.store.manifest()["stages"] if s.startswith("train_proj/")]:
+            self.store.forget_stage(stage)
+
+    def _project_shard(self, pool_tok, sub, meta) -> None:
+        """A `--shard i/n` job: rows i, i+n, i+2n, ... into shards/train_proj.i-of-n.npy (row j = pool row i+jn)."""
+        import torch
+        from gist_core.gradients import GradientEngine, stream
+        L, n = self.layout, len(pool_tok.input_ids)
+        part, stage = L.part, f"train_proj/{L.part}"
+        fs = FeatureStore(self.shard_path(part), shard_size(n, L.rank, L.world), sub.r_max,
+                          {**meta, "shard": part, "n_pool": n})
+        if self.store.check_stage(stage, meta["key"]) == "corrupt":
+            fs.reset()
+        todo = [L.rank + L.world * j for j in fs.todo()]
+        if todo:
+            tok, _ = self.tokenizer_and_model()
+            engine = GradientEngine(self.adapter_model(self.cfg.checkpoint), tok.pad_token_id)
+            basis = torch.from_numpy(sub.basis).to(engine.device)
+            t0 = time.time()
+            with self.progress.stage(stage, total=fs.n, resumed=fs.n - len(todo)) as st:
+                st.done = fs.n - len(todo)
+                stream(engine, pool_tok, todo, self.cfg.grad_batch_size,
+                       self.row_writer(fs, lambda rows: [(i - L.rank) // L.world for i in rows]),
+                       project=basis, on_batch=st.advance)
+                fs.flush()
+            rel = str(self.shard_path(part).relative_to(self.store.root))
+            self.record(stage, meta["key"], [rel, rel.replace(".npy", ".done.npy")], time.time() - t0)
+        self.log(f"shard {L.rank}/{L.world}: {fs.n} rows in {self.shard_path(part)}; when every shard is done: "
+                 f"gist-lab merge --run {self.store.root}")
+        return None
+
+    def _take_shards(self, fs: FeatureStore, meta: dict) -> None:
+        """Copy finished rows of `--shard` jobs (shards/*.npy made with the same key and subspace) into `fs`.
+        With merge=True every shard must be there and complete."""
+        found = {}
+        for p in sorted(self.store.path("shards").glob("train_proj.*-of-*.npy")):
+            if p.name.endswith(".done.npy"):
+                continue
+            i, k = (int(x) for x in p.name.split(".")[1].split("-of-"))
+            found[(i, k)] = p
+        counts = {k for _, k in found}
+        if self.merge and not found:
+            raise ConfigError(f"{self.store.path('shards')}: no shard files to merge (run the `--shard i/n` jobs first)")
+        if len(counts) > 1:
+            raise ConfigError(f"{self.store.path('shards')}: shard files of different splits {sorted(counts)}; "
+                              "keep one set")
+        missing = [f"{i}/{k}" for k in counts for i in range(k) if (i, k) not in found]
+        problems = [f"shard(s) {', '.join(missing)} not found"] if missing else []
+        for (i, k), p in sorted(found.items()):
+            try:
+                part = FeatureStore(p, shard_size(fs.n, i, k), fs.r, {**meta, "shard": f"{i}-of-{k}", "n_pool": fs.n},
+                                    create=False)
+            except StoreError:
+                problems.append(f"{p.name} was made for another configuration")
+                continue
+            done = np.asarray(part.done)
+            rows = np.arange(i, fs.n, k)[done]
+            fs.write(rows, np.asarray(part.data)[done])
+            if not done.all():
+                problems.append(f"shard {i}/{k} has {int((~done).sum())} of {part.n} rows left")
+        fs.flush()
+        if self.merge and problems:
+            raise ConfigError(f"cannot merge: {'; '.join(problems)} (rerun those `--shard` jobs, then merge)")
 
     def stage_scores(self, pool, target, proj: FeatureStore, pool_tok, target_tok) -> dict:
         t0 = time.time()

@@ -9,6 +9,7 @@ The orchestrator decides skip/compute/resume from the manifest; stage code never
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -65,12 +66,40 @@ def dir_bytes(paths: list[Path]) -> int:
     return total
 
 
+def artefact_digests(root: Path, files: list[str]) -> dict[str, dict]:
+    """Size and sha256 of every file a stage wrote (folders: each file inside), keyed by relative path."""
+    out = {}
+    for rel in files:
+        p = root / rel
+        members = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in members:
+            out[str(f.relative_to(root))] = {"bytes": f.stat().st_size, "sha256": file_hash(f)}
+    return out
+
+
+def verify_artefacts(root: Path, entry: dict, hashes: bool = True) -> str | None:
+    """None when every recorded file is there with its recorded size and hash; else what is wrong."""
+    for rel in entry.get("files", []):
+        if not (root / rel).exists():
+            return f"{rel} is missing"
+    for rel, want in entry.get("digests", {}).items():  # manifests written before digests: existence only
+        p = root / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        if p.stat().st_size != want["bytes"]:
+            return f"{rel} has {p.stat().st_size} bytes, {want['bytes']} were written (truncated or altered)"
+        if hashes and file_hash(p) != want["sha256"]:
+            return f"{rel} does not match its recorded sha256 (corrupted or altered)"
+    return None
+
+
 class RunStore:
     """A run directory: manifest bookkeeping and progress events."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._verified: set[tuple] = set()
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
@@ -81,11 +110,23 @@ class RunStore:
         return json.loads(p.read_text()) if p.exists() else {"stages": {}}
 
     def stage_done(self, stage: str, key: str) -> bool:
-        """True when `stage` finished with the same key (config + input hashes) and its files exist."""
+        """True when `stage` finished with the same key (config + input hashes) and its files are intact."""
+        return self.check_stage(stage, key) == "done"
+
+    def check_stage(self, stage: str, key: str) -> str:
+        """'done', 'todo' (never finished, or with another key) or 'corrupt' (finished, but a file is
+        missing, truncated or altered since: size and sha256 against the manifest). Verified once per store."""
         entry = self.manifest()["stages"].get(stage)
         if not entry or not entry.get("done") or entry.get("key") != key:
-            return False
-        return all(self.path(f).exists() for f in entry.get("files", []))
+            return "todo"
+        stamp = (stage, entry.get("finished_at"), key)
+        problem = verify_artefacts(self.root, entry, hashes=stamp not in self._verified)  # hash once per store
+        if problem:
+            self.event(stage, "corrupt", problem=problem)
+            print(f"warning: {stage}: {problem}; recomputing it", flush=True)
+            return "corrupt"
+        self._verified.add(stamp)
+        return "done"
 
     def stage_key_mismatch(self, stage: str, key: str) -> bool:
         entry = self.manifest()["stages"].get(stage)
@@ -93,8 +134,10 @@ class RunStore:
 
     def record_stage(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
         m = self.manifest()
+        digests = artefact_digests(self.root, files)
         m["stages"][stage] = {"key": key, "done": True, "files": files, "wall_s": round(wall_s, 3),
-                              "bytes": dir_bytes([self.path(f) for f in files]), "versions": versions(),
+                              "bytes": sum(d["bytes"] for d in digests.values()), "digests": digests,
+                              "versions": versions(),
                               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
         atomic_write_json(self.path("manifest.json"), m)
 
@@ -124,47 +167,84 @@ def read_events(root: str | os.PathLike) -> list[dict]:
     return out
 
 
+def reserve(path: Path) -> None:
+    """Claim a (sparse) file's blocks now: a full disk is then an OSError here, not a SIGBUS later
+    when a memmap page is written. Filesystems without fallocate keep the sparse file."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+    finally:
+        os.close(fd)
+
+
 class FeatureStore:
     """Preallocated memmap (N x R, float32 unless told) with a boolean done-mask: resumable row writes.
 
-    The mask is flushed only after the rows it marks, so a kill can lose at most the rows of
-    the batch in flight, never mark a row done that was not written.
+    The done-mask is a memmap too, so processes that own disjoint rows (torchrun ranks) each mark
+    their own entries in one file. It is flushed only after the rows it marks, so a kill loses at
+    most the rows since the last flush and never marks a row done that was not written.
+    `create=False` opens a store another process allocated and refuses one that does not match.
     """
 
-    def __init__(self, path: Path, n: int, r: int, meta: dict, dtype=np.float32):
+    def __init__(self, path: Path, n: int, r: int, meta: dict, dtype=np.float32, create: bool = True):
         self.path, self.mask_path, self.meta_path = path, path.with_suffix(".done.npy"), path.with_suffix(".json")
         self.dtype = np.dtype(dtype)
-        expect = {"n": n, "r": r, **meta, **({} if self.dtype == np.float32 else {"dtype": self.dtype.name})}
-        if self.meta_path.exists() and json.loads(self.meta_path.read_text()) == expect and self._sizes_ok(n, r):
-            self.data = np.load(path, mmap_mode="r+")
-            self.done = np.load(self.mask_path).astype(bool)
-        else:  # fresh (or mismatched / truncated): allocate anew
-            with atomic_path(path, suffix=".npy") as tmp:
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=self.dtype, shape=(n, r)).flush()
-            self.done = np.zeros(n, dtype=bool)
-            self._save_mask()
-            atomic_write_json(self.meta_path, expect)
-            self.data = np.load(path, mmap_mode="r+")
+        self.n, self.r = n, r
+        self.expect = {"n": n, "r": r, **meta, **({} if self.dtype == np.float32 else {"dtype": self.dtype.name})}
+        if self.matches():
+            self._open()
+        elif create:
+            self.reset()
+        else:
+            raise StoreError(f"{path}: feature store missing or made for another configuration")
 
-    def _sizes_ok(self, n: int, r: int) -> bool:
+    def matches(self) -> bool:
+        if not self.meta_path.exists():
+            return False
+        try:
+            same = json.loads(self.meta_path.read_text()) == self.expect
+        except json.JSONDecodeError:
+            return False
+        return same and self._sizes_ok()
+
+    def _sizes_ok(self) -> bool:
         try:
             arr = np.load(self.path, mmap_mode="r")
-            mask = np.load(self.mask_path)
+            mask = np.load(self.mask_path, mmap_mode="r")
         except (OSError, ValueError):
             return False
-        return arr.shape == (n, r) and arr.dtype == self.dtype and mask.shape == (n,)
+        return arr.shape == (self.n, self.r) and arr.dtype == self.dtype and mask.shape == (self.n,) \
+            and mask.dtype == np.bool_
 
-    def _save_mask(self) -> None:
-        with atomic_path(self.mask_path, suffix=".npy") as tmp:
-            np.save(tmp, self.done)
+    def _open(self) -> None:
+        self.data = np.load(self.path, mmap_mode="r+")
+        self.done = np.load(self.mask_path, mmap_mode="r+")
+
+    def reset(self) -> None:
+        """Allocate anew (fresh, mismatched, truncated or corrupted): every row to do."""
+        for target, dtype, shape in ((self.path, self.dtype, (self.n, self.r)), (self.mask_path, np.bool_, (self.n,))):
+            with atomic_path(target, suffix=".npy") as tmp:
+                np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape).flush()
+                reserve(tmp)
+        atomic_write_json(self.meta_path, self.expect)
+        self._open()
 
     def write(self, rows: list[int] | np.ndarray, values: np.ndarray) -> None:
         self.data[rows] = values
         self.done[rows] = True
 
     def flush(self) -> None:
-        self.data.flush()
-        self._save_mask()
+        self.data.flush()  # rows first, then the mask that vouches for them
+        self.done.flush()
 
     def todo(self) -> list[int]:
-        return np.flatnonzero(~self.done).tolist()
+        return np.flatnonzero(~np.asarray(self.done)).tolist()
+
+    def refresh(self) -> None:
+        """Re-read the mask after other processes wrote their rows."""
+        self._open()

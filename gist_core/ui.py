@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from gist_core import launcher, views
-from gist_core.runs import runs_root
+from gist_core.runs import RunNameError, run_path, runs_root
 
 PAGES = {"home": "app.py", "run": "pages/1_Run.py", "spectrum": "pages/2_Spectrum.py", "scores": "pages/3_Scores.py",
          "examples": "pages/4_Examples.py", "map": "pages/5_Map.py", "curvature": "pages/6_Curvature.py",
@@ -27,14 +27,23 @@ def page_setup(title: str) -> None:
 
 # ----------------------------------------------------------------------------- run selection
 def run_dir_of(name: str) -> Path:
-    """A run's folder: a name under runs_root(), or an absolute path."""
-    p = Path(name)
-    return p if p.is_absolute() else runs_root() / name
+    """A run's folder: runs_root()/name; RunNameError for anything that is not a plain run name
+    (absolute paths, '..', '/', a symlink out of the runs folder)."""
+    return run_path(name)
+
+
+def run_problem(name: str) -> str | None:
+    """Why the dashboard refuses to open run `name` (one line), or None when it may."""
+    try:
+        run_dir_of(name)
+    except RunNameError as e:
+        return str(e)
+    return None
 
 
 def run_name_of(path: Path) -> str:
-    path, root = Path(path), runs_root()
-    return path.name if path.parent.resolve() == root.resolve() else str(path)
+    """The name of a run folder (every folder the dashboard opens is directly under runs_root())."""
+    return Path(path).name
 
 
 def set_run(name: str | None) -> None:
@@ -46,14 +55,21 @@ def set_run(name: str | None) -> None:
 
 
 def run_names() -> list[str]:
-    return views.runs_table(runs_root())["run"].tolist()
+    return [n for n in views.runs_table(runs_root())["run"].tolist() if run_problem(n) is None]
 
 
 def current_run_name() -> str | None:
-    """URL first (links and reloads), then this session's choice, then the newest run."""
+    """URL first (links and reloads), then this session's choice, then the newest run.
+
+    A ?run= that is not a plain run name is refused with an error and dropped from the URL, never followed."""
     names = run_names()
-    for cand in (st.query_params.get("run"), st.session_state.get("run")):
-        if cand and (cand in names or run_dir_of(cand).is_dir()):
+    link = st.query_params.get("run")
+    if link and (problem := run_problem(link)):
+        st.error(f"Ignored the run in the link: {problem}", icon=":material/block:")
+        del st.query_params["run"]
+        link = None
+    for cand in (link, st.session_state.get("run")):
+        if cand and run_problem(cand) is None and (cand in names or run_dir_of(cand).is_dir()):
             return cand
     return names[0] if names else None
 

@@ -7,7 +7,9 @@ checkpoints by it). Keying moments by name here, once, spares every reader the i
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -97,6 +99,17 @@ def load_moments(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "optimizer_moments.safetensors"))
 
 
+def last_trainer_state(ckpt_dir: Path) -> str | None:
+    """The newest complete Trainer checkpoint of an interrupted warm-up whose epoch checkpoint exists too."""
+    from transformers.trainer_utils import get_last_checkpoint
+    trainer_dir = ckpt_dir / ".trainer"
+    last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
+    if last is None or not (Path(last) / "trainer_state.json").exists():
+        return None
+    epoch = round(json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0)
+    return last if checkpoint_exists(ckpt_dir / f"ckpt-{epoch}") else None
+
+
 def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int, float], None] | None):
     from transformers import TrainerCallback
 
@@ -111,6 +124,10 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
             self.lrs.append(float(lr_scheduler.get_last_lr()[0]))
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
+                from gist_core.gradients import GradientError
+                raise GradientError(f"training loss became {logs['loss']} at step {state.global_step} (fp16/bf16 "
+                                    "overflow, too high a learning rate, or a broken model; try --dtype float32 or a lower --lr)")
             if on_step and logs and "loss" in logs:
                 on_step(state.global_step, state.max_steps, float(logs["loss"]))
 
@@ -133,19 +150,27 @@ def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir
 
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="gist-trainer-") as scratch:
+    # With a checkpoint folder the Trainer's own per-epoch state (optimizer, scheduler, RNG) is kept in
+    # ckpt_dir/.trainer, so a killed warm-up resumes at its last finished epoch; it is deleted at the end.
+    resumable = ckpt_dir is not None
+    trainer_dir = ckpt_dir / ".trainer" if resumable else None
+    with contextlib.ExitStack() as stack:
+        out_dir = str(trainer_dir) if resumable else stack.enter_context(tempfile.TemporaryDirectory(prefix="gist-trainer-"))
         args = TrainingArguments(
-            output_dir=scratch, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
+            output_dir=out_dir, num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
             per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
             warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear", weight_decay=cfg.weight_decay,
             optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, bf16=cfg.bf16,
-            use_cpu=not torch.cuda.is_available(), save_strategy="no", report_to="none",
-            logging_steps=1, disable_tqdm=True, remove_unused_columns=False, log_level="error",
-            dataloader_num_workers=0)
+            use_cpu=not torch.cuda.is_available(), save_strategy="epoch" if resumable else "no", save_total_limit=1,
+            report_to="none", logging_steps=1, logging_nan_inf_filter=False, disable_tqdm=True,
+            remove_unused_columns=False, log_level="error", dataloader_num_workers=0)
         trainer = Trainer(model=model, args=args, train_dataset=_Rows(input_ids, labels),
                           data_collator=_collator(pad_id), callbacks=[_callback(ckpt_dir, cfg.epochs, on_step)])
         trainer.remove_callback(PrinterCallback)  # it prints every log line; progress goes to our events
-        result = trainer.train()
+        last = last_trainer_state(ckpt_dir) if resumable else None
+        result = trainer.train(resume_from_checkpoint=last)
+    if resumable:
+        shutil.rmtree(trainer_dir, ignore_errors=True)
     model.eval()
     return {"train_loss": float(result.training_loss), "steps": int(result.global_step),
             "config": asdict(cfg)}

@@ -1,31 +1,66 @@
 """Run: configure and launch a selection, follow its stages live, cancel it; state comes from the run folder."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Callable
 
 import streamlit as st
 
 from gist_core import launcher, ui, views
+from gist_core.atomic import atomic_write_bytes
 from gist_core.corpus import DEFAULT_DEMO_TARGET
-from gist_core.runs import runs_root
+from gist_core.runs import NAME_RULE, RunNameError, run_path, runs_root, upload_path
 
 ui.page_setup("Run")
 st.title("Run")
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 TARGETS = sorted(p.name for p in (SAMPLE / "targets").iterdir()) if (SAMPLE / "targets").is_dir() else ["lookup"]
+UPLOAD_TYPES = ["jsonl", "json", "csv", "parquet"]
 run_dir = ui.run_picker()
 
 
-def start(name: str, args: list[str]) -> None:
-    """Launch into runs_root()/name and make it the current run (errors shown, never raised)."""
+def start(name: str, args_for: Callable[[Path], list[str]]) -> None:
+    """Launch `gist-lab args_for(run folder)` into runs_root()/name and make it the current run.
+
+    The name is checked first (runs.run_path): a refused one is an error on the page and nothing is launched."""
     try:
-        launcher.launch(runs_root() / name, args)
+        out = run_path(name)
+        launcher.launch(out, args_for(out))
+    except RunNameError as e:
+        st.error(f"Run folder name: {e}")
+        return
     except (launcher.LaunchError, OSError) as e:
         st.error(f"Could not launch: {e}")
         return
     ui.set_run(name)
     st.rerun()
+
+
+def save_uploads(name: str, files: dict) -> dict[str, str] | None:
+    """Write each uploaded file (role -> UploadedFile) atomically to RUN/inputs/<safe name>; role -> stored path.
+
+    None (after an error on the page) when a name is refused, two uploads would land on the same file,
+    or a run is going in the folder (its inputs must not change under it)."""
+    files = {role: f for role, f in files.items() if f is not None}
+    try:
+        paths = {role: upload_path(name, f.name) for role, f in files.items()}
+    except RunNameError as e:
+        st.error(f"Upload: {e}")
+        return None
+    if len(set(paths.values())) < len(paths):
+        st.error(f"The pool and the target uploads are both named `{next(iter(paths.values())).name}` once "
+                 "stored; rename one of the files.")
+        return None
+    if paths and launcher.is_alive(run_path(name)):
+        st.error(f"A run is going in `{run_path(name)}`; cancel it before uploading new inputs.")
+        return None
+    try:
+        for role, f in files.items():
+            atomic_write_bytes(paths[role], f.getvalue())
+    except OSError as e:
+        st.error(f"Could not store the upload: {e}")
+        return None
+    return {role: str(p.resolve()) for role, p in paths.items()}
 
 
 # ----------------------------------------------------------------------------- status of the current run
@@ -85,8 +120,8 @@ def status_panel(run_dir, live: bool) -> None:
     elif status in ("failed", "cancelled", "stopped") and (run_dir / "config.json").exists():
         if st.button("Resume with the same config", icon=":material/replay:", key="resume_run",
                      help="finished stages are skipped; pool projection resumes from its done-mask"):
-            start(ui.run_name_of(run_dir), ["select", "--config", str(run_dir / "config.json"),
-                                            "--out", str(run_dir.resolve())])
+            start(ui.run_name_of(run_dir), lambda d: ["select", "--config", str(d / "config.json"),
+                                                      "--out", str(d.resolve())])
     if status == "done":
         summary_block(run_dir)
     log = launcher.read_log_tail(run_dir, 6000)
@@ -110,20 +145,25 @@ with qc[1]:
     if b1.button("Quick demo (1 warm-up epoch)", icon=":material/bolt:", key="quick_demo", type="primary",
                  help="tiny model + synthetic pool; one warm-up epoch keeps it to a few minutes on 2 cores"):
         name = f"demo-{demo_target}-quick"
-        start(name, launcher.demo_args(runs_root() / name, demo_target, epochs=1))
+        start(name, lambda d: launcher.demo_args(d, demo_target, epochs=1))
     if b2.button("Full demo (4 warm-up epochs)", icon=":material/rocket_launch:", key="full_demo"):
         name = f"demo-{demo_target}"
-        start(name, launcher.demo_args(runs_root() / name, demo_target))
+        start(name, lambda d: launcher.demo_args(d, demo_target))
 
 cfg = views.read_json(run_dir / "config.json", {}) if run_dir else {}
 lora, warm = cfg.get("lora") or {}, cfg.get("warmup") or {}
 with st.form("launch_form"):
     st.markdown("**Your own run** (`gist-lab select`); defaults come from the current run, else the bundled data.")
     c1, c2 = st.columns(2)
-    name = c1.text_input("Run folder name", value="my-run", help=f"created under {runs_root()}")
+    name = c1.text_input("Run folder name", value="my-run", key="run_name",
+                         help=f"created under {runs_root()}; {NAME_RULE}")
     model = c2.text_input("Model (HF id or local folder)", value=cfg.get("model", str(SAMPLE / "tiny-lm")))
     pool = c1.text_input("Pool (JSONL/JSON/CSV/Parquet or datasets name)", value=cfg.get("train", str(SAMPLE / "pool.jsonl")))
     target = c2.text_input("Target validation examples", value=cfg.get("target", str(SAMPLE / "targets" / DEFAULT_DEMO_TARGET / "val.jsonl")))
+    pool_file = c1.file_uploader("…or upload the pool", type=UPLOAD_TYPES, key="pool_upload",
+                                 help="stored as RUN/inputs/<file name> and used instead of the pool field")
+    target_file = c2.file_uploader("…or upload the target examples", type=UPLOAD_TYPES, key="target_upload",
+                                   help="stored as RUN/inputs/<file name> and used instead of the target field")
     c3, c4, c5, c6 = st.columns(4)
     lora_r = c3.number_input("LoRA r", 1, 1024, int(lora.get("r", 8)))
     lora_alpha = c4.number_input("LoRA alpha", 0.1, 4096.0, float(lora.get("alpha", 16.0)))
@@ -138,12 +178,17 @@ with st.form("launch_form"):
     overwrite = st.checkbox("Replace a run with a different config in this folder (--overwrite)")
     submitted = st.form_submit_button("Launch", type="primary")
 if submitted:
-    if not re.fullmatch(r"[\w.-]+", name or ""):
-        st.error("Run folder name: letters, digits, '.', '_' and '-' only.")
-    elif not all([model.strip(), pool.strip(), target.strip()]):
-        st.error("Model, pool and target are required.")
+    name = name.strip()
+    try:
+        run_path(name)
+    except RunNameError as e:
+        st.error(f"Run folder name: {e}")
     else:
-        start(name, launcher.select_args(runs_root() / name, model=model.strip(), train=pool.strip(),
-                                         target=target.strip(), budget=budget.strip(), rank=int(rank) or None,
-                                         tau=tau, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha,
-                                         epochs=int(epochs), lr=lr, overwrite=overwrite))
+        if not model.strip() or not (pool_file or pool.strip()) or not (target_file or target.strip()):
+            st.error("Model, pool and target are required.")
+        elif (stored := save_uploads(name, {"pool": pool_file, "target": target_file})) is not None:
+            train, val = stored.get("pool", pool.strip()), stored.get("target", target.strip())
+            start(name, lambda d: launcher.select_args(
+                d, model=model.strip(), train=train, target=val, budget=budget.strip(), rank=int(rank) or None,
+                tau=tau, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha, epochs=int(epochs), lr=lr,
+                overwrite=overwrite))

@@ -237,3 +237,139 @@ def test_curvature_page_without_geometry_offers_the_command(open_page, runs_dir)
     at = open_page("pages/6_Curvature.py", run="pending")  # no warm-up checkpoints yet
     assert any("gist-lab geometry --run" in i.value for i in at.info)
     assert at.button(key="launch_geometry").disabled and "finish it first" in _captions(at)
+
+
+# ----------------------------------------------------------------------------- security: names stay in the runs folder
+@pytest.fixture
+def fresh_root(tmp_path, monkeypatch) -> dict:
+    """An empty runs root inside tmp_path (so anything written beside it shows) and a launcher that only records."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("GIST_LAB_RUNS", str(root))
+    from gist_core import launcher
+    calls = []
+    monkeypatch.setattr(launcher, "launch", lambda run_dir, args, cmd=None: calls.append((Path(run_dir), args)) or {})
+    return {"tmp": tmp_path, "root": root, "launches": calls}
+
+
+def _files(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*")}
+
+
+def _run_form(at_args: dict) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/1_Run.py").run()
+    assert not at.exception, at.exception
+    for key, value in at_args.items():
+        (at.text_input(key=key) if key == "run_name" else at.file_uploader(key=key)).set_value(value)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("name", ["../escape", "../../escape", "a/b", "/ABS", ".hidden", "my run"])
+def test_run_page_refuses_a_run_name_that_could_escape(fresh_root, name):
+    tmp = fresh_root["tmp"]
+    name = str(tmp / "abs-escape") if name == "/ABS" else name
+    at = _run_form({"run_name": name, "pool_upload": ("pool.jsonl", b'{"prompt": "p", "response": "r"}\n',
+                                                      "application/json")})
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Run folder name: bad run name") for e in errors), errors
+    assert fresh_root["launches"] == []
+    assert _files(tmp) == {"runs"}  # nothing inside the runs root, nothing beside it
+
+
+def test_run_page_stores_uploads_under_run_inputs(fresh_root):
+    root = fresh_root["root"]
+    pool, val = b'{"prompt": "p", "response": "r"}\n', b"prompt,response\nq,a\n"
+    at = _run_form({"run_name": "up-run", "pool_upload": ("../../evil.jsonl", pool, "application/json"),
+                    "target_upload": ("my val (2).csv", val, "text/csv")})
+    assert not at.error, [e.value for e in at.error]
+    stored_pool, stored_val = root / "up-run" / "inputs" / "evil.jsonl", root / "up-run" / "inputs" / "my_val__2_.csv"
+    assert stored_pool.read_bytes() == pool and stored_val.read_bytes() == val
+    assert _files(fresh_root["tmp"]) == {"runs", "runs/up-run", "runs/up-run/inputs", "runs/up-run/inputs/evil.jsonl",
+                                         "runs/up-run/inputs/my_val__2_.csv"}  # no temp file left either
+    [(run_dir, args)] = fresh_root["launches"]
+    assert run_dir == root / "up-run"
+    assert args[args.index("--train") + 1] == str(stored_pool.resolve())
+    assert args[args.index("--target") + 1] == str(stored_val.resolve())
+    assert args[args.index("--out") + 1] == str((root / "up-run").resolve())
+
+
+def test_run_page_refuses_two_uploads_with_the_same_stored_name(fresh_root):
+    data = b'{"prompt": "p", "response": "r"}\n'
+    at = _run_form({"run_name": "twins", "pool_upload": ("a/data.jsonl", data, "application/json"),
+                    "target_upload": ("b/data.jsonl", data, "application/json")})
+    assert any("both named `data.jsonl`" in e.value for e in at.error)
+    assert fresh_root["launches"] == [] and _files(fresh_root["tmp"]) == {"runs"}
+
+
+def test_run_page_without_uploads_uses_the_text_fields(fresh_root):
+    _run_form({"run_name": " plain "})  # surrounding blanks are dropped
+    [(run_dir, args)] = fresh_root["launches"]
+    assert run_dir == fresh_root["root"] / "plain" and args[args.index("--train") + 1].endswith("pool.jsonl")
+    assert _files(fresh_root["tmp"]) == {"runs"}  # the (recording) launcher made no folder, the page none either
+
+
+def test_demo_buttons_launch_under_the_runs_root(fresh_root):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/1_Run.py").run()
+    at.button(key="quick_demo").click().run()
+    assert not at.exception, at.exception
+    [(run_dir, args)] = fresh_root["launches"]
+    assert run_dir.parent == fresh_root["root"] and run_dir.name.endswith("-quick")
+    assert args[0] == "demo" and args[args.index("--out") + 1] == str(run_dir.resolve())
+
+
+@pytest.mark.parametrize("link", ["../..", "..", "../outside/victim", "/ABS", "fake/../../outside/victim", "fake/"])
+def test_a_run_link_outside_the_runs_root_is_not_followed(open_page, tmp_path, link):
+    victim = tmp_path / "outside" / "victim"  # a real run folder next to (not in) the runs root
+    victim.mkdir(parents=True)
+    (victim / "config.json").write_text('{"model": "SECRET"}')
+    link = str(victim) if link == "/ABS" else link
+    for page in ["pages/1_Run.py", "pages/3_Scores.py", "pages/7_Compare.py"]:
+        at = open_page(page, run=link)
+        assert any(e.value.startswith("Ignored the run in the link: bad run name") for e in at.error), page
+        assert at.query_params.get("run") != link and at.sidebar.selectbox[0].value != link
+        assert "victim" not in _captions(at) and not any("victim" in m.value or "SECRET" in m.value for m in at.markdown)
+
+
+def test_run_folders_the_dashboard_refuses_are_listed_but_not_linked(open_page, runs_dir, tmp_path):
+    bad = runs_dir / "has space"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")
+    (tmp_path / "elsewhere").mkdir()
+    (runs_dir / "linked-out").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "config.json").write_text("{}")
+    try:
+        at = open_page()
+        assert {"has space", "linked-out"} <= set(at.dataframe[0].value["run"])
+        caps = _captions(at)
+        assert "not opened by the dashboard: bad run name 'has space'" in caps and "resolves outside" in caps
+        links = [p.proto.query_string for p in at.get("page_link")]
+        assert any(q.endswith("run=fake") for q in links)
+        assert not any(q.endswith(("has+space", "has%20space", "linked-out")) for q in links)
+        at.switch_page("pages/1_Run.py").run()
+        assert not at.exception and {"fake", "pending"} <= set(at.sidebar.selectbox[0].options)
+        assert not {"has space", "linked-out"} & set(at.sidebar.selectbox[0].options)
+    finally:
+        (runs_dir / "linked-out").unlink()
+        (bad / "config.json").unlink()
+        bad.rmdir()
+
+
+def test_streamlit_config_binds_to_localhost():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["address"] == "127.0.0.1" and cfg["browser"]["gatherUsageStats"] is False
+    import os
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    out = subprocess.run([sys.executable, "-c", "from streamlit import config; print(config.get_option('server.address'))"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "127.0.0.1", out.stderr  # what `streamlit run app.py` binds to

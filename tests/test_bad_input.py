@@ -1,0 +1,216 @@
+"""Broken inputs against a finished run: each is one line on stderr, exit code 2, and the run's
+earlier artefacts are left byte for byte as they were (the progress log only gains events)."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gist_core.cli import main as cli_main
+from gist_core.store import RunStore
+
+ARGS = ["--budget", "0.1", "--rank", "4", "--r-max", "8", "--epochs", "1", "--lr", "5e-3", "--batch-size", "8"]
+
+
+def _argv(**over) -> list[str]:
+    base = {"--model": "model", "--train": "pool.jsonl", "--target": "val.jsonl", "--out": "run"}
+    base.update(over)
+    return ["select", *[x for kv in base.items() for x in kv], *ARGS, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, micro_model_dir, micro_corpus):
+    """A folder with model/, pool.jsonl, val.jsonl and a finished run/ that refers to them by relative path."""
+    base = tmp_path_factory.mktemp("bad-input")
+    shutil.copytree(micro_model_dir, base / "model")
+    shutil.copy(micro_corpus["pool"], base / "pool.jsonl")
+    shutil.copy(micro_corpus["val"], base / "val.jsonl")
+    import os
+    cwd = os.getcwd()
+    os.chdir(base)
+    try:
+        assert cli_main(_argv()) == 0
+    finally:
+        os.chdir(cwd)
+    return base
+
+
+@pytest.fixture
+def case(finished, tmp_path, monkeypatch):
+    """A private copy of the finished folder, as the working directory."""
+    d = tmp_path / "case"
+    shutil.copytree(finished, d)
+    monkeypatch.chdir(d)
+    return d
+
+
+def snapshot(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file() and p.name != "progress.jsonl"}
+
+
+def run_fails(case: Path, argv: list[str], message: str, capsys) -> None:
+    before = snapshot(case / "run")
+    capsys.readouterr()
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err, err
+    assert len(err.splitlines()) == 1, err
+    assert snapshot(case / "run") == before
+
+
+def _rewrite(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(x + "\n" for x in lines))
+
+
+def _pool_lines(case: Path) -> list[str]:
+    return (case / "pool.jsonl").read_text().splitlines()
+
+
+# ---- broken files, rerun into the same run folder with the same config
+def test_malformed_json_line(case, capsys):
+    lines = _pool_lines(case)
+    lines[6] = '{"prompt": "x", "response": '
+    _rewrite(case / "pool.jsonl", lines)
+    run_fails(case, _argv(), "pool.jsonl:7: invalid JSON", capsys)
+
+
+def test_wrong_encoding(case, capsys):
+    (case / "pool.jsonl").write_bytes((case / "pool.jsonl").read_bytes() + '{"prompt": "caf\u00e9", "response": "x"}\n'
+                                       .encode("latin-1"))
+    run_fails(case, _argv(), "pool.jsonl: not valid UTF-8 text (byte offset", capsys)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("prompt", None, "no instruction fields: expected"),
+    ("response", "", "field 'response' is empty"),
+    ("prompt", "   ", "field 'prompt' is empty"),
+])
+def test_missing_or_empty_fields(case, capsys, field, value, message):
+    lines = _pool_lines(case)
+    row = json.loads(lines[11])
+    if value is None:
+        row.pop(field)
+    else:
+        row[field] = value
+    lines[11] = json.dumps(row)
+    _rewrite(case / "pool.jsonl", lines)
+    run_fails(case, _argv(), f"pool.jsonl:12: {message}", capsys)
+
+
+def test_empty_file(case, capsys):
+    (case / "val.jsonl").write_text("")
+    run_fails(case, _argv(), "val.jsonl: no examples", capsys)
+
+
+def test_duplicate_ids(case, capsys):
+    lines = _pool_lines(case)
+    first = json.loads(lines[0])
+    dup = json.loads(lines[3])
+    dup["id"] = first["id"]
+    lines[3] = json.dumps(dup)
+    _rewrite(case / "pool.jsonl", lines)
+    run_fails(case, _argv(), f"pool.jsonl:4: duplicate id {first['id']!r} (first seen at line 1)", capsys)
+
+
+# ---- bad settings (with --overwrite: even a replacing run leaves the folder alone until its inputs pass)
+def test_longer_than_the_models_context(case, capsys):
+    run_fails(case, [*_argv(), "--max-length", "4096", "--overwrite"], "exceeds the model's context of 256", capsys)
+
+
+def test_target_smaller_than_rank(case, capsys):
+    run_fails(case, [*_argv(), "--rank", "50", "--overwrite"], "rank 50 exceeds the 12 directions", capsys)
+
+
+@pytest.mark.parametrize("budget", ["0", "150%", "100000"])
+def test_budget_zero_or_above_the_pool(case, capsys, budget):
+    run_fails(case, [*_argv(), "--budget", budget, "--overwrite"], "budget", capsys)
+
+
+def test_model_path_missing(case, capsys):
+    run_fails(case, [*_argv(**{"--model": "no/such/model/"}), "--overwrite"], "model folder not found", capsys)
+
+
+def test_model_without_lora_able_modules(case, capsys):
+    run_fails(case, [*_argv(), "--lora-targets", "no_such_proj", "--overwrite"], "no LoRA-able modules", capsys)
+
+
+def test_nan_gradients_name_the_rows_and_keep_earlier_stages(case, capsys):
+    """A model whose weights overflowed (inf): the warm-up stops at its first loss with a clear message;
+    the finished run in the folder is untouched (config, checkpoints, projections, scores)."""
+    from safetensors.torch import load_file, save_file
+    weights = load_file(str(case / "model" / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("norm.weight"))
+    weights[name][:] = float("inf")
+    save_file(weights, str(case / "model" / "model.safetensors"), metadata={"format": "pt"})
+    run_fails(case, [*_argv(), "--overwrite"], "training loss became nan", capsys)
+
+
+def test_nan_in_pool_gradients_names_rows(micro_model_dir, micro_corpus, tmp_path, monkeypatch, capsys):
+    """Non-finite gradients at the projection: the message names the pool rows, finished stages stay recorded."""
+    import torch
+
+    from gist_core import gradients
+    out = tmp_path / "run"
+    argv = _argv(**{"--model": str(micro_model_dir), "--train": str(micro_corpus["pool"]),
+                    "--target": str(micro_corpus["val"]), "--out": str(out)})
+    real = gradients.GradientEngine.projected_grads
+
+    def overflowing(self, ids, lab, basis):
+        out, losses = real(self, ids, lab, basis)
+        if any(len(x) == max(map(len, ids)) for x in ids):  # poison one example per batch: its loss overflows
+            raise gradients.GradientError("non-finite loss or gradient for 1 of 8 examples in a batch", positions=[0])
+        return out, losses
+
+    monkeypatch.setattr(gradients.GradientEngine, "projected_grads", overflowing)
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "non-finite loss or gradient" in err and "at row(s)" in err and len(err.splitlines()) == 1
+    store = RunStore(out)
+    stages = store.manifest()["stages"]
+    assert {"data", "warmup", "val_grads/ckpt-1"} <= set(stages) and "train_proj" not in stages
+    assert all(store.check_stage(s, e["key"]) == "done" for s, e in stages.items())
+    assert torch.isfinite(torch.from_numpy(np.load(out / "checkpoints" / "ckpt-1" / "val_grads.npy"))).all()
+
+
+@pytest.mark.parametrize("where", ["projection", "scores"])
+def test_full_disk(case, capsys, monkeypatch, where):
+    """No space left while allocating the projection store, or while writing scores: one line, exit 2,
+    nothing of the finished run lost; after space is freed the same command finishes."""
+    from gist_core import pipeline, store
+    store_ = RunStore(case / "run")
+    for stage in ("train_proj", "scores"):
+        store_.forget_stage(stage)  # as if the run had stopped before these stages
+    if where == "projection":
+        (case / "run" / "train_proj.json").unlink()  # the store must be allocated afresh
+
+        def full(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        monkeypatch.setattr(store, "reserve", full)
+    else:
+        import pandas as pd
+        real_to_parquet = pd.DataFrame.to_parquet
+
+        def full(self, path, *a, **kw):
+            if "scores" in str(path):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_to_parquet(self, path, *a, **kw)
+        monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    before = snapshot(case / "run")
+    assert cli_main(_argv()) == 2
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device writing" in err and "rerun the same command" in err
+    assert len(err.splitlines()) == 1
+    after = snapshot(case / "run")
+    keep = {k: v for k, v in before.items() if not k.startswith("train_proj") and k != "manifest.json"}
+    assert {k: after.get(k) for k in keep} == keep  # every earlier artefact byte for byte
+    assert not list((case / "run").glob(".*.tmp*"))  # no temp files left behind
+    monkeypatch.undo()
+    monkeypatch.chdir(case)
+    assert cli_main(_argv()) == 0
+    assert (case / "run" / "scores.parquet").exists()

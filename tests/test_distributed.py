@@ -1,0 +1,117 @@
+"""Sharded extraction: a 2-process torchrun (gloo) run and --shard jobs + merge equal a single process."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gist_core.distributed import Layout, parse_shard, shard_rows, shard_size
+
+
+def test_parse_shard_and_rows():
+    assert parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "-1/2", "x", "1/0", "1/2/3"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+    rows = list(range(11))
+    parts = [shard_rows(rows, i, 3) for i in range(3)]
+    assert sorted(sum(parts, [])) == rows and [len(p) for p in parts] == [shard_size(11, i, 3) for i in range(3)]
+    assert Layout(rank=1, world=3, shard_job=True).rows([0, 1, 4, 5, 7]) == [1, 4, 7]
+    assert Layout().rows([3, 5]) == [3, 5] and Layout().main
+
+
+def _env():
+    # one thread per process: two ranks on a 2-core machine, and no oversubscription
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GIST_LAB_DIST_TIMEOUT_S": "600"}
+
+
+def _select_args(micro_model_dir, micro_corpus, out):
+    return ["select", "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
+            "--target", str(micro_corpus["val"]), "--budget", "0.1", "--rank", "4", "--r-max", "8",
+            "--epochs", "2", "--lr", "5e-3", "--batch-size", "8", "--out", str(out), "--quiet"]
+
+
+def _cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "gist_core.cli", *args], capture_output=True, text=True,
+                          env=_env(), timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory, micro_model_dir, micro_corpus):
+    out = tmp_path_factory.mktemp("single") / "run"
+    res = _cli(_select_args(micro_model_dir, micro_corpus, out))
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def _same_scores(a_dir, b_dir):
+    a, b = pd.read_parquet(a_dir / "scores.parquet"), pd.read_parquet(b_dir / "scores.parquet")
+    assert (a["id"] == b["id"]).all()
+    assert np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() <= 1e-6
+    assert (a["selected_global"] == b["selected_global"]).all()
+    pa, pb = np.load(a_dir / "train_proj.npy"), np.load(b_dir / "train_proj.npy")
+    assert np.abs(pa - pb).max() <= 1e-6 * max(1.0, np.abs(pa).max())
+
+
+def test_torchrun_two_processes_equal_single_process(single_run, tmp_path, micro_model_dir, micro_corpus):
+    out = tmp_path / "torchrun"
+    exe = shutil.which("gist-lab")
+    launch = ["--no-python", exe] if exe else ["-m", "gist_core.cli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *launch,
+           *_select_args(micro_model_dir, micro_corpus, out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _same_scores(single_run, out)
+    events = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    ranks = {e.get("rank") for e in events if e["stage"] == "train_proj" and e["status"] == "start"}
+    assert ranks == {0, 1}  # both ranks projected rows
+    warm = [e for e in events if e["stage"] == "warmup" and e["status"] == "start"]
+    assert len(warm) == 1  # the warm-up ran once, on rank 0
+
+
+def test_shard_jobs_then_merge_equal_single_process(single_run, tmp_path, micro_model_dir, micro_corpus):
+    out = tmp_path / "sharded"
+    args = _select_args(micro_model_dir, micro_corpus, out)
+    early = _cli([*args, "--shard", "0/2"])
+    assert early.returncode == 2 and "--prepare" in early.stderr  # shard jobs never run the shared stages
+    assert _cli([*args, "--prepare"]).returncode == 0
+    assert not (out / "scores.parquet").exists()
+    assert _cli([*args, "--shard", "1/2"]).returncode == 0
+    part = _cli(["merge", "--run", str(out), "--quiet"])
+    assert part.returncode == 2 and "shard(s) 0/2 not found" in part.stderr
+    assert _cli([*args, "--shard", "0/2"]).returncode == 0
+    assert np.load(out / "shards" / "train_proj.0-of-2.done.npy").all()
+    res = _cli(["merge", "--run", str(out), "--quiet"])
+    assert res.returncode == 0, res.stderr
+    _same_scores(single_run, out)
+    assert not list((out / "shards").glob("train_proj.*"))  # merged rows live in train_proj.npy now
+
+
+def test_torchrun_compare_less_features_equal_single_process(tmp_path, micro_model_dir, micro_corpus):
+    """The LESS pool-feature stage under a 2-process torchrun: the same features and LESS scores."""
+    def args(out):
+        return ["compare", "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
+                "--target", str(micro_corpus["val"]), "--methods", "gist,less", "--less-dim", "64",
+                "--no-downstream", "--budget", "0.1", "--rank", "4", "--epochs", "2", "--batch-size", "8",
+                "--out", str(out), "--quiet"]
+    single = _cli(args(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "gist_core.cli", *args(tmp_path / "torchrun")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for e in (1, 2):
+        a = np.load(tmp_path / "single" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
+        b = np.load(tmp_path / "torchrun" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
+        assert np.abs(a - b).max() <= 2e-3  # float16 storage: at most one rounding step apart
+    sa = pd.read_parquet(tmp_path / "single" / "compare" / "scores.parquet")
+    sb = pd.read_parquet(tmp_path / "torchrun" / "compare" / "scores.parquet")
+    assert np.abs(sa["score:less"].to_numpy() - sb["score:less"].to_numpy()).max() <= 1e-3
+    events = [json.loads(x) for x in (tmp_path / "torchrun" / "progress.jsonl").read_text().splitlines()]
+    assert {e.get("rank") for e in events if e["stage"] == "compare/less/ckpt-1" and e["status"] == "start"} == {0, 1}
