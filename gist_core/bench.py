@@ -137,32 +137,36 @@ def rescore_latency(cfg: BenchConfig, r_max: int = 64, n_val: int = 64, repeats:
 
 
 def project_pool(n: int, work: Path, model: str | None = None, batch_size: int = 16) -> dict:
-    """In this process: read an n-example pool JSONL, project every gradient into a memmap (like train_proj)."""
+    """In this process, as `select` does: read an n-example pool JSONL into the columnar pool, tokenize it
+    into compact rows, project every gradient into a memmap store (flushing as train_proj does), then
+    score the stored rows in blocks. Peak RSS and wall time of the whole process."""
     import torch
-    from gist_core.data import load_examples
+    from gist_core.data import load_pool
     from gist_core.formatting import tokenize_examples
     from gist_core.gradients import GradientEngine, stream
     from gist_core.model import LoraSettings, attach_lora, load_base_model
+    from gist_core.pipeline import Run
+    from gist_core.scoring import gist_scores
     from gist_core.store import FeatureStore
     t0 = time.time()
     model_, tok = load_base_model(model or str(_sample_data() / "tiny-lm"))
     peft = attach_lora(model_, LoraSettings(), seed=0).eval()
-    pool = load_examples(work / f"pool-{n}.jsonl")
+    pool = load_pool(work / f"pool-{n}.jsonl")
     toks = tokenize_examples(pool, tok, 256)
+    t_data = time.time() - t0
     engine = GradientEngine(peft, tok.pad_token_id)
-    basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0]
-    fs = FeatureStore(work / f"proj-{n}.npy", n, 20, {"bench": n})
-    count = [0]
-
-    def put(batch, x):
-        fs.write(batch, x.cpu().numpy())
-        count[0] += 1
-        if count[0] % 64 == 0:
-            fs.flush()
-
-    stream(engine, toks, fs.todo(), batch_size, put, project=basis.to(engine.device))
+    basis = torch.linalg.qr(torch.randn(engine.dim, 64, generator=torch.Generator().manual_seed(0)))[0]
+    fs = FeatureStore(work / f"proj-{n}.npy", n, 64, {"bench": n})
+    t1 = time.time()
+    stream(engine, toks, fs.todo(), batch_size, Run.row_writer(fs), project=basis.to(engine.device))
     fs.flush()
-    return {"n": n, "wall_s": time.time() - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    t_proj = time.time() - t1
+    t2 = time.time()
+    rng = np.random.default_rng(0)
+    gist_scores(fs.rows(), rng.standard_normal((32, 64)), {f"s{i}": list(range(8 * i, 8 * i + 8)) for i in range(4)}, 16)
+    return {"n": n, "wall_s": time.time() - t0, "data_and_tokenize_s": t_data, "projection_s": t_proj,
+            "scoring_s": time.time() - t2, "examples_per_s": n / t_proj,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def _write_pool(n: int, work: Path) -> Path:

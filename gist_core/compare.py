@@ -128,7 +128,7 @@ class Compare:
         pool, target = self.run.pool, self.run.target
         self.groups = subtask_groups(target)
         self.k = scoring.budget_to_count(self.cfg.budget, len(pool))
-        frame = examples_to_frame(pool)
+        frame = examples_to_frame(pool, ["id", "skill", "kind"])
         self.truth = truth_masks(frame, list(self.groups))
         tok, model = self.run.tokenizer_and_model()
         self.n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)  # base model only

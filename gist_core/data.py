@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 from .atomic import atomic_path
 
 FILE_FORMATS = (".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")  # longest first: suffix match
@@ -50,24 +52,119 @@ class Example:
 
 def load_examples(spec: str | os.PathLike, *, split: str = "train", limit: int | None = None) -> list[Example]:
     """Read, validate and return the examples of a file, a save_to_disk folder or a datasets name."""
+    return list(iter_examples(spec, split=split, limit=limit))
+
+
+def load_pool(spec: str | os.PathLike, *, split: str = "train", limit: int | None = None) -> "ExampleTable":
+    """Like load_examples, validated the same way, but held column-wise in Arrow: a 300,000-example pool
+    takes about its file size in memory instead of ~1.3 KB of Python objects per example."""
+    return ExampleTable.from_examples(iter_examples(spec, split=split, limit=limit))
+
+
+def iter_examples(spec: str | os.PathLike, *, split: str = "train", limit: int | None = None) -> Iterator[Example]:
+    """Validated examples one at a time; DataError for the first bad row, a duplicate id or no rows."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1 (got {limit})")
     name = os.fspath(spec)
     rows, unit, source = _open_rows(name, split)
-    examples: list[Example] = []
     first_seen: dict[str, int] = {}
+    count = 0
     for n, row in rows:  # rows are read lazily, so `limit` also bounds the parsing work for JSONL
         loc = f"{name}:{n}" if unit == "line" else f"{name} row {n}"
         ex = _parse_row(row, n, loc, source)
         if ex.id in first_seen:
             raise DataError(f"{loc}: duplicate id {ex.id!r} (first seen at {unit} {first_seen[ex.id]})")
         first_seen[ex.id] = n
-        examples.append(ex)
-        if limit is not None and len(examples) >= limit:
+        count += 1
+        yield ex
+        if limit is not None and count >= limit:
             break
-    if not examples:
+    if not count:
         raise DataError(f"{name}: no examples")
-    return examples
+
+
+class ExampleTable(Sequence):
+    """Examples held column-wise in a pyarrow Table; indexing builds an Example on demand.
+
+    Text lives in Arrow buffers (no per-string Python object), chat turns and the input row are
+    kept as JSON strings, so memory is close to the data's own size however large the pool is.
+    """
+    COLUMNS = ("id", "prompt", "response", "source", "skill", "subtask", "kind", "messages", "line", "raw")
+    CHUNK = 8192
+
+    def __init__(self, table):
+        self.table = table
+        self._cache: dict[str, list] = {}
+
+    @classmethod
+    def from_examples(cls, examples) -> "ExampleTable":
+        import pyarrow as pa
+        batches, chunk = [], []
+
+        def flush():
+            if chunk:
+                cols = {c: [cls._cell(ex, c) for ex in chunk] for c in cls.COLUMNS}
+                batches.append(pa.RecordBatch.from_pydict(cols, schema=cls._schema()))
+                chunk.clear()
+        for ex in examples:
+            chunk.append(ex)
+            if len(chunk) >= cls.CHUNK:
+                flush()
+        flush()
+        return cls(pa.Table.from_batches(batches, schema=cls._schema()).combine_chunks())
+
+    @staticmethod
+    def _schema():
+        import pyarrow as pa
+        return pa.schema([(c, pa.int64() if c == "line" else pa.large_string() if c in ("prompt", "response", "raw")
+                           else pa.string()) for c in ExampleTable.COLUMNS])
+
+    @staticmethod
+    def _cell(ex: Example, c: str):
+        if c == "messages":
+            return None if ex.messages is None else json.dumps([list(m) for m in ex.messages], ensure_ascii=False)
+        if c == "raw":
+            return json.dumps(_plain(ex.raw), ensure_ascii=False, default=str)
+        return getattr(ex, c)
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        row = {c: self.table.column(c)[i % len(self)].as_py() for c in self.COLUMNS}
+        return self._example(row)
+
+    @staticmethod
+    def _example(row: dict) -> Example:
+        msgs = row.pop("messages")
+        return Example(**{**row, "raw": json.loads(row["raw"]),
+                          "messages": None if msgs is None else tuple(tuple(m) for m in json.loads(msgs))})
+
+    def take(self, indices) -> list[Example]:
+        """Examples at many row indices in one Arrow call (the selection's rows, for export)."""
+        import pyarrow as pa
+        rows = self.table.take(pa.array(np.asarray(indices, dtype=np.int64))).to_pylist()
+        return [self._example(r) for r in rows]
+
+    def __iter__(self) -> Iterator[Example]:
+        for batch in self.table.to_batches(self.CHUNK):
+            for row in batch.to_pylist():
+                yield self._example(row)
+
+    def column(self, name: str) -> list:
+        """A column as a Python list (cached: ids and labels are asked for more than once)."""
+        if name not in self._cache:
+            self._cache[name] = self.table.column(name).to_pylist()
+        return self._cache[name]
+
+    def frame(self, columns=None):
+        cols = list(columns or ("id", "prompt", "response", "source", "skill", "subtask", "kind", "line"))
+        return self.table.select(cols).to_pandas()
 
 
 def _open_rows(name: str, split: str) -> tuple[Iterator[tuple[int, Any]], str, str]:
@@ -332,9 +429,11 @@ def _plain(value: Any) -> Any:
 
 # ----------------------------------------------------------------------------- views and export
 
-def examples_to_frame(examples: list[Example]) -> "pandas.DataFrame":  # noqa: F821
+def examples_to_frame(examples: "list[Example] | ExampleTable", columns=None) -> "pandas.DataFrame":  # noqa: F821
     import pandas as pd
-    cols = ["id", "prompt", "response", "source", "skill", "subtask", "kind", "line"]
+    cols = list(columns or ["id", "prompt", "response", "source", "skill", "subtask", "kind", "line"])
+    if isinstance(examples, ExampleTable):
+        return examples.frame(cols)
     return pd.DataFrame([[getattr(ex, c) for c in cols] for ex in examples], columns=cols)
 
 
@@ -361,4 +460,6 @@ def subtask_groups(examples: list[Example]) -> dict[str, list[int]]:
     example with no subtask gets a group of its own, named by its id.
     """
     from gist_core.scoring import groups_from_labels
+    if isinstance(examples, ExampleTable):
+        return groups_from_labels(examples.column("id"), examples.column("subtask"))
     return groups_from_labels([ex.id for ex in examples], [ex.subtask for ex in examples])

@@ -43,8 +43,10 @@ class LoraSettings:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":  # under torchrun each rank takes its own GPU
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    if device in ("auto", "cuda") and torch.cuda.is_available():  # under torchrun each rank takes its own GPU
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}")
+    if device == "auto":
+        return torch.device("cpu")
     return torch.device(device)
 
 

@@ -22,7 +22,8 @@ import numpy as np
 from gist_core import scoring
 from gist_core.atomic import atomic_path, atomic_write_json, atomic_write_text
 from gist_core.corpus import DEFAULT_DEMO_TARGET
-from gist_core.data import Example, examples_to_frame, load_examples, subtask_groups, write_selected_jsonl
+from gist_core.data import (Example, ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups,
+                            write_selected_jsonl)
 from gist_core.model import LoraSettings
 from gist_core.distributed import Layout, shard_size
 from gist_core.store import FeatureStore, RunStore, StoreError, file_hash, stable_hash
@@ -297,14 +298,14 @@ class Run:
         self.store.record_stage(stage, key, files, wall_s, {"config_hash": stable_hash(self.cfg.to_json()),
                                                             "input_hashes": self.fingerprints, **(extra or {})})
 
-    def load_data(self) -> tuple[list[Example], list[Example]]:
-        pool = load_examples(self.cfg.train, split=self.cfg.train_split, limit=self.cfg.limit_train)
+    def load_data(self) -> tuple[ExampleTable, list[Example]]:
+        pool = load_pool(self.cfg.train, split=self.cfg.train_split, limit=self.cfg.limit_train)
         target = load_examples(self.cfg.target, split=self.cfg.target_split)
         self.log(f"data: {len(pool)} pool examples, {len(target)} target examples "
                  f"in {len(subtask_groups(target))} subtask(s)")
         return pool, target
 
-    def stage_data(self, pool: list[Example], target: list[Example]) -> None:
+    def stage_data(self, pool: ExampleTable, target: list[Example]) -> None:
         key = self.keys["data"]
         if self.store.stage_done("data", key):
             return skipped(self.store, "data")
@@ -472,8 +473,11 @@ class Run:
         if len(todo) < fs.n:
             self.log(f"{stage}: resuming, {fs.n - len(todo)} of {fs.n} rows already done")
         t0 = time.time()
-        with self.progress.stage(stage, total=fs.n, resumed=fs.n - len(todo), rows_here=len(mine)) as st:
-            st.done = fs.n - len(todo)
+        # one process: progress over all rows (resumed ones count as done); ranks: each over its own rows,
+        # which the dashboard sums
+        total = len(mine) if L.sharded else fs.n
+        with self.progress.stage(stage, total=total, resumed=fs.n - len(todo)) as st:
+            st.done = 0 if L.sharded else fs.n - len(todo)
             if mine:
                 work(mine, fs, st)
             fs.flush()
@@ -568,14 +572,15 @@ class Run:
         rank = choose_rank(self.cfg, sub)
         k = scoring.budget_to_count(self.cfg.budget, len(pool))
         with self.progress.stage("scores"):
-            sc = scoring.gist_scores(np.asarray(proj.data), sub.val_coords, groups, rank, self.cfg.aggregation)
+            sc = scoring.gist_scores(proj.rows(), sub.val_coords, groups, rank, self.cfg.aggregation)
             picked = {b: scoring.select(sc, k, b, groups) for b in scoring.BALANCES}
             selections = {b: idx for b, (idx, _) in picked.items()}
             chosen = selections[self.cfg.balance]
             frame = scores_frame(pool, sc, selections, pool_tok)
             with atomic_path(self.store.path("scores.parquet")) as tmp:
                 frame.to_parquet(tmp, index=False)
-            write_selected_jsonl([pool[i] for i in chosen], sc.score[chosen], self.store.path("selected.jsonl"))
+            rows = pool.take(chosen) if isinstance(pool, ExampleTable) else [pool[i] for i in chosen]
+            write_selected_jsonl(rows, sc.score[chosen], self.store.path("selected.jsonl"))
         summary = build_summary(self.cfg, pool, target, picked, sub, rank, k, groups)
         summary["n_truncated"] = {"pool": pool_tok.n_truncated, "target": target_tok.n_truncated}
         summary["stage_wall_s"] = {name: e.get("wall_s") for name, e in self.store.manifest()["stages"].items()}
@@ -621,7 +626,7 @@ def scores_frame(pool, sc: "scoring.Scores", selections: dict, pool_tok):
     order = np.lexsort((np.arange(len(sc.score)), -sc.score))
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(1, len(order) + 1)
-    df = examples_to_frame(pool)[["id", "source", "skill", "subtask", "kind"]].copy()
+    df = examples_to_frame(pool, ["id", "source", "skill", "subtask", "kind"])
     df["score"] = sc.score
     df["rank"] = rank
     df["n_tokens"] = [len(x) for x in pool_tok.input_ids]
@@ -646,7 +651,7 @@ def ground_truth_metrics(truth, n: int, selected: np.ndarray) -> dict | None:
 def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> dict:
     from gist_core.subspace import rank_for_variance
     from gist_core.truth import truth_masks
-    truth = truth_masks(examples_to_frame(pool), list(groups))
+    truth = truth_masks(examples_to_frame(pool, ["skill", "kind"]), list(groups))
     per_rule = {}
     for rule, (idx, share) in picked.items():
         entry = {"picked_for_subtask": share, "starved_subtasks": scoring.starved(share, k)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import mmap
 import os
 import platform
 import time
@@ -182,6 +183,38 @@ def reserve(path: Path) -> None:
         os.close(fd)
 
 
+def _drop_pages(arr) -> None:
+    """Unmap a flushed memmap's pages from this process (the data stays in the file and page cache),
+    so resident memory does not grow with the rows written. A no-op where madvise is missing."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+class RowReader:
+    """A 2-D .npy file read block by block with plain file reads: X[s:e, :r] costs that block's memory only."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            self.shape, fortran, self.dtype = read(fh)
+            self.offset = fh.tell()
+        if fortran or len(self.shape) != 2:
+            raise StoreError(f"{path}: expected a C-ordered 2-D array")
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("RowReader reads contiguous row blocks")
+        width = self.shape[1] * self.dtype.itemsize
+        block = np.fromfile(self.path, dtype=self.dtype, count=max(0, stop - start) * self.shape[1],
+                            offset=self.offset + start * width).reshape(-1, self.shape[1])
+        return block[:, cols]
+
+
 class FeatureStore:
     """Preallocated memmap (N x R, float32 unless told) with a boolean done-mask: resumable row writes.
 
@@ -241,6 +274,11 @@ class FeatureStore:
     def flush(self) -> None:
         self.data.flush()  # rows first, then the mask that vouches for them
         self.done.flush()
+        _drop_pages(self.data)  # written rows are on disk: keep them out of this process's resident memory
+
+    def rows(self) -> "RowReader":
+        """Row blocks read from the file, for scoring in blocks without mapping the whole store."""
+        return RowReader(self.path)
 
     def todo(self) -> list[int]:
         return np.flatnonzero(~np.asarray(self.done)).tolist()

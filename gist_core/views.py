@@ -589,21 +589,48 @@ def stage_progress(run_dir: str | Path) -> pd.DataFrame:
     plan = stage_plan(cfg) if cfg else []
     state = {s: {"stage": s, "status": "pending", "done": None, "total": None, "fraction": 0.0,
                  "wall_s": None, "error": None, "loss": None} for s in plan}
+    ranks: dict[str, dict] = {}  # torchrun: stage -> rank -> its own row
     for e in current_events(run_dir):
+        if e.get("rank") is not None:
+            r = ranks.setdefault(e["stage"], {}).setdefault(e["rank"], {"stage": e["stage"], "status": "pending",
+                                                                      "done": None, "total": None, "fraction": 0.0,
+                                                                      "wall_s": None, "error": None, "loss": None})
+            _apply_event(r, e)
+            continue
         s = state.setdefault(e["stage"], {"stage": e["stage"], "status": "pending", "done": None, "total": None,
                                           "fraction": 0.0, "wall_s": None, "error": None, "loss": None})
-        st = e.get("status")
-        if st in ("start", "progress"):
-            s["status"] = "running"
-            s["total"] = e.get("total", s["total"])
-            s["done"] = e.get("done", s["done"] or 0)
-            s["loss"] = e.get("loss", s["loss"])
-            s["fraction"] = min(1.0, s["done"] / s["total"]) if s["total"] else 0.0
-        elif st in ("end", "skip"):
-            s.update(status="done" if st == "end" else "skipped", fraction=1.0, wall_s=e.get("wall_s"))
-        elif st == "error":
-            s.update(status="error", error=e.get("error"), wall_s=e.get("wall_s"))
+        _apply_event(s, e)
+    for stage, per_rank in ranks.items():
+        state[stage] = _merge_ranks(stage, list(per_rank.values()))
     return pd.DataFrame(list(state.values()))
+
+
+def _merge_ranks(stage: str, rows: list[dict]) -> dict:
+    """One row for a stage several ranks ran: rows summed; running while any rank runs, error if any failed."""
+    statuses = {r["status"] for r in rows}
+    status = next((s for s in ("error", "running", "pending", "done", "skipped") if s in statuses), "pending")
+    done = sum(r["done"] or 0 for r in rows)
+    total = sum(r["total"] or 0 for r in rows) or None
+    walls = [r["wall_s"] for r in rows if r["wall_s"] is not None]
+    return {"stage": stage, "status": status, "done": done, "total": total,
+            "fraction": 1.0 if status in ("done", "skipped") else (min(1.0, done / total) if total else 0.0),
+            "wall_s": max(walls) if walls else None, "error": next((r["error"] for r in rows if r["error"]), None),
+            "loss": None}
+
+
+def _apply_event(s: dict, e: dict) -> None:
+    """Fold one progress event into a stage row."""
+    st = e.get("status")
+    if st in ("start", "progress"):
+        s["status"] = "running"
+        s["total"] = e.get("total", s["total"])
+        s["done"] = e.get("done", s["done"] or 0)
+        s["loss"] = e.get("loss", s["loss"])
+        s["fraction"] = min(1.0, s["done"] / s["total"]) if s["total"] else 0.0
+    elif st in ("end", "skip"):
+        s.update(status="done" if st == "end" else "skipped", fraction=1.0, wall_s=e.get("wall_s"))
+    elif st == "error":
+        s.update(status="error", error=e.get("error"), wall_s=e.get("wall_s"))
 
 
 def run_state(run_dir: str | Path) -> dict:

@@ -58,3 +58,36 @@ def test_events_skip_torn_lines(tmp_path):
     with open(tmp_path / "progress.jsonl", "a") as fh:
         fh.write('{"stage": "a", "sta')
     assert [e["status"] for e in read_events(tmp_path)] == ["start"]
+
+
+def test_row_reader_reads_blocks_equal_to_the_store(tmp_path):
+    fs = FeatureStore(tmp_path / "f.npy", 1001, 5, {"key": "a"})
+    x = np.random.default_rng(0).standard_normal((1001, 5)).astype(np.float32)
+    fs.write(np.arange(1001), x)
+    fs.flush()  # also releases the written pages: the data must still read back
+    rows = fs.rows()
+    assert rows.shape == (1001, 5)
+    assert np.array_equal(rows[0:400, :3], x[:400, :3]) and np.array_equal(rows[1000:5000, :], x[1000:])
+    assert np.array_equal(np.asarray(fs.data), x) and np.array_equal(np.load(tmp_path / "f.npy"), x)
+
+
+def test_open_only_store_refuses_a_missing_or_foreign_one(tmp_path):
+    from gist_core.store import StoreError
+    with pytest.raises(StoreError, match="another configuration"):
+        FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "a"}, create=False)
+    FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "a"})
+    with pytest.raises(StoreError):
+        FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "b"}, create=False)
+    assert FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "a"}, create=False).todo() == list(range(10))
+
+
+def test_recorded_digests_catch_a_changed_byte(tmp_path):
+    s = RunStore(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "w.bin").write_bytes(b"abcdef")
+    s.record_stage("x", "k", ["d"], 1.0)
+    assert s.check_stage("x", "k") == "done"
+    (tmp_path / "d" / "w.bin").write_bytes(b"abcdeF")
+    assert RunStore(tmp_path).check_stage("x", "k") == "corrupt"
+    (tmp_path / "d" / "w.bin").write_bytes(b"abc")
+    assert s.check_stage("x", "k") == "corrupt"  # a size change is caught even after a verified hash

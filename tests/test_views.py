@@ -174,6 +174,29 @@ def test_progress_state_and_runs_table(run, tmp_path):
     assert not views.has_scores(half) and views.load_run(half).frame is None
 
 
+def test_progress_of_torchrun_ranks_is_summed(run, tmp_path):
+    """Two ranks each report their own rows: one stage row, running until both have ended."""
+    d = tmp_path / "ranks"
+    d.mkdir()
+    (d / "config.json").write_text((run / "config.json").read_text())
+    now = time.time()
+    ev = [{"t": now, "stage": "data", "status": "start"}, {"t": now, "stage": "data", "status": "end", "wall_s": 1},
+          {"t": now, "stage": "train_proj", "status": "start", "total": 50, "rank": 0},
+          {"t": now, "stage": "train_proj", "status": "start", "total": 50, "rank": 1},
+          {"t": now, "stage": "train_proj", "status": "progress", "done": 30, "total": 50, "rank": 0},
+          {"t": now, "stage": "train_proj", "status": "progress", "done": 50, "total": 50, "rank": 1},
+          {"t": now, "stage": "train_proj", "status": "end", "wall_s": 9, "rank": 1}]
+    write = lambda evs: (d / "progress.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evs))  # noqa: E731
+    write(ev)
+    p = views.stage_progress(d).set_index("stage")
+    assert p.loc["train_proj", "status"] == "running"
+    assert p.loc["train_proj", "done"] == 80 and p.loc["train_proj", "total"] == 100
+    assert p.loc["train_proj", "fraction"] == pytest.approx(0.8)
+    write([*ev, {"t": now, "stage": "train_proj", "status": "end", "wall_s": 12, "rank": 0}])
+    p = views.stage_progress(d).set_index("stage")
+    assert p.loc["train_proj", "status"] == "done" and p.loc["train_proj", "wall_s"] == 12
+
+
 # ----------------------------------------------------------------------------- launcher
 def _running(pid: int) -> bool:
     """Alive and not a zombie (an orphaned zombie may wait long for its reaper here)."""
