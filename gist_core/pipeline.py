@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gist_core import scoring
-from gist_core.atomic import atomic_path, atomic_write_json, atomic_write_text
+from gist_core.atomic import atomic_path, atomic_write_json
 from gist_core.corpus import DEFAULT_DEMO_TARGET
 from gist_core.data import (Example, ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups,
                             write_selected_jsonl)
@@ -337,8 +337,10 @@ class Run:
         tok, model = self.tokenizer_and_model()
         idx = self.warmup_indices(len(pool))
         t0 = time.time()
-        self._keep_trainer_state_only_for(key, fresh=state == "corrupt")
-        resume = last_trainer_state(self.store.path("checkpoints"))
+        resume = None if state == "corrupt" else last_trainer_state(self.store.path("checkpoints"), key)
+        if resume is None:  # another warm-up's (or a damaged run's) Trainer state is never resumed
+            import shutil
+            shutil.rmtree(self.store.path("checkpoints", ".trainer"), ignore_errors=True)
         if resume:
             self.log(f"warm-up: resuming from {Path(resume).name} (finished epochs are not retrained)")
         peft_model = attach_lora(model, self.cfg.lora, seed=self.cfg.warmup.seed)
@@ -348,20 +350,11 @@ class Run:
                 st.advance(1, loss=round(loss, 4))
             result = train_lora(peft_model, [pool_tok.input_ids[i] for i in idx], [pool_tok.labels[i] for i in idx],
                                 tok.pad_token_id, self.cfg.warmup, ckpt_dir=self.store.path("checkpoints"),
-                                on_step=on_step)
+                                on_step=on_step, state_key=key)
         self._model = peft_model.unload()  # the base weights back, LoRA layers removed, for later stages
         self.record("warmup", key, files, time.time() - t0,
                                 {"n_examples": len(idx), "train_loss": result["train_loss"], "steps": result["steps"]})
         self.log(f"warm-up: {len(idx)} examples, {result['steps']} steps, loss {result['train_loss']:.3f}")
-
-    def _keep_trainer_state_only_for(self, key: str, fresh: bool) -> None:
-        """An interrupted warm-up's Trainer state resumes only the same warm-up (same key; never after corruption)."""
-        import shutil
-        state, stamp = self.store.path("checkpoints", ".trainer"), self.store.path("checkpoints", ".trainer.key")
-        if fresh or not stamp.exists() or stamp.read_text() != key:
-            shutil.rmtree(state, ignore_errors=True)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(stamp, key)
 
     def base_model(self):
         """The base model with any adapter taken out (peft injects its layers in place)."""

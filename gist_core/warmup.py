@@ -99,10 +99,16 @@ def load_moments(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "optimizer_moments.safetensors"))
 
 
-def last_trainer_state(ckpt_dir: Path) -> str | None:
-    """The newest complete Trainer checkpoint of an interrupted warm-up whose epoch checkpoint exists too."""
+STATE_KEY = "warmup.key"
+
+
+def last_trainer_state(ckpt_dir: Path, key: str | None = None) -> str | None:
+    """The newest complete Trainer checkpoint of an interrupted warm-up (made with `key`, when given)
+    whose epoch checkpoint exists too."""
     from transformers.trainer_utils import get_last_checkpoint
     trainer_dir = ckpt_dir / ".trainer"
+    if key is not None and (not (trainer_dir / STATE_KEY).exists() or (trainer_dir / STATE_KEY).read_text() != key):
+        return None
     last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
     if last is None or not (Path(last) / "trainer_state.json").exists():
         return None
@@ -110,7 +116,8 @@ def last_trainer_state(ckpt_dir: Path) -> str | None:
     return last if checkpoint_exists(ckpt_dir / f"ckpt-{epoch}") else None
 
 
-def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int, float], None] | None):
+def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int, float], None] | None,
+              state_key: str | None = None):
     from transformers import TrainerCallback
 
     class EpochCheckpoints(TrainerCallback):
@@ -131,6 +138,11 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
             if on_step and logs and "loss" in logs:
                 on_step(state.global_step, state.max_steps, float(logs["loss"]))
 
+        def on_save(self, args, state, control, **kw):
+            if state_key is not None:  # which warm-up this Trainer state belongs to (resume only the same one)
+                from gist_core.atomic import atomic_write_text
+                atomic_write_text(Path(args.output_dir) / STATE_KEY, state_key)
+
         def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kw):
             epoch = int(round(state.epoch or 0))
             lrs = self.lrs[self.epoch_start:]
@@ -144,7 +156,7 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 
 
 def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir: Path | None = None,
-               on_step: Callable[[int, int, float], None] | None = None) -> dict:
+               on_step: Callable[[int, int, float], None] | None = None, state_key: str | None = None) -> dict:
     """Train the (peft) model in place on the tokenized rows; per-epoch checkpoints into ckpt_dir."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -165,9 +177,9 @@ def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir
             report_to="none", logging_steps=1, logging_nan_inf_filter=False, disable_tqdm=True,
             remove_unused_columns=False, log_level="error", dataloader_num_workers=0)
         trainer = Trainer(model=model, args=args, train_dataset=_Rows(input_ids, labels),
-                          data_collator=_collator(pad_id), callbacks=[_callback(ckpt_dir, cfg.epochs, on_step)])
+                          data_collator=_collator(pad_id), callbacks=[_callback(ckpt_dir, cfg.epochs, on_step, state_key)])
         trainer.remove_callback(PrinterCallback)  # it prints every log line; progress goes to our events
-        last = last_trainer_state(ckpt_dir) if resumable else None
+        last = last_trainer_state(ckpt_dir, state_key) if resumable else None
         result = trainer.train(resume_from_checkpoint=last)
     if resumable:
         shutil.rmtree(trainer_dir, ignore_errors=True)
