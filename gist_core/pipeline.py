@@ -225,6 +225,10 @@ class Run:
         pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
         target_tok = tokenize_examples(target, tok, self.cfg.max_length)
         self.pool, self.target, self.pool_tok, self.target_tok = pool, target, pool_tok, target_tok  # for compare
+        for name, t in (("pool", pool_tok), ("target", target_tok)):
+            if t.n_truncated:
+                self.log(f"note: {t.n_truncated} {name} example(s) longer than max_length {self.cfg.max_length} "
+                         "tokens were cut (prompt first, the response kept whole where it fits)")
         if self.layout.shard_job:
             self._require_prepared()
         else:
@@ -409,10 +413,11 @@ class Run:
             return self._project_shard(pool_tok, sub, meta)
 
         def open_store(create: bool) -> FeatureStore:
-            fs = FeatureStore(self.store.path("train_proj.npy"), n, r, meta, create=create)
-            if create and (self.merge or self.store.check_stage("train_proj", key) != "done"):
+            return FeatureStore(self.store.path("train_proj.npy"), n, r, meta, create=create)
+
+        def take_shards(fs: FeatureStore, state: str) -> None:
+            if self.merge or state != "done":
                 self._take_shards(fs, meta)
-            return fs
 
         def work(rows: list[int], fs: FeatureStore, st) -> None:
             import torch
@@ -424,7 +429,8 @@ class Run:
                    on_batch=st.advance)
 
         fs = self.fill_rows("train_proj", key, open_store, ["train_proj.npy", "train_proj.done.npy"], work,
-                            extra=lambda wall, k: {"n": n, "r_max": r, "examples_per_s": round(k / max(wall, 1e-9), 2)})
+                            extra=lambda wall, k: {"n": n, "r_max": r, "examples_per_s": round(k / max(wall, 1e-9), 2)},
+                            prefill=take_shards)
         if fs is not None and self.merge:
             self._drop_shards()
         return fs
@@ -441,11 +447,13 @@ class Run:
                 fs.flush()
         return consume
 
-    def fill_rows(self, stage: str, key: str, open_store, files: list[str], work, extra=None) -> FeatureStore | None:
+    def fill_rows(self, stage: str, key: str, open_store, files: list[str], work, extra=None,
+                  prefill=None) -> FeatureStore | None:
         """Fill a row store under the layout; returns it on the process that goes on to score.
 
-        `open_store(create)` opens (rank 0: allocates) the store; `work(rows, fs, progress)` computes the
-        rows. A store recorded as done but failing its size/hash check is reset and recomputed."""
+        `open_store(create)` opens (rank 0: allocates) the store; `prefill(fs, state)` may copy in rows
+        computed elsewhere; `work(rows, fs, progress)` computes the rest. A store recorded as done but
+        failing its size/hash check is reset and recomputed."""
         L = self.layout
 
         def allocate() -> bool:
@@ -453,6 +461,8 @@ class Run:
             fs = open_store(True)
             if state == "corrupt":
                 fs.reset()
+            if prefill:
+                prefill(fs, state)
             fs.flush()
             return state == "done" and not fs.todo()
 

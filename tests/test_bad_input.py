@@ -214,3 +214,14 @@ def test_full_disk(case, capsys, monkeypatch, where):
     monkeypatch.chdir(case)
     assert cli_main(_argv()) == 0
     assert (case / "run" / "scores.parquet").exists()
+
+
+def test_examples_longer_than_max_length_are_cut_and_counted(micro_model_dir, micro_corpus, tmp_path, capsys):
+    """Not an error: the prompt is cut first, the user is told how many, summary.json counts them."""
+    out = tmp_path / "run"
+    argv = [a for a in _argv(**{"--model": str(micro_model_dir), "--train": str(micro_corpus["pool"]),
+                                "--target": str(micro_corpus["val"]), "--out": str(out)}) if a != "--quiet"]
+    assert cli_main([*argv, "--max-length", "24"]) == 0
+    text = capsys.readouterr().out
+    n = json.loads((out / "summary.json").read_text())["n_truncated"]["pool"]
+    assert n > 0 and f"note: {n} pool example(s) longer than max_length 24 tokens were cut" in text
