@@ -151,8 +151,12 @@ class RunStore:
     def event(self, stage: str, status: str, **fields) -> None:
         """Append one progress event (a short line: appends of < 4 KiB are atomic on POSIX)."""
         rec = {"t": round(time.time(), 3), "stage": stage, "status": status, **fields}
-        with open(self.path("progress.jsonl"), "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        path = self.path("progress.jsonl")
+        try:
+            with open(path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        except OSError as e:  # name the file: a write error on a full disk carries none
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
 
 
 def read_events(root: str | os.PathLike) -> list[dict]:

@@ -225,3 +225,53 @@ def test_examples_longer_than_max_length_are_cut_and_counted(micro_model_dir, mi
     text = capsys.readouterr().out
     n = json.loads((out / "summary.json").read_text())["n_truncated"]["pool"]
     assert n > 0 and f"note: {n} pool example(s) longer than max_length 24 tokens were cut" in text
+
+
+def test_really_full_disk(micro_model_dir, micro_corpus, tmp_path, capsys):
+    """A run folder on a tiny tmpfs filled to the last byte: one line, exit 2, nothing finished is lost;
+    once space is freed the same command finishes with the scores of the first run.
+    Needs permission to mount a tmpfs (root in a container that allows it); skipped otherwise."""
+    import os
+    import subprocess
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
+    try:
+        out = mnt / "run"
+        argv = _argv(**{"--model": str(micro_model_dir), "--train": str(micro_corpus["pool"]),
+                        "--target": str(micro_corpus["val"]), "--out": str(out)})
+        assert cli_main(argv) == 0
+        first = (out / "scores.parquet").read_bytes()
+        store = RunStore(out)
+        for stage in ("train_proj", "scores"):
+            store.forget_stage(stage)  # as if the run had stopped before projecting
+        for name in ("train_proj.npy", "train_proj.done.npy", "train_proj.json"):
+            (out / name).unlink()
+        before = snapshot(out)
+        with open(mnt / "filler", "wb", buffering=0) as fh:  # fill the file system to the last byte
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+            for size in (512, 64, 1):  # and the last partial page
+                try:
+                    while True:
+                        fh.write(b"\0" * size)
+                except OSError:
+                    pass
+        capsys.readouterr()
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "No space left on device" in err and "rerun the same command" in err and len(err.splitlines()) == 1
+        assert {k: v for k, v in snapshot(out).items() if k in before} == before
+        (mnt / "filler").unlink()
+        assert cli_main(argv) == 0
+        import pandas as pd
+        import io
+        a, b = pd.read_parquet(io.BytesIO(first)), pd.read_parquet(out / "scores.parquet")
+        assert np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() <= 1e-6
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
