@@ -67,8 +67,9 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_scale_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shard", metavar="I/N", help="an independent job projecting pool rows i, i+N, ... into "
-                   "RUN/shards/ (after one --prepare run); then `gist-lab merge --run RUN`")
+    p.add_argument("--shard", metavar="I/N", help="an independent job computing pool rows i, i+N, ... into "
+                   "RUN/shards/ (after one --prepare run); then `gist-lab merge --run RUN` (select, demo) or the "
+                   "same compare command without --shard")
     p.add_argument("--prepare", action="store_true",
                    help="run the shared stages only (data, warm-up, validation gradients), for --shard jobs")
 
@@ -112,18 +113,27 @@ def print_summary(summary: dict, out: Path) -> None:
     print(f"wall time {summary['wall_s']:.1f} s; selected examples: {out / 'selected.jsonl'}")
 
 
-def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
-    """Run a selection as this process's part: single process, a torchrun rank or a --shard job."""
+def _layout(a):
+    """This process's part: `--shard i/n`, a torchrun rank, or the single process; checks --out and --prepare."""
     from gist_core import distributed
-    from gist_core.pipeline import ConfigError, Run
+    from gist_core.pipeline import ConfigError
     try:
         layout = distributed.from_env(a.shard)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if layout.sharded and out is None:
+    if layout.sharded and a.out is None:
+        layout.close()
         raise ConfigError("--out is required with torchrun or --shard: every process must name the same run folder")
     if a.prepare and layout.sharded:
+        layout.close()
         raise ConfigError("--prepare runs once, without --shard or torchrun")
+    return layout
+
+
+def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
+    """Run a selection as this process's part: single process, a torchrun rank or a --shard job."""
+    from gist_core.pipeline import Run
+    layout = _layout(a)
     out = out or default_out
     try:
         summary = Run(cfg, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout,
@@ -191,13 +201,11 @@ def cmd_compare(a) -> int:
                         less_checkpoints=tuple(a.less_checkpoints.split(",")) if a.less_checkpoints else (),
                         downstream=not a.no_downstream, train=TrainConfig(**{"epochs": 4, "lr": 1e-3, "seed": 0,
                                                                              **train}))
-    from gist_core import distributed
-    layout = distributed.from_env()
-    if layout.sharded and a.out is None:
-        raise ConfigError("--out is required under torchrun: every process must name the same run folder")
+    layout = _layout(a)
     out = a.out or DEFAULT_RUNS / f"compare-{Path(cfg.target).parent.name or 'run'}"
     try:
-        rep = Compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout).execute()
+        rep = Compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout,
+                      until="prepare" if a.prepare else None).execute()
     finally:
         layout.close()
     if rep is None:
@@ -292,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n-em", type=int, help="exact-match prompts per subtask (default: the whole test split)")
     c.add_argument("--no-downstream", action="store_true", help="selection quality and cost only")
     _add_selection_args(c)
+    _add_scale_args(c)
     c.set_defaults(func=cmd_compare)
     g = sub.add_parser("geometry", help="curvature of a LoRA block per warm-up checkpoint (Hessian, GN, Fisher, Adam)")
     g.add_argument("--run", required=True, type=Path, help="a finished run directory")

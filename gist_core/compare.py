@@ -27,7 +27,8 @@ from gist_core import baselines, scoring
 from gist_core.atomic import atomic_path, atomic_write_json
 from gist_core.distributed import Layout, single_process_env
 from gist_core.data import examples_to_frame, load_examples, subtask_groups
-from gist_core.pipeline import FLUSH_EVERY, ConfigError, Run, RunConfig, choose_rank, load_subspace, skipped
+from gist_core.pipeline import (FLUSH_EVERY, ConfigError, Run, RunConfig, StoreSpec, choose_rank, load_subspace,
+                                skipped)
 from gist_core.store import FeatureStore, file_hash, stable_hash
 from gist_core.truth import metrics_from, truth_masks
 from gist_core.warmup import TrainConfig
@@ -89,8 +90,8 @@ class Compare:
     """Runs (or resumes) GIST, then every baseline's features, selections, downstream runs and costs."""
 
     def __init__(self, run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False,
-                 layout: Layout | None = None):
-        self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite, layout=layout)
+                 layout: Layout | None = None, until: str | None = None):
+        self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite, layout=layout, until=until)
         self.cfg, self.cmp, self.store = run_cfg, cmp, self.run.store
         self.test_spec = cmp.test or default_test_split(run_cfg.target)
         self.costs: dict[str, dict[str, float]] = {}
@@ -106,6 +107,12 @@ class Compare:
         t0 = time.time()
         gist_summary = self.run.execute()
         layout = self.run.layout
+        if self.run.until == "prepare":
+            return None
+        if layout.shard_job:  # this job's share of the LESS pool features; the plain rerun merges and reports
+            if "less" in self.cmp.methods:
+                self._less_pool_features_on_every_rank()
+            return None
         if layout.torchrun:  # the LESS pool features on every rank; the rest on rank 0 alone
             if "less" in self.cmp.methods:
                 self._less_pool_features_on_every_rank()
@@ -294,8 +301,7 @@ class Compare:
         stage, rel = f"compare/less/ckpt-{e}", f"compare/less/ckpt-{e}.npy"
         proj_s, source = [0.0], [None]
 
-        def open_store(create: bool) -> FeatureStore:
-            return FeatureStore(self.store.path(rel), n, d, {"key": key}, dtype=np.float16, create=create)
+        spec = StoreSpec(rel, n, d, {"key": key}, "float16")
 
         def work(rows, fs, st):
             engine, moments = self._less_engine(e, ckpt, own)
@@ -325,9 +331,8 @@ class Compare:
             stream(engine, self.run.pool_tok, rows, self.cfg.grad_batch_size, consume, on_batch=st.advance)
             project_buffer()
 
-        fs = self.run.fill_rows(stage, key, open_store, [rel, rel.replace(".npy", ".done.npy")], work,
-                                extra=lambda wall, k: {"moments": source[0], "d": d,
-                                                       "projection_s": round(proj_s[0], 3)})
+        fs = self.run.fill_rows(stage, key, spec, work, extra=lambda wall, k: {"moments": source[0], "d": d,
+                                                                             "projection_s": round(proj_s[0], 3)})
         if fs is None:
             return None
         entry = self._stage_walls()[stage]
@@ -344,8 +349,7 @@ class Compare:
         key = stable_hash([self.run.keys["warmup"], e, "rawcos"])
         stage = "compare/rawcos"
 
-        def open_store(create: bool) -> FeatureStore:
-            return FeatureStore(self.store.path("compare", "rawcos.npy"), n, G.shape[0] + 1, {"key": key}, create=create)
+        spec = StoreSpec("compare/rawcos.npy", n, G.shape[0] + 1, {"key": key})
 
         def work(rows, fs, st):
             from gist_core.gradients import stream
@@ -356,7 +360,7 @@ class Compare:
                    lambda batch, g: fs.write(batch, baselines.rawcos_features(g, Gt).cpu().numpy()),
                    on_batch=st.advance)
 
-        fs = self.run.fill_rows(stage, key, open_store, ["compare/rawcos.npy", "compare/rawcos.done.npy"], work)
+        fs = self.run.fill_rows(stage, key, spec, work)
         t1 = time.time()
         cols = baselines.rawcos_columns(np.asarray(fs.data), G.astype(np.float64) @ G.T.astype(np.float64), self.groups)
         warm_s, warm_f = self._warmup_cost(e)

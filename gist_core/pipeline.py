@@ -407,17 +407,8 @@ class Run:
         sub = load_subspace(sub_path)
         # The subspace's own hash in the store's meta: rows projected onto an older, different basis
         # (say, before a corrupted warm-up was recomputed) are never reused.
-        meta = {"key": key, "subspace": file_hash(sub_path)}
-        n, r = len(pool_tok.input_ids), sub.r_max
-        if self.layout.shard_job:
-            return self._project_shard(pool_tok, sub, meta)
-
-        def open_store(create: bool) -> FeatureStore:
-            return FeatureStore(self.store.path("train_proj.npy"), n, r, meta, create=create)
-
-        def take_shards(fs: FeatureStore, state: str) -> None:
-            if self.merge or state != "done":
-                self._take_shards(fs, meta)
+        spec = StoreSpec("train_proj.npy", len(pool_tok.input_ids), sub.r_max,
+                         {"key": key, "subspace": file_hash(sub_path)})
 
         def work(rows: list[int], fs: FeatureStore, st) -> None:
             import torch
@@ -428,46 +419,43 @@ class Run:
             stream(engine, pool_tok, rows, self.cfg.grad_batch_size, self.row_writer(fs), project=basis,
                    on_batch=st.advance)
 
-        fs = self.fill_rows("train_proj", key, open_store, ["train_proj.npy", "train_proj.done.npy"], work,
-                            extra=lambda wall, k: {"n": n, "r_max": r, "examples_per_s": round(k / max(wall, 1e-9), 2)},
-                            prefill=take_shards)
-        if fs is not None and self.merge:
-            self._drop_shards()
-        return fs
+        return self.fill_rows("train_proj", key, spec, work,
+                              extra=lambda wall, k: {"n": spec.n, "r_max": spec.r,
+                                                     "examples_per_s": round(k / max(wall, 1e-9), 2)})
 
     @staticmethod
-    def row_writer(fs: FeatureStore, rows_of=None):
+    def row_writer(fs: FeatureStore):
         """`consume` for gradients.stream: write each batch's rows, flush every FLUSH_EVERY batches."""
         count = [0]
 
         def consume(batch, x):
-            fs.write(batch if rows_of is None else rows_of(batch), x.cpu().numpy())
+            fs.write(batch, x.cpu().numpy())
             count[0] += 1
             if count[0] % FLUSH_EVERY == 0:
                 fs.flush()
         return consume
 
-    def fill_rows(self, stage: str, key: str, open_store, files: list[str], work, extra=None,
-                  prefill=None) -> FeatureStore | None:
-        """Fill a row store under the layout; returns it on the process that goes on to score.
+    def fill_rows(self, stage: str, key: str, spec: "StoreSpec", work, extra=None) -> FeatureStore | None:
+        """Fill the row store `spec` under this process's layout; returns it on the process that goes on.
 
-        `open_store(create)` opens (rank 0: allocates) the store; `prefill(fs, state)` may copy in rows
-        computed elsewhere; `work(rows, fs, progress)` computes the rest. A store recorded as done but
-        failing its size/hash check is reset and recomputed."""
+        `work(rows, fs, progress)` computes and writes the given pool rows. Rank 0 (or the single
+        process) allocates the store, resets it when the manifest says it is corrupt, and first copies
+        in rows that `--shard` jobs left in shards/ (all of them, complete, with merge=True)."""
         L = self.layout
+        if L.shard_job:
+            return self._fill_shard(stage, key, spec, work)
 
-        def allocate() -> bool:
+        def allocate() -> tuple[bool, list]:
             state = self.store.check_stage(stage, key)
-            fs = open_store(True)
+            fs = spec.open(self.store.root)
             if state == "corrupt":
                 fs.reset()
-            if prefill:
-                prefill(fs, state)
+            used = self._take_shards(spec, fs) if state != "done" else []
             fs.flush()
-            return state == "done" and not fs.todo()
+            return state == "done" and not fs.todo(), used
 
-        finished = L.on_main(allocate)
-        fs = open_store(False)
+        finished, used = L.on_main(allocate)
+        fs = spec.open(self.store.root, create=False)
         if finished:
             skipped(self.store, stage)
             return fs if L.main else None
@@ -493,80 +481,70 @@ class Run:
             raise StoreError(f"{stage}: {len(missing)} rows still missing after every process finished")
         wall = time.time() - t0
         prev = self.store.manifest()["stages"].get(stage, {}).get("wall_s", 0.0) if len(todo) < fs.n else 0.0
-        self.record(stage, key, files, wall + prev, extra(wall, len(todo)) if extra else None)
+        self.record(stage, key, spec.files, wall + prev, extra(wall, len(todo)) if extra else None)
+        self._drop_shards(stage, spec, used)
         return fs
 
     # ---- independent shard jobs and their merge
-    def shard_path(self, part: str) -> Path:
-        return self.store.path("shards", f"train_proj.{part}.npy")
-
-    def _drop_shards(self) -> None:
-        """After a merge is recorded the shard files are redundant (the merged store has every row)."""
-        for p in self.store.path("shards").glob("train_proj.*"):
-            p.unlink()
-        for stage in [s for s in self.store.manifest()["stages"] if s.startswith("train_proj/")]:
-            self.store.forget_stage(stage)
-
-    def _project_shard(self, pool_tok, sub, meta) -> None:
-        """A `--shard i/n` job: rows i, i+n, i+2n, ... into shards/train_proj.i-of-n.npy (row j = pool row i+jn)."""
-        import torch
-        from gist_core.gradients import GradientEngine, stream
-        L, n = self.layout, len(pool_tok.input_ids)
-        part, stage = L.part, f"train_proj/{L.part}"
-        fs = FeatureStore(self.shard_path(part), shard_size(n, L.rank, L.world), sub.r_max,
-                          {**meta, "shard": part, "n_pool": n})
-        if self.store.check_stage(stage, meta["key"]) == "corrupt":
+    def _fill_shard(self, stage: str, key: str, spec: "StoreSpec", work) -> None:
+        """A `--shard i/n` job: pool rows i, i+n, ... into shards/<store>.i-of-n.npy (local row j = pool row i+jn)."""
+        L = self.layout
+        part, part_stage = spec.shard(L.rank, L.world), f"{stage}/{L.part}"
+        fs = part.open(self.store.root)
+        if self.store.check_stage(part_stage, key) == "corrupt":
             fs.reset()
         todo = [L.rank + L.world * j for j in fs.todo()]
         if todo:
-            tok, _ = self.tokenizer_and_model()
-            engine = GradientEngine(self.adapter_model(self.cfg.checkpoint), tok.pad_token_id)
-            basis = torch.from_numpy(sub.basis).to(engine.device)
             t0 = time.time()
-            with self.progress.stage(stage, total=fs.n, resumed=fs.n - len(todo)) as st:
+            with self.progress.stage(part_stage, total=fs.n, resumed=fs.n - len(todo)) as st:
                 st.done = fs.n - len(todo)
-                stream(engine, pool_tok, todo, self.cfg.grad_batch_size,
-                       self.row_writer(fs, lambda rows: [(i - L.rank) // L.world for i in rows]),
-                       project=basis, on_batch=st.advance)
+                work(todo, ShardRows(fs, L.rank, L.world), st)
                 fs.flush()
-            rel = str(self.shard_path(part).relative_to(self.store.root))
-            self.record(stage, meta["key"], [rel, rel.replace(".npy", ".done.npy")], time.time() - t0)
-        self.log(f"shard {L.rank}/{L.world}: {fs.n} rows in {self.shard_path(part)}; when every shard is done: "
-                 f"gist-lab merge --run {self.store.root}")
+            self.record(part_stage, key, part.files, time.time() - t0)
+        self.log(f"{stage}: shard {L.rank}/{L.world} holds its {fs.n} rows in {self.store.path(part.rel)}")
         return None
 
-    def _take_shards(self, fs: FeatureStore, meta: dict) -> None:
-        """Copy finished rows of `--shard` jobs (shards/*.npy made with the same key and subspace) into `fs`.
-        With merge=True every shard must be there and complete."""
+    def _take_shards(self, spec: "StoreSpec", fs: FeatureStore) -> list[tuple[int, int]]:
+        """Copy the finished rows of `--shard` jobs' files for `spec` into `fs`; returns the shards used.
+        With merge=True every shard must be there and complete, else a one-line ConfigError."""
+        folder, stem = self.store.path(spec.shard(0, 1).rel).parent, Path(spec.rel).stem
         found = {}
-        for p in sorted(self.store.path("shards").glob("train_proj.*-of-*.npy")):
-            if p.name.endswith(".done.npy"):
-                continue
-            i, k = (int(x) for x in p.name.split(".")[1].split("-of-"))
-            found[(i, k)] = p
-        counts = {k for _, k in found}
+        for p in sorted(folder.glob(f"{stem}.*-of-*.npy")) if folder.is_dir() else []:
+            tag = p.name[len(stem) + 1:-len(".npy")]
+            if "-of-" in tag and tag.replace("-of-", "").isdigit():
+                i, k = (int(x) for x in tag.split("-of-"))
+                found[(i, k)] = p
         if self.merge and not found:
-            raise ConfigError(f"{self.store.path('shards')}: no shard files to merge (run the `--shard i/n` jobs first)")
+            raise ConfigError(f"{folder}: no {stem} shard files to merge (run the `--shard i/n` jobs first)")
+        counts = {k for _, k in found}
         if len(counts) > 1:
-            raise ConfigError(f"{self.store.path('shards')}: shard files of different splits {sorted(counts)}; "
-                              "keep one set")
+            raise ConfigError(f"{folder}: {stem} shard files of different splits {sorted(counts)}; keep one set")
         missing = [f"{i}/{k}" for k in counts for i in range(k) if (i, k) not in found]
         problems = [f"shard(s) {', '.join(missing)} not found"] if missing else []
-        for (i, k), p in sorted(found.items()):
+        used = []
+        for (i, k) in sorted(found):
             try:
-                part = FeatureStore(p, shard_size(fs.n, i, k), fs.r, {**meta, "shard": f"{i}-of-{k}", "n_pool": fs.n},
-                                    create=False)
+                part = spec.shard(i, k).open(self.store.root, create=False)
             except StoreError:
-                problems.append(f"{p.name} was made for another configuration")
+                problems.append(f"{found[(i, k)].name} was made for another configuration")
                 continue
             done = np.asarray(part.done)
-            rows = np.arange(i, fs.n, k)[done]
-            fs.write(rows, np.asarray(part.data)[done])
+            fs.write(np.arange(i, fs.n, k)[done], np.asarray(part.data)[done])
+            used.append((i, k))
             if not done.all():
                 problems.append(f"shard {i}/{k} has {int((~done).sum())} of {part.n} rows left")
         fs.flush()
         if self.merge and problems:
-            raise ConfigError(f"cannot merge: {'; '.join(problems)} (rerun those `--shard` jobs, then merge)")
+            raise ConfigError(f"cannot merge {stem}: {'; '.join(problems)} (rerun those `--shard` jobs, then merge)")
+        return used
+
+    def _drop_shards(self, stage: str, spec: "StoreSpec", used: list[tuple[int, int]]) -> None:
+        """Once the merged store is recorded, the shard files it took its rows from are redundant."""
+        for i, k in used:
+            part = spec.shard(i, k)
+            for rel in (*part.files, part.rel.replace(".npy", ".json")):
+                self.store.path(rel).unlink(missing_ok=True)
+            self.store.forget_stage(f"{stage}/{i}-of-{k}")
 
     def stage_scores(self, pool, target, proj: FeatureStore, pool_tok, target_tok) -> dict:
         t0 = time.time()
@@ -589,6 +567,43 @@ class Run:
         summary["stage_wall_s"] = {name: e.get("wall_s") for name, e in self.store.manifest()["stages"].items()}
         self.record("scores", self.keys["scores"], ["scores.parquet", "selected.jsonl"], time.time() - t0)
         return summary
+
+
+# ----------------------------------------------------------------------------- row stores
+@dataclass(frozen=True)
+class StoreSpec:
+    """A row store's path (relative to the run), shape, meta and dtype; and its per-shard files."""
+    rel: str
+    n: int
+    r: int
+    meta: dict
+    dtype: str = "float32"
+
+    def open(self, root: Path, create: bool = True) -> FeatureStore:
+        return FeatureStore(Path(root) / self.rel, self.n, self.r, self.meta, dtype=np.dtype(self.dtype), create=create)
+
+    @property
+    def files(self) -> list[str]:
+        return [self.rel, self.rel.replace(".npy", ".done.npy")]
+
+    def shard(self, i: int, k: int) -> "StoreSpec":
+        """Shard i of k: pool rows i, i+k, ...; stored under shards/ beside nothing else."""
+        stem = self.rel[: -len(".npy")]
+        return StoreSpec(f"shards/{stem}.{i}-of-{k}.npy", shard_size(self.n, i, k), self.r,
+                         {**self.meta, "shard": f"{i}-of-{k}", "n_pool": self.n}, self.dtype)
+
+
+class ShardRows:
+    """A shard store addressed by pool row: row i + k*j of the pool is local row j."""
+
+    def __init__(self, fs: FeatureStore, i: int, k: int):
+        self.fs, self.i, self.k = fs, i, k
+
+    def write(self, rows, values) -> None:
+        self.fs.write([(int(r) - self.i) // self.k for r in rows], values)
+
+    def flush(self) -> None:
+        self.fs.flush()
 
 
 # ----------------------------------------------------------------------------- artefact trios

@@ -115,3 +115,24 @@ def test_torchrun_compare_less_features_equal_single_process(tmp_path, micro_mod
     assert np.abs(sa["score:less"].to_numpy() - sb["score:less"].to_numpy()).max() <= 1e-3
     events = [json.loads(x) for x in (tmp_path / "torchrun" / "progress.jsonl").read_text().splitlines()]
     assert {e.get("rank") for e in events if e["stage"] == "compare/less/ckpt-1" and e["status"] == "start"} == {0, 1}
+
+    # the same stages as independent jobs: --prepare, two --shard jobs, then the plain command merges
+    sharded = tmp_path / "sharded"
+    assert _cli([*args(sharded), "--prepare"]).returncode == 0
+    for part in ("1/2", "0/2"):
+        res = _cli([*args(sharded), "--shard", part])
+        assert res.returncode == 0, res.stderr
+    assert (sharded / "shards" / "compare" / "less" / "ckpt-2.0-of-2.npy").exists()
+    res = _cli(args(sharded))
+    assert res.returncode == 0, res.stderr
+    for e in (1, 2):
+        a = np.load(tmp_path / "single" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
+        b = np.load(sharded / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
+        assert np.abs(a - b).max() <= 2e-3
+    sc = pd.read_parquet(sharded / "compare" / "scores.parquet")
+    assert np.abs(sa["score:less"].to_numpy() - sc["score:less"].to_numpy()).max() <= 1e-3
+    assert np.abs(sa["score:gist"].to_numpy() - sc["score:gist"].to_numpy()).max() <= 1e-6
+    assert not [p for p in (sharded / "shards").rglob("*") if p.is_file()]  # merged, then dropped
+    rerun = [json.loads(x) for x in (sharded / "progress.jsonl").read_text().splitlines()]
+    assert not [e for e in rerun if e["stage"] == "compare/less/ckpt-1" and e["status"] == "progress"
+                and e.get("rank") is None]  # the merging run computed no LESS rows itself
