@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def named_os_error(e: OSError, path) -> OSError:
+    """The same error naming `path` (write errors carry no file name; temp files are not the user's)."""
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temp path next to `path`; on success rename it onto `path`.
@@ -32,8 +40,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
     except OSError as e:  # a full disk: name the file the user knows, not our temp file
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
+        if e.errno in DISK_FULL:
+            raise named_os_error(e, path) from None
         raise
     finally:
         if tmp_path.exists():

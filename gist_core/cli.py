@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import subprocess
@@ -192,7 +191,6 @@ def _run_config_for(a):
 
 def cmd_compare(a) -> int:
     from gist_core.compare import Compare, CompareConfig, format_table
-    from gist_core.pipeline import ConfigError
     from gist_core.warmup import TrainConfig
     cfg = _run_config_for(a)
     train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
@@ -335,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        from gist_core.atomic import DISK_FULL
+        if e.errno not in DISK_FULL:
             raise
         where = f" writing {e.filename}" if e.filename else ""
         print(f"error: {e.strerror or 'no space left on device'}{where}; free some space and rerun the same command "

@@ -29,7 +29,7 @@ from gist_core.distributed import Layout, single_process_env
 from gist_core.data import examples_to_frame, load_examples, subtask_groups
 from gist_core.pipeline import (FLUSH_EVERY, ConfigError, Run, RunConfig, StoreSpec, choose_rank, load_subspace,
                                 skipped)
-from gist_core.store import FeatureStore, file_hash, stable_hash
+from gist_core.store import file_hash, stable_hash
 from gist_core.truth import metrics_from, truth_masks
 from gist_core.warmup import TrainConfig
 

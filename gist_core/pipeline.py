@@ -560,8 +560,7 @@ class Run:
             frame = scores_frame(pool, sc, selections, pool_tok)
             with atomic_path(self.store.path("scores.parquet")) as tmp:
                 frame.to_parquet(tmp, index=False)
-            rows = pool.take(chosen) if isinstance(pool, ExampleTable) else [pool[i] for i in chosen]
-            write_selected_jsonl(rows, sc.score[chosen], self.store.path("selected.jsonl"))
+            write_selected_jsonl(pool.take(chosen), sc.score[chosen], self.store.path("selected.jsonl"))
         summary = build_summary(self.cfg, pool, target, picked, sub, rank, k, groups)
         summary["n_truncated"] = {"pool": pool_tok.n_truncated, "target": target_tok.n_truncated}
         summary["stage_wall_s"] = {name: e.get("wall_s") for name, e in self.store.manifest()["stages"].items()}

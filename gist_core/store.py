@@ -9,7 +9,6 @@ The orchestrator decides skip/compute/resume from the manifest; stage code never
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import mmap
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.atomic import DISK_FULL, atomic_path, atomic_write_json, named_os_error
 
 
 class StoreError(RuntimeError):
@@ -55,16 +54,6 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def dir_bytes(paths: list[Path]) -> int:
-    total = 0
-    for p in paths:
-        if p.is_dir():
-            total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-        elif p.exists():
-            total += p.stat().st_size
-    return total
 
 
 def artefact_digests(root: Path, files: list[str]) -> dict[str, dict]:
@@ -129,10 +118,6 @@ class RunStore:
         self._verified.add(stamp)
         return "done"
 
-    def stage_key_mismatch(self, stage: str, key: str) -> bool:
-        entry = self.manifest()["stages"].get(stage)
-        return bool(entry) and entry.get("key") != key
-
     def record_stage(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
         m = self.manifest()
         digests = artefact_digests(self.root, files)
@@ -156,7 +141,7 @@ class RunStore:
             with open(path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
         except OSError as e:  # name the file: a write error on a full disk carries none
-            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from None
+            raise named_os_error(e, path) from None
 
 
 def read_events(root: str | os.PathLike) -> list[dict]:
@@ -181,8 +166,8 @@ def reserve(path: Path) -> None:
     try:
         os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+        if e.errno in DISK_FULL:
+            raise named_os_error(e, path) from None
     finally:
         os.close(fd)
 

@@ -62,3 +62,20 @@ def micro_corpus(tmp_path_factory) -> dict:
     d = tmp_path_factory.mktemp("corpus")
     return {"pool": write_jsonl(d / "pool.jsonl", pool), "val": write_jsonl(d / "val.jsonl", targets["lookup"]["val"]),
             "test": write_jsonl(d / "test.jsonl", targets["lookup"]["test"]), "rows": pool}
+
+
+def micro_select_argv(model_dir, corpus: dict, out) -> list[str]:
+    """`gist-lab select` on the micro model and corpus: the run the scale-out and resume tests compare."""
+    return ["select", "--model", str(model_dir), "--train", str(corpus["pool"]), "--target", str(corpus["val"]),
+            "--budget", "0.1", "--rank", "4", "--r-max", "8", "--epochs", "2", "--lr", "5e-3", "--batch-size", "8",
+            "--out", str(out), "--quiet"]
+
+
+def assert_same_scores(a: Path, b: Path) -> None:
+    """Two run folders hold the same scores (<= 1e-6) for the same ids and the same selection."""
+    import numpy as np
+    import pandas as pd
+    x, y = pd.read_parquet(a / "scores.parquet"), pd.read_parquet(b / "scores.parquet")
+    assert (x["id"] == y["id"]).all()
+    assert np.abs(x["score"].to_numpy() - y["score"].to_numpy()).max() <= 1e-6
+    assert (x["selected_global"] == y["selected_global"]).all()

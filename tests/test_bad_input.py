@@ -182,7 +182,7 @@ def test_nan_in_pool_gradients_names_rows(micro_model_dir, micro_corpus, tmp_pat
 def test_full_disk(case, capsys, monkeypatch, where):
     """No space left while allocating the projection store, or while writing scores: one line, exit 2,
     nothing of the finished run lost; after space is freed the same command finishes."""
-    from gist_core import pipeline, store
+    from gist_core import store
     store_ = RunStore(case / "run")
     for stage in ("train_proj", "scores"):
         store_.forget_stage(stage)  # as if the run had stopped before these stages

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import assert_same_scores, micro_select_argv
 from gist_core.distributed import Layout, parse_shard, shard_rows, shard_size
 
 
@@ -31,12 +32,6 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GIST_LAB_DIST_TIMEOUT_S": "600"}
 
 
-def _select_args(micro_model_dir, micro_corpus, out):
-    return ["select", "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
-            "--target", str(micro_corpus["val"]), "--budget", "0.1", "--rank", "4", "--r-max", "8",
-            "--epochs", "2", "--lr", "5e-3", "--batch-size", "8", "--out", str(out), "--quiet"]
-
-
 def _cli(args, **kw):
     return subprocess.run([sys.executable, "-m", "gist_core.cli", *args], capture_output=True, text=True,
                           env=_env(), timeout=600, **kw)
@@ -45,16 +40,13 @@ def _cli(args, **kw):
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory, micro_model_dir, micro_corpus):
     out = tmp_path_factory.mktemp("single") / "run"
-    res = _cli(_select_args(micro_model_dir, micro_corpus, out))
+    res = _cli(micro_select_argv(micro_model_dir, micro_corpus, out))
     assert res.returncode == 0, res.stderr
     return out
 
 
 def _same_scores(a_dir, b_dir):
-    a, b = pd.read_parquet(a_dir / "scores.parquet"), pd.read_parquet(b_dir / "scores.parquet")
-    assert (a["id"] == b["id"]).all()
-    assert np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() <= 1e-6
-    assert (a["selected_global"] == b["selected_global"]).all()
+    assert_same_scores(a_dir, b_dir)
     pa, pb = np.load(a_dir / "train_proj.npy"), np.load(b_dir / "train_proj.npy")
     assert np.abs(pa - pb).max() <= 1e-6 * max(1.0, np.abs(pa).max())
 
@@ -64,7 +56,7 @@ def test_torchrun_two_processes_equal_single_process(single_run, tmp_path, micro
     exe = shutil.which("gist-lab")
     launch = ["--no-python", exe] if exe else ["-m", "gist_core.cli"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *launch,
-           *_select_args(micro_model_dir, micro_corpus, out)]
+           *micro_select_argv(micro_model_dir, micro_corpus, out)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     _same_scores(single_run, out)
@@ -77,7 +69,7 @@ def test_torchrun_two_processes_equal_single_process(single_run, tmp_path, micro
 
 def test_shard_jobs_then_merge_equal_single_process(single_run, tmp_path, micro_model_dir, micro_corpus):
     out = tmp_path / "sharded"
-    args = _select_args(micro_model_dir, micro_corpus, out)
+    args = micro_select_argv(micro_model_dir, micro_corpus, out)
     early = _cli([*args, "--shard", "0/2"])
     assert early.returncode == 2 and "--prepare" in early.stderr  # shard jobs never run the shared stages
     assert _cli([*args, "--prepare"]).returncode == 0

@@ -9,9 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
+
+from conftest import assert_same_scores, micro_select_argv
 
 # Patches applied inside the child process: each SIGKILLs it at one point of one stage.
 KILLS = {
@@ -68,12 +68,6 @@ NOT_RECOMPUTED = {"warmup": {"data"}, "val_grads": {"data", "warmup", "val_grads
                   "export": {"data", "warmup", "val_grads/ckpt-1", "val_grads/ckpt-2", "train_proj"}}
 
 
-def _args(micro_model_dir, micro_corpus, out) -> list[str]:
-    return ["select", "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
-            "--target", str(micro_corpus["val"]), "--budget", "0.1", "--rank", "4", "--r-max", "8",
-            "--epochs", "2", "--lr", "5e-3", "--batch-size", "8", "--out", str(out), "--quiet"]
-
-
 def _run(args, patch: str | None = None) -> subprocess.CompletedProcess:
     code = "import os, signal, sys\ndef die():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
     code += textwrap.dedent(patch or "") + "\nfrom gist_core.cli import main\nsys.exit(main(sys.argv[1:]))\n"
@@ -84,7 +78,7 @@ def _run(args, patch: str | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, micro_model_dir, micro_corpus):
     out = tmp_path_factory.mktemp("reference") / "run"
-    res = _run(_args(micro_model_dir, micro_corpus, out))
+    res = _run(micro_select_argv(micro_model_dir, micro_corpus, out))
     assert res.returncode == 0, res.stderr
     return out
 
@@ -94,17 +88,14 @@ def _events(out: Path) -> list[dict]:
 
 
 def _same_scores(a: Path, b: Path) -> None:
-    x, y = pd.read_parquet(a / "scores.parquet"), pd.read_parquet(b / "scores.parquet")
-    assert (x["id"] == y["id"]).all()
-    assert np.abs(x["score"].to_numpy() - y["score"].to_numpy()).max() <= 1e-6
-    assert (x["selected_global"] == y["selected_global"]).all()
+    assert_same_scores(a, b)
     assert (a / "selected.jsonl").read_text() == (b / "selected.jsonl").read_text()
 
 
 @pytest.mark.parametrize("stage", list(KILLS))
 def test_sigkill_then_rerun_gives_the_same_scores(stage, reference, tmp_path, micro_model_dir, micro_corpus):
     out = tmp_path / "run"
-    args = _args(micro_model_dir, micro_corpus, out)
+    args = micro_select_argv(micro_model_dir, micro_corpus, out)
     killed = _run(args, KILLS[stage])
     assert killed.returncode == -9, f"not killed: {killed.returncode} {killed.stderr[-500:]}"
     assert not (out / "selected.jsonl").exists()
@@ -148,7 +139,7 @@ def test_corrupted_artefacts_are_detected_and_recomputed(damage, reference, tmp_
     else:
         _flip_byte(out / target)
     n_before = len(_events(out))
-    res = _run(_args(micro_model_dir, micro_corpus, out))
+    res = _run(micro_select_argv(micro_model_dir, micro_corpus, out))
     assert res.returncode == 0, res.stderr
     assert f"warning: {stage}:" in res.stdout
     rerun = _events(out)[n_before:]
