@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core.atomic import atomic_path, atomic_write_json
+from gist_core.atomic import atomic_write_json
 from gist_core.curvature import curvature_numbers
+from gist_core.artefacts import load_tensors, save_tensors
 from gist_core.pipeline import ConfigError, Run, RunConfig, load_subspace
 from gist_core.store import stable_hash
 
@@ -45,7 +46,7 @@ def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
     for e in range(1, epochs + 1):
         p = run_dir / "checkpoints" / f"ckpt-{e}" / "subspace.safetensors"
         if p.exists():
-            sigma = load_subspace(p).sigma
+            sigma = load_subspace(p, ("sigma",), allow_stale=True).sigma  # 1-D: sound in any format
             out.append({"epoch": e, "r95": rank_for_variance(sigma, 0.95), "r99": rank_for_variance(sigma, 0.99),
                         "n": int(len(sigma)), "sigma_1": float(sigma[0])})
     return out
@@ -73,7 +74,7 @@ class Geometry:
             raise ConfigError(f"{self.dir}: no warm-up checkpoint for epoch(s) {missing}; finish the run first")
         tok, _ = self.run.tokenizer_and_model()
         target = load_examples(self.run_cfg.target, split=self.run_cfg.target_split)[: self.cfg.n_examples]
-        toks = tokenize_examples(target, tok, self.run_cfg.max_length)
+        toks = tokenize_examples(target, tok, self.run_cfg.max_length, eos=self.run_cfg.target_eos)
         self.out.mkdir(exist_ok=True)
         old = json.loads((self.out / "geometry.json").read_text()) if (self.out / "geometry.json").exists() else {}
         report = {"config": asdict(self.cfg), "n_examples": len(target), "checkpoints": {},
@@ -115,14 +116,11 @@ class Geometry:
 
     @staticmethod
     def _save(path: Path, H, GN, F, v, block) -> None:
-        from safetensors.numpy import save_file
         tensors = {"hessian": H.astype(np.float32), "gauss_newton": GN.astype(np.float32),
                    "fisher": F.astype(np.float32), "adam_v": v.astype(np.float32),
                    "idx_a": block.idx_a.astype(np.int64), "idx_b": block.idx_b.astype(np.int64)}
-        with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file(tensors, str(tmp), metadata={"module": block.module, "n_a": str(block.n_a),
-                                                   "shape_a": json.dumps(block.shape_a),
-                                                   "shape_b": json.dumps(block.shape_b)})
+        save_tensors(path, tensors, {"module": block.module, "n_a": str(block.n_a),
+                                     "shape_a": json.dumps(block.shape_a), "shape_b": json.dumps(block.shape_b)})
 
 
 def load_geometry(run_dir) -> dict | None:
@@ -131,8 +129,9 @@ def load_geometry(run_dir) -> dict | None:
 
 
 def load_matrices(run_dir, epoch: int) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-    return load_file(str(Path(run_dir) / "geometry" / f"ckpt-{epoch}.safetensors"))
+    # Files from before artefact format 2 are read as they are: their matrices are square and symmetric
+    # (a scrambled square matrix is its transpose, i.e. itself) and the rest is 1-D, so none came back wrong.
+    return load_tensors(Path(run_dir) / "geometry" / f"ckpt-{epoch}.safetensors", allow_stale=True)[0]
 
 
 def geometry_exists(run_dir, epoch: int) -> bool:

@@ -157,8 +157,8 @@ def read_moments(ckpt_dir: str | Path, names: list[str], sizes: list[int]) -> Mo
     canon = [canonical_name(n) for n in names]
     ours = ckpt / "optimizer_moments.safetensors"
     if ours.exists():
-        from safetensors.torch import load_file
-        raw = load_file(str(ours))
+        from gist_core.artefacts import load_torch_tensors
+        raw = load_torch_tensors(ours)
         per = {}
         for key in raw:
             if key.endswith(".exp_avg"):

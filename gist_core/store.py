@@ -23,6 +23,11 @@ import numpy as np
 from gist_core.atomic import DISK_FULL, atomic_path, atomic_write_json, named_os_error
 
 
+# Artefact format of what a stage writes (recorded per manifest entry; no entry = 1): 2 = arrays written
+# C-ordered with dtype and shape checked on load (gist_core.artefacts).
+ARTEFACT_FORMAT = 2
+
+
 class StoreError(RuntimeError):
     pass
 
@@ -121,7 +126,7 @@ class RunStore:
     def record_stage(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
         m = self.manifest()
         digests = artefact_digests(self.root, files)
-        m["stages"][stage] = {"key": key, "done": True, "files": files, "wall_s": round(wall_s, 3),
+        m["stages"][stage] = {"key": key, "done": True, "format": ARTEFACT_FORMAT, "files": files, "wall_s": round(wall_s, 3),
                               "bytes": sum(d["bytes"] for d in digests.values()), "digests": digests,
                               "versions": versions(),
                               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}

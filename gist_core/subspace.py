@@ -13,6 +13,7 @@ import numpy as np
 
 ORTHO_TOL = 1e-3     # max |V^T V - I| accepted in float32
 REL_EPS = 1e-6       # directions with sigma <= REL_EPS * sigma_max are numerically absent
+VAL_COORDS_TOL = 1e-4  # val_coords_error above this: the stored target directions are not G V (stale or damaged)
 
 
 class SubspaceError(RuntimeError):
@@ -21,10 +22,11 @@ class SubspaceError(RuntimeError):
 
 @dataclass
 class Subspace:
-    basis: np.ndarray        # (D, R) float32, orthonormal columns, R = directions kept
-    sigma: np.ndarray        # (N_v,) all singular values, descending (float64)
-    val_coords: np.ndarray   # (N_v, R) = G V_R = U_R diag(sigma_R): the validation examples' coordinates
-    ortho_error: float       # max |V^T V - I|
+    basis: np.ndarray | None  # (D, R) float32, orthonormal columns, R = directions kept (None: not loaded)
+    sigma: np.ndarray         # (N_v,) all singular values, descending (float64)
+    val_coords: np.ndarray    # (N_v, R) = G V_R: the validation examples' coordinates, C-ordered
+    ortho_error: float        # max |V^T V - I|
+    basis_digest: str | None = None  # content hash of the basis: the projection store's identity
 
     @property
     def explained(self) -> np.ndarray:
@@ -34,7 +36,7 @@ class Subspace:
 
     @property
     def r_max(self) -> int:
-        return self.basis.shape[1]
+        return self.val_coords.shape[1]
 
 
 def gram(G: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
@@ -66,7 +68,27 @@ def fit_subspace(G: np.ndarray, r_max: int, chunk: int = 1 << 20) -> Subspace:
     err = float(np.abs(basis.T.astype(np.float64) @ basis - np.eye(k)).max())
     if err > ORTHO_TOL:
         raise SubspaceError(f"subspace basis is not orthonormal (max |V^T V - I| = {err:.2e})")
-    return Subspace(basis=basis, sigma=sigma, val_coords=(U[:, :k] * sigma[:k]).astype(np.float32), ortho_error=err)
+    # G V through the stored float32 basis (= U_k diag(sigma_k) up to rounding), so the targets' coordinates
+    # are exactly the pool's projection rule applied to the validation gradients. A fresh C-ordered array:
+    # U[:, order] is Fortran-ordered, and safetensors 0.8 scrambles such arrays (artefacts.py).
+    return Subspace(basis=basis, sigma=sigma, val_coords=project_rows(G, basis, chunk), ortho_error=err)
+
+
+def project_rows(G: np.ndarray, basis: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """(N, R) float32 = G @ basis, accumulated in float64 over column chunks (G may be a memmap)."""
+    out = np.zeros((G.shape[0], basis.shape[1]), dtype=np.float64)
+    for s in range(0, G.shape[1], chunk):
+        out += np.asarray(G[:, s:s + chunk], dtype=np.float64) @ np.asarray(basis[s:s + chunk], dtype=np.float64)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def val_coords_error(G: np.ndarray, sub: Subspace, chunk: int = 1 << 20) -> float:
+    """max |val_coords - G basis| / max |G basis|: ~1e-7 for a sound subspace, O(1) for the scrambled
+    directions older run folders hold. Cheap (N_v x D x R), so it is checked whenever a subspace is reused."""
+    if sub.basis is None or G.shape[0] != sub.val_coords.shape[0] or G.shape[1] != sub.basis.shape[0]:
+        return float("inf")
+    want = project_rows(G, sub.basis, chunk).astype(np.float64)
+    return float(np.abs(sub.val_coords - want).max() / max(np.abs(want).max(), 1e-30))
 
 
 def rank_for_variance(sigma: np.ndarray, tau: float) -> int:

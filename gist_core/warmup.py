@@ -74,11 +74,11 @@ def _moments(model, optimizer) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
     """Write ckpt folder atomically: build it beside, then rename into place."""
-    from safetensors.torch import save_file
+    from gist_core.artefacts import save_torch_tensors
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     model.save_pretrained(tmp)
-    save_file(_moments(model, optimizer), str(tmp / "optimizer_moments.safetensors"))
+    save_torch_tensors(tmp / "optimizer_moments.safetensors", _moments(model, optimizer))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     if path.exists():
         shutil.rmtree(path)
@@ -94,9 +94,9 @@ def load_checkpoint_meta(path: Path) -> dict:
 
 
 def load_moments(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+    from gist_core.artefacts import load_torch_tensors
 
-    return load_file(str(path / "optimizer_moments.safetensors"))
+    return load_torch_tensors(path / "optimizer_moments.safetensors")
 
 
 STATE_KEY = "warmup.key"

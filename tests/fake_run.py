@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import save_file
+from gist_core import artefacts
+from gist_core.subspace import Subspace
 
 from gist_core import scoring
 
@@ -76,7 +77,8 @@ def make_fake_run(run_dir, n_pool: int = 2000, n_val: int = 20, r: int = 8, n_ep
         ck = d / "checkpoints" / f"ckpt-{epoch}"
         ck.mkdir(parents=True, exist_ok=True)
         np.save(ck / "val_grads.npy", G_val.astype(np.float32))
-        save_file(sub, str(ck / "subspace.safetensors"), metadata={"ortho_error": "1e-7"})
+        # through the project's checked writer: val_coords from U[:, :r] * S is Fortran-ordered
+        artefacts.save_subspace(ck / "subspace.safetensors", Subspace(ortho_error=1e-7, **sub))
         if epoch == 1:
             sub1 = sub
 
@@ -311,9 +313,11 @@ def make_fake_geometry(run_dir, epochs=(1, 2), P: int = 64, n_examples: int = 24
         report["checkpoints"][str(e)] = {
             **curvature_numbers(H, GN, F, v, n_a, rank),
             "key": f"fake-{e}", "module": FAKE_MODULE, "n_coords": P, "n_a": n_a, "wall_s": 3.5 * e, "hessian_s": 2.0 * e}
-        save_file({"hessian": H.astype(np.float32), "gauss_newton": GN.astype(np.float32), "fisher": F.astype(np.float32),
-                   "adam_v": v.astype(np.float32), "idx_a": idx_a, "idx_b": idx_b}, str(out / f"ckpt-{e}.safetensors"),
-                  metadata={"module": FAKE_MODULE, "n_a": str(n_a), "shape_a": json.dumps(shape_a),
-                            "shape_b": json.dumps(shape_b)})
+        artefacts.save_tensors(out / f"ckpt-{e}.safetensors",
+                               {"hessian": H.astype(np.float32), "gauss_newton": GN.astype(np.float32),
+                                "fisher": F.astype(np.float32), "adam_v": v.astype(np.float32), "idx_a": idx_a,
+                                "idx_b": idx_b},
+                               {"module": FAKE_MODULE, "n_a": str(n_a), "shape_a": json.dumps(shape_a),
+                                "shape_b": json.dumps(shape_b)})
     (out / "geometry.json").write_text(json.dumps(report, indent=2))
     return d
