@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gist_core import baselines, scoring
+from gist_core.artefacts import load_npy, save_npy
 from gist_core.atomic import atomic_path, atomic_write_json
 from gist_core.distributed import Layout, single_process_env
 from gist_core.data import examples_to_frame, load_examples, subtask_groups
@@ -191,7 +192,7 @@ class Compare:
         t0 = time.time()
         sub = load_subspace(self.run.ckpt_dir(self.cfg.checkpoint) / "subspace.safetensors")
         rank = choose_rank(self.cfg, sub)
-        X = np.load(self.store.path("train_proj.npy"), mmap_mode="r")
+        X = load_npy(self.store.path("train_proj.npy"), np.float32, ndim=2, mmap=True)
         sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, self.cfg.aggregation)
         st = self._stage_walls()
         warm_s, warm_f = self._warmup_cost(self.cfg.checkpoint)
@@ -266,15 +267,17 @@ class Compare:
         stage, rel = f"compare/less/val-ckpt-{e}", f"compare/less/val-ckpt-{e}.npy"
         if own:
             walls["val_grads"] += self._val_cost(e)[0]
-        if self.store.stage_done(stage, key):
+        # (files of older compare runs hold float16 features: recomputed, so every run scores float32 ones)
+        if self.store.stage_done(stage, key) and np.load(self.store.path(rel), mmap_mode="r").dtype == np.float32:
             skipped(self.store, stage)
             entry = self._stage_walls()[stage]
             walls["val_grads"] += entry.get("val_grads_s", 0.0)
             walls["val_features"] += entry["wall_s"]
-            return np.load(self.store.path(rel)).astype(np.float32), entry["dim"]
+            return load_npy(self.store.path(rel), np.float32, ndim=2), entry["dim"]
         t0 = time.time()
         if own:  # the run's stored plain gradients at its own checkpoints
-            G, device = np.load(self.run.ckpt_dir(e) / "val_grads.npy"), self.run.tokenizer_and_model()[1].device
+            G = load_npy(self.run.ckpt_dir(e) / "val_grads.npy", np.float32, ndim=2)
+            device = self.run.tokenizer_and_model()[1].device
         else:
             engine, _ = self._less_engine(e, ckpt, own)
             G = collect_flat(engine, self.run.target_tok, list(range(len(self.run.target))),
@@ -283,9 +286,7 @@ class Compare:
         t_grads = time.time() - t0 if not own else 0.0
         t1 = time.time()
         V = unit_rows(self._projector_for(G.shape[1], device).project(torch.from_numpy(G))).cpu().numpy()
-        self.store.path(rel).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.store.path(rel), suffix=".npy") as tmp:
-            np.save(tmp, V.astype(np.float16))
+        save_npy(self.store.path(rel), V, np.float32)  # float32 here and on every rerun (N_v x d: small)
         walls["val_grads"] += t_grads
         walls["val_features"] += time.time() - t1
         self.run.record(stage, key, [rel], time.time() - t1, {"dim": int(G.shape[1]), "val_grads_s": t_grads})
@@ -338,15 +339,15 @@ class Compare:
         entry = self._stage_walls()[stage]
         walls["pool_projection"] += entry.get("projection_s", 0.0)  # absent in runs made before it was timed
         walls["pool_features"] += entry["wall_s"] - entry.get("projection_s", 0.0)
-        return np.load(fs.path, mmap_mode="r")
+        return load_npy(fs.path, np.float16, ndim=2, mmap=True)
 
     # ---- raw-gradient cosine
     def rawcos_scores(self) -> scoring.Scores:
         import torch
         from gist_core.gradients import GradientEngine
         e, n = self.cfg.checkpoint, len(self.run.pool)
-        G = np.load(self.run.ckpt_dir(e) / "val_grads.npy")
-        key = stable_hash([self.run.keys["warmup"], e, "rawcos"])
+        G = load_npy(self.run.ckpt_dir(e) / "val_grads.npy", np.float32, ndim=2)
+        key = stable_hash([self.run.keys["val_grads"], e, "rawcos"])  # = the warm-up key unless --no-target-eos
         stage = "compare/rawcos"
 
         spec = StoreSpec("compare/rawcos.npy", n, G.shape[0] + 1, {"key": key})
@@ -384,14 +385,12 @@ class Compare:
             with self.run.progress.stage(stage, total=len(self.run.pool)):
                 for path, toks in zip(paths, (self.run.pool_tok, self.run.target_tok)):
                     E = baselines.mean_pooled_embeddings(model, toks.input_ids, tok.pad_token_id)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    with atomic_path(path, suffix=".npy") as tmp:
-                        np.save(tmp, E)
+                    save_npy(path, E, np.float32)
             self.run.record(stage, key, ["compare/embed.npy", "compare/embed-target.npy"], time.time() - t0)
         else:
             skipped(self.store, stage)
         t1 = time.time()
-        E, Et = np.load(paths[0]), np.load(paths[1])
+        E, Et = (load_npy(p, np.float32, ndim=2) for p in paths)
         cols = baselines.embedding_columns(E, Et, self.groups)
         self.costs["embedding"] = {"pool_features": self._stage_walls()[stage]["wall_s"], "scoring": time.time() - t1}
         self.flops["embedding"] = 2 * self.n_params * (self.tokens["pool"] + self.tokens["target"])

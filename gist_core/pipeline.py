@@ -20,17 +20,22 @@ from pathlib import Path
 import numpy as np
 
 from gist_core import scoring
+from gist_core.artefacts import (ArtefactError, StaleArtefact, array_digest, load_npy, load_subspace, save_npy,
+                                 save_subspace, subspace_exists)  # noqa: F401  (re-exported)
 from gist_core.atomic import atomic_path, atomic_write_json
-from gist_core.corpus import DEFAULT_DEMO_TARGET
+from gist_core.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA  # noqa: F401  (re-exported)
 from gist_core.data import (Example, ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups,
                             write_selected_jsonl)
 from gist_core.model import LoraSettings
 from gist_core.distributed import Layout, shard_size
 from gist_core.store import FeatureStore, RunStore, StoreError, file_hash, stable_hash
+from gist_core.subspace import VAL_COORDS_TOL, val_coords_error
 from gist_core.warmup import TrainConfig
 
-SAMPLE_DATA = Path(os.environ.get("GIST_LAB_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
 FLUSH_EVERY = 8  # batches between done-mask flushes: at most this many batches are redone after a kill
+
+
+PROJ_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -53,6 +58,12 @@ class RunConfig:
     warmup_fraction: float = field(default=0.05, metadata={"help": "random share of the pool for warm-up"})
     max_length: int = field(default=256, metadata={"help": "tokens per example (prompt cut first)"})
     grad_batch_size: int = field(default=16, metadata={"help": "examples per per-example-gradient batch"})
+    proj_dtype: str = field(default="float32", metadata={
+        "help": "dtype of the pool projection g.V: float32, or bfloat16 as the GIST reference code does (basis "
+                "and gradients cast to bf16 before the product, partial products summed and stored in float32)"})
+    target_eos: bool = field(default=True, metadata={
+        "help": "append the end-of-sequence token to the target's responses, as to the pool's; False = the "
+                "GIST/LESS reference code, whose validation examples end at the answer"})
     lora: LoraSettings = field(default_factory=LoraSettings)
     warmup: TrainConfig = field(default_factory=TrainConfig)
     target_split: str = "train"
@@ -69,7 +80,7 @@ class RunConfig:
         if isinstance(self.warmup, dict):
             object.__setattr__(self, "warmup", TrainConfig(**self.warmup))
         try:
-            scoring.budget_to_count(self.budget, 10**12)
+            scoring.check_budget(self.budget)
         except ValueError as e:
             raise ConfigError(str(e)) from None
         if self.rank is not None and self.rank < 1:
@@ -84,6 +95,8 @@ class RunConfig:
             raise ConfigError(f"checkpoint must lie in 1..{self.warmup.epochs} (warm-up epochs)")
         if not 0 < self.warmup_fraction <= 1:
             raise ConfigError(f"warmup_fraction must lie in (0, 1], got {self.warmup_fraction}")
+        if self.proj_dtype not in PROJ_DTYPES:
+            raise ConfigError(f"proj_dtype must be one of {PROJ_DTYPES}, got '{self.proj_dtype}'")
         if self.max_length < 8 or self.grad_batch_size < 1:
             raise ConfigError("max_length must be >= 8 and grad_batch_size >= 1")
         object.__setattr__(self, "r_max", max(self.r_max, self.rank or 1))
@@ -190,6 +203,10 @@ class Run:
         path = self.store.path("config.json")
         if path.exists() and not overwrite:
             old = json.loads(path.read_text())
+            try:  # options added since the folder was made take their defaults, as they did then
+                old = json.loads(json.dumps(RunConfig.from_json(old).to_json()))
+            except (ConfigError, TypeError):
+                pass
             if old != json.loads(json.dumps(self.cfg.to_json())):
                 changed = sorted(k for k in set(old) | set(self.cfg.to_json()) if old.get(k) != self.cfg.to_json().get(k))
                 raise ConfigError(f"{self.store.root} already holds a run with a different config "
@@ -223,7 +240,7 @@ class Run:
         tok, _ = self.tokenizer_and_model()
         from gist_core.formatting import tokenize_examples
         pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
-        target_tok = tokenize_examples(target, tok, self.cfg.max_length)
+        target_tok = tokenize_examples(target, tok, self.cfg.max_length, eos=self.cfg.target_eos)
         self.pool, self.target, self.pool_tok, self.target_tok = pool, target, pool_tok, target_tok  # for compare
         for name, t in (("pool", pool_tok), ("target", target_tok)):
             if t.n_truncated:
@@ -294,9 +311,11 @@ class Run:
                             "limit": c.limit_train})
         model = stable_hash({"model": fp["model"], "dtype": c.dtype, "max_length": c.max_length})
         warm = stable_hash([data, model, asdict(c.lora), asdict(c.warmup), c.warmup_fraction, c.seed])
-        proj = stable_hash([warm, c.checkpoint, c.r_max])
+        # options off their defaults join the keys; at their defaults the keys are those of earlier versions
+        val = warm if c.target_eos else stable_hash([warm, "no-target-eos"])
+        proj = stable_hash([val, c.checkpoint, c.r_max] + ([c.proj_dtype] if c.proj_dtype != "float32" else []))
         scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed])
-        return {"data": data, "warmup": warm, "val_grads": warm, "subspace": warm, "train_proj": proj, "scores": scores}
+        return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores}
 
     def record(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
         self.store.record_stage(stage, key, files, wall_s, {"config_hash": stable_hash(self.cfg.to_json()),
@@ -380,7 +399,10 @@ class Run:
         key = self.keys["val_grads"]
         rel = [f"checkpoints/ckpt-{epoch}/val_grads.npy", f"checkpoints/ckpt-{epoch}/subspace.safetensors"]
         if self.store.stage_done(stage, key):
-            return skipped(self.store, stage)
+            problem = self._subspace_problem(rel)
+            if problem is None:
+                return skipped(self.store, stage)
+            return self._refit_subspace(epoch, stage, key, rel, problem)
         tok, _ = self.tokenizer_and_model()
         model = self.adapter_model(epoch)
         t0 = time.time()
@@ -388,14 +410,54 @@ class Run:
         with self.progress.stage(stage, total=n):
             engine = GradientEngine(model, tok.pad_token_id)
             G = collect_flat(engine, target_tok, list(range(n)), self.cfg.grad_batch_size)
-        with atomic_path(self.store.path(rel[0]), suffix=".npy") as tmp:
-            np.save(tmp, G)
+        save_npy(self.store.path(rel[0]), G, np.float32)
         t_sub = time.time()
         sub = fit_subspace(G, self.cfg.r_max)
         save_subspace(self.store.path(rel[1]), sub)
         self.record(stage, key, rel, time.time() - t0,
                     {"dim": int(G.shape[1]), "r_max": sub.r_max, "ortho_error": sub.ortho_error,
                      "subspace_s": round(time.time() - t_sub, 4)})
+
+    def _subspace_problem(self, rel: list[str]) -> str | None:
+        """None when the stored subspace is sound: format 2 and val_coords == val_grads . basis (a checksum
+        with meaning, N_v x D x R); else what is wrong, in a few words."""
+        try:
+            sub = load_subspace(self.store.path(rel[1]))
+        except StaleArtefact:
+            return ("written before artefact format 2, when safetensors 0.8 scrambled its non-C-ordered "
+                    "target directions")
+        except ArtefactError as e:
+            return str(e)
+        G = load_npy(self.store.path(rel[0]), np.float32, ndim=2)
+        err = val_coords_error(G, sub)
+        return None if err <= VAL_COORDS_TOL else f"val_coords differ from val_grads . basis (relative error {err:.2g})"
+
+    def _refit_subspace(self, epoch: int, stage: str, key: str, rel: list[str], problem: str) -> None:
+        """Recompute a stale or inconsistent subspace from the stored validation gradients (no model needed).
+        The basis comes out bit-identical when the gradients are unchanged: then the pool projections onto it
+        stay valid and are kept (their store is re-labelled with the basis digest), else they are recomputed."""
+        from gist_core.subspace import fit_subspace
+        path = self.store.path(rel[1])
+        print(f"notice: {rel[1]}: {problem}; recomputing the subspace from the stored validation gradients "
+              "(and the scores after it)", flush=True)
+        self.store.event(stage, "stale", problem=problem)
+        try:
+            old = load_subspace(path, allow_stale=True)
+            old_digest, old_file = array_digest(old.basis), file_hash(path)
+        except ArtefactError:
+            old_digest = old_file = None
+        t0 = time.time()
+        sub = fit_subspace(load_npy(self.store.path(rel[0]), np.float32, ndim=2), self.cfg.r_max)
+        save_subspace(path, sub)
+        new_digest = array_digest(sub.basis)
+        if epoch == self.cfg.checkpoint and old_digest == new_digest:
+            if relabel_store(self.store.path("train_proj.json"), old_file, new_digest):
+                print("notice: the basis is unchanged, so the stored pool projections onto it are kept", flush=True)
+        entry = self.store.manifest()["stages"][stage]
+        self.record(stage, key, rel, entry.get("wall_s", 0.0),
+                    {k: entry[k] for k in ("dim", "subspace_s") if k in entry} |
+                    {"r_max": sub.r_max, "ortho_error": sub.ortho_error, "refit": problem,
+                     "refit_s": round(time.time() - t0, 4)})
 
     def stage_train_proj(self, pool_tok) -> FeatureStore | None:
         """Pool gradients projected onto the subspace's R_max directions, into a resumable memmap.
@@ -405,17 +467,17 @@ class Run:
         key = self.keys["train_proj"]
         sub_path = self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors")
         sub = load_subspace(sub_path)
-        # The subspace's own hash in the store's meta: rows projected onto an older, different basis
+        # The basis's content digest in the store's meta: rows projected onto an older, different basis
         # (say, before a corrupted warm-up was recomputed) are never reused.
         spec = StoreSpec("train_proj.npy", len(pool_tok.input_ids), sub.r_max,
-                         {"key": key, "subspace": file_hash(sub_path)})
+                         {"key": key, "basis": sub.basis_digest or array_digest(sub.basis)})
 
         def work(rows: list[int], fs: FeatureStore, st) -> None:
             import torch
             from gist_core.gradients import GradientEngine, stream
             tok, _ = self.tokenizer_and_model()
             engine = GradientEngine(self.adapter_model(self.cfg.checkpoint), tok.pad_token_id)
-            basis = torch.from_numpy(sub.basis).to(engine.device)
+            basis = torch.from_numpy(sub.basis).to(engine.device, getattr(torch, self.cfg.proj_dtype))
             stream(engine, pool_tok, rows, self.cfg.grad_batch_size, self.row_writer(fs), project=basis,
                    on_batch=st.advance)
 
@@ -548,7 +610,8 @@ class Run:
 
     def stage_scores(self, pool, target, proj: FeatureStore, pool_tok, target_tok) -> dict:
         t0 = time.time()
-        sub = load_subspace(self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors"))
+        sub = load_subspace(self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors"),
+                            ("sigma", "val_coords"))
         groups = subtask_groups(target)
         rank = choose_rank(self.cfg, sub)
         k = scoring.budget_to_count(self.cfg.budget, len(pool))
@@ -605,28 +668,6 @@ class ShardRows:
         self.fs.flush()
 
 
-# ----------------------------------------------------------------------------- artefact trios
-def save_subspace(path: Path, sub) -> None:
-    from safetensors.numpy import save_file
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({"basis": sub.basis, "sigma": sub.sigma.astype(np.float64), "val_coords": sub.val_coords},
-                  str(tmp), metadata={"ortho_error": repr(sub.ortho_error)})
-
-
-def load_subspace(path: Path):
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-    from gist_core.subspace import Subspace
-    d = load_file(str(path))
-    with safe_open(str(path), "np") as f:
-        err = float(f.metadata().get("ortho_error", "nan"))
-    return Subspace(basis=d["basis"], sigma=d["sigma"], val_coords=d["val_coords"], ortho_error=err)
-
-
-def subspace_exists(path: Path) -> bool:
-    return path.exists()
-
-
 def choose_rank(cfg: RunConfig, sub) -> int:
     if cfg.rank is not None:
         if cfg.rank > sub.r_max:
@@ -635,6 +676,19 @@ def choose_rank(cfg: RunConfig, sub) -> int:
         return cfg.rank
     from gist_core.subspace import rank_for_variance
     return min(rank_for_variance(sub.sigma, cfg.tau), sub.r_max)
+
+
+def relabel_store(meta_path: Path, old_file_hash: str | None, basis_digest: str) -> bool:
+    """A projection store made before format 2 names its subspace by file hash; when that file's basis is
+    bit-identical to the refitted one, name it by the basis digest instead (its rows stay valid)."""
+    if old_file_hash is None or not meta_path.exists():
+        return False
+    meta = json.loads(meta_path.read_text())
+    if meta.get("subspace") != old_file_hash:
+        return False
+    meta.pop("subspace")
+    atomic_write_json(meta_path, {**meta, "basis": basis_digest})
+    return True
 
 
 # ----------------------------------------------------------------------------- reports
@@ -671,10 +725,15 @@ def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> dict:
     truth = truth_masks(examples_to_frame(pool, ["skill", "kind"]), list(groups))
     per_rule = {}
     for rule, (idx, share) in picked.items():
-        entry = {"picked_for_subtask": share, "starved_subtasks": scoring.starved(share, k)}
+        # starvation: by ground truth where the pool has it (the coverage figures), else by the column each
+        # selected example aligns best with (no labels needed); `starved_basis` says which
+        entry = {"picked_for_subtask": share, "starved_subtasks": scoring.starved(share, k),
+                 "starved_basis": "best-aligned subtask column"}
         gt = ground_truth_metrics(truth, len(pool), idx)
         if gt:
             entry.update(gt)
+            entry.update(starved_subtasks=scoring.starved_by_coverage(gt["coverage"]),
+                         starved_basis="ground-truth coverage")
         per_rule[rule] = entry
     rng = np.random.default_rng(cfg.seed)
     rand = np.sort(rng.choice(len(pool), size=k, replace=False))
@@ -684,13 +743,17 @@ def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> dict:
                "rank": rank, "r_max": sub.r_max, "r95": rank_for_variance(sub.sigma, 0.95),
                "r99": rank_for_variance(sub.sigma, 0.99), "sigma": [float(s) for s in sub.sigma],
                "aggregation": cfg.aggregation, "balance": cfg.balance, "checkpoint": cfg.checkpoint,
-               "starved_subtasks": main["starved_subtasks"], "picked_for_subtask": main["picked_for_subtask"],
+               "starved_subtasks": main["starved_subtasks"], "starved_basis": main["starved_basis"],
+               "picked_for_subtask": main["picked_for_subtask"],
                "by_balance": per_rule, "score_semantics": "cosine in [-1, 1]; higher = better aligned with the target"}
     if rand_gt:
         summary.update({key: main[key] for key in ("precision", "recall", "coverage", "n_wrong_selected",
                                                       "n_distractor_selected", "base_rate")})
-        summary["random_precision"] = rand_gt["precision"]
-        summary["precision_over_random"] = main["precision"] / max(rand_gt["precision"], 1e-12)
+        # one random baseline everywhere: the expected precision of a random selection (the base rate);
+        # one seeded draw is kept beside it for reference
+        summary["random_precision"] = main["base_rate"]
+        summary["random_draw_precision"] = rand_gt["precision"]
+        summary["precision_over_random"] = main["precision"] / max(main["base_rate"], 1e-12)
     return summary
 
 
@@ -704,8 +767,9 @@ def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = Non
     run_dir = Path(run_dir)
     cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     import pandas as pd
-    sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors")
+    sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
+                        ("sigma", "val_coords"))
     target = pd.read_parquet(run_dir / "target.parquet")
     groups = scoring.groups_from_labels(target["id"], target["subtask"])
-    X = np.load(run_dir / "train_proj.npy", mmap_mode="r")
+    X = load_npy(run_dir / "train_proj.npy", np.float32, ndim=2, mmap=True)
     return scoring.gist_scores(X, sub.val_coords, groups, rank, aggregation or cfg.aggregation)

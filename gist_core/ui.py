@@ -102,6 +102,9 @@ def require_run(run_dir: Path | None) -> Path:
 def require_scores(run_dir: Path | None) -> Path:
     """Stop the page with a pointer to the Run page unless the run has scores."""
     run_dir = require_run(run_dir)
+    if problem := views.stale_problem(run_dir):  # never draw scores from scrambled target directions
+        st.error(problem, icon=":material/warning:")
+        st.stop()
     if not views.has_scores(run_dir):
         state = views.run_state(run_dir)
         st.info(f"Run `{run_dir.name}` has no scores yet (status: {state['status']}).")

@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gist_core import launcher, scoring
-from gist_core.atomic import atomic_path
+from gist_core import artefacts, launcher, scoring
 from gist_core.curvature import correlation_matrix  # noqa: F401  (the Curvature page's correlation view)
-from gist_core.store import read_events
+from gist_core.store import read_events, stable_hash
 from gist_core.subspace import rank_for_variance
 from gist_core.truth import Truth, has_ground_truth, metrics_from, relevant_mask, truth_masks  # noqa: F401
 
@@ -122,20 +121,28 @@ class Arrays:
         return min(self.X.shape[1], self.val_coords.shape[1])
 
 
-def _read_tensors(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Only the named tensors of a safetensors file (the basis, D x R, is never needed here)."""
-    from safetensors import safe_open
-    with safe_open(str(path), "np") as f:
-        return {n: f.get_tensor(n) for n in names}
+def _subspace_path(run_dir: str | Path) -> Path:
+    cfg = read_json(Path(run_dir) / "config.json", {})
+    return Path(run_dir) / "checkpoints" / f"ckpt-{cfg.get('checkpoint', 1)}" / "subspace.safetensors"
+
+
+def stale_problem(run_dir: str | Path) -> str | None:
+    """Why this run's GIST artefacts must not be shown (written before artefact format 2), else None."""
+    path = _subspace_path(run_dir)
+    if not path.is_file() or artefacts.subspace_format(path) >= artefacts.FORMAT:
+        return None
+    return (f"`{path.relative_to(run_dir)}` was written in artefact format {artefacts.subspace_format(path)}, when "
+            "safetensors 0.8 scrambled GIST's target directions. Rerun the command that made this run "
+            "(`gist-lab select --config RUN/config.json`, or the same `demo`/`compare`): it recomputes the "
+            "subspace from the stored validation gradients and re-scores, keeping the pool projections.")
 
 
 @functools.lru_cache(maxsize=4)
 def _arrays(run_dir: str, _stamp: int) -> Arrays:
     d = Path(run_dir)
     cfg = read_json(d / "config.json", {})
-    sub = d / "checkpoints" / f"ckpt-{cfg.get('checkpoint', 1)}" / "subspace.safetensors"
-    val = _read_tensors(sub, ("val_coords",))["val_coords"]
-    return Arrays(X=np.load(d / "train_proj.npy", mmap_mode="r"), val_coords=np.asarray(val),
+    val = artefacts.load_subspace(_subspace_path(d), ("val_coords",)).val_coords  # the basis is never needed here
+    return Arrays(X=artefacts.load_npy(d / "train_proj.npy", ndim=2, mmap=True), val_coords=val,
                   groups=target_groups(_target_frame(run_dir, _stamp)),
                   aggregation=cfg.get("aggregation", "subtask_mean"))
 
@@ -149,6 +156,10 @@ def r_max(run_dir: str | Path) -> int:
 
 
 # ----------------------------------------------------------------------------- ground truth
+# One definition of the random baseline on every page and in the CLI: the *expected* precision of a
+# uniformly random selection of the same size (the pool's share of correct target examples), not one draw.
+RANDOM_BASELINE_HELP = ("'vs random': this precision minus the expected precision of a random selection of the same size, "
+                        "i.e. the share of correct target-skill examples in the pool (no sampling noise)")
 def truth_labels(frame: pd.DataFrame, subtasks: list[str]) -> pd.Series:
     """One of TRUTH_LABELS per row (UNKNOWN where the pool carries no skill)."""
     in_target = frame["skill"].isin(subtasks).to_numpy()
@@ -452,7 +463,8 @@ def _spectra(run_dir: str, _stamp: int) -> list[Spectrum]:
         m = re.fullmatch(r"ckpt-(\d+)", path.parent.name)
         if not m:
             continue
-        sigma = np.asarray(_read_tensors(path, ("sigma",))["sigma"], dtype=np.float64)
+        # sigma is 1-D, which safetensors never scrambled: spectra of older runs stay readable
+        sigma = np.asarray(artefacts.load_subspace(path, ("sigma",), allow_stale=True).sigma, dtype=np.float64)
         s2 = sigma ** 2
         out.append(Spectrum(epoch=int(m.group(1)), sigma=sigma, explained=np.cumsum(s2) / max(s2.sum(), 1e-300),
                             r95=rank_for_variance(sigma, 0.95), r99=rank_for_variance(sigma, 0.99)))
@@ -505,8 +517,19 @@ def pca_2d(P: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (P - mu) @ W, (V - mu) @ W
 
 
-def umap_path(run_dir: str | Path, rank: int) -> Path:
-    return Path(run_dir) / f"map_umap_r{rank}.npy"
+def umap_key(run_dir: str | Path, rank: int, max_points: int = MAP_MAX_POINTS, seed: int = 0) -> str:
+    """What a UMAP depends on: the stored projections and target directions (their recorded sha256, so
+    a rerun with --overwrite makes a new key), the rank, the sample size and the seed."""
+    stages = read_json(Path(run_dir) / "manifest.json", {}).get("stages", {})
+    cfg = read_json(Path(run_dir) / "config.json", {})
+    sub_stage = stages.get(f"val_grads/ckpt-{cfg.get('checkpoint', 1)}", {})
+    parts = [stages.get("train_proj", {}).get("digests") or stages.get("train_proj", {}).get("finished_at"),
+             sub_stage.get("digests") or sub_stage.get("finished_at"), rank, max_points, seed]
+    return stable_hash(parts)[:10]
+
+
+def umap_path(run_dir: str | Path, rank: int, max_points: int = MAP_MAX_POINTS, seed: int = 0) -> Path:
+    return Path(run_dir) / f"map_umap_r{rank}_{umap_key(run_dir, rank, max_points, seed)}.npy"
 
 
 def umap_cached(run_dir: str | Path, rank: int, max_points: int = MAP_MAX_POINTS, seed: int = 0) -> bool:
@@ -514,13 +537,16 @@ def umap_cached(run_dir: str | Path, rank: int, max_points: int = MAP_MAX_POINTS
 
 
 def _load_umap(run_dir, rank, max_points, seed) -> np.ndarray | None:
-    p = umap_path(run_dir, rank)
+    p = umap_path(run_dir, rank, max_points, seed)
     if not p.exists():
         return None
     a = arrays(run_dir)
     expect = (len(map_sample(a.X.shape[0], max_points, seed)) + a.val_coords.shape[0], 2)
-    Z = np.load(p)
-    return Z if Z.shape == expect else None  # stale (other sample size or run): recompute
+    try:
+        Z = artefacts.load_npy(p, ndim=2)
+    except artefacts.ArtefactError:
+        return None
+    return Z if Z.shape == expect else None  # damaged: recompute
 
 
 def map_coords(run_dir: str | Path, rank: int, method: str = "pca", max_points: int = MAP_MAX_POINTS,
@@ -538,8 +564,10 @@ def map_coords(run_dir: str | Path, rank: int, method: str = "pca", max_points: 
             if not compute:
                 return None
             Z = _fit_umap(np.vstack([P, V]), seed)
-            with atomic_path(umap_path(run_dir, rank), suffix=".npy") as tmp:
-                np.save(tmp, Z)
+            path = umap_path(run_dir, rank, max_points, seed)
+            for old in Path(run_dir).glob(f"map_umap_r{rank}_*.npy"):  # maps of earlier results
+                old.unlink(missing_ok=True)
+            artefacts.save_npy(path, Z)
         zp, zv = Z[:len(P)], Z[len(P):]
     else:
         raise ValueError(f"unknown map method '{method}' (pca | umap)")
@@ -893,10 +921,8 @@ def curvature_matrices(run_dir: str | Path, epoch: int) -> dict:
 
 @functools.lru_cache(maxsize=2)
 def _curvature_matrices(path: str, _stamp: int) -> dict:
-    from safetensors import safe_open
-    with safe_open(path, "np") as f:
-        out = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata() or {}
+    # older files are sound as they are (square symmetric matrices, 1-D vectors): geometry_run.load_matrices
+    out, meta = artefacts.load_tensors(path, allow_stale=True)
     n_a = int(meta["n_a"]) if "n_a" in meta else len(out.get("idx_a", ()))
     shapes = {k: json.loads(meta[k]) if k in meta else None for k in ("shape_a", "shape_b")}
     return {**out, "n_a": n_a, "module": meta.get("module", ""), **shapes}

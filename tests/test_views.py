@@ -149,6 +149,19 @@ def test_map_pca_subsample_and_umap_cache(run):
     assert not views.umap_cached(run, 3)
 
 
+def test_umap_cache_is_keyed_by_the_stored_results_not_their_shape(tmp_path):
+    """A rerun with --overwrite (same shapes, new projections) must not show the old map."""
+    run = make_fake_run(tmp_path / "runs" / "fake", n_pool=300, n_val=20, r=8)
+    fake = np.zeros((300 + 20, 2), dtype=np.float32)
+    np.save(views.umap_path(run, 3), fake)
+    assert views.umap_cached(run, 3)
+    m = json.loads((run / "manifest.json").read_text())
+    m["stages"]["train_proj"]["digests"] = {"train_proj.npy": {"bytes": 1, "sha256": "new"}}  # what a rerun records
+    (run / "manifest.json").write_text(json.dumps(m))
+    assert not views.umap_cached(run, 3)
+    assert views.umap_key(run, 3) != views.umap_key(run, 4)
+
+
 def test_progress_state_and_runs_table(run, tmp_path):
     prog = views.stage_progress(run)
     assert prog["stage"].tolist() == ["data", "warmup", "val_grads/ckpt-1", "val_grads/ckpt-2", "train_proj", "scores"]
