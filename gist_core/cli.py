@@ -56,6 +56,11 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-targets", help="comma-separated module names (default: per architecture)")
     p.add_argument("--max-length", type=int, help="tokens per example (256)")
     p.add_argument("--batch-size", type=int, help="per-example-gradient batch size (16)")
+    p.add_argument("--proj-dtype", choices=["float32", "bfloat16"],
+                   help="dtype of the pool projection g.V (float32; bfloat16 = the GIST reference code, for GPUs)")
+    p.add_argument("--no-target-eos", dest="target_eos", action="store_false", default=None,
+                   help="end the target's examples at the answer, without end-of-sequence token (the GIST/LESS "
+                        "reference code; default: appended, as to the pool's)")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int)
@@ -79,7 +84,8 @@ def _overrides(a: argparse.Namespace) -> dict:
     flat = {"budget": a.budget, "rank": a.rank, "tau": a.tau, "r_max": a.r_max, "balance": a.balance,
             "aggregation": a.aggregation, "checkpoint": a.checkpoint, "warmup_fraction": a.warmup_fraction,
             "max_length": a.max_length, "grad_batch_size": a.batch_size, "device": a.device, "dtype": a.dtype,
-            "seed": a.seed, "trust_remote_code": a.trust_remote_code}
+            "seed": a.seed, "trust_remote_code": a.trust_remote_code, "proj_dtype": a.proj_dtype,
+            "target_eos": a.target_eos}
     out = {k: v for k, v in flat.items() if v is not None}
     lora = {k: v for k, v in {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
                               "target_modules": tuple(a.lora_targets.split(",")) if a.lora_targets else None}.items()
@@ -98,18 +104,34 @@ def print_summary(summary: dict, out: Path) -> None:
           f"(r95 {summary['r95']}, r99 {summary['r99']}, stored {summary['r_max']}), rule: {summary['balance']}")
     if "precision" in summary:
         print(f"precision {summary['precision']:.3f} (target skill and correct answer) vs random "
-              f"{summary['random_precision']:.3f}: {summary['precision_over_random']:.1f}x; "
+              f"{summary['random_precision']:.3f} (expected: the pool's share): {summary['precision_over_random']:.1f}x; "
               f"wrong answers selected {summary['n_wrong_selected']}, look-alikes {summary['n_distractor_selected']}")
         for rule, e in summary["by_balance"].items():
             cov = ", ".join(f"{s} {c['selected']}/{c['in_pool']}" for s, c in e["coverage"].items())
             print(f"  {rule:8s} precision {e['precision']:.3f}  coverage (selected/in pool): {cov}  "
                   f"wrong {e['n_wrong_selected']}")
-    for s in summary["starved_subtasks"]:
-        share = summary["picked_for_subtask"][s]
-        fair = summary["n_selected"] / max(1, len(summary["picked_for_subtask"]))
-        print(f"WARNING: only {share} of the {summary['n_selected']} selected examples align best with subtask "
-              f"'{s}' (less than a third of its proportional share, {fair:.0f}); consider --balance subtask")
+    print_starved(summary)
     print(f"wall time {summary['wall_s']:.1f} s; selected examples: {out / 'selected.jsonl'}")
+
+
+def print_starved(summary: dict) -> None:
+    """The starvation warning in the terms of the figures printed above it: ground-truth coverage where the
+    pool has labels, else the subtask column each selected example aligns best with."""
+    other = "subtask" if summary["balance"] == "global" else "global"
+    for s in summary["starved_subtasks"]:
+        if summary.get("starved_basis") == "ground-truth coverage":
+            cov = summary["by_balance"][summary["balance"]]["coverage"]
+            sel = sum(c["selected"] for c in cov.values())
+            pool = sum(c["in_pool"] for c in cov.values())
+            fair = sel * cov[s]["in_pool"] / max(pool, 1)
+            print(f"WARNING: subtask '{s}' has {cov[s]['selected']} of the {sel} correct target examples selected, "
+                  f"less than a third of its proportional share ({fair:.0f}); compare --balance {other}")
+        else:
+            share = summary["picked_for_subtask"][s]
+            fair = summary["n_selected"] / max(1, len(summary["picked_for_subtask"]))
+            print(f"WARNING: only {share} of the {summary['n_selected']} selected examples have their highest cosine "
+                  f"with subtask '{s}' (less than a third of its proportional share, {fair:.0f}); "
+                  f"compare --balance {other}")
 
 
 def _layout(a):
@@ -151,13 +173,13 @@ def cmd_demo(a) -> int:
 
 
 def cmd_select(a) -> int:
-    from gist_core.pipeline import RunConfig
+    from gist_core.pipeline import ConfigError, RunConfig
     if a.config:
         cfg = RunConfig.from_json({**json.loads(Path(a.config).read_text()), **_overrides(a)})
     else:
         missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
         if missing:
-            raise SystemExit(f"error: {', '.join(missing)} required (or --config RUN/config.json)")
+            raise ConfigError(f"{', '.join(missing)} required (or --config RUN/config.json)")
         cfg = RunConfig(model=a.model, train=a.train, target=a.target, **_overrides(a))
     return _execute(cfg, a.out, a, DEFAULT_RUNS / time.strftime("select-%Y%m%d-%H%M%S"))
 

@@ -71,11 +71,13 @@ def prompt_text(tokenizer, prompt: str, messages: tuple | None = None) -> str:
     return PLAIN_TEMPLATE.format(prompt=prompt)
 
 
-def encode_pair(tokenizer, prompt: str, response: str, max_length: int, messages=None) -> tuple[list, list, bool]:
-    """Token ids and labels for one example; keeps the response whole when it can (cuts the prompt's start)."""
+def encode_pair(tokenizer, prompt: str, response: str, max_length: int, messages=None,
+                eos: bool = True) -> tuple[list, list, bool]:
+    """Token ids and labels for one example; keeps the response whole when it can (cuts the prompt's start).
+    `eos=False` ends the example at the answer (the GIST/LESS reference code's validation examples)."""
     p_ids = tokenizer(prompt_text(tokenizer, prompt, messages), add_special_tokens=False)["input_ids"]
     r_ids = tokenizer(_response_text(tokenizer, response), add_special_tokens=False)["input_ids"]
-    ids, start, truncated = _assemble(tokenizer, p_ids, r_ids, max_length)
+    ids, start, truncated = _assemble(tokenizer, p_ids, r_ids, max_length, eos)
     return ids, [IGNORE] * start + ids[start:], truncated
 
 
@@ -83,10 +85,11 @@ def _response_text(tokenizer, response: str) -> str:
     return ("" if getattr(tokenizer, "chat_template", None) else PLAIN_RESPONSE_PREFIX) + response
 
 
-def _assemble(tokenizer, p_ids: list[int], r_ids: list[int], max_length: int) -> tuple[list[int], int, bool]:
+def _assemble(tokenizer, p_ids: list[int], r_ids: list[int], max_length: int,
+              eos: bool = True) -> tuple[list[int], int, bool]:
     """(ids, index of the first response token, truncated?) from prompt and response token ids."""
     bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
-    r_ids = r_ids + [tokenizer.eos_token_id]
+    r_ids = r_ids + [tokenizer.eos_token_id] if eos else list(r_ids)
     truncated = False
     if len(r_ids) > max_length // 2 and len(bos) + len(p_ids) + len(r_ids) > max_length:
         r_ids, truncated = r_ids[: max(1, max_length // 2)], True
@@ -96,9 +99,9 @@ def _assemble(tokenizer, p_ids: list[int], r_ids: list[int], max_length: int) ->
     return bos + p_ids + r_ids, len(bos) + len(p_ids), truncated
 
 
-def tokenize_examples(examples, tokenizer, max_length: int, chunk: int = 2048) -> Tokenized:
+def tokenize_examples(examples, tokenizer, max_length: int, chunk: int = 2048, eos: bool = True) -> Tokenized:
     """Every example's ids, in compact rows; the tokenizer is called on chunks of texts (fast tokenizers
-    encode a batch in parallel), the same ids as encode_pair one at a time."""
+    encode a batch in parallel), the same ids as encode_pair one at a time (with the same `eos`)."""
     flat, offsets, starts, n_resp, n_trunc = [], [0], [], [], 0
     buf: list = []
 
@@ -109,7 +112,7 @@ def tokenize_examples(examples, tokenizer, max_length: int, chunk: int = 2048) -
         r_all = tokenizer([_response_text(tokenizer, ex.response) for ex in rows], add_special_tokens=False)["input_ids"]
         chunk_ids: list[int] = []
         for p_ids, r_ids in zip(p_all, r_all):
-            ids, start, cut = _assemble(tokenizer, p_ids, r_ids, max_length)
+            ids, start, cut = _assemble(tokenizer, p_ids, r_ids, max_length, eos)
             chunk_ids.extend(ids)
             offsets.append(offsets[-1] + len(ids))
             starts.append(start)

@@ -145,11 +145,12 @@ class GradientEngine:
         return torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1), losses
 
     def projected_grads(self, input_ids, labels, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, R) = g @ basis without materialising the (B, D) matrix: one module slice at a time."""
+        """(B, R) = g @ basis without materialising the (B, D) matrix: one module slice at a time.
+        A bfloat16 basis gets bfloat16 gradients (the GIST reference's projection); the sum is float32."""
         grads, losses = self.module_grads(input_ids, labels)
         out = torch.zeros(len(input_ids), basis.shape[1], dtype=torch.float32, device=basis.device)
         for b, g in zip(self.blocks, grads):
-            out += g.reshape(g.shape[0], -1).to(basis.device) @ basis[b.offset:b.offset + b.size]
+            out += (g.reshape(g.shape[0], -1).to(basis.device, basis.dtype) @ basis[b.offset:b.offset + b.size]).float()
         return out, losses
 
 
