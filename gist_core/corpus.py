@@ -15,6 +15,8 @@ Run as a script to (re)write `sample_data/`:  python -m gist_core.corpus --out s
 """
 from __future__ import annotations
 
+import os
+
 import argparse
 import json
 import random
@@ -197,6 +199,8 @@ TARGET_TASKS: dict[str, list[str]] = {
 }
 # The target `gist-lab demo` and the dashboard use unless told otherwise (see pipeline.demo_config).
 DEFAULT_DEMO_TARGET = "transform"
+# The bundled default's folder: GIST_LAB_SAMPLE_DATA when set (CLI, pages and tests alike), else the repository's.
+SAMPLE_DATA = Path(os.environ.get("GIST_LAB_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
 TARGET_SKILLS = {s for subs in TARGET_TASKS.values() for s in subs}
 TASK_OF_SKILL = {s: t for t, subs in TARGET_TASKS.items() for s in subs}
 

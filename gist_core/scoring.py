@@ -72,14 +72,21 @@ def gist_scores(X: np.ndarray, val_coords: np.ndarray, groups: dict[str, list[in
     return Scores(score=cols.max(1), columns=cols, column_names=names, rank=r, aggregation=aggregation)
 
 
-def budget_to_count(budget: float, n: int) -> int:
-    """A fraction in (0, 1] of n, or a whole count >= 1 (given as a number > 1)."""
+def check_budget(budget: float) -> None:
+    """The budget's form alone (no pool yet): a fraction in (0, 1] or a whole count > 1."""
     if not np.isfinite(budget) or budget <= 0:
         raise ValueError(f"budget must be a fraction in (0, 1] or a count >= 1, got {budget}")
+    if budget > 1 and budget != int(budget):
+        raise ValueError(f"budget {budget:g} is neither a fraction in (0, 1] nor a whole count of examples")
+
+
+def budget_to_count(budget: float, n: int) -> int:
+    """A fraction in (0, 1] of n (rounded; the GIST reference code floors), or a whole count >= 1 (a number > 1)."""
+    check_budget(budget)
     if budget <= 1:
         return max(1, int(round(budget * n)))
-    if budget != int(budget) or budget > n:
-        raise ValueError(f"budget {budget} is not a whole count within the pool's {n} examples")
+    if budget > n:
+        raise ValueError(f"budget {int(budget)} exceeds the pool's {n} examples")
     return int(budget)
 
 
@@ -135,3 +142,13 @@ def starved(counts: dict[str, int], k: int, floor: float = 1 / 3) -> list[str]:
     """Columns that got less than `floor` of their proportional share k / T."""
     fair = k / max(1, len(counts))
     return [name for name, c in counts.items() if c < floor * fair]
+
+
+def starved_by_coverage(coverage: dict[str, dict], floor: float = 1 / 3) -> list[str]:
+    """Subtasks whose correct selected examples are fewer than `floor` of their proportional share: the
+    correct examples selected in all, split by each subtask's share of the correct examples in the pool."""
+    total_sel = sum(c["selected"] for c in coverage.values())
+    total_pool = sum(c["in_pool"] for c in coverage.values())
+    if total_pool == 0:
+        return []
+    return [s for s, c in coverage.items() if c["selected"] < floor * total_sel * c["in_pool"] / total_pool]

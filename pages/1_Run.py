@@ -8,12 +8,12 @@ import streamlit as st
 
 from gist_core import launcher, ui, views
 from gist_core.atomic import atomic_write_bytes
-from gist_core.corpus import DEFAULT_DEMO_TARGET
+from gist_core.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
 from gist_core.runs import NAME_RULE, RunNameError, run_path, runs_root, upload_path
 
 ui.page_setup("Run")
 st.title("Run")
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE = SAMPLE_DATA  # GIST_LAB_SAMPLE_DATA when set, as for the CLI
 TARGETS = sorted(p.name for p in (SAMPLE / "targets").iterdir()) if (SAMPLE / "targets").is_dir() else ["lookup"]
 UPLOAD_TYPES = ["jsonl", "json", "csv", "parquet"]
 run_dir = ui.run_picker()
@@ -86,7 +86,8 @@ def summary_block(run_dir) -> None:
                                                  f"stored {summ.get('r_max')}")
     if "precision" in summ:
         c[2].metric("precision", f"{summ['precision']:.3f}",
-                    delta=f"{summ['precision'] - summ['random_precision']:+.3f} vs random")
+                    delta=f"{summ['precision'] - summ['base_rate']:+.3f} vs random",
+                    help=views.RANDOM_BASELINE_HELP)
         c[3].metric("wrong / look-alike selected", f"{summ['n_wrong_selected']} / {summ['n_distractor_selected']}")
     c[4].metric("wall time", f"{summ.get('wall_s', 0):.0f} s")
     for s in summ.get("starved_subtasks", []):

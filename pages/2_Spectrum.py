@@ -74,7 +74,8 @@ c[1].metric("selected", f"{rs.k:,}")
 c[2].metric("lowest selected score (global top-k)", f"{rs.threshold:.3f}")
 if m:
     c[3].metric(f"precision at r = {rank}", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random",
-                help="share of selected examples with a target skill and a correct answer")
+                help="share of selected examples with a target skill and a correct answer; "
+                     + views.RANDOM_BASELINE_HELP)
 ui.semantics_caption()
 top = rs.frame.nsmallest(20, "rank")
 cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in top]

@@ -29,7 +29,7 @@ mc = st.columns(5)
 mc[0].metric("selected", f"{rs.k:,}", help=f"{len(rs.frame):,} examples in the pool")
 mc[1].metric("global top-k threshold", f"{rs.threshold:.3f}", help="lowest score that makes the global top-k")
 if m:
-    mc[2].metric("precision", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random")
+    mc[2].metric("precision", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random", help=views.RANDOM_BASELINE_HELP)
     mc[3].metric("recall", f"{m['recall']:.3f}")
     mc[4].metric("wrong / look-alike selected", f"{m['n_wrong_selected']} / {m['n_distractor_selected']}")
 

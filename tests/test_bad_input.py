@@ -132,6 +132,17 @@ def test_budget_zero_or_above_the_pool(case, capsys, budget):
     run_fails(case, [*_argv(), "--budget", budget, "--overwrite"], "budget", capsys)
 
 
+def test_fractional_count_budget_names_the_rule_not_a_placeholder(case, capsys):
+    run_fails(case, [*_argv(), "--budget", "2.5", "--overwrite"],
+              "budget 2.5 is neither a fraction in (0, 1] nor a whole count of examples", capsys)
+
+
+def test_missing_model_is_an_input_error_like_the_others(capsys):
+    from gist_core.cli import main
+    assert main(["select", "--train", "pool.jsonl", "--target", "val.jsonl", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --model required (or --config RUN/config.json)"
+
+
 def test_model_path_missing(case, capsys):
     run_fails(case, [*_argv(**{"--model": "no/such/model/"}), "--overwrite"], "model folder not found", capsys)
 

@@ -96,3 +96,14 @@ def test_example_max_columns_collapse_to_subtasks():
 def test_groups_from_labels_gives_unlabelled_rows_their_own_group():
     groups = scoring.groups_from_labels(["a", "b", "c", "d"], ["x", None, "x", float("nan")])
     assert groups == {"x": [0, 2], "b": [1], "d": [3]}
+
+
+def test_starved_by_coverage_uses_the_coverage_figures():
+    """The warning is stated in the terms the coverage line prints: correct selected examples per subtask
+    against that subtask's proportional share of all correct selected examples."""
+    cov = {"a": {"selected": 90, "in_pool": 100}, "b": {"selected": 9, "in_pool": 100},
+           "c": {"selected": 1, "in_pool": 50}}
+    # 100 correct selected; fair shares 40 / 40 / 20; a third of them 13.3 / 13.3 / 6.7
+    assert scoring.starved_by_coverage(cov) == ["b", "c"]
+    assert scoring.starved_by_coverage({"a": {"selected": 5, "in_pool": 10}, "b": {"selected": 2, "in_pool": 10}}) == []
+    assert scoring.starved_by_coverage({"a": {"selected": 0, "in_pool": 0}}) == []
