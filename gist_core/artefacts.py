@@ -70,7 +70,7 @@ def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
                  allow_stale: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(arrays, metadata) of a file written by save_tensors; only `names` when given (the rest is not read).
     A file of an older format raises StaleArtefact unless `allow_stale` (then its layout is not checked)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     try:
         with safe_open(str(path), "np") as f:
             meta = dict(f.metadata() or {})
@@ -80,9 +80,7 @@ def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
             if missing:
                 raise ArtefactError(f"{path}: no tensor(s) {', '.join(missing)}")
             out = {n: f.get_tensor(n) for n in names}
-    except (OSError, ValueError, RuntimeError) as e:  # safetensors raises its own SafetensorError (a RuntimeError)
-        if isinstance(e, ArtefactError):
-            raise
+    except (OSError, SafetensorError) as e:
         raise ArtefactError(f"{path}: unreadable safetensors file ({e})") from None
     if meta.get(_FORMAT_KEY) != str(FORMAT):
         if allow_stale:

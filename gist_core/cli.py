@@ -117,7 +117,12 @@ def print_summary(summary: dict, out: Path) -> None:
 def print_starved(summary: dict) -> None:
     """The starvation warning in the terms of the figures printed above it: ground-truth coverage where the
     pool has labels, else the subtask column each selected example aligns best with."""
-    other = "subtask" if summary["balance"] == "global" else "global"
+    if summary["balance"] == "global":
+        advice = ("--balance subtask gives every subtask's column equal turns; it helps where that column ranks "
+                  "the subtask's own examples first (README: Score semantics)")
+    else:
+        advice = ("the quota already gives it equal turns, so its target direction does not single out its pool "
+                  "examples")
     for s in summary["starved_subtasks"]:
         if summary.get("starved_basis") == "ground-truth coverage":
             cov = summary["by_balance"][summary["balance"]]["coverage"]
@@ -125,13 +130,12 @@ def print_starved(summary: dict) -> None:
             pool = sum(c["in_pool"] for c in cov.values())
             fair = sel * cov[s]["in_pool"] / max(pool, 1)
             print(f"WARNING: subtask '{s}' has {cov[s]['selected']} of the {sel} correct target examples selected, "
-                  f"less than a third of its proportional share ({fair:.0f}); compare --balance {other}")
+                  f"less than a third of its proportional share ({fair:.0f}); {advice}")
         else:
             share = summary["picked_for_subtask"][s]
             fair = summary["n_selected"] / max(1, len(summary["picked_for_subtask"]))
             print(f"WARNING: only {share} of the {summary['n_selected']} selected examples have their highest cosine "
-                  f"with subtask '{s}' (less than a third of its proportional share, {fair:.0f}); "
-                  f"compare --balance {other}")
+                  f"with subtask '{s}' (less than a third of its proportional share, {fair:.0f}); {advice}")
 
 
 def _layout(a):

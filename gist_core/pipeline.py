@@ -116,18 +116,16 @@ class RunConfig:
 def demo_config(target: str = DEFAULT_DEMO_TARGET, **overrides) -> RunConfig:
     """The bundled default: tiny LM, synthetic pool, one of its target tasks.
 
-    GIST scores with the *last* warm-up checkpoint here, not the paper's epoch 1: the bundled
-    warm-up's first epoch is 38 optimizer steps, after which the adapter has not yet learned the
-    answer format and every gradient is dominated by that shared direction (measured: precision
-    0.3x random at checkpoint 1 vs 6.4x at checkpoint 4 on 'transform'). Real runs default to 1.
+    GIST scores with the paper's warm-up checkpoint 1, as `select` does. (An earlier version used the
+    last checkpoint, chosen on scrambled target directions; re-measured on every bundled target at every
+    checkpoint, checkpoint 1 has the best mean precision under the default rule and is the only one that
+    does not collapse on 'facts': bench/checkpoint_sweep.py, README.)
     """
     tdir = SAMPLE_DATA / "targets" / target
     if not tdir.is_dir():
         choices = sorted(p.name for p in (SAMPLE_DATA / "targets").iterdir()) if (SAMPLE_DATA / "targets").is_dir() else []
         raise ConfigError(f"unknown bundled target '{target}' (choose from {', '.join(choices) or 'none found'})")
     base = dict(model=str(SAMPLE_DATA / "tiny-lm"), train=str(SAMPLE_DATA / "pool.jsonl"), target=str(tdir / "val.jsonl"))
-    warmup = overrides.get("warmup", TrainConfig())
-    base["checkpoint"] = warmup.epochs
     return RunConfig(**{**base, **overrides})
 
 

@@ -129,6 +129,7 @@ def make_fake_run(run_dir, n_pool: int = 2000, n_val: int = 20, r: int = 8, n_ep
                "starved_subtasks": by_balance["global"]["starved_subtasks"],
                "picked_for_subtask": by_balance["global"]["picked_for_subtask"], "by_balance": by_balance,
                "precision": float(relevant[sel].mean()), "random_precision": float(relevant.mean()),
+               "base_rate": float(relevant.mean()),
                "coverage": {s: {"selected": int((relevant & sel & (skills == s)).sum()),
                                 "in_pool": int((relevant & (skills == s)).sum())} for s in SUBTASKS},
                "n_wrong_selected": int((sel & (kinds == "wrong") & np.isin(skills, SUBTASKS)).sum()),

@@ -155,3 +155,12 @@ def test_geometry_matrices_round_trip(tmp_path):
     np.testing.assert_allclose(back["hessian"], H.astype(np.float32))
     np.testing.assert_allclose(back["fisher"], F.astype(np.float32))
     np.testing.assert_array_equal(back["idx_a"], Block.idx_a)
+
+
+def test_unreadable_file_is_one_artefact_error(tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(artefacts.ArtefactError, match="unreadable safetensors file"):
+        artefacts.load_tensors(tmp_path / "bad.safetensors")
+    (tmp_path / "bad.npy").write_bytes(b"nope")
+    with pytest.raises(artefacts.ArtefactError, match="unreadable .npy file"):
+        artefacts.load_npy(tmp_path / "bad.npy")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gist_core import pipeline
+from gist_core import pipeline, scoring
 from gist_core.cli import main as cli_main
 from gist_core.pipeline import ConfigError, RunConfig, run_select
 from gist_core.warmup import TrainConfig
@@ -125,7 +125,16 @@ def test_cli_select_and_balanced_rule(tmp_path, micro_model_dir, micro_corpus, c
     text = capsys.readouterr().out
     assert "precision" in text and "selected.jsonl" in text
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["balance"] == "subtask" and summary["starved_subtasks"] == []
+    assert summary["balance"] == "subtask"
+    # the quota gives every subtask column its turns (by construction, no labels needed) ...
+    assert scoring.starved(summary["picked_for_subtask"], summary["n_selected"]) == []
+    # ... while the warning, with labels, speaks of the coverage figures printed beside it
+    assert summary["starved_basis"] == "ground-truth coverage"
+    cov = summary["by_balance"]["subtask"]["coverage"]
+    sel, pool = sum(c["selected"] for c in cov.values()), sum(c["in_pool"] for c in cov.values())
+    assert summary["starved_subtasks"] == [s for s, c in cov.items() if c["selected"] < sel * c["in_pool"] / pool / 3]
+    for s in summary["starved_subtasks"]:
+        assert f"subtask '{s}' has {cov[s]['selected']} of the {sel} correct target examples selected" in text
     # replay from the run's own config
     assert cli_main(["select", "--config", str(out / "config.json"), "--out", str(out), "--quiet"]) == 0
 
