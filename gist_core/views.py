@@ -185,10 +185,11 @@ class Rescored:
     k: int
     subtasks: list[str]
     picked: dict[str, dict[str, int]]   # rule -> subtask -> examples picked for it
-    starved: dict[str, list[str]]       # rule -> starved subtasks
+    starved: dict[str, list[str]]       # rule -> starved subtasks (by starved_basis)
     threshold: float                    # lowest score in the global top-k
     metrics: dict[str, dict | None]     # rule -> ground-truth metrics (None without labels)
     ms: float                           # time the re-score took
+    starved_basis: str = "best-aligned subtask column"  # or "ground-truth coverage": the CLI's rule
 
     @property
     def selection(self) -> pd.DataFrame:
@@ -231,10 +232,15 @@ def rescored_frame(run_dir: str | Path, rank: int, balance: str = "global", budg
     frame = base.assign(**new)  # copy-on-write: the text columns are shared, not copied
     truth = _truth(str(run_dir), stamp(run_dir), tuple(names))
     metrics = {rule: metrics_from(truth, masks[rule]) for rule in scoring.BALANCES}
-    return Rescored(frame=frame, rank=rank, balance=balance, k=k, subtasks=names, picked=picked,
-                    starved={r: scoring.starved(p, k) for r, p in picked.items()},
+    # the CLI's rule: by the coverage figures where the pool has labels, else by column attribution
+    if all(metrics.values()):
+        starved, basis = {r: scoring.starved_by_coverage(m["coverage"]) for r, m in metrics.items()}, \
+            "ground-truth coverage"
+    else:
+        starved, basis = {r: scoring.starved(p, k) for r, p in picked.items()}, "best-aligned subtask column"
+    return Rescored(frame=frame, rank=rank, balance=balance, k=k, subtasks=names, picked=picked, starved=starved,
                     threshold=float(sc.score[order[k - 1]]), metrics=metrics,
-                    ms=(time.perf_counter() - t0) * 1000)
+                    ms=(time.perf_counter() - t0) * 1000, starved_basis=basis)
 
 
 def default_settings(run: RunData) -> dict:

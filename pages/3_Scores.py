@@ -72,10 +72,19 @@ else:
     st.dataframe(rows.sort_values("score", ascending=False)[cols].head(500), hide_index=True, width="stretch")
 
 st.subheader("Per target subtask")
-st.caption("An example counts for the subtask it aligns with best (global top-k) or whose turn took it (quota). "
-           "A subtask is starved when it gets less than a third of its proportional share.")
+if rs.starved_basis == "ground-truth coverage":
+    st.caption("'picked': the subtask each example aligns with best (global top-k) or whose turn took it (quota). "
+               "'starved' (as in the CLI's warning): the subtask's correct selected examples are fewer than a third "
+               "of its proportional share of all correct selected examples.")
+else:
+    st.caption("An example counts for the subtask it aligns with best (global top-k) or whose turn took it (quota). "
+               "A subtask is starved when it gets less than a third of its proportional share.")
 for rule in ("global", "subtask"):
-    if rs.starved[rule]:
+    if rs.starved[rule] and rs.starved_basis == "ground-truth coverage":
+        cov = rs.metrics[rule]["coverage"]
+        st.warning(f"**{rule}** rule starves: " + ", ".join(f"{t} ({cov[t]['selected']} correct selected)"
+                                                              for t in rs.starved[rule]))
+    elif rs.starved[rule]:
         st.warning(f"**{rule}** rule starves: " + ", ".join(f"{t} ({rs.picked[rule][t]} of {rs.k})"
                                                               for t in rs.starved[rule]))
 if not any(rs.starved.values()):

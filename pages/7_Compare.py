@@ -99,7 +99,8 @@ def bars(col: str, title: str, refs: dict[str, float], key: str, zoom: bool = Fa
         fig.add_hline(y=y, line_dash="dash" if i == 0 else "dot", annotation_text=name,
                       annotation_position="top left" if i == 0 else "bottom right")
     yr = views.zoom_range([*(d[col] - std), *(d[col] + std), *refs.values()]) if zoom else None
-    fig.update_layout(title=title + (" (axis zoomed, not from 0)" if zoom else ""), yaxis_range=yr, height=360,
+    zoomed = yr is not None and yr[0] > 0  # say "zoomed" only when the axis really does not start at 0
+    fig.update_layout(title=title + (" (axis zoomed, not from 0)" if zoomed else ""), yaxis_range=yr, height=360,
                       margin=dict(t=50, b=40), showlegend=False)
     st.plotly_chart(fig, width="stretch", key=key)
 

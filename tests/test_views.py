@@ -501,3 +501,15 @@ def test_load_compare_restores_compares_method_order(tmp_path):
     (tmp_path / "compare.json").write_text(json.dumps({"methods": {r: {"wall_s": 1.0} for r in rows}}, sort_keys=True))
     assert list(views.load_compare(tmp_path)["methods"]) == ["gist", "gist_subtask", "less", "random", "oracle",
                                                                "zzz_custom"]
+
+
+def test_starved_subtasks_follow_the_coverage_figures_when_labels_exist(run):
+    """The Scores page's starvation flag uses the CLI's rule: ground-truth coverage, not column attribution."""
+    rs = views.rescored_frame(run, 2, "global", 0.02)  # a rank and budget where a subtask is starved
+    assert rs.starved_basis == "ground-truth coverage" and rs.starved["global"]
+    for rule in ("global", "subtask"):
+        cov = rs.metrics[rule]["coverage"]
+        sel, pool = sum(c["selected"] for c in cov.values()), sum(c["in_pool"] for c in cov.values())
+        assert rs.starved[rule] == [s for s, c in cov.items() if c["selected"] < sel * c["in_pool"] / pool / 3]
+        table = views.coverage_table(rs)
+        assert table[f"starved ({rule})"].tolist() == [s in rs.starved[rule] for s in table["subtask"]]
