@@ -75,3 +75,25 @@ def test_bfloat16_projection_is_the_rounded_product(micro_model_dir, micro_corpu
     for b in eng.blocks:
         want += (g[:, b.offset:b.offset + b.size].bfloat16() @ basis[b.offset:b.offset + b.size].bfloat16()).float()
     np.testing.assert_allclose(X16[:4], want.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_no_target_eos_end_to_end(micro_model_dir, micro_corpus, tmp_path):
+    """--no-target-eos recomputes the validation gradients (not the warm-up), and they are the gradients of
+    the target examples without their end-of-sequence token."""
+    from gist_core.cli import main
+    from gist_core.data import load_examples
+    from gist_core.formatting import tokenize_examples
+    from gist_core.gradients import loop_grads
+    from gist_core.model import load_adapter, load_base_model
+    out = tmp_path / "run"
+    assert main(micro_select_argv(micro_model_dir, micro_corpus, out)) == 0
+    G_eos = np.load(out / "checkpoints" / "ckpt-1" / "val_grads.npy")
+    assert main(micro_select_argv(micro_model_dir, micro_corpus, out) + ["--no-target-eos", "--overwrite"]) == 0
+    events = [json.loads(x) for x in (out / "progress.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in events if e["stage"] == "warmup"][-1] == "skip"
+    G = np.load(out / "checkpoints" / "ckpt-1" / "val_grads.npy")
+    assert np.abs(G - G_eos).max() > 1e-4
+    model, tok = load_base_model(str(micro_model_dir))
+    toks = tokenize_examples(load_examples(micro_corpus["val"])[:3], tok, 256, eos=False)
+    want = loop_grads(load_adapter(model, out / "checkpoints" / "ckpt-1"), toks.input_ids, toks.labels, tok.pad_token_id)
+    np.testing.assert_allclose(G[:3], want.numpy(), atol=1e-5 * float(np.abs(want.numpy()).max()))
