@@ -184,7 +184,3 @@ def load_subspace(path: str | os.PathLike, names: Iterable[str] = SUBSPACE_NAMES
 
 def subspace_exists(path: str | os.PathLike) -> bool:
     return Path(path).is_file()
-
-
-def subspace_format(path: str | os.PathLike) -> int:
-    return artefact_format(path)

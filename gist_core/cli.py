@@ -125,12 +125,11 @@ def print_starved(summary: dict) -> None:
                   "examples")
     for s in summary["starved_subtasks"]:
         if summary.get("starved_basis") == "ground-truth coverage":
+            from gist_core.scoring import fair_shares
             cov = summary["by_balance"][summary["balance"]]["coverage"]
             sel = sum(c["selected"] for c in cov.values())
-            pool = sum(c["in_pool"] for c in cov.values())
-            fair = sel * cov[s]["in_pool"] / max(pool, 1)
             print(f"WARNING: subtask '{s}' has {cov[s]['selected']} of the {sel} correct target examples selected, "
-                  f"less than a third of its proportional share ({fair:.0f}); {advice}")
+                  f"less than a third of its proportional share ({fair_shares(cov)[s]:.0f}); {advice}")
         else:
             share = summary["picked_for_subtask"][s]
             fair = summary["n_selected"] / max(1, len(summary["picked_for_subtask"]))

@@ -33,8 +33,6 @@ from gist_core.subspace import VAL_COORDS_TOL, val_coords_error
 from gist_core.warmup import TrainConfig
 
 FLUSH_EVERY = 8  # batches between done-mask flushes: at most this many batches are redone after a kill
-
-
 PROJ_DTYPES = ("float32", "bfloat16")
 
 
@@ -392,7 +390,6 @@ class Run:
 
     def stage_val_grads(self, epoch: int, target_tok) -> None:
         from gist_core.gradients import GradientEngine, collect_flat
-        from gist_core.subspace import fit_subspace
         stage = f"val_grads/ckpt-{epoch}"
         key = self.keys["val_grads"]
         rel = [f"checkpoints/ckpt-{epoch}/val_grads.npy", f"checkpoints/ckpt-{epoch}/subspace.safetensors"]
@@ -410,11 +407,16 @@ class Run:
             G = collect_flat(engine, target_tok, list(range(n)), self.cfg.grad_batch_size)
         save_npy(self.store.path(rel[0]), G, np.float32)
         t_sub = time.time()
-        sub = fit_subspace(G, self.cfg.r_max)
-        save_subspace(self.store.path(rel[1]), sub)
+        sub = self._fit_and_save_subspace(G, rel)
         self.record(stage, key, rel, time.time() - t0,
                     {"dim": int(G.shape[1]), "r_max": sub.r_max, "ortho_error": sub.ortho_error,
                      "subspace_s": round(time.time() - t_sub, 4)})
+
+    def _fit_and_save_subspace(self, G: np.ndarray, rel: list[str]):
+        from gist_core.subspace import fit_subspace
+        sub = fit_subspace(G, self.cfg.r_max)
+        save_subspace(self.store.path(rel[1]), sub)
+        return sub
 
     def _subspace_problem(self, rel: list[str]) -> str | None:
         """None when the stored subspace is sound: format 2 and val_coords == val_grads . basis (a checksum
@@ -434,7 +436,6 @@ class Run:
         """Recompute a stale or inconsistent subspace from the stored validation gradients (no model needed).
         The basis comes out bit-identical when the gradients are unchanged: then the pool projections onto it
         stay valid and are kept (their store is re-labelled with the basis digest), else they are recomputed."""
-        from gist_core.subspace import fit_subspace
         path = self.store.path(rel[1])
         print(f"notice: {rel[1]}: {problem}; recomputing the subspace from the stored validation gradients "
               "(and the scores after it)", flush=True)
@@ -445,8 +446,7 @@ class Run:
         except ArtefactError:
             old_digest = old_file = None
         t0 = time.time()
-        sub = fit_subspace(load_npy(self.store.path(rel[0]), np.float32, ndim=2), self.cfg.r_max)
-        save_subspace(path, sub)
+        sub = self._fit_and_save_subspace(load_npy(self.store.path(rel[0]), np.float32, ndim=2), rel)
         new_digest = array_digest(sub.basis)
         if epoch == self.cfg.checkpoint and old_digest == new_digest:
             if relabel_store(self.store.path("train_proj.json"), old_file, new_digest):

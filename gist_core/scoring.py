@@ -144,11 +144,15 @@ def starved(counts: dict[str, int], k: int, floor: float = 1 / 3) -> list[str]:
     return [name for name, c in counts.items() if c < floor * fair]
 
 
-def starved_by_coverage(coverage: dict[str, dict], floor: float = 1 / 3) -> list[str]:
-    """Subtasks whose correct selected examples are fewer than `floor` of their proportional share: the
-    correct examples selected in all, split by each subtask's share of the correct examples in the pool."""
+def fair_shares(coverage: dict[str, dict]) -> dict[str, float]:
+    """Each subtask's proportional share of the correct selected examples: all of them, split by the
+    subtask's share of the correct examples in the pool."""
     total_sel = sum(c["selected"] for c in coverage.values())
     total_pool = sum(c["in_pool"] for c in coverage.values())
-    if total_pool == 0:
-        return []
-    return [s for s, c in coverage.items() if c["selected"] < floor * total_sel * c["in_pool"] / total_pool]
+    return {s: total_sel * c["in_pool"] / total_pool if total_pool else 0.0 for s, c in coverage.items()}
+
+
+def starved_by_coverage(coverage: dict[str, dict], floor: float = 1 / 3) -> list[str]:
+    """Subtasks whose correct selected examples are fewer than `floor` of their proportional share."""
+    fair = fair_shares(coverage)
+    return [s for s, c in coverage.items() if c["selected"] < floor * fair[s]]

@@ -129,9 +129,10 @@ def _subspace_path(run_dir: str | Path) -> Path:
 def stale_problem(run_dir: str | Path) -> str | None:
     """Why this run's GIST artefacts must not be shown (written before artefact format 2), else None."""
     path = _subspace_path(run_dir)
-    if not path.is_file() or artefacts.subspace_format(path) >= artefacts.FORMAT:
+    fmt = artefacts.artefact_format(path) if path.is_file() else artefacts.FORMAT
+    if fmt >= artefacts.FORMAT:
         return None
-    return (f"`{path.relative_to(run_dir)}` was written in artefact format {artefacts.subspace_format(path)}, when "
+    return (f"`{path.relative_to(run_dir)}` was written in artefact format {fmt}, when "
             "safetensors 0.8 scrambled GIST's target directions. Rerun the command that made this run "
             "(`gist-lab select --config RUN/config.json`, or the same `demo`/`compare`): it recomputes the "
             "subspace from the stored validation gradients and re-scores, keeping the pool projections.")

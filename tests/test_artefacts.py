@@ -113,7 +113,7 @@ def test_stale_file_is_refused_unless_allowed(tmp_path):
     save_file({"basis": sub.basis, "sigma": sub.sigma, "val_coords": sub.val_coords}, str(tmp_path / "old.safetensors"))
     with pytest.raises(artefacts.StaleArtefact, match="format 1"):
         artefacts.load_subspace(tmp_path / "old.safetensors")
-    assert artefacts.subspace_format(tmp_path / "old.safetensors") == 1
+    assert artefacts.artefact_format(tmp_path / "old.safetensors") == 1
     np.testing.assert_array_equal(artefacts.load_subspace(tmp_path / "old.safetensors", ("sigma",),
                                                           allow_stale=True).sigma, sub.sigma)
 
