@@ -1,4 +1,4 @@
-"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, bench, app."""
+"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, bench, models, app."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,8 @@ def _user_errors():
     from gist_core.subspace import SubspaceError
     from gist_core.distributed import DistError
     from gist_core.store import StoreError
-    return (DataError, ModelError, ConfigError, GradientError, SubspaceError, MomentsError, GeometryError,
+    from gist_core.models import ModelSourceError
+    return (ModelSourceError, DataError, ModelError, ConfigError, GradientError, SubspaceError, MomentsError, GeometryError,
             FileNotFoundError, DistError, StoreError)
 
 
@@ -39,6 +40,7 @@ def _budget(text: str) -> float:
 
 def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    p.add_argument("--pool-size", type=int, metavar="N", help="use the first N rows of the pool (default: all)")
     p.add_argument("--budget", type=_budget, help="fraction of the pool (0.05 or 5%%) or a count (500)")
     p.add_argument("--rank", type=int, help="GIST rank r (default: smallest r reaching --tau)")
     p.add_argument("--tau", type=float, help="explained-variance threshold for the rank rule (0.95)")
@@ -54,6 +56,9 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-alpha", type=float, help="LoRA alpha (16)")
     p.add_argument("--lora-dropout", type=float, help="LoRA dropout (0)")
     p.add_argument("--lora-targets", help="comma-separated module names (default: per architecture)")
+    p.add_argument("--lora-layers", type=int, metavar="L",
+                   help="LoRA on the last L transformer layers only (default: all); the frozen layers before them "
+                        "need no backward pass (README: A real model on a CPU)")
     p.add_argument("--max-length", type=int, help="tokens per example (256)")
     p.add_argument("--batch-size", type=int, help="per-example-gradient batch size (16)")
     p.add_argument("--proj-dtype", choices=["float32", "bfloat16"],
@@ -85,10 +90,11 @@ def _overrides(a: argparse.Namespace) -> dict:
             "aggregation": a.aggregation, "checkpoint": a.checkpoint, "warmup_fraction": a.warmup_fraction,
             "max_length": a.max_length, "grad_batch_size": a.batch_size, "device": a.device, "dtype": a.dtype,
             "seed": a.seed, "trust_remote_code": a.trust_remote_code, "proj_dtype": a.proj_dtype,
-            "target_eos": a.target_eos}
+            "target_eos": a.target_eos, "limit_train": a.pool_size}
     out = {k: v for k, v in flat.items() if v is not None}
     lora = {k: v for k, v in {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
-                              "target_modules": tuple(a.lora_targets.split(",")) if a.lora_targets else None}.items()
+                              "target_modules": tuple(a.lora_targets.split(",")) if a.lora_targets else None,
+                              "last_layers": a.lora_layers}.items()
             if v is not None}
     warm = {k: v for k, v in {"epochs": a.epochs, "lr": a.lr}.items() if v is not None}
     if lora:
@@ -169,9 +175,14 @@ def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
     return 0
 
 
+def _demo_overrides(a) -> dict:
+    """The bundled pool and targets, with another model where --model names one."""
+    return {**_overrides(a), **({"model": a.model} if a.model else {})}
+
+
 def cmd_demo(a) -> int:
     from gist_core.pipeline import demo_config
-    cfg = demo_config(a.target, **_overrides(a))
+    cfg = demo_config(a.target, **_demo_overrides(a))
     return _execute(cfg, a.out, a, DEFAULT_RUNS / f"demo-{a.target}")
 
 
@@ -206,12 +217,12 @@ def _run_config_for(a):
     if a.config or (existing and existing.exists() and not a.model):
         base = json.loads(Path(a.config or existing).read_text())
         return RunConfig.from_json({**base, **_overrides(a)})
-    if a.model or a.train:
+    if a.train:
         missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
         if missing:
-            raise ConfigError(f"{', '.join(missing)} required with --model/--train")
+            raise ConfigError(f"{', '.join(missing)} required with --train")
         return RunConfig(model=a.model, train=a.train, target=a.target, **_overrides(a))
-    return demo_config(a.target or DEFAULT_DEMO_TARGET, **_overrides(a))
+    return demo_config(a.target or DEFAULT_DEMO_TARGET, **_demo_overrides(a))
 
 
 def cmd_compare(a) -> int:
@@ -220,7 +231,7 @@ def cmd_compare(a) -> int:
     cfg = _run_config_for(a)
     train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
     cmp = CompareConfig(methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), seeds=a.seeds,
-                        less_dim=a.less_dim, test=a.test, full_epochs=a.full_epochs, n_em=a.n_em,
+                        less_dim=a.less_dim, projector_cache_gb=a.less_cache_gb, test=a.test, full_epochs=a.full_epochs, n_em=a.n_em,
                         less_checkpoints=tuple(a.less_checkpoints.split(",")) if a.less_checkpoints else (),
                         downstream=not a.no_downstream, train=TrainConfig(**{"epochs": 4, "lr": 1e-3, "seed": 0,
                                                                              **train}))
@@ -242,7 +253,9 @@ def cmd_compare(a) -> int:
 def cmd_bench(a) -> int:
     from gist_core.bench import BenchConfig, run_bench
     rep = run_bench(BenchConfig(n_small=a.n_small, n_large=a.n_large, batch_size=a.batch_size,
-                                rescore_n=a.rescore_n), a.out)
+                                rescore_n=a.rescore_n, model=a.model, max_length=a.max_length,
+                                lora_layers=a.lora_layers, n_throughput=a.n_throughput, n_loop=a.n_loop,
+                                rounds=a.rounds, cpu_options=a.cpu_options), a.out)
     print(json.dumps({k: v for k, v in rep.items() if not isinstance(v, dict)}, indent=2))
     print(f"written: {a.out / 'bench.json'}")
     return 0
@@ -273,6 +286,30 @@ def cmd_rescore(a) -> int:
     return 0
 
 
+def cmd_models(a) -> int:
+    from gist_core import models
+    if a.action == "fetch":
+        for name in a.names or []:
+            r = models.fetch(name, quiet=a.quiet)
+            print(f"{name}: {r.path}")
+        if not a.names:
+            raise models.ModelSourceError(f"name a model to fetch ({', '.join(sorted(models.REGISTRY))})")
+        return 0
+    print(f"cache: {models.cache_root()}")
+    fetched = models.cached()
+    for e in models.registry_rows():
+        state = "fetched" if e["fetched"] else f"not fetched (gist-lab models fetch {e['name']})"
+        print(f"  {e['name']:14s} {state}; {e['requirement']}, "
+              f"{e['license']}: {e['about']}")
+    others = [r for r in fetched if not r["name"]]
+    for r in others:
+        print(f"  {r['sha256'][:12]}...   converted from {r['gguf_file']} ({r['mb']:.0f} MB)")
+    for r in fetched:
+        print(f"    {r['name'] or r['sha256'][:12]}: {r['path']} ({r['mb']:.0f} MB, {r['architecture']}, "
+              f"{r['n_parameters'] / 1e6:.1f} M parameters)")
+    return 0
+
+
 def cmd_app(a) -> int:
     app = Path(__file__).resolve().parent.parent / "app.py"
     env = {**os.environ, "GIST_LAB_RUNS": str(a.runs)}
@@ -286,11 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run GIST on the bundled tiny model and synthetic corpus")
     d.add_argument("--target", default=DEFAULT_DEMO_TARGET, help="bundled target task: transform | lookup | facts")
+    d.add_argument("--model", help="another model on the bundled data: registry name (smollm2-135m), folder or .gguf")
     _add_selection_args(d)
     _add_scale_args(d)
     d.set_defaults(func=cmd_demo)
     s = sub.add_parser("select", help="select training data for a target task")
-    s.add_argument("--model", help="Hugging Face id or local folder")
+    s.add_argument("--model", help="Hugging Face id, local folder, .gguf file or fetched registry name (smollm2-135m)")
     s.add_argument("--train", help="pool file (.jsonl/.json/.csv/.parquet) or datasets name/path")
     s.add_argument("--target", help="target validation examples (optional 'subtask' column)")
     s.add_argument("--config", help="replay a run's config.json (flags override its fields)")
@@ -307,16 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_rescore)
     c = sub.add_parser("compare", help="GIST vs LESS and baselines: selection quality, downstream loss, cost")
     c.add_argument("--methods", default="gist,less,rawcos,random,length,embedding,full",
-                   help="comma-separated: gist, less, rawcos, random, length, embedding, full, oracle "
-                        "(gist and less are reported with both selection rules; oracle is added with ground truth)")
+                   help="comma-separated: gist, less, rawcos, random, length, embedding, full, oracle, gist_mean, gist_max "
+                        "(gist and less are reported with both selection rules; gist_mean / gist_max: GIST with that "
+                        "aggregation on the same projections; oracle is added with ground truth)")
     c.add_argument("--seeds", type=int, default=3, help="downstream seeds (3)")
-    c.add_argument("--model", help="Hugging Face id or local folder (default: the bundled tiny model)")
+    c.add_argument("--model", help="Hugging Face id, folder, .gguf file or registry name (default: the bundled tiny "
+                   "model); with --target alone, the bundled pool and that bundled target")
     c.add_argument("--train", help="pool file or datasets name (default: the bundled pool)")
     c.add_argument("--target", help="target validation file, or a bundled target name (transform)")
     c.add_argument("--test", help="target test split (default: test.jsonl beside the target file)")
     c.add_argument("--config", help="a run's config.json to compare on")
     c.add_argument("--less-dim", type=int, default=8192, help="LESS projection dimension (8192)")
     c.add_argument("--less-checkpoints", help="comma-separated LESS checkpoint folders (ours or HF Trainer's)")
+    c.add_argument("--less-cache-gb", type=float, default=4.0,
+                   help="keep the LESS projection matrix in memory up to this size, else regenerate it per batch (4)")
     c.add_argument("--train-epochs", type=int, help="downstream LoRA epochs (4)")
     c.add_argument("--train-lr", type=float, help="downstream LoRA learning rate (1e-3)")
     c.add_argument("--full-epochs", type=int, default=1, help="epochs for the full-pool row (1)")
@@ -341,7 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--n-large", type=int, default=100_000, help="pool size of the large memory run")
     b.add_argument("--batch-size", type=int, default=16)
     b.add_argument("--rescore-n", type=int, default=100_000)
+    b.add_argument("--model", help="model to measure (default: the bundled tiny LM); a registry name, folder or .gguf")
+    b.add_argument("--max-length", type=int, default=256, help="tokens per example (256)")
+    b.add_argument("--lora-layers", type=int, metavar="L", help="LoRA on the last L layers only (default: all)")
+    b.add_argument("--n-throughput", type=int, default=256, help="examples per timed throughput round (256)")
+    b.add_argument("--n-loop", type=int, default=64, help="examples timed against the one-at-a-time loop (64)")
+    b.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians reported (3)")
+    b.add_argument("--cpu-options", action="store_true",
+                   help="also measure what each CPU option buys (LoRA layers, response-only logits, attention, threads)")
     b.set_defaults(func=cmd_bench)
+    mo = sub.add_parser("models", help="real models offline: fetch a registry model once, list the cache")
+    mo.add_argument("action", choices=["fetch", "list"])
+    mo.add_argument("names", nargs="*", help="registry names to fetch (smollm2-135m)")
+    mo.add_argument("--quiet", action="store_true")
+    mo.set_defaults(func=cmd_models)
     ap = sub.add_parser("app", help="open the dashboard (Streamlit)")
     ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
     ap.add_argument("--port", type=int, default=8501)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +18,9 @@ DEFAULT_TARGETS = {
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
     "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
 }
+# peft 0.21 asks transformers 5 a deprecated question on every wrap, load and train step: noise that would
+# break our one-line errors; only this message is silenced
+warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -32,6 +36,9 @@ class LoraSettings:
     dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input (off in eval mode)"})
     target_modules: tuple[str, ...] | None = field(
         default=None, metadata={"help": "module name suffixes; None = per-architecture default"})
+    last_layers: int | None = field(default=None, metadata={
+        "help": "LoRA on the last L transformer layers only (None = every layer); the frozen layers before "
+                "them then need no backward pass, which is what makes a real model practical on a CPU"})
 
     def __post_init__(self):
         if self.r < 1:
@@ -40,6 +47,16 @@ class LoraSettings:
             raise ValueError(f"LoRA dropout must lie in [0, 1), got {self.dropout}")
         if self.target_modules is not None:
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if self.last_layers is not None and self.last_layers < 1:
+            raise ValueError(f"LoRA last_layers must be >= 1 (or None for all), got {self.last_layers}")
+
+    def key(self) -> dict:
+        """The fields that stage keys hash: options at their defaults are left out, so run folders made
+        before an option existed keep their keys."""
+        d = asdict(self)
+        if d["last_layers"] is None:
+            del d["last_layers"]
+        return d
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -50,17 +67,28 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def model_folder(spec: str) -> str:
+    """The folder transformers loads for a --model value (a GGUF file or registry name maps to its
+    converted folder, converting on first use; anything else is returned unchanged)."""
+    from gist_core.models import ModelSourceError, resolve
+    try:
+        return resolve(spec).path
+    except ModelSourceError as e:
+        raise ModelError(str(e)) from None
+
+
 def load_tokenizer(spec: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(model_folder(spec), trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:  # many causal LMs ship without one; padding is masked anyway
         tok.pad_token = tok.eos_token
     return tok
 
 
 def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
-    """(model, tokenizer) from a Hugging Face id or local folder, with a one-line error if it fails."""
+    """(model, tokenizer) from a Hugging Face id, a local folder, a .gguf file or a registry name
+    (gist_core.models), with a one-line error if it fails."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -69,11 +97,14 @@ def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", tru
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
     looks_local = os.sep in spec or spec.startswith(".") or Path(spec).exists()
-    if looks_local and not Path(spec).is_dir():
-        raise ModelError(f"{spec}: model folder not found")
+    if looks_local and not Path(spec).exists():
+        raise ModelError(f"{spec}: model folder or .gguf file not found")
+    folder = model_folder(spec)
+    if looks_local and not Path(folder).is_dir():
+        raise ModelError(f"{spec}: not a model folder or .gguf file")
     try:
-        tok = load_tokenizer(spec, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+        tok = load_tokenizer(folder, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{spec}: cannot load model ({first})") from e
@@ -86,13 +117,26 @@ def lora_targets(model, settings: LoraSettings) -> list[str] | str:
     return DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""), "all-linear")
 
 
+def last_layer_indices(model, last: int | None) -> list[int] | None:
+    """Indices of the last `last` transformer layers (peft's layers_to_transform), None for all."""
+    if last is None:
+        return None
+    n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    if not n:
+        raise ModelError("--lora-layers needs a model whose config gives num_hidden_layers")
+    if last > n:
+        raise ModelError(f"--lora-layers {last} exceeds the model's {n} layers")
+    return list(range(n - last, n))
+
+
 def attach_lora(model, settings: LoraSettings, seed: int = 0):
     """Wrap `model` with a fresh LoRA adapter (seeded init); only LoRA parameters train."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
     cfg = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                     target_modules=lora_targets(model, settings), task_type="CAUSAL_LM", bias="none")
+                     target_modules=lora_targets(model, settings), task_type="CAUSAL_LM", bias="none",
+                     layers_to_transform=last_layer_indices(model, settings.last_layers))
     try:
         peft_model = get_peft_model(model, cfg)
     except ValueError as e:

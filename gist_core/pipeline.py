@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's results; written to config.json and replayable."""
-    model: str = field(metadata={"help": "Hugging Face model id or local folder"})
+    model: str = field(metadata={"help": "Hugging Face model id, local folder, .gguf file or registry name "
+                                         "(gist-lab models list)"})
     train: str = field(metadata={"help": "pool: JSONL/JSON/CSV/Parquet file or datasets name/path"})
     target: str = field(metadata={"help": "target validation examples (few-shot), optional 'subtask' column"})
     budget: float = field(default=0.05, metadata={"help": "fraction in (0,1] of the pool, or a count > 1"})
@@ -71,6 +72,9 @@ class RunConfig:
     dtype: str = "float32"
     trust_remote_code: bool = False
     seed: int = field(default=0, metadata={"help": "warm-up subset and random-baseline seed"})
+    model_sha256: str | None = field(default=None, metadata={
+        "help": "sha256 of the GGUF file behind `model`, recorded when the run starts; a replay of this config "
+                "refuses a different file (None: not a GGUF model)"})
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -125,6 +129,21 @@ def demo_config(target: str = DEFAULT_DEMO_TARGET, **overrides) -> RunConfig:
         raise ConfigError(f"unknown bundled target '{target}' (choose from {', '.join(choices) or 'none found'})")
     base = dict(model=str(SAMPLE_DATA / "tiny-lm"), train=str(SAMPLE_DATA / "pool.jsonl"), target=str(tdir / "val.jsonl"))
     return RunConfig(**{**base, **overrides})
+
+
+def _model_source(cfg: RunConfig):
+    """What --model names (a GGUF file is converted here, once per file, before any stage runs); a config that
+    recorded another GGUF file's hash is refused."""
+    from gist_core.models import ModelSourceError, resolve
+    try:
+        src = resolve(cfg.model)
+    except ModelSourceError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.model_sha256 and src.gguf_sha256 != cfg.model_sha256:
+        found = f"sha256 {src.gguf_sha256[:12]}..." if src.gguf_sha256 else "not a GGUF file"
+        raise ConfigError(f"--model {cfg.model}: {found}, but the config recorded GGUF sha256 "
+                          f"{cfg.model_sha256[:12]}...; pass the same file or drop model_sha256 from the config")
+    return src
 
 
 def _input_fingerprint(spec: str) -> str:
@@ -187,6 +206,9 @@ class Run:
         if until not in (None, "prepare"):
             raise ConfigError(f"until must be None or 'prepare', got '{until}'")
         self.layout = layout or Layout()
+        self.model_source = _model_source(cfg)
+        if self.model_source.gguf_sha256:
+            cfg = replace(cfg, model_sha256=self.model_source.gguf_sha256)
         self.cfg, self.store = cfg, RunStore(out)
         self.quiet = quiet or not (self.layout.main or self.layout.shard_job)
         self.progress = Progress(self.store, self.quiet, rank=self.layout.rank if self.layout.sharded else None)
@@ -297,7 +319,7 @@ class Run:
         """Content hashes of the inputs (once per invocation: hashing a large pool is not free)."""
         c = self.cfg
         return {"train": _input_fingerprint(c.train), "target": _input_fingerprint(c.target),
-                "model": _input_fingerprint(c.model)}
+                "model": self.model_source.fingerprint or _input_fingerprint(c.model)}
 
     @functools.cached_property
     def keys(self) -> dict[str, str]:
@@ -306,7 +328,7 @@ class Run:
         data = stable_hash({"train": fp["train"], "target": fp["target"], "splits": [c.train_split, c.target_split],
                             "limit": c.limit_train})
         model = stable_hash({"model": fp["model"], "dtype": c.dtype, "max_length": c.max_length})
-        warm = stable_hash([data, model, asdict(c.lora), asdict(c.warmup), c.warmup_fraction, c.seed])
+        warm = stable_hash([data, model, c.lora.key(), asdict(c.warmup), c.warmup_fraction, c.seed])
         # options off their defaults join the keys; at their defaults the keys are those of earlier versions
         val = warm if c.target_eos else stable_hash([warm, "no-target-eos"])
         proj = stable_hash([val, c.checkpoint, c.r_max] + ([c.proj_dtype] if c.proj_dtype != "float32" else []))

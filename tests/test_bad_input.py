@@ -144,7 +144,7 @@ def test_missing_model_is_an_input_error_like_the_others(capsys):
 
 
 def test_model_path_missing(case, capsys):
-    run_fails(case, [*_argv(**{"--model": "no/such/model/"}), "--overwrite"], "model folder not found", capsys)
+    run_fails(case, [*_argv(**{"--model": "no/such/model/"}), "--overwrite"], "model folder or .gguf file not found", capsys)
 
 
 def test_model_without_lora_able_modules(case, capsys):

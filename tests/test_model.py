@@ -30,7 +30,7 @@ def test_custom_target_modules_and_missing_modules(micro_model_dir):
 
 
 def test_missing_model_folder_is_one_line_error(tmp_path):
-    with pytest.raises(ModelError, match="model folder not found"):
+    with pytest.raises(ModelError, match="model folder or .gguf file not found"):
         load_base_model(str(tmp_path / "nope"))
     with pytest.raises(ModelError, match="unknown dtype"):
         load_base_model(str(tmp_path), dtype="float8")

@@ -141,7 +141,7 @@ def test_cli_select_and_balanced_rule(tmp_path, micro_model_dir, micro_corpus, c
 
 @pytest.mark.parametrize("args, message", [
     (["--train", "missing.jsonl"], "missing.jsonl: file not found"),
-    (["--model", "no/such/dir/"], "model folder not found"),
+    (["--model", "no/such/dir/"], "model folder or .gguf file not found"),
     (["--rank", "50"], "rank 50 exceeds"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, micro_model_dir, micro_corpus, capsys, args, message):

