@@ -12,6 +12,7 @@ a later pad token, so padding cannot leak into any example's gradient.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -107,6 +108,31 @@ class _Capture:
         self.handles.clear()
 
 
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the causal LM's forward takes `logits_to_keep` (transformers >= 4.50 models do)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def response_window(lab: torch.Tensor) -> int:
+    """First position whose logits any loss needs: the token before the batch's earliest response token.
+    Logits before it feed no loss, so they are never computed (the vocabulary projection is a fifth of a
+    small model's forward pass, and most tokens are prompt)."""
+    has = (lab != IGNORE).any(0)
+    first = int(torch.nonzero(has)[0]) if bool(has.any()) else lab.shape[1] - 1
+    return max(first - 1, 0)
+
+
+def causal_lm_losses(model, ids, lab, att, trim: bool) -> torch.Tensor:
+    """(B,) per-example losses; with `trim`, logits only from the response window on (same values)."""
+    if not trim:
+        return per_example_loss(model(input_ids=ids, attention_mask=att).logits, lab)
+    lo = response_window(lab)
+    keep = torch.arange(lo, ids.shape[1], device=ids.device)
+    logits = model(input_ids=ids, attention_mask=att, logits_to_keep=keep).logits
+    return per_example_loss(logits, lab[:, lo:])
+
+
 class GradientEngine:
     """Batched per-example gradients of a LoRA-wrapped causal LM (model put in eval mode)."""
 
@@ -116,14 +142,14 @@ class GradientEngine:
         self.dim = sum(b.size for b in self.blocks)
         self.pad_id = pad_id
         self.device = device or next(model.parameters()).device
+        self.trim_logits = accepts_logits_to_keep(model)
 
     def module_grads(self, input_ids, labels) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-module per-example gradients [(B, out, in)] and the per-example losses (B,)."""
         ids, lab, att = pad_batch(input_ids, labels, self.pad_id, self.device)
         params = [b.module.weight for b in self.blocks]
         with _Capture(self.blocks) as cap:
-            logits = self.model(input_ids=ids, attention_mask=att).logits
-            losses = per_example_loss(logits, lab)
+            losses = causal_lm_losses(self.model, ids, lab, att, self.trim_logits)
             torch.autograd.grad(losses.sum(), params)
         grads = []
         for i in range(len(self.blocks)):
