@@ -35,12 +35,18 @@ from gist_core.truth import metrics_from, truth_masks
 from gist_core.warmup import TrainConfig
 
 DEFAULT_METHODS = ("gist", "less", "rawcos", "random", "length", "embedding", "full")
-KNOWN_METHODS = DEFAULT_METHODS + ("oracle",)
-RULES = {"gist": ("gist", "gist_subtask"), "less": ("less", "less_subtask")}
+KNOWN_METHODS = DEFAULT_METHODS + ("oracle", "gist_mean", "gist_max")
+# GIST at one fixed aggregation, on the run's stored projections (no extra gradients): the run's own
+# aggregation is the "gist" row; these add the other one to the same table
+AGGREGATION_METHODS = {"gist_mean": "subtask_mean", "gist_max": "example_max"}
+RULES = {"gist": ("gist", "gist_subtask"), "less": ("less", "less_subtask"),
+         "gist_mean": ("gist_mean", "gist_mean_subtask"), "gist_max": ("gist_max", "gist_max_subtask")}
 LABELS = {"gist": "GIST, global top-k", "gist_subtask": "GIST, per-subtask quota", "less": "LESS, global top-k",
           "less_subtask": "LESS, per-subtask quota", "rawcos": "raw-gradient cosine", "random": "random",
           "length": "longest responses", "embedding": "embedding similarity", "full": "full pool",
-          "oracle": "oracle (true target examples)"}
+          "oracle": "oracle (true target examples)",
+          "gist_mean": "GIST (subtask means), global top-k", "gist_mean_subtask": "GIST (subtask means), quota",
+          "gist_max": "GIST (example max), global top-k", "gist_max_subtask": "GIST (example max), quota"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ class Compare:
     def __init__(self, run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False,
                  layout: Layout | None = None, until: str | None = None):
         self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite, layout=layout, until=until)
-        self.cfg, self.cmp, self.store = run_cfg, cmp, self.run.store
+        self.cfg, self.cmp, self.store = self.run.cfg, cmp, self.run.store  # with the model file's hash filled in
         self.test_spec = cmp.test or default_test_split(run_cfg.target)
         self.costs: dict[str, dict[str, float]] = {}
         self.flops: dict[str, float] = {}
@@ -130,7 +136,10 @@ class Compare:
             self._less_train_features(e, ckpt, own, self._less_key(ckpt), {"pool_projection": 0.0, "pool_features": 0.0})
 
     def _less_key(self, ckpt: Path) -> str:
-        return stable_hash([self.run.keys["warmup"], str(ckpt), self.cmp.less_dim, self.cmp.less_seed])
+        """The run's own checkpoints by name (the warm-up key pins their content), so `--out runs/x` and
+        `--out /abs/runs/x` reuse the same features; users' checkpoints by their resolved path."""
+        where = Path(ckpt).name if not self.cmp.less_checkpoints else str(Path(ckpt).resolve())
+        return stable_hash([self.run.keys["warmup"], where, self.cmp.less_dim, self.cmp.less_seed])
 
     def _finish(self, gist_summary: dict, t0: float) -> dict:
         pool, target = self.run.pool, self.run.target
@@ -158,8 +167,13 @@ class Compare:
         out: dict[str, scoring.Scores] = {}
         names = list(self.groups)
         m = set(self.cmp.methods)
-        if "gist" in m:
+        if "gist" in m or m & set(AGGREGATION_METHODS):
             out["gist"] = self.gist_scores()
+        for name, agg in AGGREGATION_METHODS.items():
+            if name in m:
+                out[name] = self.gist_scores(agg, name)
+        if "gist" not in m:
+            del out["gist"]
         if "less" in m:
             out["less"] = self.less_scores()
         if "rawcos" in m:
@@ -188,12 +202,18 @@ class Compare:
         st = self._stage_walls().get(f"val_grads/ckpt-{epoch}", {})
         return st.get("wall_s", 0.0) - st.get("subspace_s", 0.0), st.get("subspace_s", 0.0)
 
-    def gist_scores(self) -> scoring.Scores:
+    def gist_scores(self, aggregation: str | None = None, name: str = "gist") -> scoring.Scores:
+        """GIST from the run's stored projections; `aggregation` other than the run's adds a row at no
+        gradient cost (the same features, another way of combining the target directions)."""
         t0 = time.time()
         sub = load_subspace(self.run.ckpt_dir(self.cfg.checkpoint) / "subspace.safetensors")
         rank = choose_rank(self.cfg, sub)
         X = load_npy(self.store.path("train_proj.npy"), np.float32, ndim=2, mmap=True)
-        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, self.cfg.aggregation)
+        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, aggregation or self.cfg.aggregation)
+        if name != "gist":
+            self.costs[name] = {**self.costs["gist"], "scoring": self.costs["gist"]["scoring"] + time.time() - t0}
+            self.flops[name], self.bytes[name] = self.flops["gist"], self.bytes["gist"]
+            return sc
         st = self._stage_walls()
         warm_s, warm_f = self._warmup_cost(self.cfg.checkpoint)
         val_s, sub_s = self._val_cost(self.cfg.checkpoint)
@@ -515,7 +535,7 @@ class Compare:
         cfg = self.cmp.train if seed is None else TrainConfig(**{**asdict(self.cmp.train), "seed": seed,
                                                                    **({"epochs": epochs} if epochs else {})})
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], test_key, asdict(cfg),
-                           asdict(self.cfg.lora), self.cfg.max_length, self.cmp.n_em,
+                           self.cfg.lora.key(), self.cfg.max_length, self.cmp.n_em,
                            None if idx is None else stable_hash(np.asarray(idx).tolist())])
         path = self.store.path("compare", "evals", f"{name}.json")
         if path.exists():

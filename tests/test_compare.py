@@ -109,6 +109,33 @@ def test_rerun_recomputes_nothing(compared, micro_model_dir, micro_corpus):
         assert rep2["methods"][row]["test_loss"] == rep["methods"][row]["test_loss"]
 
 
+def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model_dir, micro_corpus):
+    """gist_mean / gist_max rows cost no gradients and equal a naive numpy rescoring of the stored projections:
+    subtask means of the validation coordinates, or every validation example, each its own direction."""
+    import pandas as pd
+    from gist_core.artefacts import load_npy, load_subspace
+    out, _ = compared
+    n_before = len(read_events(out))
+    cmp = CompareConfig(methods=("gist", "gist_mean", "gist_max"), seeds=1, downstream=False)
+    rep = run_compare(_run_cfg(micro_model_dir, micro_corpus), cmp, out, quiet=True)
+    started = {e["stage"] for e in read_events(out)[n_before:] if e["status"] == "start"}
+    assert started <= {"data", "scores"}, started
+    assert {"gist_max", "gist_max_subtask", "gist_mean", "gist_mean_subtask"} <= set(rep["methods"])
+    X = load_npy(out / "train_proj.npy", np.float32, ndim=2).astype(np.float64)[:, :4]
+    Y = load_subspace(out / "checkpoints" / "ckpt-1" / "subspace.safetensors").val_coords.astype(np.float64)[:, :4]
+    target = pd.read_parquet(out / "target.parquet")
+    means = np.stack([Y[(target["subtask"] == s).to_numpy()].mean(0) for s in dict.fromkeys(target["subtask"])])
+
+    def naive_max_cosine(D):
+        return np.array([max(float(x @ d) / (np.linalg.norm(x) * np.linalg.norm(d)) for d in D) for x in X])
+
+    stored = pd.read_parquet(out / "compare" / "scores.parquet")
+    np.testing.assert_allclose(stored["score:gist_max"], naive_max_cosine(Y), atol=1e-5)
+    np.testing.assert_allclose(stored["score:gist_mean"], naive_max_cosine(means), atol=1e-5)
+    np.testing.assert_allclose(stored["score:gist"], stored["score:gist_mean"], atol=0)  # the run's own: subtask mean
+    assert rep["methods"]["gist_max"]["wall_s"] >= rep["methods"]["gist"]["wall_s"]  # same features, same cost
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ConfigError, match="unknown method"):
         CompareConfig(methods=("gist", "bm25"))
