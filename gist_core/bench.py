@@ -35,6 +35,11 @@ class BenchConfig:
     rounds: int = field(default=3, metadata={"help": "alternating rounds; medians reported"})
     rescore_n: int = field(default=100_000, metadata={"help": "stored projections re-scored"})
     model: str | None = field(default=None, metadata={"help": "model (default: the bundled tiny LM)"})
+    max_length: int = field(default=256, metadata={"help": "tokens per example"})
+    lora_layers: int | None = field(default=None, metadata={"help": "LoRA on the last L layers only (None = all)"})
+    cpu_options: bool = field(default=False, metadata={
+        "help": "also measure what each CPU option buys: LoRA layers, response-only logits, attention kernel, "
+                "threads (examples/s of the projected per-example gradients, side by side)"})
 
     def __post_init__(self):
         if min(self.n_small, self.n_large, self.batch_size, self.n_throughput, self.n_loop, self.rounds) < 1:
@@ -46,15 +51,19 @@ def _sample_data() -> Path:
     return SAMPLE_DATA
 
 
-def _model_and_batches(cfg: BenchConfig, n: int):
+def _model_and_batches(cfg: BenchConfig, n: int, last_layers: int | None | str = "cfg", model=None):
     from gist_core.data import load_examples
     from gist_core.formatting import tokenize_examples
     from gist_core.gradients import length_sorted_batches
     from gist_core.model import LoraSettings, attach_lora, load_base_model
-    model, tok = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
-    peft = attach_lora(model, LoraSettings(), seed=0).eval()
+    if model is None:
+        model, tok = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
+    else:
+        model, tok = model
+    layers = cfg.lora_layers if last_layers == "cfg" else last_layers
+    peft = attach_lora(model, LoraSettings(last_layers=layers), seed=0).eval()
     pool = load_examples(_sample_data() / "pool.jsonl", limit=n)
-    toks = tokenize_examples(pool, tok, 256)
+    toks = tokenize_examples(pool, tok, cfg.max_length)
     lengths = [len(x) for x in toks.input_ids]
     return peft, tok, [([toks.input_ids[i] for i in b], [toks.labels[i] for i in b])
                        for b in length_sorted_batches(lengths, range(n), cfg.batch_size)]
@@ -136,7 +145,46 @@ def rescore_latency(cfg: BenchConfig, r_max: int = 64, n_val: int = 64, repeats:
     return {"rescore_ms": float(np.median(ms)), "rescore_ms_max": float(np.max(ms)), "rescore_n": cfg.rescore_n}
 
 
-def project_pool(n: int, work: Path, model: str | None = None, batch_size: int = 16) -> dict:
+def cpu_options(cfg: BenchConfig) -> dict:
+    """Examples/s of the pipeline's projected per-example gradients under each CPU option, measured side by side
+    on one loaded model (the same examples and batches; each variant's rounds alternate with the others')."""
+    import torch
+    from gist_core.gradients import GradientEngine
+    from gist_core.model import load_base_model
+    base = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
+    n_layers = base[0].config.num_hidden_layers
+    layer_choices = [None] + [L for L in (8, 4, 2) if L < n_layers]
+    default = cfg.lora_layers if cfg.lora_layers in layer_choices else layer_choices[-1]
+    variants = {f"lora_layers={'all' if L is None else L}": dict(layers=L) for L in layer_choices}
+    variants.update({"full_logits": dict(layers=default, trim=False), "attention=eager": dict(layers=default, attn="eager"),
+                     "threads=1": dict(layers=default, threads=1)})
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    threads0 = torch.get_num_threads()
+    for _ in range(cfg.rounds):
+        for name, v in variants.items():
+            peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, v["layers"], model=base)
+            try:
+                base[0].set_attn_implementation(v.get("attn", "sdpa"))
+                engine = GradientEngine(peft, tok.pad_token_id)
+                engine.trim_logits = engine.trim_logits and v.get("trim", True)
+                basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0]
+                engine.projected_grads(*batches[0], basis)  # warm
+                torch.set_num_threads(v.get("threads", threads0))
+                dt = _timed(lambda: [engine.projected_grads(ids, lab, basis) for ids, lab in batches])
+            finally:
+                torch.set_num_threads(threads0)
+                base[0].set_attn_implementation("sdpa")
+                peft.unload()
+            rates[name].append(cfg.n_throughput / dt)
+    med = {k: float(np.median(v)) for k, v in rates.items()}
+    ref = f"lora_layers={'all' if default is None else default}"
+    return {"cpu_options_examples_per_s": med, "cpu_options_reference": ref,
+            "cpu_options_speedup": {k: v / med[ref] for k, v in med.items()},
+            "cpu_options_n_layers": n_layers}
+
+
+def project_pool(n: int, work: Path, model: str | None = None, batch_size: int = 16, max_length: int = 256,
+                 lora_layers: int | None = None) -> dict:
     """In this process, as `select` does: read an n-example pool JSONL into the columnar pool, tokenize it
     into compact rows, project every gradient into a memmap store (flushing as train_proj does), then
     score the stored rows in blocks. Peak RSS and wall time of the whole process."""
@@ -150,9 +198,9 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
     from gist_core.store import FeatureStore
     t0 = time.time()
     model_, tok = load_base_model(model or str(_sample_data() / "tiny-lm"))
-    peft = attach_lora(model_, LoraSettings(), seed=0).eval()
+    peft = attach_lora(model_, LoraSettings(last_layers=lora_layers), seed=0).eval()
     pool = load_pool(work / f"pool-{n}.jsonl")
-    toks = tokenize_examples(pool, tok, 256)
+    toks = tokenize_examples(pool, tok, max_length)
     t_data = time.time() - t0
     engine = GradientEngine(peft, tok.pad_token_id)
     basis = torch.linalg.qr(torch.randn(engine.dim, 64, generator=torch.Generator().manual_seed(0)))[0]
@@ -190,6 +238,7 @@ def memory_scaling(cfg: BenchConfig, work: Path) -> dict:
         cmd = [sys.executable, "-m", "gist_core.bench", "--project", str(n), "--work", str(work)]
         if cfg.model:
             cmd += ["--model", cfg.model]
+        cmd += ["--max-length", str(cfg.max_length)] + (["--lora-layers", str(cfg.lora_layers)] if cfg.lora_layers else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         runs[n] = json.loads(out.stdout.strip().splitlines()[-1])
     small, large = runs[cfg.n_small], runs[cfg.n_large]
@@ -207,6 +256,8 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike) -> dict:
     rep.update(loop_speedup(cfg))
     rep.update(rescore_latency(cfg))
     rep.update(memory_scaling(cfg, out))
+    if cfg.cpu_options:
+        rep.update(cpu_options(cfg))
     rep["wall_s"] = time.time() - t0
     atomic_write_json(out / "bench.json", rep)
     return rep
@@ -218,8 +269,10 @@ def main(argv=None) -> None:
     p.add_argument("--project", type=int, required=True)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--model")
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--lora-layers", type=int)
     a = p.parse_args(argv)
-    print(json.dumps(project_pool(a.project, a.work, a.model)))
+    print(json.dumps(project_pool(a.project, a.work, a.model, max_length=a.max_length, lora_layers=a.lora_layers)))
 
 
 if __name__ == "__main__":
