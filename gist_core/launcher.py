@@ -48,15 +48,27 @@ def demo_args(out: str | Path, target: str = DEFAULT_DEMO_TARGET, epochs: int | 
 def select_args(out: str | Path, *, model: str, train: str, target: str, budget: float | str | None = None,
                 rank: int | None = None, tau: float | None = None, balance: str | None = None,
                 lora_r: int | None = None, lora_alpha: float | None = None, epochs: int | None = None,
-                lr: float | None = None, overwrite: bool = False) -> list[str]:
+                lr: float | None = None, lora_layers: int | None = None, max_length: int | None = None,
+                pool_size: int | None = None, overwrite: bool = False) -> list[str]:
     """`gist-lab select` arguments; options left None keep the CLI defaults. rank wins over tau."""
     args = ["select", "--model", model, "--train", train, "--target", target, "--out", str(Path(out).resolve())]
     opts = {"--budget": budget, "--rank": rank, "--tau": None if rank else tau, "--balance": balance,
-            "--lora-r": lora_r, "--lora-alpha": lora_alpha, "--epochs": epochs, "--lr": lr}
+            "--lora-r": lora_r, "--lora-alpha": lora_alpha, "--epochs": epochs, "--lr": lr,
+            "--lora-layers": lora_layers, "--max-length": max_length, "--pool-size": pool_size}
     for flag, v in opts.items():
         if v is not None:
             args += [flag, str(v)]
     return args + (["--overwrite"] if overwrite else [])
+
+
+def model_choices(bundled: str) -> list[tuple[str, str]]:
+    """(label, --model value) for the Run page: the bundled tiny LM, then every registry model, fetched or not."""
+    from gist_core import models
+    out = [("bundled tiny LM (2 M parameters, sample_data/tiny-lm)", bundled)]
+    for e in models.registry_rows():
+        state = "fetched" if e["fetched"] else f"not fetched: run `gist-lab models fetch {e['name']}` first"
+        out.append((f"{e['name']} ({e['about'].split(',')[0]}; {state})", e["name"]))
+    return out
 
 
 def compare_args(out: str | Path) -> list[str]:

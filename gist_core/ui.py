@@ -126,6 +126,16 @@ def load_run(run_dir: Path) -> views.RunData:
     return _load(str(run_dir), views.stamp(run_dir))
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _model_input(run_dir: str, mtime: int, row: int) -> dict:
+    return views.model_input(run_dir, row)
+
+
+def model_input(run_dir: Path, row: int) -> dict:
+    with st.spinner("Loading the run's tokenizer ..."):
+        return _model_input(str(run_dir), views.stamp(run_dir), int(row))
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def _rescored(run_dir: str, mtime: int, rank: int, balance: str, budget: float) -> views.Rescored:
     return views.rescored_frame(run_dir, rank, balance, budget)

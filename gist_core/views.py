@@ -422,6 +422,33 @@ def example_detail(rs: Rescored, row: int) -> dict:
             "selected": {rule: bool(r[f"selected_{rule}"]) for rule in scoring.BALANCES}, "cosines": cos}
 
 
+@functools.lru_cache(maxsize=4)
+def run_tokenizer(model: str, trust_remote_code: bool = False):
+    """The run's own tokenizer (a GGUF or registry model: its converted folder), loaded once per model."""
+    from gist_core.model import load_tokenizer
+    return load_tokenizer(model, trust_remote_code)
+
+
+def model_input(run_dir: str | Path, row: int) -> dict:
+    """Pool example `row` as the model saw it: the run's tokenizer, chat template and max_length, decoded back
+    to text with special tokens shown; `response` is exactly the tokens in the loss (and so in the gradient)."""
+    from gist_core.formatting import IGNORE, encode_pair
+    d = Path(run_dir)
+    cfg = read_json(d / "config.json", {})
+    if not cfg.get("model"):
+        raise FileNotFoundError(f"{d}: no config.json naming the model")
+    tok = run_tokenizer(cfg["model"], bool(cfg.get("trust_remote_code", False)))
+    ex = pd.read_parquet(d / "examples.parquet", columns=["prompt", "response"]).iloc[int(row)]
+    # examples.parquet keeps a chat row's last user turn as its prompt, not the turns before it
+    ids, labels, cut = encode_pair(tok, ex["prompt"], ex["response"], int(cfg.get("max_length", 256)))
+    start = next((i for i, y in enumerate(labels) if y != IGNORE), len(ids))
+    return {"prompt": tok.decode(ids[:start], skip_special_tokens=False),
+            "response": tok.decode(ids[start:], skip_special_tokens=False),
+            "n_prompt": start, "n_response": len(ids) - start, "truncated": bool(cut),
+            "chat_template": bool(getattr(tok, "chat_template", None)), "tokenizer": type(tok).__name__,
+            "model": cfg["model"]}
+
+
 def nearest_targets(run_dir: str | Path, row: int, rank: int, k: int = 5) -> pd.DataFrame:
     """The k target (validation) examples whose coordinates are closest in cosine to pool row `row` at rank r."""
     a = arrays(run_dir)
@@ -727,8 +754,9 @@ def _short(spec: str | None, parts: int = 1) -> str:
 
 # ----------------------------------------------------------------------------- compare (gist-lab compare)
 COMPARE_FILE = "compare.json"
-METHOD_ORDER = ("gist", "gist_subtask", "less", "less_subtask", "rawcos", "random", "length", "embedding", "full",
-                "oracle")  # compare.DEFAULT_METHODS with both selection rules, then the oracle
+METHOD_ORDER = ("gist", "gist_subtask", "gist_mean", "gist_mean_subtask", "gist_max", "gist_max_subtask", "less",
+                "less_subtask", "rawcos", "random", "length", "embedding", "full", "oracle")
+# compare.DEFAULT_METHODS with both selection rules (GIST at either aggregation next to its own), then the oracle
 COST_STAGES = ("warmup", "val_grads", "subspace", "val_features", "pool_features", "pool_projection", "scoring")
 RATIO_LABELS = {"compute_ratio_gist_over_less": "compute (wall time)", "storage_ratio_gist_over_less": "storage",
                 "flops_ratio_gist_over_less": "FLOPs",

@@ -158,7 +158,15 @@ with st.form("launch_form"):
     c1, c2 = st.columns(2)
     name = c1.text_input("Run folder name", value="my-run", key="run_name",
                          help=f"created under {runs_root()}; {NAME_RULE}")
-    model = c2.text_input("Model (HF id or local folder)", value=cfg.get("model", str(SAMPLE / "tiny-lm")))
+    choices = launcher.model_choices(str(SAMPLE / "tiny-lm"))
+    specs = [spec for _, spec in choices] + [None]
+    current = cfg.get("model", str(SAMPLE / "tiny-lm"))
+    picked = c2.selectbox("Model", range(len(specs)), index=specs.index(current) if current in specs else len(choices),
+                          format_func=lambda i: choices[i][0] if i < len(choices) else "another model (below)",
+                          key="model_choice", help="registry models run offline once fetched (README: A real model)")
+    other = c2.text_input("…another model: HF id, local folder or .gguf file", key="model_other",
+                          value="" if current in specs else current, help="used when 'another model' is picked")
+    model = specs[picked] or other
     pool = c1.text_input("Pool (JSONL/JSON/CSV/Parquet or datasets name)", value=cfg.get("train", str(SAMPLE / "pool.jsonl")))
     target = c2.text_input("Target validation examples", value=cfg.get("target", str(SAMPLE / "targets" / DEFAULT_DEMO_TARGET / "val.jsonl")))
     pool_file = c1.file_uploader("…or upload the pool", type=UPLOAD_TYPES, key="pool_upload",
@@ -176,6 +184,14 @@ with st.form("launch_form"):
     budget = c9.text_input("Budget (0.05, 5% or a count)", value=str(cfg.get("budget", 0.05)))
     balance = c10.selectbox("Selection rule", ["global", "subtask"],
                             index=["global", "subtask"].index(cfg.get("balance", "global")))
+    c11, c12, c13 = st.columns(3)
+    lora_layers = c11.number_input("LoRA on the last L layers (0 = all)", 0, 1000,
+                                   int(lora.get("last_layers") or 0),
+                                   help="a real model on a CPU: LoRA on the last few layers skips the backward "
+                                        "pass through the frozen ones (README: A real model on a CPU)")
+    max_length = c12.number_input("Tokens per example (max length)", 8, 32768, int(cfg.get("max_length", 256)))
+    pool_size = c13.number_input("Pool rows to use (0 = all)", 0, 10**9, int(cfg.get("limit_train") or 0),
+                                 help="the pool file's first N rows")
     overwrite = st.checkbox("Replace a run with a different config in this folder (--overwrite)")
     submitted = st.form_submit_button("Launch", type="primary")
 if submitted:
@@ -192,4 +208,5 @@ if submitted:
             start(name, lambda d: launcher.select_args(
                 d, model=model.strip(), train=train, target=val, budget=budget.strip(), rank=int(rank) or None,
                 tau=tau, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha, epochs=int(epochs), lr=lr,
+                lora_layers=int(lora_layers) or None, max_length=int(max_length), pool_size=int(pool_size) or None,
                 overwrite=overwrite))

@@ -64,6 +64,22 @@ t1.markdown("Prompt")
 t1.code(d["prompt"], language=None, wrap_lines=True)
 t2.markdown("Response")
 t2.code(d["response"], language=None, wrap_lines=True)
+with st.expander("As the model sees it (the run's tokenizer and chat template)", icon=":material/code:"):
+    try:
+        mi = ui.model_input(run_dir, row)
+    except Exception as e:  # a model folder that moved or a tokenizer that will not load: say so, keep the page
+        st.warning(f"Cannot load the run's tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    else:
+        st.caption(f"{mi['tokenizer']} of `{mi['model']}`; "
+                   f"{'its chat template' if mi['chat_template'] else 'the plain template (the tokenizer has no chat template)'}"
+                   f"; special tokens shown. {mi['n_prompt']} prompt tokens (not in the loss), {mi['n_response']} "
+                   f"response tokens (the loss, and so the gradient)" + ("; the prompt was cut to fit max_length"
+                                                                         if mi["truncated"] else "") + ".")
+        m1, m2 = st.columns(2)
+        m1.markdown("Input before the response")
+        m1.code(mi["prompt"], language=None, wrap_lines=True)
+        m2.markdown("Tokens in the loss")
+        m2.code(mi["response"], language=None, wrap_lines=True)
 g1, g2 = st.columns(2)
 fig = go.Figure(go.Bar(x=d["cosines"]["subtask"], y=d["cosines"]["cosine"]))
 fig.update_layout(title="Cosine with each target subtask's direction", yaxis_range=[-1, 1], height=300,

@@ -10,7 +10,7 @@ ui.page_setup("Compare")
 st.title("Compare")
 run_dir = ui.require_run(ui.run_picker())
 running = run_dir.exists() and views.run_state(run_dir)["status"] == "running"
-FAMILY_COLORS = {"gist": "#2e7d32", "less": "#1565c0", "rawcos": "#6a1b9a", "embedding": "#ef6c00",
+FAMILY_COLORS = {"gist": "#2e7d32", "gist_mean": "#2e7d32", "gist_max": "#66bb6a", "less": "#1565c0", "rawcos": "#6a1b9a", "embedding": "#ef6c00",
                  "length": "#8d6e63", "random": "#9e9e9e", "full": "#455a64", "oracle": "#c62828"}
 
 

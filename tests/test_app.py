@@ -148,6 +148,10 @@ def test_examples_filters_and_drilldown(open_page):
     assert not at.exception and set(at.dataframe[0].value["kind"]) == {"wrong"}
     assert any("Nearest target examples" in m.value for m in at.markdown)
     assert len(at.dataframe[-1].value) == 5  # nearest targets of the first row
+    shown = [c.value for c in at.code]  # the drill-down's model input: the first shown row, tokenized
+    row = at.dataframe[0].value.iloc[0]
+    assert any(row["prompt"] in c and "### Response:" in c for c in shown), "prompt through the template"
+    assert any(c.lstrip().startswith(row["response"]) for c in shown), "response tokens in the loss"
 
 
 def test_map_pca_and_umap_on_request(open_page):

@@ -513,3 +513,36 @@ def test_starved_subtasks_follow_the_coverage_figures_when_labels_exist(run):
         assert rs.starved[rule] == [s for s, c in cov.items() if c["selected"] < sel * c["in_pool"] / pool / 3]
         table = views.coverage_table(rs)
         assert table[f"starved ({rule})"].tolist() == [s in rs.starved[rule] for s in table["subtask"]]
+
+
+def test_model_input_is_what_the_pipeline_tokenizes(tmp_path):
+    """The Examples page's 'as the model sees it': the run's tokenizer, the pipeline's own encoding, decoded."""
+    import pandas as pd
+    from transformers import AutoTokenizer
+    from gist_core.formatting import IGNORE, tokenize_examples
+    from gist_core.data import load_examples
+    run = make_fake_run(tmp_path / "fake", n_pool=60, n_val=8, r=4)
+    ex = pd.read_parquet(run / "examples.parquet").iloc[7]
+    mi = views.model_input(run, 7)
+    tok = AutoTokenizer.from_pretrained("sample_data/tiny-lm")
+    src = tmp_path / "one.jsonl"
+    src.write_text(json.dumps({"prompt": ex["prompt"], "response": ex["response"]}) + "\n")
+    t = tokenize_examples(load_examples(src), tok, 256)  # the batch path select uses, not encode_pair
+    ids, labels = t.input_ids[0], t.labels[0]
+    start = next(i for i, y in enumerate(labels) if y != IGNORE)
+    assert (mi["n_prompt"], mi["n_response"]) == (start, len(ids) - start)
+    assert mi["prompt"] == tok.decode(ids[:start]) and ex["prompt"] in mi["prompt"]
+    assert mi["response"] == tok.decode(ids[start:]) and mi["response"].strip().startswith(ex["response"])
+    assert mi["response"].endswith(tok.eos_token) and not mi["truncated"]
+
+
+def test_model_choices_list_the_bundled_model_and_the_registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIST_LAB_MODELS", str(tmp_path / "empty-cache"))
+    choices = launcher.model_choices("sample_data/tiny-lm")
+    assert choices[0][1] == "sample_data/tiny-lm"
+    assert ("smollm2-135m" in [spec for _, spec in choices]
+            and "not fetched: run `gist-lab models fetch smollm2-135m` first" in choices[1][0])
+    args = launcher.select_args("/tmp/o", model="smollm2-135m", train="p.jsonl", target="v.jsonl", lora_layers=4,
+                                max_length=128, pool_size=300)
+    assert args[args.index("--lora-layers") + 1] == "4" and args[args.index("--pool-size") + 1] == "300"
+    assert args[args.index("--max-length") + 1] == "128"
