@@ -121,7 +121,9 @@ if recipe:
         bars("exact_match", "Exact match (mean ± std over seeds)",
              {**ref("base", "exact_match"), **ref("oracle", "exact_match")}, "em_chart")
 else:
-    st.caption("Not measured in this run (no test split).")
+    skipped_on_purpose = not (rep.get("config") or {}).get("downstream", True) and not rep.get("downstream_note")
+    why = "compare ran with --no-downstream" if skipped_on_purpose else "no test split"
+    st.caption(f"Not measured in this run ({why}).")
 
 st.subheader("Selection quality")
 if table["precision"].notna().any():

@@ -183,6 +183,19 @@ def test_compare_page_without_compare_offers_the_command(open_page):
     assert at.button(key="launch_compare")  # not clicked: it would start a real compare
 
 
+def test_compare_page_says_when_downstream_was_switched_off(open_page, runs_dir):
+    path = runs_dir / "nodown" / "compare.json"
+    rep = json.loads(path.read_text())
+    rep.pop("downstream_note")  # what `compare --no-downstream` writes: no note, config.downstream false
+    path.write_text(json.dumps(rep))
+    try:
+        at = open_page("pages/7_Compare.py", run="nodown")
+        assert "Not measured in this run (compare ran with --no-downstream)." in _captions(at)
+    finally:
+        path.write_text(json.dumps({**rep, "downstream_note": "no test split (pass --test): downstream loss and "
+                                                              "exact match not measured"}))
+
+
 def test_compare_page_without_downstream_or_mid_run(open_page):
     at = open_page("pages/7_Compare.py", run="nodown")
     assert any("no test split" in i.value for i in at.info) and "Not measured" in _captions(at)
