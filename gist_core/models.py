@@ -115,7 +115,7 @@ def converted_dir(sha256: str, root: Path | None = None) -> Path:
 
 def resolve(spec: str, convert: bool = True) -> ResolvedModel:
     """Map a --model value to a loadable folder, converting a GGUF file on first use."""
-    if spec in REGISTRY:
+    if spec in REGISTRY and not Path(spec).exists():  # a local folder of that name wins, as it would for an HF id
         entry = REGISTRY[spec]
         out = converted_dir(entry.sha256)
         if not (out / SOURCE_FILE).exists():
