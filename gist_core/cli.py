@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -183,7 +184,16 @@ def _demo_overrides(a) -> dict:
 def cmd_demo(a) -> int:
     from gist_core.pipeline import demo_config
     cfg = demo_config(a.target, **_demo_overrides(a))
-    return _execute(cfg, a.out, a, DEFAULT_RUNS / f"demo-{a.target}")
+    return _execute(cfg, a.out, a, demo_default_out(a.target, a.model))
+
+
+def demo_default_out(target: str, model: str | None) -> Path:
+    """runs/demo-<target>, or runs/demo-<target>-<model> for another model: beside the tiny model's demo,
+    not on top of it."""
+    if not model:
+        return DEFAULT_RUNS / f"demo-{target}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/\\")).stem).strip("-.") or "model"
+    return DEFAULT_RUNS / f"demo-{target}-{name}"
 
 
 def cmd_select(a) -> int:

@@ -138,3 +138,11 @@ def test_cached_lists_only_finished_conversions(cache):
     (cache / "by-sha256" / ".tmp-in-progress").mkdir()
     rows = models.cached()
     assert [r["sha256"] for r in rows] == ["c" * 64] and rows[0]["name"] is None
+
+
+def test_demo_with_another_model_gets_its_own_default_folder():
+    from gist_core.cli import DEFAULT_RUNS, demo_default_out
+    assert demo_default_out("transform", None) == DEFAULT_RUNS / "demo-transform"
+    assert demo_default_out("lookup", "smollm2-135m") == DEFAULT_RUNS / "demo-lookup-smollm2-135m"
+    assert demo_default_out("facts", "/m/SmolLM2-135M-Instruct.Q4_1.gguf").name == "demo-facts-SmolLM2-135M-Instruct.Q4_1"
+    assert demo_default_out("facts", "org/My Model/").name == "demo-facts-My-Model"
