@@ -186,12 +186,13 @@ with st.form("launch_form"):
                             index=["global", "subtask"].index(cfg.get("balance", "global")))
     c11, c12, c13 = st.columns(3)
     lora_layers = c11.number_input("LoRA on the last L layers (0 = all)", 0, 1000,
-                                   int(lora.get("last_layers") or 0),
+                                   int(lora.get("last_layers") or 0), key="lora_layers",
                                    help="a real model on a CPU: LoRA on the last few layers skips the backward "
                                         "pass through the frozen ones (README: A real model on a CPU)")
-    max_length = c12.number_input("Tokens per example (max length)", 8, 32768, int(cfg.get("max_length", 256)))
+    max_length = c12.number_input("Tokens per example (max length)", 8, 32768, int(cfg.get("max_length", 256)),
+                                  key="max_length")
     pool_size = c13.number_input("Pool rows to use (0 = all)", 0, 10**9, int(cfg.get("limit_train") or 0),
-                                 help="the pool file's first N rows")
+                                 help="the pool file's first N rows", key="pool_size")
     overwrite = st.checkbox("Replace a run with a different config in this folder (--overwrite)")
     submitted = st.form_submit_button("Launch", type="primary")
 if submitted:

@@ -285,6 +285,23 @@ def _run_form(at_args: dict) -> AppTest:
     return at
 
 
+def test_run_page_launches_on_a_registry_model_with_cpu_settings(fresh_root):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/1_Run.py").run()
+    choice = at.selectbox(key="model_choice")
+    smol = next(i for i in choice.options if "smollm2-135m" in str(i))
+    choice.set_value(choice.options.index(smol) if isinstance(choice.value, int) else smol)
+    at.text_input(key="run_name").set_value("smol-run")
+    at.number_input(key="lora_layers").set_value(4)
+    at.number_input(key="pool_size").set_value(300)
+    next(b for b in at.button if b.label == "Launch").click().run()
+    assert not at.exception, at.exception
+    (run_dir, args), = fresh_root["launches"]
+    assert run_dir.name == "smol-run" and args[args.index("--model") + 1] == "smollm2-135m"
+    assert args[args.index("--lora-layers") + 1] == "4" and args[args.index("--pool-size") + 1] == "300"
+
+
 @pytest.mark.parametrize("name", ["../escape", "../../escape", "a/b", "/ABS", ".hidden", "my run"])
 def test_run_page_refuses_a_run_name_that_could_escape(fresh_root, name):
     tmp = fresh_root["tmp"]
