@@ -299,24 +299,18 @@ def cmd_rescore(a) -> int:
 def cmd_models(a) -> int:
     from gist_core import models
     if a.action == "fetch":
-        for name in a.names or []:
-            r = models.fetch(name, quiet=a.quiet)
-            print(f"{name}: {r.path}")
         if not a.names:
             raise models.ModelSourceError(f"name a model to fetch ({', '.join(sorted(models.REGISTRY))})")
+        for name in a.names:
+            print(f"{name}: {models.fetch(name, quiet=a.quiet).path}")
         return 0
     print(f"cache: {models.cache_root()}")
-    fetched = models.cached()
     for e in models.registry_rows():
         state = "fetched" if e["fetched"] else f"not fetched (gist-lab models fetch {e['name']})"
-        print(f"  {e['name']:14s} {state}; {e['requirement']}, "
-              f"{e['license']}: {e['about']}")
-    others = [r for r in fetched if not r["name"]]
-    for r in others:
-        print(f"  {r['sha256'][:12]}...   converted from {r['gguf_file']} ({r['mb']:.0f} MB)")
-    for r in fetched:
-        print(f"    {r['name'] or r['sha256'][:12]}: {r['path']} ({r['mb']:.0f} MB, {r['architecture']}, "
-              f"{r['n_parameters'] / 1e6:.1f} M parameters)")
+        print(f"  {e['name']:14s} {state}; {e['requirement']}, {e['license']}: {e['about']}")
+    for r in models.cached():
+        print(f"    {r['name'] or 'converted from ' + str(r['gguf_file'])}: {r['path']} ({r['mb']:.0f} MB, "
+              f"{r['architecture']}, {r['n_parameters'] / 1e6:.1f} M parameters)")
     return 0
 
 

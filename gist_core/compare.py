@@ -549,7 +549,7 @@ class Compare:
                 res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.max_length, self.cmp.n_em),
                        "steps": 0, "train_s": 0.0}
             else:
-                res = finetune_and_evaluate(self.cfg.model, [self.run.pool[i] for i in idx], test, cfg, self.cfg.lora,
+                res = finetune_and_evaluate(self.run.model_source.path, [self.run.pool[i] for i in idx], test, cfg, self.cfg.lora,
                                             self.cfg.max_length, self.cmp.n_em)
         res["key"] = key
         atomic_write_json(path, res)

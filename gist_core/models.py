@@ -80,6 +80,26 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def known_sha256(path: Path) -> str:
+    """sha256 of a GGUF file, remembered by (path, size, mtime): a 7B file takes ~10 s to hash, and every
+    process of a run (ranks, shard jobs, downstream runs, the dashboard) resolves --model again."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo = cache_root() / "sha256-memo.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = sha256_file(path)
+        try:
+            from gist_core.atomic import atomic_write_json
+            atomic_write_json(memo, known)
+        except OSError:  # a read-only cache still works, it just hashes again next time
+            pass
+    return known[key]
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """What `--model` turned out to be: the folder transformers loads, and the GGUF behind it, if any."""
@@ -129,7 +149,7 @@ def resolve(spec: str, convert: bool = True) -> ResolvedModel:
     gguf = gguf_in(spec)
     if gguf is None:
         return ResolvedModel(spec, spec)
-    sha = sha256_file(gguf)
+    sha = known_sha256(gguf)
     out = converted_dir(sha)
     if not (out / SOURCE_FILE).exists():
         if not convert:

@@ -245,8 +245,8 @@ class Run:
             import torch
             from gist_core.model import load_base_model
             torch.manual_seed(self.cfg.seed)
-            self._model, self._tok = load_base_model(self.cfg.model, self.cfg.dtype, self.cfg.device,
-                                                     self.cfg.trust_remote_code)
+            self._model, self._tok = load_base_model(self.model_source.path, self.cfg.dtype, self.cfg.device,
+                                                     self.cfg.trust_remote_code)  # resolved once, in __init__
         return self._tok, self._model
 
     def execute(self) -> dict | None:

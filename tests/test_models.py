@@ -146,3 +146,15 @@ def test_demo_with_another_model_gets_its_own_default_folder():
     assert demo_default_out("lookup", "smollm2-135m") == DEFAULT_RUNS / "demo-lookup-smollm2-135m"
     assert demo_default_out("facts", "/m/SmolLM2-135M-Instruct.Q4_1.gguf").name == "demo-facts-SmolLM2-135M-Instruct.Q4_1"
     assert demo_default_out("facts", "org/My Model/").name == "demo-facts-My-Model"
+
+
+def test_gguf_hashes_are_remembered_until_the_file_changes(tmp_path, cache, monkeypatch):
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"first version")
+    calls = []
+    real = models.sha256_file
+    monkeypatch.setattr(models, "sha256_file", lambda p: calls.append(p) or real(p))
+    first = models.known_sha256(f)
+    assert first == real(f) and models.known_sha256(f) == first and len(calls) == 1  # second call: no hashing
+    f.write_bytes(b"second, longer version")
+    assert models.known_sha256(f) == real(f) != first and len(calls) == 2
