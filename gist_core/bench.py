@@ -51,17 +51,15 @@ def _sample_data() -> Path:
     return SAMPLE_DATA
 
 
-def _model_and_batches(cfg: BenchConfig, n: int, last_layers: int | None | str = "cfg", model=None):
+def _model_and_batches(cfg: BenchConfig, n: int, last_layers: int | None, loaded=None):
+    """LoRA on `last_layers` of the bench model (`loaded` = an already loaded (model, tokenizer)), and n bundled
+    pool examples in length-sorted batches."""
     from gist_core.data import load_examples
     from gist_core.formatting import tokenize_examples
     from gist_core.gradients import length_sorted_batches
     from gist_core.model import LoraSettings, attach_lora, load_base_model
-    if model is None:
-        model, tok = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
-    else:
-        model, tok = model
-    layers = cfg.lora_layers if last_layers == "cfg" else last_layers
-    peft = attach_lora(model, LoraSettings(last_layers=layers), seed=0).eval()
+    model, tok = loaded or load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
+    peft = attach_lora(model, LoraSettings(last_layers=last_layers), seed=0).eval()
     pool = load_examples(_sample_data() / "pool.jsonl", limit=n)
     toks = tokenize_examples(pool, tok, cfg.max_length)
     lengths = [len(x) for x in toks.input_ids]
@@ -84,7 +82,7 @@ def throughput(cfg: BenchConfig) -> dict:
     """Per-example gradient extraction vs a plain training forward+backward, alternating rounds."""
     import torch
     from gist_core.gradients import GradientEngine, pad_batch, per_example_loss
-    peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput)
+    peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
     basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0].to(engine.device)
     params = [p for p in peft.parameters() if p.requires_grad]
@@ -118,7 +116,7 @@ def throughput(cfg: BenchConfig) -> dict:
 def loop_speedup(cfg: BenchConfig) -> dict:
     import torch
     from gist_core.gradients import GradientEngine, loop_grads
-    peft, tok, batches = _model_and_batches(cfg, cfg.n_loop)
+    peft, tok, batches = _model_and_batches(cfg, cfg.n_loop, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
     ids = [x for b, _ in batches for x in b]
     lab = [y for _, b in batches for y in b]
@@ -162,7 +160,7 @@ def cpu_options(cfg: BenchConfig) -> dict:
     threads0 = torch.get_num_threads()
     for _ in range(cfg.rounds):
         for name, v in variants.items():
-            peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, v["layers"], model=base)
+            peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, v["layers"], loaded=base)
             try:
                 base[0].set_attn_implementation(v.get("attn", "sdpa"))
                 engine = GradientEngine(peft, tok.pad_token_id)

@@ -438,7 +438,7 @@ def model_input(run_dir: str | Path, row: int) -> dict:
     if not cfg.get("model"):
         raise FileNotFoundError(f"{d}: no config.json naming the model")
     tok = run_tokenizer(cfg["model"], bool(cfg.get("trust_remote_code", False)))
-    ex = pd.read_parquet(d / "examples.parquet", columns=["prompt", "response"]).iloc[int(row)]
+    ex = _base_frame(str(d), stamp(d)).iloc[int(row)]  # the page's own cached frame: no second read of the text
     # examples.parquet keeps a chat row's last user turn as its prompt, not the turns before it
     ids, labels, cut = encode_pair(tok, ex["prompt"], ex["response"], int(cfg.get("max_length", 256)))
     start = next((i for i, y in enumerate(labels) if y != IGNORE), len(ids))
