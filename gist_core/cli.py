@@ -43,10 +43,16 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
     p.add_argument("--pool-size", type=int, metavar="N", help="use the first N rows of the pool (default: all)")
     p.add_argument("--budget", type=_budget, help="fraction of the pool (0.05 or 5%%) or a count (500)")
-    p.add_argument("--rank", type=int, help="GIST rank r (default: smallest r reaching --tau)")
-    p.add_argument("--tau", type=float, help="explained-variance threshold for the rank rule (0.95)")
+    p.add_argument("--rank", type=int, help="GIST rank r (default: set by --rank-rule)")
+    p.add_argument("--rank-rule", choices=["tau", "advisor", "full"],
+                   help="rank without --rank: tau = smallest r reaching --tau explained variance (the paper's rule), "
+                        "advisor = the held-out rank advisor's suggestion, full = all stored directions")
+    p.add_argument("--tau", type=float, help="explained-variance threshold of the tau rank rule (0.95)")
     p.add_argument("--r-max", type=int, help="directions stored per pool example (64)")
-    p.add_argument("--balance", choices=["global", "subtask"], help="global top-k (paper) or per-subtask quota")
+    p.add_argument("--balance", choices=["global", "subtask", "zscore", "quantile"],
+                   help="selection rule: global = top-k of the max subtask cosine (the GIST paper's and LESS's rule), "
+                        "subtask = per-subtask round-robin quota, zscore / quantile = top-k of the max of each subtask "
+                        "column standardised over the pool (README: Selection rules)")
     p.add_argument("--aggregation", choices=["subtask_mean", "example_max"],
                    help="target directions: subtask means (GIST code) or individual examples (paper)")
     p.add_argument("--checkpoint", type=int, help="warm-up epoch whose checkpoint GIST uses (1)")
@@ -76,6 +82,11 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _rules(text: str) -> tuple[str, ...]:
+    from gist_core.scoring import BALANCES
+    return BALANCES if text.strip() == "all" else tuple(r.strip() for r in text.split(",") if r.strip())
+
+
 def _add_scale_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="I/N", help="an independent job computing pool rows i, i+N, ... into "
                    "RUN/shards/ (after one --prepare run); then `gist-lab merge --run RUN` (select, demo) or the "
@@ -87,7 +98,7 @@ def _add_scale_args(p: argparse.ArgumentParser) -> None:
 def _overrides(a: argparse.Namespace) -> dict:
     from gist_core.model import LoraSettings
     from gist_core.warmup import TrainConfig
-    flat = {"budget": a.budget, "rank": a.rank, "tau": a.tau, "r_max": a.r_max, "balance": a.balance,
+    flat = {"budget": a.budget, "rank": a.rank, "rank_rule": a.rank_rule, "tau": a.tau, "r_max": a.r_max, "balance": a.balance,
             "aggregation": a.aggregation, "checkpoint": a.checkpoint, "warmup_fraction": a.warmup_fraction,
             "max_length": a.max_length, "grad_batch_size": a.batch_size, "device": a.device, "dtype": a.dtype,
             "seed": a.seed, "trust_remote_code": a.trust_remote_code, "proj_dtype": a.proj_dtype,
@@ -107,8 +118,10 @@ def _overrides(a: argparse.Namespace) -> dict:
 
 def print_summary(summary: dict, out: Path) -> None:
     print(f"\nrun directory: {out}")
+    adv = summary.get("advisor_suggested")
     print(f"pool {summary['n_pool']}, selected {summary['n_selected']}, rank r = {summary['rank']} "
-          f"(r95 {summary['r95']}, r99 {summary['r99']}, stored {summary['r_max']}), rule: {summary['balance']}")
+          f"by {summary.get('rank_rule', 'tau')} (r95 {summary['r95']}, r99 {summary['r99']}, advisor "
+          f"{adv if adv is not None else '-'}, stored {summary['r_max']}), selection rule: {summary['balance']}")
     if "precision" in summary:
         print(f"precision {summary['precision']:.3f} (target skill and correct answer) vs random "
               f"{summary['random_precision']:.3f} (expected: the pool's share): {summary['precision_over_random']:.1f}x; "
@@ -124,11 +137,11 @@ def print_summary(summary: dict, out: Path) -> None:
 def print_starved(summary: dict) -> None:
     """The starvation warning in the terms of the figures printed above it: ground-truth coverage where the
     pool has labels, else the subtask column each selected example aligns best with."""
-    if summary["balance"] == "global":
-        advice = ("--balance subtask gives every subtask's column equal turns; it helps where that column ranks "
-                  "the subtask's own examples first (README: Score semantics)")
+    if summary["balance"] in ("global", "zscore"):
+        advice = ("--balance subtask (or quantile) gives every subtask's column its share; it helps where that column "
+                  "ranks the subtask's own examples first (README: Selection rules)")
     else:
-        advice = ("the quota already gives it equal turns, so its target direction does not single out its pool "
+        advice = ("the rule already gives its column its share, so its target direction does not single out its pool "
                   "examples")
     for s in summary["starved_subtasks"]:
         if summary.get("starved_basis") == "ground-truth coverage":
@@ -241,6 +254,7 @@ def cmd_compare(a) -> int:
     cfg = _run_config_for(a)
     train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
     cmp = CompareConfig(methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), seeds=a.seeds,
+                        rules=_rules(a.rules),
                         less_dim=a.less_dim, projector_cache_gb=a.less_cache_gb, test=a.test, full_epochs=a.full_epochs, n_em=a.n_em,
                         less_checkpoints=tuple(a.less_checkpoints.split(",")) if a.less_checkpoints else (),
                         downstream=not a.no_downstream, train=TrainConfig(**{"epochs": 4, "lr": 1e-3, "seed": 0,
@@ -350,8 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="GIST vs LESS and baselines: selection quality, downstream loss, cost")
     c.add_argument("--methods", default="gist,less,rawcos,random,length,embedding,full",
                    help="comma-separated: gist, less, rawcos, random, length, embedding, full, oracle, gist_mean, gist_max "
-                        "(gist and less are reported with both selection rules; gist_mean / gist_max: GIST with that "
+                        "(score-based methods are reported under every --rules rule; gist_mean / gist_max: GIST with that "
                         "aggregation on the same projections; oracle is added with ground truth)")
+    c.add_argument("--rules", default="global,subtask",
+                   help="selection rules applied to every score-based method (gist, less, rawcos, embedding): "
+                        "comma-separated from global, subtask, zscore, quantile, or 'all' (global,subtask)")
     c.add_argument("--seeds", type=int, default=3, help="downstream seeds (3)")
     c.add_argument("--model", help="Hugging Face id, folder, .gguf file or registry name (default: the bundled tiny "
                    "model); with --target alone, the bundled pool and that bundled target")

@@ -29,7 +29,7 @@ from gist_core.atomic import atomic_path, atomic_write_json
 from gist_core.distributed import Layout, single_process_env
 from gist_core.data import examples_to_frame, load_examples, subtask_groups
 from gist_core.pipeline import (FLUSH_EVERY, ConfigError, Run, RunConfig, StoreSpec, choose_rank, load_subspace,
-                                skipped)
+                                rank_advice, skipped)
 from gist_core.store import file_hash, stable_hash
 from gist_core.truth import metrics_from, truth_masks
 from gist_core.warmup import TrainConfig
@@ -39,20 +39,42 @@ KNOWN_METHODS = DEFAULT_METHODS + ("oracle", "gist_mean", "gist_max")
 # GIST at one fixed aggregation, on the run's stored projections (no extra gradients): the run's own
 # aggregation is the "gist" row; these add the other one to the same table
 AGGREGATION_METHODS = {"gist_mean": "subtask_mean", "gist_max": "example_max"}
-RULES = {"gist": ("gist", "gist_subtask"), "less": ("less", "less_subtask"),
-         "gist_mean": ("gist_mean", "gist_mean_subtask"), "gist_max": ("gist_max", "gist_max_subtask")}
-LABELS = {"gist": "GIST, global top-k", "gist_subtask": "GIST, per-subtask quota", "less": "LESS, global top-k",
-          "less_subtask": "LESS, per-subtask quota", "rawcos": "raw-gradient cosine", "random": "random",
-          "length": "longest responses", "embedding": "embedding similarity", "full": "full pool",
-          "oracle": "oracle (true target examples)",
-          "gist_mean": "GIST (subtask means), global top-k", "gist_mean_subtask": "GIST (subtask means), quota",
-          "gist_max": "GIST (example max), global top-k", "gist_max_subtask": "GIST (example max), quota"}
+# score-based methods with per-subtask columns: every selection rule applies to them through scoring.select
+RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding")
+DEFAULT_RULES = ("global", "subtask")
+FAMILY_LABELS = {"gist": "GIST", "gist_mean": "GIST (subtask means)", "gist_max": "GIST (example max)",
+                 "less": "LESS", "rawcos": "raw-gradient cosine", "embedding": "embedding similarity"}
+RULE_LABELS = {"global": "global top-k", "subtask": "per-subtask quota", "zscore": "z-scored max",
+               "quantile": "quantile max"}
+LABELS = {"random": "random", "length": "longest responses", "full": "full pool", "oracle": "oracle (true target examples)"}
+
+
+def row_name(family: str, rule: str) -> str:
+    """A table row: the family alone for the global top-k (the paper's rule), else family_rule."""
+    return family if rule == "global" else f"{family}_{rule}"
+
+
+def split_row(row: str) -> tuple[str, str]:
+    """(family, rule) of a table row."""
+    for rule in scoring.BALANCES:
+        if rule != "global" and row.endswith(f"_{rule}"):
+            return row[: -len(rule) - 1], rule
+    return row, "global"
+
+
+def row_label(row: str) -> str:
+    family, rule = split_row(row)
+    if family in FAMILY_LABELS:
+        return f"{FAMILY_LABELS[family]}, {RULE_LABELS[rule]}"
+    return LABELS.get(row, row)
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """What `compare` runs on top of a GIST run; written into compare.json."""
     methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata={"help": "methods to compare"})
+    rules: tuple[str, ...] = field(default=DEFAULT_RULES, metadata={
+        "help": "selection rules applied to every score-based method (global = the paper's top-k of the max)"})
     seeds: int = field(default=3, metadata={"help": "downstream seeds (LoRA init, data order, random/oracle draw)"})
     less_dim: int = field(default=8192, metadata={"help": "LESS random-projection dimension d"})
     less_seed: int = field(default=0, metadata={"help": "seed of the Rademacher projection"})
@@ -72,6 +94,11 @@ class CompareConfig:
             object.__setattr__(self, "train", TrainConfig(**self.train))
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "less_checkpoints", tuple(self.less_checkpoints))
+        object.__setattr__(self, "rules", tuple(self.rules))
+        bad = [r for r in self.rules if r not in scoring.BALANCES]
+        if bad or not self.rules:
+            raise ConfigError(f"unknown selection rule(s) {', '.join(bad) or '(none given)'} "
+                              f"(choose from {', '.join(scoring.BALANCES)})")
         unknown = [m for m in self.methods if m not in KNOWN_METHODS]
         if unknown:
             raise ConfigError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(KNOWN_METHODS)})")
@@ -81,7 +108,7 @@ class CompareConfig:
             raise ConfigError("seeds, less_dim and full_epochs must be >= 1")
 
     def rows(self, has_truth: bool) -> list[str]:
-        out = [r for m in self.methods for r in RULES.get(m, (m,))]
+        out = [row_name(m, r) for m in self.methods for r in (self.rules if m in RULE_FAMILIES else ("global",))]
         if has_truth and "oracle" not in out:
             out.append("oracle")
         return out
@@ -207,8 +234,9 @@ class Compare:
         gradient cost (the same features, another way of combining the target directions)."""
         t0 = time.time()
         sub = load_subspace(self.run.ckpt_dir(self.cfg.checkpoint) / "subspace.safetensors")
-        rank = choose_rank(self.cfg, sub)
         X = load_npy(self.store.path("train_proj.npy"), np.float32, ndim=2, mmap=True)
+        rank = choose_rank(self.cfg, sub, rank_advice(self.cfg, sub, X, self.groups) if self.cfg.rank_rule == "advisor"
+                           else None)
         sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, aggregation or self.cfg.aggregation)
         if name != "gist":
             self.costs[name] = {**self.costs["gist"], "scoring": self.costs["gist"]["scoring"] + time.time() - t0}
@@ -423,10 +451,9 @@ class Compare:
         n, k, seeds = len(self.run.pool), self.k, range(self.cmp.seeds)
         out: dict[str, list[np.ndarray]] = {}
         for row in rows:
-            if row in scores:
-                idx = scoring.select(scores[row], k, "global", self.groups)[0]
-            elif row.endswith("_subtask"):
-                idx = scoring.select(scores[row.removesuffix("_subtask")], k, "subtask", self.groups)[0]
+            family, rule = split_row(row)
+            if family in scores:
+                idx = scoring.select(scores[family], k, rule, self.groups)[0]
             elif row == "random":
                 out[row] = [baselines.random_selection(n, k, self.cfg.seed + s) for s in seeds]
                 continue
@@ -445,8 +472,11 @@ class Compare:
     def save_scores(self, frame, scores: dict[str, scoring.Scores]) -> None:
         import pandas as pd
         df = pd.DataFrame({"id": frame["id"]})
-        for name, sc in scores.items():
+        for name, sc in scores.items():  # the max, and the subtask columns every rule starts from
             df[f"score:{name}"] = sc.score
+            names, cols = scoring.subtask_columns(sc, self.groups)
+            for t, sub in enumerate(names):
+                df[f"col:{name}:{sub}"] = cols[:, t]
         with atomic_path(self.store.path("compare", "scores.parquet")) as tmp:
             df.to_parquet(tmp, index=False)
 
@@ -454,10 +484,9 @@ class Compare:
     def report(self, rows, scores, selections, gist_summary) -> dict:
         methods = {}
         for row in rows:
-            family = row.removesuffix("_subtask")
+            family, rule = split_row(row)
             sel = selections[row]
-            entry = {"label": LABELS.get(row, row), "family": family,
-                     "rule": "subtask" if row.endswith("_subtask") else "global", "n_selected": int(len(sel[0]))}
+            entry = {"label": row_label(row), "family": family, "rule": rule, "n_selected": int(len(sel[0]))}
             quality = [self._truth_metrics(s) for s in sel]
             if quality[0] is not None:
                 entry["precision"] = float(np.mean([q["precision"] for q in quality]))

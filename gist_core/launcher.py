@@ -46,13 +46,15 @@ def demo_args(out: str | Path, target: str = DEFAULT_DEMO_TARGET, epochs: int | 
 
 
 def select_args(out: str | Path, *, model: str, train: str, target: str, budget: float | str | None = None,
-                rank: int | None = None, tau: float | None = None, balance: str | None = None,
+                rank: int | None = None, tau: float | None = None, rank_rule: str | None = None,
+                balance: str | None = None,
                 lora_r: int | None = None, lora_alpha: float | None = None, epochs: int | None = None,
                 lr: float | None = None, lora_layers: int | None = None, max_length: int | None = None,
                 pool_size: int | None = None, overwrite: bool = False) -> list[str]:
     """`gist-lab select` arguments; options left None keep the CLI defaults. rank wins over tau."""
     args = ["select", "--model", model, "--train", train, "--target", target, "--out", str(Path(out).resolve())]
-    opts = {"--budget": budget, "--rank": rank, "--tau": None if rank else tau, "--balance": balance,
+    opts = {"--budget": budget, "--rank": rank, "--rank-rule": None if rank else rank_rule,
+            "--tau": None if rank else tau, "--balance": balance,
             "--lora-r": lora_r, "--lora-alpha": lora_alpha, "--epochs": epochs, "--lr": lr,
             "--lora-layers": lora_layers, "--max-length": max_length, "--pool-size": pool_size}
     for flag, v in opts.items():

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gist_core import scoring
+from gist_core.advisor import DEFAULT_RANK_RULE, RANK_RULES
 from gist_core.artefacts import (ArtefactError, StaleArtefact, array_digest, load_npy, load_subspace, save_npy,
                                  save_subspace, subspace_exists)  # noqa: F401  (re-exported)
 from gist_core.atomic import atomic_path, atomic_write_json
@@ -48,11 +49,16 @@ class RunConfig:
     train: str = field(metadata={"help": "pool: JSONL/JSON/CSV/Parquet file or datasets name/path"})
     target: str = field(metadata={"help": "target validation examples (few-shot), optional 'subtask' column"})
     budget: float = field(default=0.05, metadata={"help": "fraction in (0,1] of the pool, or a count > 1"})
-    rank: int | None = field(default=None, metadata={"help": "GIST rank r; None = smallest r reaching tau"})
-    tau: float = field(default=0.95, metadata={"help": "explained-variance threshold for the rank rule"})
+    rank: int | None = field(default=None, metadata={"help": "GIST rank r; None = set by rank_rule"})
+    rank_rule: str = field(default=DEFAULT_RANK_RULE, metadata={
+        "help": "rank when `rank` is None: tau = smallest r reaching tau explained variance (the paper's rule), "
+                "advisor = the held-out rank advisor's suggestion, full = every stored direction (r_max)"})
+    tau: float = field(default=0.95, metadata={"help": "explained-variance threshold for the tau rank rule"})
     r_max: int = field(default=64, metadata={"help": "directions stored per pool example (>= rank)"})
     aggregation: str = field(default="subtask_mean", metadata={"help": "subtask_mean (code) | example_max (paper)"})
-    balance: str = field(default="global", metadata={"help": "global top-k | subtask round-robin quota"})
+    balance: str = field(default=scoring.DEFAULT_RULE, metadata={
+        "help": "selection rule: global = top-k of the max subtask cosine (the paper's rule) | subtask = "
+                "round-robin quota | zscore / quantile = top-k of the max of per-subtask calibrated columns"})
     checkpoint: int = field(default=1, metadata={"help": "warm-up epoch whose checkpoint GIST scores with"})
     warmup_fraction: float = field(default=0.05, metadata={"help": "random share of the pool for warm-up"})
     max_length: int = field(default=256, metadata={"help": "tokens per example (prompt cut first)"})
@@ -89,6 +95,8 @@ class RunConfig:
             raise ConfigError(f"rank must be >= 1, got {self.rank}")
         if not 0 < self.tau <= 1:
             raise ConfigError(f"tau must lie in (0, 1], got {self.tau}")
+        if self.rank_rule not in RANK_RULES:
+            raise ConfigError(f"rank_rule must be one of {RANK_RULES}, got '{self.rank_rule}'")
         if self.aggregation not in scoring.AGGREGATIONS:
             raise ConfigError(f"aggregation must be one of {scoring.AGGREGATIONS}, got '{self.aggregation}'")
         if self.balance not in scoring.BALANCES:
@@ -332,7 +340,8 @@ class Run:
         # options off their defaults join the keys; at their defaults the keys are those of earlier versions
         val = warm if c.target_eos else stable_hash([warm, "no-target-eos"])
         proj = stable_hash([val, c.checkpoint, c.r_max] + ([c.proj_dtype] if c.proj_dtype != "float32" else []))
-        scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed])
+        scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed]
+                             + ([c.rank_rule] if c.rank_rule != "tau" and c.rank is None else []))
         return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores}
 
     def record(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
@@ -633,9 +642,13 @@ class Run:
         sub = load_subspace(self.store.path("checkpoints", f"ckpt-{self.cfg.checkpoint}", "subspace.safetensors"),
                             ("sigma", "val_coords"))
         groups = subtask_groups(target)
-        rank = choose_rank(self.cfg, sub)
         k = scoring.budget_to_count(self.cfg.budget, len(pool))
         with self.progress.stage("scores"):
+            advice = rank_advice(self.cfg, sub, proj.data, groups)  # the memmap: a sample of rows is read
+            rank = choose_rank(self.cfg, sub, advice)
+            atomic_write_json(self.store.path("advisor.json"), {
+                "checkpoint": self.cfg.checkpoint, **(advice.to_json() if advice else
+                                                      {"suggested": None, "notes": ["no subtask has two validation examples"]})})
             sc = scoring.gist_scores(proj.rows(), sub.val_coords, groups, rank, self.cfg.aggregation)
             picked = {b: scoring.select(sc, k, b, groups) for b in scoring.BALANCES}
             selections = {b: idx for b, (idx, _) in picked.items()}
@@ -647,7 +660,9 @@ class Run:
         summary = build_summary(self.cfg, pool, target, picked, sub, rank, k, groups)
         summary["n_truncated"] = {"pool": pool_tok.n_truncated, "target": target_tok.n_truncated}
         summary["stage_wall_s"] = {name: e.get("wall_s") for name, e in self.store.manifest()["stages"].items()}
-        self.record("scores", self.keys["scores"], ["scores.parquet", "selected.jsonl"], time.time() - t0)
+        summary["rank_rule"] = "explicit" if self.cfg.rank is not None else self.cfg.rank_rule
+        summary["advisor_suggested"] = advice.suggested if advice else None
+        self.record("scores", self.keys["scores"], ["scores.parquet", "selected.jsonl", "advisor.json"], time.time() - t0)
         return summary
 
 
@@ -688,14 +703,26 @@ class ShardRows:
         self.fs.flush()
 
 
-def choose_rank(cfg: RunConfig, sub) -> int:
+def choose_rank(cfg: RunConfig, sub, advice=None) -> int:
+    """The explicit rank, else the rank rule's: tau (the paper), the advisor's suggestion, or all stored
+    directions. Without an advisor curve (no subtask has two validation examples) the advisor rule uses tau."""
     if cfg.rank is not None:
         if cfg.rank > sub.r_max:
             raise ConfigError(f"rank {cfg.rank} exceeds the {sub.r_max} directions the {len(sub.sigma)} "
                               f"validation examples span; use --rank {sub.r_max} or fewer")
         return cfg.rank
+    if cfg.rank_rule == "full":
+        return sub.r_max
+    if cfg.rank_rule == "advisor" and advice is not None:
+        return min(advice.suggested, sub.r_max)
     from gist_core.subspace import rank_for_variance
     return min(rank_for_variance(sub.sigma, cfg.tau), sub.r_max)
+
+
+def rank_advice(cfg: RunConfig, sub, X, groups):
+    """The rank advisor's curve on the stored coordinates (None when no subtask has two examples)."""
+    from gist_core.advisor import advise
+    return advise(sub.val_coords, X, groups, cfg.aggregation, seed=cfg.seed)
 
 
 def relabel_store(meta_path: Path, old_file_hash: str | None, basis_digest: str) -> bool:

@@ -6,6 +6,13 @@ task directions and a target direction; higher = better aligned with the target.
   the raw projected validation gradients of t; score = max_t cos(x, c_t).
 - aggregation 'example_max' (GIST paper): score = max over validation examples of cos(x, y_j).
 Changing r is a slice of the stored projections plus one small matrix product: no gradients.
+
+Selection rules (`balance`), the same for GIST, LESS and raw cosine (any (N, T) subtask columns):
+- 'global' (the paper's and LESS's rule): top-k of max_t cos_t. Assumes every column lives on one scale.
+- 'subtask': round-robin quota, each subtask column takes its best example not yet taken.
+- 'zscore': top-k of max_t (cos_t - mean_pool cos_t) / std_pool cos_t.
+- 'quantile': top-k of max_t q_t, q_t(x) = share of the pool whose column-t cosine is <= x's: each
+  column's own pool distribution is its scale, so a column with uniformly high cosines no longer wins.
 """
 from __future__ import annotations
 
@@ -14,7 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 AGGREGATIONS = ("subtask_mean", "example_max")
-BALANCES = ("global", "subtask")
+BALANCES = ("global", "subtask", "zscore", "quantile")
+DEFAULT_RULE = "global"  # chosen on evidence: README, Selection rules
+PAPER_RULE = "global"  # GIST paper and LESS: the max over subtask cosines, one global top-k
+CALIBRATED = ("zscore", "quantile")
 BLOCK_ROWS = 1 << 16  # rows scored at a time: memory stays flat in the pool size
 
 
@@ -122,17 +132,41 @@ def subtask_columns(scores: Scores, groups: dict[str, list[int]]) -> tuple[list[
     return list(groups), np.stack([scores.columns[:, idx].max(1) for idx in groups.values()], axis=1)
 
 
+def calibrate(columns: np.ndarray, rule: str) -> np.ndarray:
+    """(N, T) columns put on one scale by each column's own distribution over the pool (float64)."""
+    C = np.asarray(columns, dtype=np.float64)
+    if rule == "zscore":
+        sd = C.std(0)
+        return (C - C.mean(0)) / np.where(sd > 0, sd, 1.0)
+    if rule == "quantile":  # share of the pool at or below each value, per column (ties share the top rank)
+        return np.column_stack([np.searchsorted(np.sort(c), c, side="right") for c in C.T]) / max(len(C), 1)
+    raise ValueError(f"no calibration for rule '{rule}' (use one of {', '.join(CALIBRATED)})")
+
+
+def rule_scores(scores: Scores, groups: dict[str, list[int]], rule: str) -> np.ndarray:
+    """The (N,) score a global-top-k rule ranks by: the raw max, or the max of calibrated subtask columns."""
+    if rule == "global":
+        return scores.score
+    return calibrate(subtask_columns(scores, groups)[1], rule).max(1)
+
+
 def select(scores: Scores, k: int, balance: str, groups: dict[str, list[int]]) -> tuple[np.ndarray, dict[str, int]]:
     """(selected indices, how many were picked for each subtask).
 
     'global': top-k of the score; an example counts for the subtask it aligns with best.
-    'subtask': round-robin quota; an example counts for the subtask whose turn took it."""
+    'subtask': round-robin quota; an example counts for the subtask whose turn took it.
+    'zscore' / 'quantile': top-k of the max of calibrated columns; an example counts for the subtask
+    whose calibrated column is highest."""
     names, cols = subtask_columns(scores, groups)
     if balance == "global":
         idx = select_global(scores.score, k)
         owner = cols[idx].argmax(1)
     elif balance == "subtask":
         idx, owner = select_balanced(cols, k)
+    elif balance in CALIBRATED:
+        cal = calibrate(cols, balance)
+        idx = select_global(cal.max(1), k)
+        owner = cal[idx].argmax(1)
     else:
         raise ValueError(f"unknown balance '{balance}' (use one of {', '.join(BALANCES)})")
     return idx, {name: int((owner == t).sum()) for t, name in enumerate(names)}

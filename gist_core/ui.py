@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from gist_core import launcher, views
+from gist_core import launcher, scoring, views
 from gist_core.runs import RunNameError, run_path, runs_root
 
 PAGES = {"home": "app.py", "run": "pages/1_Run.py", "spectrum": "pages/2_Spectrum.py", "scores": "pages/3_Scores.py",
@@ -145,6 +145,24 @@ def rescored(run_dir: Path, s: dict) -> views.Rescored:
     return _rescored(str(run_dir), views.stamp(run_dir), s["rank"], s["balance"], s["budget"])
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _winners_by_rank(run_dir: str, mtime: int, ranks: tuple, rule: str, budget: float, by: str):
+    return views.winners_by_rank(run_dir, list(ranks), rule, budget, by)
+
+
+def winners_by_rank(run_dir: Path, ranks: list[int], rule: str, budget: float, by: str):
+    return _winners_by_rank(str(run_dir), views.stamp(run_dir), tuple(ranks), rule, budget, by)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _advisor(run_dir: str, mtime: int):
+    return views.advisor_curve(run_dir)
+
+
+def advisor_curve(run_dir: Path):
+    return _advisor(str(run_dir), views.stamp(run_dir))
+
+
 @st.cache_data(max_entries=8, show_spinner=False)
 def _spectra(run_dir: str, mtime: int) -> list[views.Spectrum]:
     return views.spectra(run_dir)
@@ -208,9 +226,8 @@ def budget_slider(run_dir: Path, key: str, container=st) -> float:
 def balance_radio(run_dir: Path, key: str, container=st) -> str:
     skey, cur = _skey(run_dir, "balance"), settings(run_dir)["balance"]
     st.session_state[key] = cur
-    return container.radio("Selection rule", ["global", "subtask"], key=key, horizontal=True,
-                           on_change=_persist(key, skey),
-                           help="global: top-k scores (the paper's rule); subtask: round-robin quota per target subtask")
+    return container.radio("Selection rule", list(scoring.BALANCES), key=key, horizontal=True,
+                           on_change=_persist(key, skey), format_func=views.RULE_NAMES.get, help=views.RULE_HELP)
 
 
 def semantics_caption() -> None:

@@ -29,6 +29,10 @@ EXTERNAL_QUIET_S = 120  # a CLI-started run (no launch.json) counts as running w
 SCORE_SEMANTICS = "Score = cosine in [-1, 1] between an example's projected gradient and a target direction; higher = better aligned with the target."
 TRUTH_LABELS = ("target skill · correct", "target skill · wrong answer", "target skill · look-alike", "other skill")
 UNKNOWN = "(unknown)"
+RULE_NAMES = {"global": "global", "subtask": "quota", "zscore": "z-score", "quantile": "quantile"}
+RULE_HELP = ("global: top-k of the max subtask cosine (the GIST paper's and LESS's rule); quota: each subtask column "
+             "takes its best example in turn; z-score / quantile: each column standardised over the pool (z-score, or "
+             "the share of the pool at or below), then the top-k of their max")
 EXPORT_FIELDS = ("id", "prompt", "response", "source", "skill", "subtask", "kind")
 
 
@@ -281,6 +285,63 @@ def subtask_breakdown(rs: Rescored) -> pd.DataFrame:
                           "picked for it": rs.picked[rs.balance].get(s, 0)} for s in rs.subtasks])
 
 
+def column_distributions(rs: Rescored, rule: str = "global") -> pd.DataFrame:
+    """Long frame (subtask, value) of each subtask column over the pool: raw cosines, or calibrated by `rule`."""
+    cols = np.column_stack([rs.frame[f"cos:{s}"].to_numpy() for s in rs.subtasks])
+    vals = cols if rule in ("global", "subtask") else scoring.calibrate(cols, rule)
+    return pd.DataFrame({"subtask": np.repeat(rs.subtasks, len(cols)), "value": vals.T.reshape(-1)})
+
+
+def column_quantiles(rs: Rescored) -> pd.DataFrame:
+    """Per subtask column: pool median, spread and the value its own top-(k/T) needs; what a shared scale hides."""
+    per = max(1, rs.k // max(1, len(rs.subtasks)))
+    rows = []
+    for s in rs.subtasks:
+        c = np.sort(rs.frame[f"cos:{s}"].to_numpy())[::-1]
+        rows.append({"subtask": s, "median": float(np.median(c)), "p95": float(np.quantile(c, 0.95)),
+                     "std": float(c.std()), f"top-{per} edge": float(c[per - 1]), "max": float(c[0])})
+    return pd.DataFrame(rows)
+
+
+def max_winners(rs: Rescored, rule: str = "global", by: str = "skill") -> pd.DataFrame:
+    """Who the rule selects: one row per value of `by` (skill, source, kind) among the selected, with the
+    subtask column each of them scores highest on (raw for global/quota, calibrated otherwise), their
+    median length in tokens against the pool's, and whether that value is one of the target's subtasks."""
+    f = rs.frame
+    sel = f[f[f"selected_{rule}"]]
+    cols = np.column_stack([sel[f"cos:{s}"].to_numpy() for s in rs.subtasks]) if len(sel) else np.zeros((0, 1))
+    if rule in scoring.CALIBRATED and len(sel):
+        allc = np.column_stack([f[f"cos:{s}"].to_numpy() for s in rs.subtasks])
+        cols = scoring.calibrate(allc, rule)[f[f"selected_{rule}"].to_numpy()]
+    owner = np.asarray(rs.subtasks, dtype=object)[cols.argmax(1)] if len(sel) else np.array([], dtype=object)
+    key = group_column(sel, by, rs.subtasks) if by in sel else pd.Series(UNKNOWN, index=sel.index)
+    d = pd.DataFrame({by: key.to_numpy(), "wins column": owner,
+                      "n_tokens": sel["n_tokens"].to_numpy() if "n_tokens" in sel else np.nan})
+    out = (d.groupby(by).agg(selected=("wins column", "size"), median_tokens=("n_tokens", "median"),
+                             wins=("wins column", lambda w: ", ".join(f"{k} {v}" for k, v in w.value_counts().items())))
+           .sort_values("selected", ascending=False).reset_index())
+    out["target subtask"] = out[by].isin(rs.subtasks)
+    out["median tokens (pool)"] = float(f["n_tokens"].median()) if "n_tokens" in f else np.nan
+    return out
+
+
+def winners_by_rank(run_dir: str | Path, ranks: list[int], rule: str = "global", budget: float = 0.05,
+                    by: str = "skill", top: int = 8) -> pd.DataFrame:
+    """(rank, group, count): the composition of the rule's selection at each rank; the `top` most frequent
+    groups by name, the rest as 'other'."""
+    a, base = arrays(run_dir), _base_frame(str(run_dir), stamp(run_dir))
+    k = scoring.budget_to_count(budget, len(base))
+    rows = []
+    for r in ranks:
+        idx, _ = scoring.select(scoring.gist_scores(a.X, a.val_coords, a.groups, r, a.aggregation), k, rule, a.groups)
+        g = group_column(base.iloc[idx], by, list(a.groups)) if by in base else pd.Series(UNKNOWN, index=idx)
+        rows += [{"rank": r, "group": name, "count": int(c)} for name, c in g.value_counts().items()]
+    out = pd.DataFrame(rows)
+    keep = out.groupby("group")["count"].sum().nlargest(top).index
+    out["group"] = out["group"].where(out["group"].isin(keep), "other")
+    return out.groupby(["rank", "group"], as_index=False)["count"].sum()
+
+
 def wrong_in_selection(rs: Rescored) -> pd.DataFrame:
     """Selected examples whose ground truth says wrong answer or look-alike."""
     sel = rs.selection
@@ -503,6 +564,19 @@ def _spectra(run_dir: str, _stamp: int) -> list[Spectrum]:
         out.append(Spectrum(epoch=int(m.group(1)), sigma=sigma, explained=np.cumsum(s2) / max(s2.sum(), 1e-300),
                             r95=rank_for_variance(sigma, 0.95), r99=rank_for_variance(sigma, 0.99)))
     return sorted(out, key=lambda s: s.epoch)
+
+
+def advisor_curve(run_dir: str | Path):
+    """The rank advisor's curve for the run's checkpoint and aggregation: advisor.json when it matches,
+    else computed from the stored coordinates (cheap); None when no subtask has two validation examples."""
+    return _advisor_curve(str(run_dir), stamp(run_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _advisor_curve(run_dir: str, _stamp: int):
+    from gist_core import advisor
+    a, cfg = _arrays(run_dir, _stamp), read_json(Path(run_dir) / "config.json", {})
+    return advisor.advise(a.val_coords, a.X, a.groups, a.aggregation, seed=cfg.get("seed", 0))
 
 
 def spectrum_frame(specs: list[Spectrum]) -> pd.DataFrame:
@@ -754,9 +828,11 @@ def _short(spec: str | None, parts: int = 1) -> str:
 
 # ----------------------------------------------------------------------------- compare (gist-lab compare)
 COMPARE_FILE = "compare.json"
-METHOD_ORDER = ("gist", "gist_subtask", "gist_mean", "gist_mean_subtask", "gist_max", "gist_max_subtask", "less",
-                "less_subtask", "rawcos", "random", "length", "embedding", "full", "oracle")
-# compare.DEFAULT_METHODS with both selection rules (GIST at either aggregation next to its own), then the oracle
+_FAMILY_ORDER = ("gist", "gist_mean", "gist_max", "less", "rawcos", "random", "length", "embedding", "full", "oracle")
+_RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding")  # = compare.RULE_FAMILIES
+METHOD_ORDER = tuple(f if r == "global" else f"{f}_{r}" for f in _FAMILY_ORDER
+                     for r in (scoring.BALANCES if f in _RULE_FAMILIES else ("global",)))
+# compare's families, each under every selection rule (GIST at either aggregation next to its own), then the oracle
 COST_STAGES = ("warmup", "val_grads", "subspace", "val_features", "pool_features", "pool_projection", "scoring")
 RATIO_LABELS = {"compute_ratio_gist_over_less": "compute (wall time)", "storage_ratio_gist_over_less": "storage",
                 "flops_ratio_gist_over_less": "FLOPs",
@@ -780,6 +856,14 @@ def has_compare(run_dir: str | Path) -> bool:
 def compare_stamp(run_dir: str | Path) -> int:
     """Cache key part: compare.json's mtime (rewritten after each downstream row)."""
     return file_stamp(compare_path(run_dir))
+
+
+def row_family(row: str) -> str:
+    """The method family of a compare row (gist_quantile -> gist)."""
+    for rule in scoring.BALANCES:
+        if rule != "global" and row.endswith(f"_{rule}"):
+            return row[: -len(rule) - 1]
+    return row
 
 
 def load_compare(run_dir: str | Path) -> dict | None:

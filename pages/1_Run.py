@@ -6,7 +6,8 @@ from typing import Callable
 
 import streamlit as st
 
-from gist_core import launcher, ui, views
+from gist_core import launcher, scoring, ui, views
+from gist_core.advisor import DEFAULT_RANK_RULE, RANK_RULES
 from gist_core.atomic import atomic_write_bytes
 from gist_core.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
 from gist_core.runs import NAME_RULE, RunNameError, run_path, runs_root, upload_path
@@ -179,12 +180,17 @@ with st.form("launch_form"):
     epochs = c5.number_input("Warm-up epochs", 1, 50, int(warm.get("epochs", 4)))
     lr = c6.number_input("Warm-up learning rate", 1e-7, 1.0, float(warm.get("lr", 1e-3)), format="%g")
     c7, c8, c9, c10 = st.columns(4)
-    rank = c7.number_input("Rank r (0 = by tau)", 0, 1024, int(cfg.get("rank") or 0))
-    tau = c8.number_input("tau (explained variance)", 0.01, 1.0, float(cfg.get("tau", 0.95)), step=0.01)
+    rank = c7.number_input("Rank r (0 = by the rank rule)", 0, 1024, int(cfg.get("rank") or 0))
+    rank_rule = c8.selectbox("Rank rule", list(RANK_RULES), index=list(RANK_RULES).index(cfg.get("rank_rule", DEFAULT_RANK_RULE)),
+                             key="rank_rule", help="tau: smallest r reaching tau explained variance (the GIST paper); "
+                                                   "advisor: the held-out rank advisor (Spectrum page); full: every "
+                                                   "stored direction")
     budget = c9.text_input("Budget (0.05, 5% or a count)", value=str(cfg.get("budget", 0.05)))
-    balance = c10.selectbox("Selection rule", ["global", "subtask"],
-                            index=["global", "subtask"].index(cfg.get("balance", "global")))
-    c11, c12, c13 = st.columns(3)
+    balance = c10.selectbox("Selection rule", list(scoring.BALANCES), key="balance",
+                            index=list(scoring.BALANCES).index(cfg.get("balance", scoring.DEFAULT_RULE)),
+                            format_func=views.RULE_NAMES.get, help=views.RULE_HELP)
+    c11, c12, c13, c14 = st.columns(4)
+    tau = c14.number_input("tau (explained variance, tau rule)", 0.01, 1.0, float(cfg.get("tau", 0.95)), step=0.01)
     lora_layers = c11.number_input("LoRA on the last L layers (0 = all)", 0, 1000,
                                    int(lora.get("last_layers") or 0), key="lora_layers",
                                    help="a real model on a CPU: LoRA on the last few layers skips the backward "
@@ -208,6 +214,6 @@ if submitted:
             train, val = stored.get("pool", pool.strip()), stored.get("target", target.strip())
             start(name, lambda d: launcher.select_args(
                 d, model=model.strip(), train=train, target=val, budget=budget.strip(), rank=int(rank) or None,
-                tau=tau, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha, epochs=int(epochs), lr=lr,
+                tau=tau, rank_rule=rank_rule, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha, epochs=int(epochs), lr=lr,
                 lora_layers=int(lora_layers) or None, max_length=int(max_length), pool_size=int(pool_size) or None,
                 overwrite=overwrite))

@@ -1,6 +1,7 @@
 """Spectrum: singular values of the validation gradients per warm-up checkpoint, explained variance, rank slider."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -51,6 +52,34 @@ if specs:
                                       "r95": sp.r95, "r99": sp.r99,
                                       f"explained at r={rank}": sp.explained[min(rank, len(sp.explained)) - 1]}
                                      for sp in specs]), hide_index=True, width="stretch")
+
+st.subheader("Rank advisor: do unseen target examples rise to the top?")
+adv = ui.advisor_curve(run_dir)
+if adv is None:
+    st.caption("No subtask has two validation examples: the advisor holds one out and needs another to aim at.")
+else:
+    ac = st.columns([3, 2])
+    se = adv.per_example.std(0, ddof=1) / np.sqrt(len(adv.per_example)) if len(adv.per_example) > 1 else 0 * adv.curve
+    fig4 = go.Figure([
+        go.Scatter(x=np.r_[adv.ranks, adv.ranks[::-1]], y=np.r_[adv.curve + se, (adv.curve - se)[::-1]], fill="toself",
+                   line=dict(width=0), fillcolor="rgba(31,119,180,0.15)", hoverinfo="skip", name="± 1 s.e."),
+        go.Scatter(x=adv.ranks, y=adv.curve, mode="lines+markers", name="held-out percentile", line_color="#1f77b4")])
+    fig4.add_vline(x=adv.suggested, line_color="#2e7d32", annotation_text=f"advisor r = {adv.suggested}")
+    if main is not None:
+        fig4.add_vline(x=main.r95, line_color="green", line_dash="dash", annotation_text=f"r95 = {main.r95}",
+                       annotation_position="bottom right")
+    fig4.add_vline(x=rank, line_dash="dot")
+    fig4.update_layout(title="Held-out target example's percentile in the pool, per rank", xaxis_title="rank r",
+                       yaxis_title="share of the pool it outscores", yaxis_range=[0, 1.02], height=340,
+                       margin=dict(t=50, b=40))
+    ac[0].plotly_chart(fig4, width="stretch", key="advisor_chart")
+    ac[1].markdown(f"**Suggested r = {adv.suggested}**" + (f" (τ = 0.95 gives r = {main.r95})" if main else "")
+                   + f"; this page shows r = {rank}.")
+    ac[1].caption(f"Each of the {len(adv.held_out)} validation examples in a subtask with another example is held "
+                  "out in turn; the subspace is refitted on the rest, and the held-out example is scored against its "
+                  f"subtask's direction beside {adv.n_ref:,} pool examples. The curve is the mean share of those pool "
+                  "examples it outscores: high where the subspace generalises to target examples it has not seen. "
+                  "The suggestion is the curve's maximum. " + " ".join(adv.notes))
 
 st.subheader("Intrinsic dimension over training")
 dims = views.spectrum_table(specs)

@@ -1,10 +1,11 @@
 """Scores: histograms by source and ground truth, threshold, budget, brushing, per-subtask coverage, wrong answers."""
 from __future__ import annotations
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import ui, views
+from gist_core import scoring, ui, views
 
 ui.page_setup("Scores")
 st.title("Scores")
@@ -79,7 +80,7 @@ if rs.starved_basis == "ground-truth coverage":
 else:
     st.caption("An example counts for the subtask it aligns with best (global top-k) or whose turn took it (quota). "
                "A subtask is starved when it gets less than a third of its proportional share.")
-for rule in ("global", "subtask"):
+for rule in scoring.BALANCES:
     if rs.starved[rule] and rs.starved_basis == "ground-truth coverage":
         cov = rs.metrics[rule]["coverage"]
         st.warning(f"**{rule}** rule starves: " + ", ".join(f"{t} ({cov[t]['selected']} correct selected)"
@@ -88,7 +89,7 @@ for rule in ("global", "subtask"):
         st.warning(f"**{rule}** rule starves: " + ", ".join(f"{t} ({rs.picked[rule][t]} of {rs.k})"
                                                               for t in rs.starved[rule]))
 if not any(rs.starved.values()):
-    st.success("No subtask is starved under either rule at this rank and budget.")
+    st.success("No subtask is starved under any rule at this rank and budget.")
 st.dataframe(views.coverage_table(rs), hide_index=True, width="stretch")
 bd = views.subtask_breakdown(rs)
 fig = go.Figure([go.Bar(x=bd["subtask"], y=bd["mean cosine (pool)"], name="pool"),
@@ -96,6 +97,38 @@ fig = go.Figure([go.Bar(x=bd["subtask"], y=bd["mean cosine (pool)"], name="pool"
 fig.update_layout(title="Mean cosine with each subtask's direction", barmode="group", yaxis_title="cosine",
                   height=320, margin=dict(t=50, b=40))
 st.plotly_chart(fig, width="stretch", key="breakdown")
+
+st.subheader("Per-subtask columns: one scale or many?")
+st.caption("The global rule takes the max over subtask columns, which assumes they share one scale. Each column's "
+           "distribution over the pool says whether they do: a column whose whole pool sits high wins the max for "
+           "examples of every kind. The quota, z-score and quantile rules give each column its own scale.")
+dc = st.columns([1, 1, 2])
+scale = dc[0].radio("Column values", ["cosine", "z-score", "quantile"], horizontal=True, key="col_scale")
+winners_by = dc[1].selectbox("Who is selected, by", [c for c in ("skill", "source", "kind") if c in rs.frame],
+                             key="winners_by")
+dist = views.column_distributions(rs, {"cosine": "global", "z-score": "zscore", "quantile": "quantile"}[scale])
+fig = go.Figure([go.Violin(y=part["value"], name=name, box_visible=True, meanline_visible=False, points=False,
+                           spanmode="hard") for name, part in dist.groupby("subtask", sort=False)])
+fig.update_layout(title=f"Each subtask column over the pool ({scale})", yaxis_title=scale, height=360,
+                  showlegend=False, margin=dict(t=50, b=40))
+wc = st.columns([3, 2])
+wc[0].plotly_chart(fig, width="stretch", key="col_violin")
+wc[1].dataframe(views.column_quantiles(rs), hide_index=True, width="stretch",
+                column_config={c: st.column_config.NumberColumn(format="%.3f")
+                               for c in ("median", "p95", "std", "max") + (f"top-{max(1, rs.k // len(rs.subtasks))} edge",)})
+wc[1].caption("top-n edge: the cosine a column's own n-th best example has (n = k / subtasks); columns with "
+              "high edges win the global max.")
+st.markdown(f"**Who the {views.RULE_NAMES[balance]} rule selects** (k = {rs.k}): by {winners_by}, with the subtask "
+            "column each winner scores highest on")
+st.dataframe(views.max_winners(rs, balance, winners_by), hide_index=True, width="stretch")
+ranks = sorted({max(1, round(x)) for x in np.linspace(1, views.r_max(run_dir), min(8, views.r_max(run_dir)))})
+wr = ui.winners_by_rank(run_dir, ranks, balance, budget, winners_by)
+fig = go.Figure([go.Bar(x=part["rank"], y=part["count"], name=str(g)) for g, part in wr.groupby("group")])
+fig.add_vline(x=s["rank"], line_dash="dot", annotation_text=f"r = {s['rank']}")
+fig.update_layout(barmode="stack", title=f"The {views.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}",
+                  xaxis_title="rank r", yaxis_title="selected", height=340, margin=dict(t=50, b=40),
+                  xaxis=dict(tickmode="array", tickvals=ranks), legend=dict(font=dict(size=10)))
+st.plotly_chart(fig, width="stretch", key="winners_by_rank")
 
 st.subheader("Wrong answers and look-alikes in the selection")
 wrong = views.wrong_in_selection(rs)

@@ -92,7 +92,7 @@ def bars(col: str, title: str, refs: dict[str, float], key: str, zoom: bool = Fa
         st.caption(f"No {title.lower()} yet.")
         return
     std = d[f"{col}_std"].fillna(0)
-    colors = [FAMILY_COLORS.get(m.removesuffix("_subtask"), "#757575") for m in d["method"]]
+    colors = [FAMILY_COLORS.get(views.row_family(m), "#757575") for m in d["method"]]
     fig = go.Figure(go.Bar(x=d["method"], y=d[col], marker_color=colors, customdata=d[["label"]].to_numpy(),
                            error_y=dict(type="data", array=std.to_numpy()), hovertemplate="%{customdata[0]}: %{y:.4f}<extra></extra>"))
     for i, (name, y) in enumerate(refs.items()):

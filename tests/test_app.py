@@ -104,9 +104,20 @@ def test_run_page_shows_stages_and_form(open_page):
 def test_spectrum_page_shows_intrinsic_dimension_over_training(open_page):
     at = open_page("pages/2_Spectrum.py")
     assert "Intrinsic dimension over training" in [h.value for h in at.subheader]
-    assert len(at.get("plotly_chart")) == 3  # sigma, explained variance, r95/r99 per epoch
-    spec = json.loads(at.get("plotly_chart")[2].proto.spec)
+    charts = {c.key: c for c in at.get("plotly_chart")}
+    assert list(charts) == ["sigma_chart", "explained_chart", "advisor_chart", "intrinsic_dim_chart"]
+    spec = json.loads(charts["intrinsic_dim_chart"].proto.spec)
     assert [t["name"] for t in spec["data"]] == ["r95", "r99"] and _array(spec["data"][0]["x"]).tolist() == [1, 2]
+
+
+def test_spectrum_page_shows_the_rank_advisor_curve(open_page, runs_dir):
+    from gist_core import views
+    at = open_page("pages/2_Spectrum.py")
+    adv = views.advisor_curve(runs_dir / "fake")
+    spec = json.loads({c.key: c for c in at.get("plotly_chart")}["advisor_chart"].proto.spec)
+    line = next(t for t in spec["data"] if t["name"] == "held-out percentile")
+    np.testing.assert_allclose(_array(line["y"]), adv.curve)
+    assert any(f"Suggested r = {adv.suggested}" in m.value for m in at.markdown)
 
 
 def test_rank_slider_rescores_and_is_shared_with_scores(open_page):
@@ -137,6 +148,25 @@ def test_budget_slider_changes_selection_count(open_page):
     at.switch_page("pages/4_Examples.py").run()  # the Examples table follows the new budget
     assert not at.exception and "budget 20.0% = 160 examples" in _captions(at)
     assert "160 examples" in at.get("download_button")[0].proto.label
+
+
+def test_scores_page_shows_columns_and_who_the_rule_selects(open_page, runs_dir):
+    from gist_core import views
+    at = open_page("pages/3_Scores.py")
+    assert "Per-subtask columns: one scale or many?" in [h.value for h in at.subheader]
+    charts = {c.key: c for c in at.get("plotly_chart")}
+    assert {"col_violin", "winners_by_rank"} <= set(charts)
+    at.radio(key="balance_scores").set_value("quantile").run()
+    assert not at.exception and "rule: quantile" in _captions(at)
+    rs = views.rescored_frame(runs_dir / "fake", at.session_state["rank_scores"] if "rank_scores" in at.session_state
+                              else views.default_settings(views.load_run(runs_dir / "fake"))["rank"], "quantile", 0.05)
+    want = views.max_winners(rs, "quantile", "skill")
+    shown = next(d.value for d in at.dataframe if "wins column" in d.value or "wins" in d.value)
+    assert shown["selected"].tolist() == want["selected"].tolist()
+    at.radio(key="col_scale").set_value("quantile").run()
+    assert not at.exception
+    spec = json.loads({c.key: c for c in at.get("plotly_chart")}["col_violin"].proto.spec)
+    assert max(_array(t["y"]).max() for t in spec["data"]) == pytest.approx(1.0)
 
 
 def test_examples_filters_and_drilldown(open_page):

@@ -35,8 +35,8 @@ def test_compare_json_has_every_method_both_rules_oracle_and_the_ratios(compared
     out, rep = compared
     assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(rep))
     rows = set(rep["methods"])
-    assert rows == {"gist", "gist_subtask", "less", "less_subtask", "rawcos", "random", "length", "embedding",
-                    "full", "oracle"}
+    assert rows == {"gist", "gist_subtask", "less", "less_subtask", "rawcos", "rawcos_subtask", "random", "length",
+                    "embedding", "embedding_subtask", "full", "oracle"}
     for row, e in rep["methods"].items():
         assert METHOD_KEYS <= set(e), row
         assert len(e["per_seed"]) == 2
@@ -134,6 +134,18 @@ def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model
     np.testing.assert_allclose(stored["score:gist_mean"], naive_max_cosine(means), atol=1e-5)
     np.testing.assert_allclose(stored["score:gist"], stored["score:gist_mean"], atol=0)  # the run's own: subtask mean
     assert rep["methods"]["gist_max"]["wall_s"] >= rep["methods"]["gist"]["wall_s"]  # same features, same cost
+
+
+def test_rules_apply_to_every_score_based_family():
+    from gist_core.compare import row_label, split_row
+    cmp = CompareConfig(methods=("gist", "less", "rawcos", "random", "length", "gist_max"), rules=("global", "quantile"))
+    assert cmp.rows(True) == ["gist", "gist_quantile", "less", "less_quantile", "rawcos", "rawcos_quantile", "random",
+                              "length", "gist_max", "gist_max_quantile", "oracle"]
+    assert split_row("gist_max_subtask") == ("gist_max", "subtask") and split_row("gist_max") == ("gist_max", "global")
+    assert row_label("rawcos_zscore") == "raw-gradient cosine, z-scored max"
+    assert row_label("less") == "LESS, global top-k" and row_label("random") == "random"
+    with pytest.raises(ConfigError, match="unknown selection rule"):
+        CompareConfig(rules=("median",))
 
 
 def test_unknown_method_is_refused():

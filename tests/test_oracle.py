@@ -107,6 +107,42 @@ def naive_top_k(score: np.ndarray, k: int) -> list[int]:
     return sorted(sorted(range(len(score)), key=lambda i: (-score[i], i))[:k])
 
 
+def naive_calibrated(cols: np.ndarray, rule: str) -> np.ndarray:
+    """Each column on its pool's scale, one value at a time: z-score, or the share of the pool at or below."""
+    out = np.zeros_like(cols, dtype=np.float64)
+    n = len(cols)
+    for t in range(cols.shape[1]):
+        col = [float(v) for v in cols[:, t]]
+        mean = sum(col) / n
+        sd = (sum((v - mean) ** 2 for v in col) / n) ** 0.5
+        for i, v in enumerate(col):
+            out[i, t] = (v - mean) / sd if rule == "zscore" else sum(1 for w in col if w <= v) / n
+    return out
+
+
+def naive_advisor(X: np.ndarray, Y: np.ndarray, subtasks: list[str], aggregation: str) -> np.ndarray:
+    """(folds, ranks): hold out each validation example of a subtask with others, SVD the rest, and count at
+    each rank the pool rows that score below it against its subtask's direction from the others."""
+    rows = []
+    for j, sj in enumerate(subtasks):
+        others = [i for i, s in enumerate(subtasks) if s == sj and i != j]
+        if not others:
+            continue
+        rest = [i for i in range(len(Y)) if i != j]
+        _, S, Vt = np.linalg.svd(Y[rest], full_matrices=False)
+        Vt = Vt[S > 1e-6 * S[0]]
+        curve = []
+        for r in range(1, len(Vt) + 1):
+            B = Vt[:r].T
+            dirs = [np.mean([Y[i] @ B for i in others], axis=0)] if aggregation == "subtask_mean" else \
+                [Y[i] @ B for i in others]
+            mine = max(cos(Y[j] @ B, c) for c in dirs)
+            curve.append(sum(max(cos(x @ B, c) for c in dirs) < mine for x in X) / len(X))
+        rows.append(curve)
+    width = min(map(len, rows))
+    return np.array([c[:width] for c in rows])
+
+
 def naive_quota(cols: np.ndarray, k: int) -> list[int]:
     taken: list[int] = []
     for turn in range(k):
@@ -139,6 +175,7 @@ def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str)
     assert V.shape[1] == R_MAX < len(Gv)
     assert (S[rank - 1] - S[rank]) / S[0] > 1e-3  # a well-separated rank-r subspace: the comparison is well posed
     X, Y = Gp @ V[:, :rank], Gv @ V[:, :rank]
+    X_all, Y_all = Gp @ V, Gv @ V
     subtasks = [r["subtask"] for r in o["target"]]
     assert sorted(Counter(subtasks).values()) == [1, 2, 3, 3]
     names, cols = naive_columns(X, Y, subtasks, aggregation)
@@ -157,8 +194,25 @@ def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str)
     assert all(abs(score[i] - boundary) < 1e-6 for i in set(got_top) ^ set(top)), (got_top, top)
     assert len(set(got_top) ^ set(top)) <= 2
     assert np.flatnonzero(frame["selected_subtask"].to_numpy()).tolist() == quota
+    calibrated = {}
+    for rule in ("zscore", "quantile"):  # calibrated columns, then the global top-k of their max
+        cal = naive_calibrated(cols, rule).max(1)
+        calibrated[rule] = naive_top_k(cal, k)
+        got = np.flatnonzero(frame[f"selected_{rule}"].to_numpy()).tolist()
+        edge = np.sort(cal)[::-1][k - 1]
+        assert len(set(got) ^ set(calibrated[rule])) <= 2, (rule, got, calibrated[rule])
+        assert all(abs(cal[i] - edge) < 1e-5 for i in set(got) ^ set(calibrated[rule])), rule
     top = got_top
-    chosen = top if balance == "global" else quota
+    chosen = {"global": top, "subtask": quota, **calibrated}[balance]
+    adv = json.loads((run / "advisor.json").read_text())  # the rank advisor, from the naive projections
+    want = naive_advisor(X_all, Y_all, subtasks, aggregation)
+    # the pool holds copies of the targets: a copy ties its held-out original, and float32 storage may put it
+    # one row either side of the tie
+    np.testing.assert_allclose(adv["per_example"], want, atol=1.01 / len(X))
+    curve = np.sort(want.mean(0))
+    if curve[-1] - curve[-2] > 2 / len(X):
+        assert adv["suggested"] == int(np.argmax(want.mean(0))) + 1
+    assert adv["aggregation"] == aggregation and adv["n_ref"] == len(X)
     sel = _rows(run / "selected.jsonl")
     assert sorted(r["id"] for r in sel) == sorted(o["pool"][i]["id"] for i in chosen)
     want = {o["pool"][i]["id"]: score[i] for i in chosen}
@@ -189,6 +243,14 @@ def test_gist_example_max_quota_rank_5(oracle, run_b):
     check_against_naive(oracle, run_b, 5, "example_max", "subtask")
 
 
+def test_calibrated_rule_writes_its_selection(oracle, run_b):
+    """--balance quantile: selected.jsonl holds the naive quantile rule's examples (scores stay cosines)."""
+    from gist_core.cli import main
+    assert main(_argv(oracle["model"], oracle["d"], run_b, "--rank", "5", "--aggregation", "example_max",
+                      "--balance", "quantile", "--overwrite")) == 0
+    check_against_naive(oracle, run_b, 5, "example_max", "quantile")
+
+
 def test_dashboard_rescore_map_and_nearest_targets(oracle, run_b):
     """What the pages show: a re-score at a rank the run never used, the Map's stars, the nearest targets."""
     from gist_core import views
@@ -216,7 +278,8 @@ def compared(oracle, run_b):
     argv = _argv(oracle["model"], oracle["d"], run_b, "--rank", "5", "--aggregation", "example_max",
                  "--balance", "subtask")
     argv[0] = "compare"
-    assert main(argv + ["--methods", "gist,less,rawcos", "--no-downstream", "--less-dim", "64", "--seeds", "1"]) == 0
+    assert main(argv + ["--methods", "gist,less,rawcos", "--no-downstream", "--less-dim", "64", "--seeds", "1",
+                        "--rules", "all", "--overwrite"]) == 0
     return run_b
 
 
@@ -264,6 +327,9 @@ def test_less_scores_from_a_naive_adam_direction_and_dense_projection(oracle, co
     got = pd.read_parquet(compared / "compare" / "scores.parquet")["score:less"].to_numpy()
     np.testing.assert_allclose(got, cols_stored.max(1), atol=1e-5)  # scoring, from the stored features
     np.testing.assert_allclose(got, cols.max(1), atol=2e-3)  # end to end, within the float16 store
+    frame = pd.read_parquet(compared / "compare" / "scores.parquet")
+    for t, name in enumerate(names):  # the subtask columns every selection rule starts from
+        np.testing.assert_allclose(frame[f"col:less:{name}"].to_numpy(), cols_stored[:, t], atol=1e-5)
 
 
 def test_rawcos_scores_from_naive_gradients(oracle, compared):
@@ -272,5 +338,15 @@ def test_rawcos_scores_from_naive_gradients(oracle, compared):
     _, cols = naive_columns(Gp, Gv, subtasks, "subtask_mean")  # cos to the mean raw gradient, no subspace
     got = pd.read_parquet(compared / "compare" / "scores.parquet")["score:rawcos"].to_numpy()
     np.testing.assert_allclose(got, cols.max(1), atol=1e-5)
+    # every selection rule on raw cosine's columns: precision of the naive rule's selection
+    rep = json.loads((compared / "compare.json").read_text())
+    k = rep["n_selected"]
+    relevant = np.array([r["skill"] in subtasks and r.get("kind", "correct") == "correct" for r in oracle["pool"]])
+    picks = {"rawcos": naive_top_k(cols.max(1), k), "rawcos_subtask": naive_quota(cols, k),
+             "rawcos_zscore": naive_top_k(naive_calibrated(cols, "zscore").max(1), k),
+             "rawcos_quantile": naive_top_k(naive_calibrated(cols, "quantile").max(1), k)}
+    for row, idx in picks.items():
+        assert abs(rep["methods"][row]["precision"] - relevant[idx].mean()) <= 1 / k + 1e-9, row
+        assert rep["methods"][row]["rule"] == (row.split("_")[1] if "_" in row else "global")
     gist = pd.read_parquet(compared / "compare" / "scores.parquet")["score:gist"].to_numpy()
     np.testing.assert_allclose(gist, pd.read_parquet(compared / "scores.parquet")["score"].to_numpy(), atol=1e-6)

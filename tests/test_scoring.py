@@ -107,3 +107,60 @@ def test_starved_by_coverage_uses_the_coverage_figures():
     assert scoring.starved_by_coverage(cov) == ["b", "c"]
     assert scoring.starved_by_coverage({"a": {"selected": 5, "in_pool": 10}, "b": {"selected": 2, "in_pool": 10}}) == []
     assert scoring.starved_by_coverage({"a": {"selected": 0, "in_pool": 0}}) == []
+
+
+# ----------------------------------------------------------------------------- calibrated rules
+def _naive_zscore(C):
+    out = np.zeros_like(C)
+    for t in range(C.shape[1]):
+        col = list(C[:, t])
+        m = sum(col) / len(col)
+        sd = (sum((v - m) ** 2 for v in col) / len(col)) ** 0.5
+        out[:, t] = [(v - m) / sd for v in col]
+    return out
+
+
+def _naive_quantile(C):
+    return np.array([[sum(1 for w in C[:, t] if w <= C[i, t]) / len(C) for t in range(C.shape[1])]
+                     for i in range(len(C))])
+
+
+@pytest.mark.parametrize("rule,naive", [("zscore", _naive_zscore), ("quantile", _naive_quantile)])
+def test_calibrated_columns_equal_a_naive_loop(rule, naive):
+    rng = np.random.default_rng(3)
+    C = np.column_stack([rng.normal(0.9, 0.02, 200), rng.normal(0.1, 0.4, 200), rng.uniform(-1, 1, 200)])
+    C[5, 2] = C[6, 2]  # a tie: both get the top share of the tied values
+    np.testing.assert_allclose(scoring.calibrate(C, rule), naive(C), atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["zscore", "quantile"])
+def test_calibrated_rule_lets_a_low_scale_column_win_its_share(rule):
+    """Column 0 is uniformly high (a shared direction): the raw max gives it every slot, calibration does not."""
+    rng = np.random.default_rng(0)
+    n, k = 400, 40
+    C = np.column_stack([rng.normal(0.9, 0.01, n), rng.normal(0.2, 0.1, n)])
+    sc = scoring.Scores(score=C.max(1), columns=C.astype(np.float32), column_names=["a", "b"], rank=2,
+                        aggregation="subtask_mean")
+    groups = {"a": [0], "b": [1]}
+    _, raw = scoring.select(sc, k, "global", groups)
+    idx, cal = scoring.select(sc, k, rule, groups)
+    assert raw == {"a": k, "b": 0}
+    assert min(cal.values()) >= k // 4
+    want = np.sort(np.argsort(-naive_max(_naive_zscore(C) if rule == "zscore" else _naive_quantile(C)),
+                              kind="stable")[:k])
+    np.testing.assert_array_equal(idx, want)
+
+
+def naive_max(M):
+    return np.array([max(row) for row in M])
+
+
+def test_rule_scores_is_the_ranked_quantity():
+    rng = np.random.default_rng(1)
+    C = rng.normal(size=(50, 3)).astype(np.float32)
+    sc = scoring.Scores(score=C.max(1), columns=C, column_names=list("abc"), rank=3, aggregation="subtask_mean")
+    groups = {"a": [0], "b": [1], "c": [2]}
+    np.testing.assert_array_equal(scoring.rule_scores(sc, groups, "global"), sc.score)
+    np.testing.assert_allclose(scoring.rule_scores(sc, groups, "quantile"), naive_max(_naive_quantile(C)))
+    with pytest.raises(ValueError, match="unknown balance"):
+        scoring.select(sc, 5, "median", groups)

@@ -546,3 +546,68 @@ def test_model_choices_list_the_bundled_model_and_the_registry(tmp_path, monkeyp
                                 max_length=128, pool_size=300)
     assert args[args.index("--lora-layers") + 1] == "4" and args[args.index("--pool-size") + 1] == "300"
     assert args[args.index("--max-length") + 1] == "128"
+
+
+# ----------------------------------------------------------------------------- selection rules and the advisor
+def test_calibrated_rules_in_the_rescored_frame(run):
+    rs = views.rescored_frame(run, 5, "quantile", 0.05)
+    cols = np.column_stack([rs.frame[f"cos:{s}"].to_numpy() for s in rs.subtasks])
+    q = np.array([[np.mean(cols[:, t] <= cols[i, t]) for t in range(cols.shape[1])] for i in range(len(cols))])
+    order = np.lexsort((np.arange(len(q)), -q.max(1)))
+    assert set(np.flatnonzero(rs.frame["selected"].to_numpy())) == set(order[:rs.k].tolist())
+    assert set(rs.metrics) == set(scoring.BALANCES) and all(rs.metrics.values())
+    for rule in scoring.BALANCES:
+        assert rs.frame[f"selected_{rule}"].sum() == rs.k
+        assert sum(rs.picked[rule].values()) == rs.k
+
+
+def test_column_distributions_and_quantiles(run):
+    rs = views.rescored_frame(run, 5, "global", 0.05)
+    d = views.column_distributions(rs)
+    assert len(d) == len(rs.frame) * len(rs.subtasks)
+    first = d[d["subtask"] == rs.subtasks[0]]["value"].to_numpy()
+    np.testing.assert_allclose(first, rs.frame[f"cos:{rs.subtasks[0]}"].to_numpy())
+    z = views.column_distributions(rs, "zscore").groupby("subtask")["value"]
+    np.testing.assert_allclose(z.mean().to_numpy(), 0, atol=1e-9)
+    np.testing.assert_allclose(z.std(ddof=0).to_numpy(), 1, atol=1e-9)
+    q = views.column_quantiles(rs)
+    per = rs.k // len(rs.subtasks)
+    for _, row in q.iterrows():
+        col = np.sort(rs.frame[f"cos:{row['subtask']}"].to_numpy())[::-1]
+        assert row[f"top-{per} edge"] == pytest.approx(col[per - 1]) and row["max"] == pytest.approx(col[0])
+
+
+def test_max_winners_count_the_selection_by_group_and_column(run):
+    rs = views.rescored_frame(run, 5, "global", 0.05)
+    w = views.max_winners(rs, "global", "skill")
+    sel = rs.frame[rs.frame["selected_global"]]
+    assert w["selected"].sum() == rs.k
+    assert dict(zip(w["skill"], w["selected"])) == sel["skill"].fillna(views.UNKNOWN).value_counts().to_dict()
+    owners = np.asarray(rs.subtasks)[np.column_stack([sel[f"cos:{s}"] for s in rs.subtasks]).argmax(1)]
+    top = w.iloc[0]
+    got = dict(x.rsplit(" ", 1) for x in top["wins"].split(", "))
+    mine = owners[(sel["skill"].fillna(views.UNKNOWN) == top["skill"]).to_numpy()]
+    assert {k: int(v) for k, v in got.items()} == {k: int((mine == k).sum()) for k in set(mine)}
+    assert w["target subtask"].tolist() == [s in rs.subtasks for s in w["skill"]]
+
+
+def test_winners_by_rank_follow_rescoring(run):
+    wr = views.winners_by_rank(run, [1, 4, 8], "subtask", 0.05, "skill", top=3)
+    assert sorted(wr["rank"].unique()) == [1, 4, 8]
+    assert (wr.groupby("rank")["count"].sum() == 75).all()
+    assert wr["group"].nunique() <= 4  # the top 3 and 'other'
+    rs = views.rescored_frame(run, 4, "subtask", 0.05)
+    want = rs.selection["skill"].fillna(views.UNKNOWN).value_counts()
+    got = wr[wr["rank"] == 4].set_index("group")["count"]
+    for g, c in got.items():
+        if g != "other":
+            assert c == want[g]
+
+
+def test_advisor_curve_of_a_run(run):
+    from gist_core import advisor
+    a = views.arrays(run)
+    curve = views.advisor_curve(run)
+    want = advisor.rank_curve(a.val_coords, np.asarray(a.X), a.groups, a.aggregation)  # pool < REF_ROWS: all rows
+    np.testing.assert_allclose(curve.curve, want.curve)
+    assert curve.n_ref == len(a.X) and 1 <= curve.suggested <= len(curve.ranks)

@@ -1,0 +1,143 @@
+"""Selection rule x aggregation x rank rule x model, on ground truth: the evidence behind the defaults.
+
+    gist-lab models fetch smollm2-135m
+    python bench/selection_rules.py            # resumes every stage; ~75 min on 2 cores from nothing
+
+For each model (the bundled tiny LM on the whole pool; SmolLM2-135M-Instruct on the pool's first 1,000 rows,
+LoRA on its last 4 layers) and each bundled target it runs (or resumes) one `gist-lab compare --no-downstream
+--rules all` with GIST, LESS, raw-gradient cosine and embedding similarity, then re-scores GIST from the run's
+stored projections under every aggregation (subtask means, example max) x rank rule (tau = 0.95, the rank
+advisor, all stored directions) x selection rule (global, quota, z-score, quantile). LESS, raw cosine and
+embedding have no rank; they are scored under every selection rule by the same `scoring.select`.
+
+Reported per cell: precision (target skill and correct answer) and per-subtask coverage; a subtask is starved
+when its correct selected examples are fewer than a third of its proportional share (scoring.starved_by_coverage,
+the CLI's warning). It measures; it decides nothing and never passes or fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+MODELS = {"tiny": {"model": None, "pool_size": None, "lora_layers": None, "prefix": "runs/compare"},
+          "smollm2": {"model": "smollm2-135m", "pool_size": 1000, "lora_layers": 4, "prefix": "runs/real-smollm2"}}
+TARGETS = ("transform", "lookup", "facts")
+AGGREGATIONS = {"gist_mean": "subtask_mean", "gist_max": "example_max"}
+RANK_RULES = ("tau", "advisor", "full")
+BASELINES = ("less", "rawcos", "embedding")
+
+
+def compare_command(model: str, target: str, out: Path, a) -> list[str]:
+    m = MODELS[model]
+    cmd = [sys.executable, "-m", "gist_core.cli", "compare", "--target", target, "--no-downstream", "--rules", "all",
+           "--methods", "gist,gist_max,less,rawcos,embedding,random", "--less-cache-gb", str(a.less_cache_gb),
+           "--out", str(out), "--quiet"]
+    if m["model"]:
+        cmd += ["--model", m["model"], "--pool-size", str(m["pool_size"]), "--lora-layers", str(m["lora_layers"])]
+    return cmd
+
+
+def gist_grid(run_dir: Path) -> dict:
+    """(family, rank rule, selection rule) -> metrics, from the run's stored projections."""
+    import pandas as pd
+    from gist_core import scoring
+    from gist_core.artefacts import load_npy, load_subspace
+    from gist_core.pipeline import RunConfig, choose_rank, rank_advice
+    from gist_core.truth import metrics_from, truth_masks
+    cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+    sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
+                        ("sigma", "val_coords"))
+    target = pd.read_parquet(run_dir / "target.parquet")
+    groups = scoring.groups_from_labels(target["id"], target["subtask"])
+    pool = pd.read_parquet(run_dir / "examples.parquet", columns=["skill", "kind"])
+    truth = truth_masks(pool, list(groups))
+    X = load_npy(run_dir / "train_proj.npy", np.float32, ndim=2, mmap=True)
+    k = scoring.budget_to_count(cfg.budget, len(X))
+    out = {}
+    for family, agg in AGGREGATIONS.items():
+        for rank_rule in RANK_RULES:
+            c = replace(cfg, aggregation=agg, rank_rule=rank_rule, rank=None)
+            advice = rank_advice(c, sub, X, groups)
+            r = choose_rank(c, sub, advice)
+            sc = scoring.gist_scores(X, sub.val_coords, groups, r, agg)
+            for rule in scoring.BALANCES:
+                idx, _ = scoring.select(sc, k, rule, groups)
+                mask = np.zeros(len(X), dtype=bool)
+                mask[idx] = True
+                m = metrics_from(truth, mask)
+                out[f"{family}|{rank_rule}|{rule}"] = {"rank": r, "precision": m["precision"], "coverage": m["coverage"],
+                                                       "starved": scoring.starved_by_coverage(m["coverage"]),
+                                                       "base_rate": m["base_rate"]}
+    return out
+
+
+def baseline_cells(rep: dict) -> dict:
+    from gist_core import scoring
+    from gist_core.compare import split_row
+    out = {}
+    for row, e in rep["methods"].items():
+        family, rule = split_row(row)
+        if family in BASELINES and "precision" in e:
+            out[f"{family}|-|{rule}"] = {"rank": None, "precision": e["precision"], "coverage": e["coverage"],
+                                         "starved": scoring.starved_by_coverage(e["coverage"])}
+    return out
+
+
+def table(results: dict) -> str:
+    """One line per (method, rank rule, rule): precision per model x target, means, starved subtasks."""
+    runs = [(m, t) for m in MODELS for t in TARGETS if t in results.get(m, {})]
+    keys = list(dict.fromkeys(k for m, t in runs for k in results[m][t]["cells"]))
+    head = " | ".join(f"{m} {t[:5]}" for m, t in runs)
+    lines = [f"| method | rank rule | selection rule | {head} | tiny mean | SmolLM2 mean | starved (tiny / SmolLM2) |",
+             "|" + "---|" * (6 + len(runs))]
+    for key in keys:
+        family, rank_rule, rule = key.split("|")
+        cells = [results[m][t]["cells"].get(key) for m, t in runs]
+        vals = [f"{c['precision']:.3f}" + (f" (r{c['rank']})" if c and c["rank"] else "") if c else "–" for c in cells]
+        means, starved = [], []
+        for model in MODELS:
+            ps = [results[model][t]["cells"][key] for t in TARGETS if key in results.get(model, {}).get(t, {}).get("cells", {})]
+            means.append(f"{np.mean([c['precision'] for c in ps]):.3f}" if ps else "–")
+            starved.append(str(sum(len(c["starved"]) for c in ps)) if ps else "–")
+        lines.append(f"| {family} | {rank_rule} | {rule} | {' | '.join(vals)} | {means[0]} | {means[1]} | "
+                     f"{' / '.join(starved)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="tiny,smollm2")
+    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--less-cache-gb", type=float, default=12.0)
+    p.add_argument("--no-run", action="store_true", help="only read runs that exist (no compare commands)")
+    p.add_argument("--json", default="bench/selection_rules.json", help="where the full results go")
+    a = p.parse_args()
+    results: dict = {}
+    for model in a.models.split(","):
+        for target in a.targets.split(","):
+            out = Path(f"{MODELS[model]['prefix']}-{target}")
+            cmd = compare_command(model, target, out, a)
+            t0 = time.time()
+            if not a.no_run:
+                subprocess.run(cmd, check=True)
+            rep = json.loads((out / "compare.json").read_text())
+            cells = {**gist_grid(out), **baseline_cells(rep)}
+            results.setdefault(model, {})[target] = {
+                "command": " ".join(["gist-lab"] + cmd[3:]), "run": str(out), "n_pool": rep["n_pool"],
+                "n_selected": rep["n_selected"], "wall_s": round(time.time() - t0, 1), "cells": cells,
+                "base_rate": next(iter(cells.values()))["base_rate"]}
+            print(f"{model} {target}: {len(cells)} cells, {time.time() - t0:.0f} s", flush=True)
+    from gist_core.atomic import atomic_write_json
+    atomic_write_json(a.json, results)
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The rank advisor: which rank r lets GIST find target examples it has not seen. Pure math: no paths.
+
+The GIST paper fixes r (or takes the smallest r reaching 95 % explained variance) and names choosing it
+an open problem. The advisor asks the data. Leave one validation example j of subtask t out; fit the
+subspace on the other validation examples (plain SVD, as GIST does); at each r, score j and a reference
+sample of the pool against t's direction built from t's other examples (the run's aggregation rule);
+record the share of the pool that j outscores (its held-out percentile). A rank whose subspace
+generalises puts unseen target examples at the top of the pool; too small an r cannot tell the
+subtasks from the shared direction, too large an r fits individual examples' noise.
+
+Everything runs inside the stored coordinates: the held-out fold's subspace lies in the span of the
+validation gradients, and the pool rows' coordinates in the full basis V are their projection onto
+that span, so rotating them by the fold's right singular vectors W gives their fold coordinates
+exactly (X V-coords @ W). No gradient is recomputed. Subtasks with one example have no fold. When the run
+stores fewer directions than it has validation examples (r_max < N_v), the folds are refitted inside those
+r_max directions: exact for the stored coordinates, an approximation of refitting in gradient space.
+
+curve[r-1] = mean over held-out examples of their percentile at rank r; suggested r = its argmax
+(the smallest such r).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RANK_RULES = ("tau", "advisor", "full")
+DEFAULT_RANK_RULE = "tau"  # chosen on evidence: README, Selection rules
+REF_ROWS = 4096  # pool rows the held-out example is ranked against (a seeded sample; all when fewer)
+
+
+@dataclass
+class AdvisorCurve:
+    ranks: np.ndarray                  # (R',) 1..R'
+    curve: np.ndarray                  # (R',) mean held-out percentile at each rank
+    per_example: np.ndarray            # (F, R') percentile of each held-out example (F folds)
+    held_out: list[int]                # validation row of each fold
+    suggested: int                     # argmax of the curve (smallest r on ties)
+    n_ref: int                         # pool rows ranked against
+    aggregation: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"ranks": self.ranks.tolist(), "curve": [float(v) for v in self.curve],
+                "per_example": np.round(self.per_example, 6).tolist(), "held_out": self.held_out,
+                "suggested": int(self.suggested), "n_ref": int(self.n_ref), "aggregation": self.aggregation,
+                "notes": self.notes}
+
+
+def reference_rows(n: int, max_rows: int = REF_ROWS, seed: int = 0) -> np.ndarray:
+    """Sorted pool rows to rank against: all of them, or a seeded sample of max_rows."""
+    if n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+def fold_basis(Y_rest: np.ndarray) -> np.ndarray:
+    """(R, R') right singular vectors of the remaining validation coordinates, by descending sigma."""
+    _, s, Vt = np.linalg.svd(Y_rest, full_matrices=False)
+    keep = s > 1e-6 * max(s[0], 1e-300)
+    return Vt[keep].T
+
+
+def _cumulative_cosines(Z: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """(N, R') cosine of every row's first r coordinates with c's first r, for every r at once."""
+    dots = np.cumsum(Z * c, axis=1)
+    norms = np.sqrt(np.cumsum(Z * Z, axis=1)) * np.sqrt(np.cumsum(c * c))
+    return dots / np.where(norms > 0, norms, 1.0)
+
+
+def fold_percentiles(Y: np.ndarray, X_ref: np.ndarray, members: list[int], j: int, aggregation: str) -> np.ndarray:
+    """(R',) share of the reference pool rows that held-out validation row j outscores at each rank."""
+    rest = [i for i in range(len(Y)) if i != j]
+    W = fold_basis(Y[rest])
+    Z, Yw = X_ref @ W, Y @ W
+    others = [i for i in members if i != j]
+    if aggregation == "subtask_mean":
+        targets = [Yw[others].mean(0)]
+    elif aggregation == "example_max":
+        targets = [Yw[i] for i in others]
+    else:
+        raise ValueError(f"unknown aggregation '{aggregation}'")
+    pool = np.max([_cumulative_cosines(Z, c) for c in targets], axis=0)     # (N, R')
+    mine = np.max([_cumulative_cosines(Yw[j:j + 1], c)[0] for c in targets], axis=0)  # (R',)
+    return (pool < mine).mean(0)
+
+
+def rank_curve(val_coords: np.ndarray, X_ref: np.ndarray, groups: dict[str, list[int]],
+               aggregation: str = "subtask_mean") -> AdvisorCurve:
+    """The advisor's curve over r = 1..R' (R' = the smallest fold's rank), from stored coordinates."""
+    Y = np.asarray(val_coords, dtype=np.float64)
+    X = np.asarray(X_ref, dtype=np.float64)
+    folds = [(j, idx) for idx in groups.values() if len(idx) >= 2 for j in idx]
+    notes = []
+    singles = [name for name, idx in groups.items() if len(idx) < 2]
+    if singles:
+        notes.append(f"{len(singles)} subtask(s) with one validation example have no held-out fold")
+    if not folds:
+        raise ValueError("the rank advisor needs a subtask with at least two validation examples")
+    rows = [fold_percentiles(Y, X, idx, j, aggregation) for j, idx in folds]
+    width = min(len(r) for r in rows)
+    P = np.stack([r[:width] for r in rows])
+    curve = P.mean(0)
+    return AdvisorCurve(ranks=np.arange(1, width + 1), curve=curve, per_example=P, held_out=[j for j, _ in folds],
+                        suggested=int(np.argmax(curve) + 1), n_ref=len(X), aggregation=aggregation, notes=notes)
+
+
+def advise(val_coords: np.ndarray, X: np.ndarray, groups: dict[str, list[int]], aggregation: str,
+           seed: int = 0, max_rows: int = REF_ROWS) -> AdvisorCurve | None:
+    """The curve against a seeded sample of the pool's stored coordinates; None without any fold."""
+    if not any(len(idx) >= 2 for idx in groups.values()):
+        return None
+    ref = reference_rows(len(X), max_rows, seed)
+    return rank_curve(val_coords, np.asarray(X[ref]), groups, aggregation)
