@@ -90,6 +90,38 @@ def baseline_cells(rep: dict) -> dict:
     return out
 
 
+def who_wins(run_dir: Path, rank: int) -> dict:
+    """Under the global rule, per method (GIST at the run's rank, LESS, raw cosine): each subtask column's pool
+    median and top-edge, the selected examples' skills and the subtask column each wins, their median length
+    against the pool's, Spearman(score, length); and for GIST the target-skill share at other ranks."""
+    import pandas as pd
+    from gist_core import views
+    rs = views.rescored_frame(run_dir, rank, "global", json.loads((run_dir / "config.json").read_text())["budget"])
+    sources = {"gist": views.gist_columns(rs), **views.compare_columns(run_dir)}
+    out = {}
+    for method, cols in sources.items():
+        if method == "embedding":
+            continue
+        w = views.selection_winners(rs.frame, rs.subtasks, cols, "global", rs.k, "skill")
+        q = views.column_quantiles(rs.subtasks, cols, rs.k)
+        score = pd.Series(cols.max(1))
+        out[method] = {"columns": q.round(4).to_dict("records"),
+                       "winners": w.head(6).to_dict("records"),
+                       "share_other_skill": float(w.loc[~w["target subtask"], "selected"].sum() / rs.k),
+                       "median_tokens_selected": float(np.median(rs.frame["n_tokens"].to_numpy()[
+                           np.argsort(-cols.max(1), kind="stable")[:rs.k]])),
+                       "median_tokens_pool": float(rs.frame["n_tokens"].median()),
+                       "spearman_score_tokens": float(score.corr(rs.frame["n_tokens"].reset_index(drop=True),
+                                                                 method="spearman"))}
+    r_max = views.r_max(run_dir)
+    ranks = sorted({1, 2, 4, 8, rank, r_max} & set(range(1, r_max + 1)))
+    wr = views.winners_by_rank(run_dir, ranks, "global", rs.k, "skill", top=50)
+    wr["target"] = wr["group"].isin(rs.subtasks)
+    out["gist_target_share_by_rank"] = {int(r): float(g.loc[g["target"], "count"].sum() / rs.k)
+                                        for r, g in wr.groupby("rank")}
+    return out
+
+
 def table(results: dict) -> str:
     """One line per (method, rank rule, rule): precision per model x target, means, starved subtasks."""
     runs = [(m, t) for m in MODELS for t in TARGETS if t in results.get(m, {})]
@@ -129,10 +161,11 @@ def main() -> None:
                 subprocess.run(cmd, check=True)
             rep = json.loads((out / "compare.json").read_text())
             cells = {**gist_grid(out), **baseline_cells(rep)}
+            wins = who_wins(out, rep["gist"]["rank"])
             results.setdefault(model, {})[target] = {
                 "command": " ".join(["gist-lab"] + cmd[3:]), "run": str(out), "n_pool": rep["n_pool"],
                 "n_selected": rep["n_selected"], "wall_s": round(time.time() - t0, 1), "cells": cells,
-                "base_rate": next(iter(cells.values()))["base_rate"]}
+                "base_rate": next(iter(cells.values()))["base_rate"], "who_wins": wins}
             print(f"{model} {target}: {len(cells)} cells, {time.time() - t0:.0f} s", flush=True)
     from gist_core.atomic import atomic_write_json
     atomic_write_json(a.json, results)

@@ -18,9 +18,7 @@ from gist_core import scoring
 
 
 def scores_from_columns(columns: np.ndarray, names: list[str]) -> scoring.Scores:
-    columns = np.asarray(columns, dtype=np.float32)
-    return scoring.Scores(score=columns.max(1), columns=columns, column_names=list(names), rank=0,
-                          aggregation="subtask_mean")
+    return scoring.columns_as_scores(columns, names)
 
 
 def random_selection(n: int, k: int, seed: int) -> np.ndarray:

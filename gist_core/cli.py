@@ -53,6 +53,10 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
                    help="selection rule: global = top-k of the max subtask cosine (the GIST paper's and LESS's rule), "
                         "subtask = per-subtask round-robin quota, zscore / quantile = top-k of the max of each subtask "
                         "column standardised over the pool (README: Selection rules)")
+    p.add_argument("--paper", action="store_true",
+                   help="the GIST paper's exact rule: max over individual target examples (--aggregation example_max), "
+                        "global top-k (--balance global), rank by 95%% explained variance (--rank-rule tau --tau 0.95); "
+                        "flags given beside it still win")
     p.add_argument("--aggregation", choices=["subtask_mean", "example_max"],
                    help="target directions: subtask means (GIST code) or individual examples (paper)")
     p.add_argument("--checkpoint", type=int, help="warm-up epoch whose checkpoint GIST uses (1)")
@@ -95,6 +99,9 @@ def _add_scale_args(p: argparse.ArgumentParser) -> None:
                    help="run the shared stages only (data, warm-up, validation gradients), for --shard jobs")
 
 
+PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "tau", "tau": 0.95}
+
+
 def _overrides(a: argparse.Namespace) -> dict:
     from gist_core.model import LoraSettings
     from gist_core.warmup import TrainConfig
@@ -104,6 +111,8 @@ def _overrides(a: argparse.Namespace) -> dict:
             "seed": a.seed, "trust_remote_code": a.trust_remote_code, "proj_dtype": a.proj_dtype,
             "target_eos": a.target_eos, "limit_train": a.pool_size}
     out = {k: v for k, v in flat.items() if v is not None}
+    if getattr(a, "paper", False):
+        out = {**PAPER_RULE, **out}
     lora = {k: v for k, v in {"r": a.lora_r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
                               "target_modules": tuple(a.lora_targets.split(",")) if a.lora_targets else None,
                               "last_layers": a.lora_layers}.items()

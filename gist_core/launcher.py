@@ -50,9 +50,13 @@ def select_args(out: str | Path, *, model: str, train: str, target: str, budget:
                 balance: str | None = None,
                 lora_r: int | None = None, lora_alpha: float | None = None, epochs: int | None = None,
                 lr: float | None = None, lora_layers: int | None = None, max_length: int | None = None,
-                pool_size: int | None = None, overwrite: bool = False) -> list[str]:
-    """`gist-lab select` arguments; options left None keep the CLI defaults. rank wins over tau."""
+                pool_size: int | None = None, paper: bool = False, overwrite: bool = False) -> list[str]:
+    """`gist-lab select` arguments; options left None keep the CLI defaults. rank wins over tau. paper: the GIST
+    paper's exact rule (--paper), so the form's rule, rank rule and tau are not passed."""
     args = ["select", "--model", model, "--train", train, "--target", target, "--out", str(Path(out).resolve())]
+    if paper:
+        args.append("--paper")
+        balance = rank_rule = tau = None
     opts = {"--budget": budget, "--rank": rank, "--rank-rule": None if rank else rank_rule,
             "--tau": None if rank else tau, "--balance": balance,
             "--lora-r": lora_r, "--lora-alpha": lora_alpha, "--epochs": epochs, "--lr": lr,

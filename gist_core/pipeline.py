@@ -653,7 +653,7 @@ class Run:
             picked = {b: scoring.select(sc, k, b, groups) for b in scoring.BALANCES}
             selections = {b: idx for b, (idx, _) in picked.items()}
             chosen = selections[self.cfg.balance]
-            frame = scores_frame(pool, sc, selections, pool_tok)
+            frame = scores_frame(pool, sc, selections, pool_tok, groups)
             with atomic_path(self.store.path("scores.parquet")) as tmp:
                 frame.to_parquet(tmp, index=False)
             write_selected_jsonl(pool.take(chosen), sc.score[chosen], self.store.path("selected.jsonl"))
@@ -739,7 +739,7 @@ def relabel_store(meta_path: Path, old_file_hash: str | None, basis_digest: str)
 
 
 # ----------------------------------------------------------------------------- reports
-def scores_frame(pool, sc: "scoring.Scores", selections: dict, pool_tok):
+def scores_frame(pool, sc: "scoring.Scores", selections: dict, pool_tok, groups: dict):
     import pandas as pd
     order = np.lexsort((np.arange(len(sc.score)), -sc.score))
     rank = np.empty(len(order), dtype=np.int64)
@@ -755,6 +755,8 @@ def scores_frame(pool, sc: "scoring.Scores", selections: dict, pool_tok):
     if sc.aggregation == "subtask_mean":
         for t, name in enumerate(sc.column_names):
             df[f"cos:{name}"] = sc.columns[:, t]
+    for rule in scoring.CALIBRATED:  # what the calibrated rules rank by (score stays the raw max cosine)
+        df[f"score_{rule}"] = scoring.rule_scores(sc, groups, rule)
     return pd.DataFrame(df)
 
 

@@ -150,26 +150,37 @@ def rule_scores(scores: Scores, groups: dict[str, list[int]], rule: str) -> np.n
     return calibrate(subtask_columns(scores, groups)[1], rule).max(1)
 
 
-def select(scores: Scores, k: int, balance: str, groups: dict[str, list[int]]) -> tuple[np.ndarray, dict[str, int]]:
-    """(selected indices, how many were picked for each subtask).
+def select_owned(scores: Scores, k: int, balance: str, groups: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(selected indices sorted, the subtask column each was picked for).
 
     'global': top-k of the score; an example counts for the subtask it aligns with best.
     'subtask': round-robin quota; an example counts for the subtask whose turn took it.
     'zscore' / 'quantile': top-k of the max of calibrated columns; an example counts for the subtask
     whose calibrated column is highest."""
-    names, cols = subtask_columns(scores, groups)
+    _, cols = subtask_columns(scores, groups)
     if balance == "global":
         idx = select_global(scores.score, k)
-        owner = cols[idx].argmax(1)
-    elif balance == "subtask":
-        idx, owner = select_balanced(cols, k)
-    elif balance in CALIBRATED:
+        return idx, cols[idx].argmax(1)
+    if balance == "subtask":
+        return select_balanced(cols, k)
+    if balance in CALIBRATED:
         cal = calibrate(cols, balance)
         idx = select_global(cal.max(1), k)
-        owner = cal[idx].argmax(1)
-    else:
-        raise ValueError(f"unknown balance '{balance}' (use one of {', '.join(BALANCES)})")
+        return idx, cal[idx].argmax(1)
+    raise ValueError(f"unknown balance '{balance}' (use one of {', '.join(BALANCES)})")
+
+
+def select(scores: Scores, k: int, balance: str, groups: dict[str, list[int]]) -> tuple[np.ndarray, dict[str, int]]:
+    """(selected indices, how many were picked for each subtask): select_owned's counts."""
+    names = subtask_columns(scores, groups)[0]
+    idx, owner = select_owned(scores, k, balance, groups)
     return idx, {name: int((owner == t).sum()) for t, name in enumerate(names)}
+
+
+def columns_as_scores(columns: np.ndarray, names: list[str]) -> Scores:
+    """Any method's (N, T) subtask columns as Scores (score = their max), so every rule applies to them."""
+    columns = np.asarray(columns, dtype=np.float32)
+    return Scores(score=columns.max(1), columns=columns, column_names=list(names), rank=0, aggregation="subtask_mean")
 
 
 def starved(counts: dict[str, int], k: int, floor: float = 1 / 3) -> list[str]:

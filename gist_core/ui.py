@@ -155,6 +155,17 @@ def winners_by_rank(run_dir: Path, ranks: list[int], rule: str, budget: float, b
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
+def _compare_columns(run_dir: str, mtime: int) -> dict:
+    return views.compare_columns(run_dir)
+
+
+def compare_columns(run_dir: Path) -> dict:
+    """LESS / raw cosine / embedding subtask columns, keyed by compare's scores file (it changes after the run)."""
+    path = run_dir / "compare" / "scores.parquet"
+    return _compare_columns(str(run_dir), views.file_stamp(path) if path.exists() else 0)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
 def _advisor(run_dir: str, mtime: int):
     return views.advisor_curve(run_dir)
 

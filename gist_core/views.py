@@ -29,7 +29,8 @@ EXTERNAL_QUIET_S = 120  # a CLI-started run (no launch.json) counts as running w
 SCORE_SEMANTICS = "Score = cosine in [-1, 1] between an example's projected gradient and a target direction; higher = better aligned with the target."
 TRUTH_LABELS = ("target skill · correct", "target skill · wrong answer", "target skill · look-alike", "other skill")
 UNKNOWN = "(unknown)"
-RULE_NAMES = {"global": "global", "subtask": "quota", "zscore": "z-score", "quantile": "quantile"}
+METHOD_NAMES = {"less": "LESS", "rawcos": "raw-gradient cosine", "embedding": "embedding similarity"}
+RULE_NAMES = {"global": "global (paper)", "subtask": "quota", "zscore": "z-score", "quantile": "quantile"}
 RULE_HELP = ("global: top-k of the max subtask cosine (the GIST paper's and LESS's rule); quota: each subtask column "
              "takes its best example in turn; z-score / quantile: each column standardised over the pool (z-score, or "
              "the share of the pool at or below), then the top-k of their max")
@@ -285,44 +286,69 @@ def subtask_breakdown(rs: Rescored) -> pd.DataFrame:
                           "picked for it": rs.picked[rs.balance].get(s, 0)} for s in rs.subtasks])
 
 
-def column_distributions(rs: Rescored, rule: str = "global") -> pd.DataFrame:
-    """Long frame (subtask, value) of each subtask column over the pool: raw cosines, or calibrated by `rule`."""
-    cols = np.column_stack([rs.frame[f"cos:{s}"].to_numpy() for s in rs.subtasks])
-    vals = cols if rule in ("global", "subtask") else scoring.calibrate(cols, rule)
-    return pd.DataFrame({"subtask": np.repeat(rs.subtasks, len(cols)), "value": vals.T.reshape(-1)})
+def column_distributions(subtasks: list[str], cols: np.ndarray, rule: str = "global") -> pd.DataFrame:
+    """Long frame (subtask, value) of each subtask column over the pool: raw, or calibrated by `rule`."""
+    vals = np.asarray(cols, dtype=np.float64) if rule in ("global", "subtask") else scoring.calibrate(cols, rule)
+    return pd.DataFrame({"subtask": np.repeat(subtasks, len(vals)), "value": vals.T.reshape(-1)})
 
 
-def column_quantiles(rs: Rescored) -> pd.DataFrame:
+def column_quantiles(subtasks: list[str], cols: np.ndarray, k: int) -> pd.DataFrame:
     """Per subtask column: pool median, spread and the value its own top-(k/T) needs; what a shared scale hides."""
-    per = max(1, rs.k // max(1, len(rs.subtasks)))
+    per = max(1, k // max(1, len(subtasks)))
     rows = []
-    for s in rs.subtasks:
-        c = np.sort(rs.frame[f"cos:{s}"].to_numpy())[::-1]
+    for t, s in enumerate(subtasks):
+        c = np.sort(np.asarray(cols[:, t], dtype=np.float64))[::-1]
         rows.append({"subtask": s, "median": float(np.median(c)), "p95": float(np.quantile(c, 0.95)),
                      "std": float(c.std()), f"top-{per} edge": float(c[per - 1]), "max": float(c[0])})
     return pd.DataFrame(rows)
 
 
-def max_winners(rs: Rescored, rule: str = "global", by: str = "skill") -> pd.DataFrame:
-    """Who the rule selects: one row per value of `by` (skill, source, kind) among the selected, with the
-    subtask column each of them scores highest on (raw for global/quota, calibrated otherwise), their
-    median length in tokens against the pool's, and whether that value is one of the target's subtasks."""
-    f = rs.frame
-    sel = f[f[f"selected_{rule}"]]
-    cols = np.column_stack([sel[f"cos:{s}"].to_numpy() for s in rs.subtasks]) if len(sel) else np.zeros((0, 1))
-    if rule in scoring.CALIBRATED and len(sel):
-        allc = np.column_stack([f[f"cos:{s}"].to_numpy() for s in rs.subtasks])
-        cols = scoring.calibrate(allc, rule)[f[f"selected_{rule}"].to_numpy()]
-    owner = np.asarray(rs.subtasks, dtype=object)[cols.argmax(1)] if len(sel) else np.array([], dtype=object)
-    key = group_column(sel, by, rs.subtasks) if by in sel else pd.Series(UNKNOWN, index=sel.index)
-    d = pd.DataFrame({by: key.to_numpy(), "wins column": owner,
-                      "n_tokens": sel["n_tokens"].to_numpy() if "n_tokens" in sel else np.nan})
-    out = (d.groupby(by).agg(selected=("wins column", "size"), median_tokens=("n_tokens", "median"),
-                             wins=("wins column", lambda w: ", ".join(f"{k} {v}" for k, v in w.value_counts().items())))
-           .sort_values("selected", ascending=False).reset_index())
-    out["target subtask"] = out[by].isin(rs.subtasks)
-    out["median tokens (pool)"] = float(f["n_tokens"].median()) if "n_tokens" in f else np.nan
+def gist_columns(rs: Rescored) -> np.ndarray:
+    """(N, T) GIST subtask columns of a re-scored frame."""
+    return np.column_stack([rs.frame[f"cos:{s}"].to_numpy() for s in rs.subtasks])
+
+
+def compare_columns(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """Method -> (N, T) subtask columns that `compare` stored (LESS, raw cosine, embedding), in pool order;
+    {} without a compare or for one written before the columns were stored."""
+    path = Path(run_dir) / "compare" / "scores.parquet"
+    if not path.is_file():
+        return {}
+    subtasks = list(target_groups(_target_frame(str(run_dir), stamp(run_dir))))
+    df = pd.read_parquet(path)
+    base = _base_frame(str(run_dir), stamp(run_dir))
+    if "id" not in df or df["id"].tolist() != base["id"].tolist():
+        return {}
+    out = {}
+    for method in ("less", "rawcos", "embedding"):
+        names = [f"col:{method}:{s}" for s in subtasks]
+        if all(n in df for n in names):
+            out[method] = df[names].to_numpy(np.float64)
     return out
+
+
+def selection_winners(frame: pd.DataFrame, subtasks: list[str], cols: np.ndarray, rule: str, k: int,
+                      by: str = "skill") -> pd.DataFrame:
+    """Who a rule selects from these columns: one row per value of `by` (skill, source, kind) with how many,
+    the subtask each was picked for (the column it wins, or the quota turn that took it), their median length
+    in tokens against the pool's, and whether that value is one of the target's subtasks."""
+    idx, owner = scoring.select_owned(scoring.columns_as_scores(cols, subtasks), k, rule,
+                                      {s: [t] for t, s in enumerate(subtasks)})
+    sel = frame.iloc[idx]
+    key = group_column(sel, by, subtasks) if by in sel else pd.Series(UNKNOWN, index=sel.index)
+    d = pd.DataFrame({by: key.to_numpy(), "picked for": np.asarray(subtasks, dtype=object)[owner],
+                      "n_tokens": sel["n_tokens"].to_numpy() if "n_tokens" in sel else np.nan})
+    out = (d.groupby(by).agg(selected=("picked for", "size"), median_tokens=("n_tokens", "median"),
+                             picked_for=("picked for", lambda w: ", ".join(f"{a} {b}" for a, b in w.value_counts().items())))
+           .sort_values(["selected", by], ascending=[False, True]).reset_index())
+    out["target subtask"] = out[by].isin(subtasks)
+    out["median tokens (pool)"] = float(frame["n_tokens"].median()) if "n_tokens" in frame else np.nan
+    return out.rename(columns={"picked_for": "picked for", "median_tokens": "median tokens"})
+
+
+def max_winners(rs: Rescored, rule: str = "global", by: str = "skill") -> pd.DataFrame:
+    """selection_winners for the GIST columns at the re-scored rank."""
+    return selection_winners(rs.frame, rs.subtasks, gist_columns(rs), rule, rs.k, by)
 
 
 def winners_by_rank(run_dir: str | Path, ranks: list[int], rule: str = "global", budget: float = 0.05,
@@ -897,6 +923,19 @@ def compare_table(rep: dict) -> pd.DataFrame:
                COMPARE_COLUMNS.items() if key}
         rows.append({"method": name, **row})
     return pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+
+
+def compare_rules(rep: dict) -> list[str]:
+    """The selection rules a compare report holds rows for, in scoring's order."""
+    have = {e.get("rule", "global") for e in rep["methods"].values()}
+    return [r for r in scoring.BALANCES if r in have]
+
+
+def rows_with_rules(table: pd.DataFrame, rep: dict, rules: list[str]) -> pd.DataFrame:
+    """The table's rows under the given selection rules; methods without scores (random, full, oracle) stay."""
+    keep = [row for row in table["method"]
+            if rep["methods"][row].get("family", row) not in _RULE_FAMILIES or rep["methods"][row].get("rule", "global") in rules]
+    return table[table["method"].isin(keep)].reset_index(drop=True)
 
 
 def has_downstream(rep: dict) -> bool:

@@ -199,6 +199,9 @@ with st.form("launch_form"):
                                   key="max_length")
     pool_size = c13.number_input("Pool rows to use (0 = all)", 0, 10**9, int(cfg.get("limit_train") or 0),
                                  help="the pool file's first N rows", key="pool_size")
+    paper = st.checkbox("The GIST paper's exact rule instead (--paper: max over individual target examples, global "
+                        "top-k, rank by τ = 0.95); the form's selection rule, rank rule and τ are then ignored",
+                        key="paper_rule")
     overwrite = st.checkbox("Replace a run with a different config in this folder (--overwrite)")
     submitted = st.form_submit_button("Launch", type="primary")
 if submitted:
@@ -216,4 +219,4 @@ if submitted:
                 d, model=model.strip(), train=train, target=val, budget=budget.strip(), rank=int(rank) or None,
                 tau=tau, rank_rule=rank_rule, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha, epochs=int(epochs), lr=lr,
                 lora_layers=int(lora_layers) or None, max_length=int(max_length), pool_size=int(pool_size) or None,
-                overwrite=overwrite))
+                paper=paper, overwrite=overwrite))

@@ -102,25 +102,32 @@ st.subheader("Per-subtask columns: one scale or many?")
 st.caption("The global rule takes the max over subtask columns, which assumes they share one scale. Each column's "
            "distribution over the pool says whether they do: a column whose whole pool sits high wins the max for "
            "examples of every kind. The quota, z-score and quantile rules give each column its own scale.")
-dc = st.columns([1, 1, 2])
-scale = dc[0].radio("Column values", ["cosine", "z-score", "quantile"], horizontal=True, key="col_scale")
-winners_by = dc[1].selectbox("Who is selected, by", [c for c in ("skill", "source", "kind") if c in rs.frame],
+dc = st.columns([1, 1, 1])
+others = ui.compare_columns(run_dir)
+sources = {f"GIST (r = {s['rank']})": views.gist_columns(rs),
+           **{views.METHOD_NAMES[m]: c for m, c in others.items()}}
+source = dc[0].selectbox("Columns of", list(sources), key="col_source",
+                         help="LESS, raw cosine and embedding appear once `compare` has run on this folder")
+scale = dc[1].radio("Column values", ["cosine", "z-score", "quantile"], horizontal=True, key="col_scale")
+winners_by = dc[2].selectbox("Who is selected, by", [c for c in ("skill", "source", "kind") if c in rs.frame],
                              key="winners_by")
-dist = views.column_distributions(rs, {"cosine": "global", "z-score": "zscore", "quantile": "quantile"}[scale])
+cols = sources[source]
+dist = views.column_distributions(rs.subtasks, cols, {"cosine": "global", "z-score": "zscore", "quantile": "quantile"}[scale])
 fig = go.Figure([go.Violin(y=part["value"], name=name, box_visible=True, meanline_visible=False, points=False,
                            spanmode="hard") for name, part in dist.groupby("subtask", sort=False)])
-fig.update_layout(title=f"Each subtask column over the pool ({scale})", yaxis_title=scale, height=360,
+fig.update_layout(title=f"{source}: each subtask column over the pool ({scale})", yaxis_title=scale, height=360,
                   showlegend=False, margin=dict(t=50, b=40))
 wc = st.columns([3, 2])
 wc[0].plotly_chart(fig, width="stretch", key="col_violin")
-wc[1].dataframe(views.column_quantiles(rs), hide_index=True, width="stretch",
-                column_config={c: st.column_config.NumberColumn(format="%.3f")
-                               for c in ("median", "p95", "std", "max") + (f"top-{max(1, rs.k // len(rs.subtasks))} edge",)})
-wc[1].caption("top-n edge: the cosine a column's own n-th best example has (n = k / subtasks); columns with "
+quant = views.column_quantiles(rs.subtasks, cols, rs.k)
+wc[1].dataframe(quant, hide_index=True, width="stretch",
+                column_config={c: st.column_config.NumberColumn(format="%.3f") for c in quant.columns[1:]})
+wc[1].caption("top-n edge: the value a column's own n-th best example has (n = k / subtasks); columns with "
               "high edges win the global max.")
-st.markdown(f"**Who the {views.RULE_NAMES[balance]} rule selects** (k = {rs.k}): by {winners_by}, with the subtask "
-            "column each winner scores highest on")
-st.dataframe(views.max_winners(rs, balance, winners_by), hide_index=True, width="stretch")
+st.markdown(f"**Who the {views.RULE_NAMES[balance]} rule selects from {source}'s columns** (k = {rs.k}), by "
+            f"{winners_by}; 'picked for' is the subtask each was taken for")
+st.dataframe(views.selection_winners(rs.frame, rs.subtasks, cols, balance, rs.k, winners_by), hide_index=True,
+             width="stretch")
 ranks = sorted({max(1, round(x)) for x in np.linspace(1, views.r_max(run_dir), min(8, views.r_max(run_dir)))})
 wr = ui.winners_by_rank(run_dir, ranks, balance, budget, winners_by)
 fig = go.Figure([go.Bar(x=part["rank"], y=part["count"], name=str(g)) for g, part in wr.groupby("group")])

@@ -45,6 +45,11 @@ if rep is None:
 
 # ----------------------------------------------------------------------------- header: what was run
 table = views.compare_table(rep)
+rules = views.compare_rules(rep)
+if len(rules) > 2:  # every score-based method under every rule: let the reader thin the table and the charts
+    shown = st.multiselect("Selection rules shown", rules, default=rules, key="compare_rules",
+                           format_func=views.RULE_NAMES.get, help=views.RULE_HELP)
+    table = views.rows_with_rules(table, rep, shown)
 recipe, seeds = rep.get("train_recipe") or {}, rep.get("seeds") or []
 down = (f"downstream LoRA: {recipe.get('epochs')} epoch(s), lr {recipe.get('lr')}, batch {recipe.get('batch_size')}; "
         f"full pool {recipe.get('full_epochs')} epoch(s)") if recipe else "downstream: not measured"

@@ -237,7 +237,9 @@ def make_fake_compare(run_dir, with_downstream: bool = True, n_seeds: int = 3, s
     else:
         rep["downstream_note"] = "no test split (pass --test): downstream loss and exact match not measured"
     (d / "compare").mkdir(exist_ok=True)
-    pd.DataFrame({"id": sc["id"], **{f"score:{m}": s for m, s in scores.items()}}).to_parquet(
+    cols = {f"col:{m}:{t}": sc[f"cos:{t}"].to_numpy() + rng.normal(0, noise, n)  # the columns every rule reads
+            for m, noise in (("less", 0.1), ("rawcos", 0.3)) for t in SUBTASKS if f"cos:{t}" in sc}
+    pd.DataFrame({"id": sc["id"], **{f"score:{m}": s for m, s in scores.items()}, **cols}).to_parquet(
         d / "compare" / "scores.parquet", index=False)
     (d / "compare.json").write_text(json.dumps(rep, indent=2))
     return d

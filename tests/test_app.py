@@ -161,10 +161,13 @@ def test_scores_page_shows_columns_and_who_the_rule_selects(open_page, runs_dir)
     rs = views.rescored_frame(runs_dir / "fake", at.session_state["rank_scores"] if "rank_scores" in at.session_state
                               else views.default_settings(views.load_run(runs_dir / "fake"))["rank"], "quantile", 0.05)
     want = views.max_winners(rs, "quantile", "skill")
-    shown = next(d.value for d in at.dataframe if "wins column" in d.value or "wins" in d.value)
+    shown = next(d.value for d in at.dataframe if "picked for" in d.value)
     assert shown["selected"].tolist() == want["selected"].tolist()
     at.radio(key="col_scale").set_value("quantile").run()
     assert not at.exception
+    assert at.selectbox(key="col_source").options[1:] == ["LESS", "raw-gradient cosine"]  # from compare's columns
+    at.selectbox(key="col_source").set_value("LESS").run()
+    assert not at.exception and any("from LESS's columns" in m.value for m in at.markdown)
     spec = json.loads({c.key: c for c in at.get("plotly_chart")}["col_violin"].proto.spec)
     assert max(_array(t["y"]).max() for t in spec["data"]) == pytest.approx(1.0)
 

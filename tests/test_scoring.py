@@ -164,3 +164,14 @@ def test_rule_scores_is_the_ranked_quantity():
     np.testing.assert_allclose(scoring.rule_scores(sc, groups, "quantile"), naive_max(_naive_quantile(C)))
     with pytest.raises(ValueError, match="unknown balance"):
         scoring.select(sc, 5, "median", groups)
+
+
+def test_paper_flag_sets_the_papers_exact_rule_and_explicit_flags_win():
+    from gist_core.cli import _overrides, build_parser
+    base = ["select", "--model", "m", "--train", "t", "--target", "v"]
+    got = _overrides(build_parser().parse_args(base + ["--paper"]))
+    assert {k: got[k] for k in ("aggregation", "balance", "rank_rule", "tau")} == {
+        "aggregation": "example_max", "balance": "global", "rank_rule": "tau", "tau": 0.95}
+    got = _overrides(build_parser().parse_args(base + ["--paper", "--balance", "quantile"]))
+    assert got["balance"] == "quantile" and got["aggregation"] == "example_max"
+    assert "aggregation" not in _overrides(build_parser().parse_args(base))

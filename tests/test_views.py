@@ -277,6 +277,11 @@ def test_failure_message_parsing():
                                 balance="subtask", epochs=2)
     assert args[:2] == ["select", "--model"] and "--tau" not in args and args[args.index("--rank") + 1] == "4"
     assert args[args.index("--budget") + 1] == "5%" and args[args.index("--out") + 1] == "/tmp/o"
+    args = launcher.select_args("/tmp/o", model="m", train="p", target="v", rank_rule="advisor", balance="quantile")
+    assert args[args.index("--rank-rule") + 1] == "advisor" and args[args.index("--balance") + 1] == "quantile"
+    paper = launcher.select_args("/tmp/o", model="m", train="p", target="v", rank_rule="full", balance="quantile",
+                                 tau=0.9, paper=True)
+    assert "--paper" in paper and not {"--rank-rule", "--balance", "--tau"} & set(paper)
 
 
 def test_rescore_100k_rows_at_every_rank(tmp_path):
@@ -563,14 +568,15 @@ def test_calibrated_rules_in_the_rescored_frame(run):
 
 def test_column_distributions_and_quantiles(run):
     rs = views.rescored_frame(run, 5, "global", 0.05)
-    d = views.column_distributions(rs)
+    cols = views.gist_columns(rs)
+    d = views.column_distributions(rs.subtasks, cols)
     assert len(d) == len(rs.frame) * len(rs.subtasks)
     first = d[d["subtask"] == rs.subtasks[0]]["value"].to_numpy()
     np.testing.assert_allclose(first, rs.frame[f"cos:{rs.subtasks[0]}"].to_numpy())
-    z = views.column_distributions(rs, "zscore").groupby("subtask")["value"]
+    z = views.column_distributions(rs.subtasks, cols, "zscore").groupby("subtask")["value"]
     np.testing.assert_allclose(z.mean().to_numpy(), 0, atol=1e-9)
     np.testing.assert_allclose(z.std(ddof=0).to_numpy(), 1, atol=1e-9)
-    q = views.column_quantiles(rs)
+    q = views.column_quantiles(rs.subtasks, cols, rs.k)
     per = rs.k // len(rs.subtasks)
     for _, row in q.iterrows():
         col = np.sort(rs.frame[f"cos:{row['subtask']}"].to_numpy())[::-1]
@@ -585,10 +591,35 @@ def test_max_winners_count_the_selection_by_group_and_column(run):
     assert dict(zip(w["skill"], w["selected"])) == sel["skill"].fillna(views.UNKNOWN).value_counts().to_dict()
     owners = np.asarray(rs.subtasks)[np.column_stack([sel[f"cos:{s}"] for s in rs.subtasks]).argmax(1)]
     top = w.iloc[0]
-    got = dict(x.rsplit(" ", 1) for x in top["wins"].split(", "))
+    got = dict(x.rsplit(" ", 1) for x in top["picked for"].split(", "))
     mine = owners[(sel["skill"].fillna(views.UNKNOWN) == top["skill"]).to_numpy()]
     assert {k: int(v) for k, v in got.items()} == {k: int((mine == k).sum()) for k in set(mine)}
     assert w["target subtask"].tolist() == [s in rs.subtasks for s in w["skill"]]
+    quota = views.max_winners(rs, "subtask", "skill")  # the quota counts each example for the turn that took it
+    turns = [int(x.rsplit(" ", 1)[1]) for cell in quota["picked for"] for x in cell.split(", ")]
+    assert sum(turns) == rs.k and sorted(rs.picked["subtask"].values()) == sorted(
+        sum(int(x.rsplit(" ", 1)[1]) for cell in quota["picked for"] for x in cell.split(", ") if x.startswith(s + " "))
+        for s in rs.subtasks)
+
+
+def test_compare_columns_feed_the_same_views(tmp_path):
+    import pandas as pd
+    run = make_fake_run(tmp_path / "r", n_pool=200, n_val=8, r=4)
+    assert views.compare_columns(run) == {}
+    base = views.load_run(run).frame
+    subs = list(views.target_groups(views.load_run(run).target))
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(len(base), len(subs)))
+    (run / "compare").mkdir(exist_ok=True)
+    pd.DataFrame({"id": base["id"], **{f"col:rawcos:{s}": C[:, t] for t, s in enumerate(subs)}}).to_parquet(
+        run / "compare" / "scores.parquet")
+    got = views.compare_columns(run)
+    assert list(got) == ["rawcos"]
+    np.testing.assert_allclose(got["rawcos"], C)
+    w = views.selection_winners(base, subs, C, "quantile", 20, "skill")
+    idx = np.argsort(-np.column_stack([(C[:, t][:, None] >= C[:, t][None, :]).mean(1) for t in range(len(subs))]).max(1),
+                     kind="stable")[:20]
+    assert dict(zip(w["skill"], w["selected"])) == base.iloc[idx]["skill"].fillna(views.UNKNOWN).value_counts().to_dict()
 
 
 def test_winners_by_rank_follow_rescoring(run):
@@ -611,3 +642,12 @@ def test_advisor_curve_of_a_run(run):
     want = advisor.rank_curve(a.val_coords, np.asarray(a.X), a.groups, a.aggregation)  # pool < REF_ROWS: all rows
     np.testing.assert_allclose(curve.curve, want.curve)
     assert curve.n_ref == len(a.X) and 1 <= curve.suggested <= len(curve.ranks)
+
+
+def test_compare_rows_can_be_thinned_by_rule():
+    rep = {"methods": {"gist": {"family": "gist", "rule": "global"}, "gist_quantile": {"family": "gist", "rule": "quantile"},
+                       "rawcos_zscore": {"family": "rawcos", "rule": "zscore"}, "random": {"family": "random", "rule": "global"},
+                       "less_subtask": {"family": "less", "rule": "subtask"}}}
+    assert views.compare_rules(rep) == ["global", "subtask", "zscore", "quantile"]
+    table = views.compare_table(rep)
+    assert views.rows_with_rules(table, rep, ["quantile"])["method"].tolist() == ["gist_quantile", "random"]
