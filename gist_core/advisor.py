@@ -40,8 +40,21 @@ class AdvisorCurve:
     aggregation: str
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def standard_error(self) -> np.ndarray:
+        """(R',) standard error of the curve over the held-out examples."""
+        F = len(self.per_example)
+        return self.per_example.std(0, ddof=1) / np.sqrt(F) if F > 1 else np.zeros_like(self.curve)
+
+    @property
+    def within_one_se(self) -> list[int]:
+        """Ranks whose curve lies within one standard error of the best: what the data cannot tell apart."""
+        best = int(np.argmax(self.curve))
+        return [int(r) for r, v in zip(self.ranks, self.curve) if v >= self.curve[best] - self.standard_error[best]]
+
     def to_json(self) -> dict:
         return {"ranks": self.ranks.tolist(), "curve": [float(v) for v in self.curve],
+                "standard_error": [float(v) for v in self.standard_error], "within_one_se": self.within_one_se,
                 "per_example": np.round(self.per_example, 6).tolist(), "held_out": self.held_out,
                 "suggested": int(self.suggested), "n_ref": int(self.n_ref), "aggregation": self.aggregation,
                 "notes": self.notes}

@@ -278,6 +278,18 @@ def coverage_table(rs: Rescored) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def coverage_display(rs: Rescored) -> pd.DataFrame:
+    """coverage_table for the page: per subtask, one column per rule, 'correct / picked' (or 'picked' without
+    labels), with ' ⚠ starved' where that rule starves it."""
+    cov = coverage_table(rs)
+    out = cov[["subtask"] + (["correct in pool"] if "correct in pool" in cov else [])].copy()
+    for rule in scoring.BALANCES:
+        cell = (cov[f"correct selected ({rule})"].astype(str) + " / " if f"correct selected ({rule})" in cov else "") \
+            + cov[f"picked ({rule})"].astype(str)
+        out[RULE_NAMES[rule]] = cell + np.where(cov[f"starved ({rule})"], " ⚠ starved", "")
+    return out
+
+
 def subtask_breakdown(rs: Rescored) -> pd.DataFrame:
     """Mean cosine with each subtask's direction: whole pool vs the selection."""
     f, sel = rs.frame, rs.frame["selected"].to_numpy()
@@ -365,7 +377,9 @@ def winners_by_rank(run_dir: str | Path, ranks: list[int], rule: str = "global",
     out = pd.DataFrame(rows)
     keep = out.groupby("group")["count"].sum().nlargest(top).index
     out["group"] = out["group"].where(out["group"].isin(keep), "other")
-    return out.groupby(["rank", "group"], as_index=False)["count"].sum()
+    out = out.groupby(["rank", "group"], as_index=False)["count"].sum()
+    out["target subtask"] = out["group"].isin(list(a.groups))
+    return out
 
 
 def wrong_in_selection(rs: Rescored) -> pd.DataFrame:
@@ -603,6 +617,18 @@ def _advisor_curve(run_dir: str, _stamp: int):
     from gist_core import advisor
     a, cfg = _arrays(run_dir, _stamp), read_json(Path(run_dir) / "config.json", {})
     return advisor.advise(a.val_coords, a.X, a.groups, a.aggregation, seed=cfg.get("seed", 0))
+
+
+def rank_ranges(ranks: list[int]) -> str:
+    """[1, 2, 3, 7, 9, 10] -> '1–3, 7, 9–10'."""
+    parts, start = [], None
+    for i, r in enumerate(ranks):
+        if start is None:
+            start = r
+        if i + 1 == len(ranks) or ranks[i + 1] != r + 1:
+            parts.append(f"{start}–{r}" if r != start else str(r))
+            start = None
+    return ", ".join(parts)
 
 
 def spectrum_frame(specs: list[Spectrum]) -> pd.DataFrame:

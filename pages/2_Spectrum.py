@@ -59,7 +59,7 @@ if adv is None:
     st.caption("No subtask has two validation examples: the advisor holds one out and needs another to aim at.")
 else:
     ac = st.columns([3, 2])
-    se = adv.per_example.std(0, ddof=1) / np.sqrt(len(adv.per_example)) if len(adv.per_example) > 1 else 0 * adv.curve
+    se = adv.standard_error
     fig4 = go.Figure([
         go.Scatter(x=np.r_[adv.ranks, adv.ranks[::-1]], y=np.r_[adv.curve + se, (adv.curve - se)[::-1]], fill="toself",
                    line=dict(width=0), fillcolor="rgba(31,119,180,0.15)", hoverinfo="skip", name="± 1 s.e."),
@@ -75,6 +75,10 @@ else:
     ac[0].plotly_chart(fig4, width="stretch", key="advisor_chart")
     ac[1].markdown(f"**Suggested r = {adv.suggested}**" + (f" (τ = 0.95 gives r = {main.r95})" if main else "")
                    + f"; this page shows r = {rank}.")
+    close = adv.within_one_se
+    ac[1].markdown(f"Ranks within one standard error of the best: **{views.rank_ranges(close)}** "
+                   f"({len(close)} of {len(adv.ranks)}): " + ("the curve cannot tell these apart, so the suggestion "
+                                                           "is weak." if len(close) > 2 else "a clear optimum."))
     ac[1].caption(f"Each of the {len(adv.held_out)} validation examples in a subtask with another example is held "
                   "out in turn; the subspace is refitted on the rest, and the held-out example is scored against its "
                   f"subtask's direction beside {adv.n_ref:,} pool examples. The curve is the mean share of those pool "

@@ -90,7 +90,9 @@ for rule in scoring.BALANCES:
                                                               for t in rs.starved[rule]))
 if not any(rs.starved.values()):
     st.success("No subtask is starved under any rule at this rank and budget.")
-st.dataframe(views.coverage_table(rs), hide_index=True, width="stretch")
+st.dataframe(views.coverage_display(rs), hide_index=True, width="stretch")
+st.caption("Per rule: correct target examples selected for the subtask / examples picked for it"
+           if rs.metrics["global"] else "Per rule: examples picked for the subtask")
 bd = views.subtask_breakdown(rs)
 fig = go.Figure([go.Bar(x=bd["subtask"], y=bd["mean cosine (pool)"], name="pool"),
                  go.Bar(x=bd["subtask"], y=bd["mean cosine (selected)"], name=f"selected ({balance})")])
@@ -128,9 +130,12 @@ st.markdown(f"**Who the {views.RULE_NAMES[balance]} rule selects from {source}'s
             f"{winners_by}; 'picked for' is the subtask each was taken for")
 st.dataframe(views.selection_winners(rs.frame, rs.subtasks, cols, balance, rs.k, winners_by), hide_index=True,
              width="stretch")
-ranks = sorted({max(1, round(x)) for x in np.linspace(1, views.r_max(run_dir), min(8, views.r_max(run_dir)))})
+ranks = sorted({max(1, round(x)) for x in np.linspace(1, views.r_max(run_dir), min(8, views.r_max(run_dir)))}
+               | {s["rank"]})
 wr = ui.winners_by_rank(run_dir, ranks, balance, budget, winners_by)
-fig = go.Figure([go.Bar(x=part["rank"], y=part["count"], name=str(g)) for g, part in wr.groupby("group")])
+fig = go.Figure([go.Bar(x=part["rank"], y=part["count"], name=f"{g} (target)" if part["target subtask"].iloc[0] else str(g),
+                        marker_pattern_shape="" if part["target subtask"].iloc[0] else "/")
+                 for g, part in sorted(wr.groupby("group"), key=lambda kv: (not kv[1]["target subtask"].iloc[0], kv[0]))])
 fig.add_vline(x=s["rank"], line_dash="dot", annotation_text=f"r = {s['rank']}")
 fig.update_layout(barmode="stack", title=f"The {views.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}",
                   xaxis_title="rank r", yaxis_title="selected", height=340, margin=dict(t=50, b=40),

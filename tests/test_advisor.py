@@ -65,6 +65,10 @@ def test_advisor_curve_equals_a_naive_loop_in_gradient_space(setup, aggregation)
     assert got.suggested == int(np.argmax(want.mean(0))) + 1
     assert got.notes and "one validation example" in got.notes[0]
     assert len(got.ranks) == len(G) - 1  # a fold spans one direction fewer than all validation examples
+    se = np.array([np.std(want[:, i], ddof=1) / np.sqrt(len(want)) for i in range(want.shape[1])])
+    np.testing.assert_allclose(got.standard_error, se, atol=1e-12)
+    best = int(np.argmax(want.mean(0)))
+    assert got.within_one_se == [i + 1 for i in range(want.shape[1]) if want[:, i].mean() >= want[:, best].mean() - se[best]]
 
 
 def test_advisor_prefers_the_rank_that_separates_subtasks():

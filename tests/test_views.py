@@ -69,6 +69,11 @@ def test_coverage_breakdown_and_wrong_examples(run):
     assert cov["subtask"].tolist() == SUBTASKS
     assert cov["picked (global)"].sum() == rs.k and cov["picked (subtask)"].sum() == rs.k
     assert (cov["correct selected (global)"] <= cov["correct in pool"]).all()
+    disp = views.coverage_display(rs)
+    for rule in scoring.BALANCES:
+        want = [f"{c} / {p}" + (" ⚠ starved" if st else "") for c, p, st in
+                zip(cov[f"correct selected ({rule})"], cov[f"picked ({rule})"], cov[f"starved ({rule})"])]
+        assert disp[views.RULE_NAMES[rule]].tolist() == want
     bd = views.subtask_breakdown(rs)
     assert len(bd) == 4 and bd["mean cosine (selected)"].gt(bd["mean cosine (pool)"]).all()
     w = views.wrong_in_selection(rs)
@@ -633,6 +638,10 @@ def test_winners_by_rank_follow_rescoring(run):
     for g, c in got.items():
         if g != "other":
             assert c == want[g]
+
+
+def test_rank_ranges():
+    assert views.rank_ranges([1, 2, 3, 7, 9, 10]) == "1–3, 7, 9–10" and views.rank_ranges([4]) == "4"
 
 
 def test_advisor_curve_of_a_run(run):
