@@ -36,7 +36,9 @@ BASELINES = ("less", "rawcos", "embedding")
 
 def compare_command(model: str, target: str, out: Path, a) -> list[str]:
     m = MODELS[model]
+    # the folders are made under the paper's rule and rank rule (their `gist` rows); the grid re-scores every other
     cmd = [sys.executable, "-m", "gist_core.cli", "compare", "--target", target, "--no-downstream", "--rules", "all",
+           "--balance", "global", "--rank-rule", "tau",
            "--methods", "gist,gist_max,less,rawcos,embedding,random", "--less-cache-gb", str(a.less_cache_gb),
            "--out", str(out), "--quiet"]
     if m["model"]:
@@ -143,6 +145,23 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def ranking(results: dict, top: int = 12) -> str:
+    """The GIST configurations by the mean of the two models' mean precision, with starved subtasks per model."""
+    keys = [k for k in next(iter(next(iter(results.values())).values()))["cells"] if k.startswith("gist")]
+    rows = []
+    for key in keys:
+        per = {m: [results[m][t]["cells"][key] for t in TARGETS if t in results.get(m, {})] for m in MODELS if m in results}
+        means = {m: float(np.mean([c["precision"] for c in cs])) for m, cs in per.items()}
+        starved = {m: sum(len(c["starved"]) for c in cs) for m, cs in per.items()}
+        rows.append((float(np.mean(list(means.values()))), key, means, starved))
+    lines = ["| rank | configuration | " + " | ".join(f"{m} mean" for m in MODELS if m in results)
+             + " | both | starved per model |", "|---|---|" + "---|" * (len(results) + 2)]
+    for i, (both, key, means, starved) in enumerate(sorted(rows, key=lambda r: -r[0])[:top], start=1):
+        lines.append(f"| {i} | {key.replace('|', ' · ')} | " + " | ".join(f"{v:.3f}" for v in means.values())
+                     + f" | {both:.3f} | {' / '.join(str(v) for v in starved.values())} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="tiny,smollm2")
@@ -159,6 +178,9 @@ def main() -> None:
             t0 = time.time()
             if not a.no_run:
                 subprocess.run(cmd, check=True)
+            if not (out / "compare.json").exists():
+                print(f"{model} {target}: no compare.json in {out} (run without --no-run)", flush=True)
+                continue
             rep = json.loads((out / "compare.json").read_text())
             cells = {**gist_grid(out), **baseline_cells(rep)}
             wins = who_wins(out, rep["gist"]["rank"])
@@ -170,6 +192,8 @@ def main() -> None:
     from gist_core.atomic import atomic_write_json
     atomic_write_json(a.json, results)
     print(table(results))
+    print()
+    print(ranking(results))
 
 
 if __name__ == "__main__":

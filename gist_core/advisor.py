@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 RANK_RULES = ("tau", "advisor", "full")
-DEFAULT_RANK_RULE = "tau"  # chosen on evidence: README, Selection rules
+DEFAULT_RANK_RULE = "full"  # chosen on evidence (bench/selection_rules.py, README: Selection rules); the paper: tau
 REF_ROWS = 4096  # pool rows the held-out example is ranked against (a seeded sample; all when fewer)
 
 

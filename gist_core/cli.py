@@ -43,16 +43,17 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
     p.add_argument("--pool-size", type=int, metavar="N", help="use the first N rows of the pool (default: all)")
     p.add_argument("--budget", type=_budget, help="fraction of the pool (0.05 or 5%%) or a count (500)")
-    p.add_argument("--rank", type=int, help="GIST rank r (default: set by --rank-rule)")
+    p.add_argument("--rank", type=int, help="GIST rank r (default: set by --rank-rule, all stored directions)")
     p.add_argument("--rank-rule", choices=["tau", "advisor", "full"],
-                   help="rank without --rank: tau = smallest r reaching --tau explained variance (the paper's rule), "
-                        "advisor = the held-out rank advisor's suggestion, full = all stored directions")
+                   help="rank without --rank: full = all stored directions (default, chosen on evidence: README, "
+                        "Selection rules), tau = smallest r reaching --tau explained variance (the GIST paper's rule), "
+                        "advisor = the held-out rank advisor's suggestion")
     p.add_argument("--tau", type=float, help="explained-variance threshold of the tau rank rule (0.95)")
     p.add_argument("--r-max", type=int, help="directions stored per pool example (64)")
     p.add_argument("--balance", choices=["global", "subtask", "zscore", "quantile"],
-                   help="selection rule: global = top-k of the max subtask cosine (the GIST paper's and LESS's rule), "
-                        "subtask = per-subtask round-robin quota, zscore / quantile = top-k of the max of each subtask "
-                        "column standardised over the pool (README: Selection rules)")
+                   help="selection rule: subtask = per-subtask round-robin quota (default, chosen on evidence: README, "
+                        "Selection rules), global = top-k of the max subtask cosine (the GIST paper's and LESS's rule), "
+                        "zscore / quantile = top-k of the max of each subtask column standardised over the pool")
     p.add_argument("--paper", action="store_true",
                    help="the GIST paper's exact rule: max over individual target examples (--aggregation example_max), "
                         "global top-k (--balance global), rank by 95%% explained variance (--rank-rule tau --tau 0.95); "

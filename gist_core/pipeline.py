@@ -51,14 +51,16 @@ class RunConfig:
     budget: float = field(default=0.05, metadata={"help": "fraction in (0,1] of the pool, or a count > 1"})
     rank: int | None = field(default=None, metadata={"help": "GIST rank r; None = set by rank_rule"})
     rank_rule: str = field(default=DEFAULT_RANK_RULE, metadata={
-        "help": "rank when `rank` is None: tau = smallest r reaching tau explained variance (the paper's rule), "
-                "advisor = the held-out rank advisor's suggestion, full = every stored direction (r_max)"})
+        "help": "rank when `rank` is None: full = every stored direction (r_max; the default, chosen on evidence), "
+                "tau = smallest r reaching tau explained variance (the GIST paper's rule), advisor = the held-out "
+                "rank advisor's suggestion"})
     tau: float = field(default=0.95, metadata={"help": "explained-variance threshold for the tau rank rule"})
     r_max: int = field(default=64, metadata={"help": "directions stored per pool example (>= rank)"})
     aggregation: str = field(default="subtask_mean", metadata={"help": "subtask_mean (code) | example_max (paper)"})
     balance: str = field(default=scoring.DEFAULT_RULE, metadata={
-        "help": "selection rule: global = top-k of the max subtask cosine (the paper's rule) | subtask = "
-                "round-robin quota | zscore / quantile = top-k of the max of per-subtask calibrated columns"})
+        "help": "selection rule: subtask = round-robin quota (the default, chosen on evidence) | global = top-k of "
+                "the max subtask cosine (the GIST paper's and LESS's rule) | zscore / quantile = top-k of the max of "
+                "per-subtask calibrated columns"})
     checkpoint: int = field(default=1, metadata={"help": "warm-up epoch whose checkpoint GIST scores with"})
     warmup_fraction: float = field(default=0.05, metadata={"help": "random share of the pool for warm-up"})
     max_length: int = field(default=256, metadata={"help": "tokens per example (prompt cut first)"})
@@ -120,7 +122,8 @@ class RunConfig:
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"config.json: unknown field(s) {sorted(unknown)}")
-        return cls(**d)
+        # a config written before rank rules existed ranked by tau: its replay keeps that, whatever the default
+        return cls(**{"rank_rule": "tau", **d})
 
 
 def demo_config(target: str = DEFAULT_DEMO_TARGET, **overrides) -> RunConfig:
@@ -128,7 +131,7 @@ def demo_config(target: str = DEFAULT_DEMO_TARGET, **overrides) -> RunConfig:
 
     GIST scores with the paper's warm-up checkpoint 1, as `select` does. (An earlier version used the
     last checkpoint, chosen on scrambled target directions; re-measured on every bundled target at every
-    checkpoint, checkpoint 1 has the best mean precision under the default rule and is the only one that
+    checkpoint, checkpoint 1 has the best mean precision under the global rule and is the only one that
     does not collapse on 'facts': bench/checkpoint_sweep.py, README.)
     """
     tdir = SAMPLE_DATA / "targets" / target
@@ -340,6 +343,7 @@ class Run:
         # options off their defaults join the keys; at their defaults the keys are those of earlier versions
         val = warm if c.target_eos else stable_hash([warm, "no-target-eos"])
         proj = stable_hash([val, c.checkpoint, c.r_max] + ([c.proj_dtype] if c.proj_dtype != "float32" else []))
+        # (a rank rule other than tau joins the key: a folder scored by tau before rank rules existed keeps its key)
         scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed]
                              + ([c.rank_rule] if c.rank_rule != "tau" and c.rank is None else []))
         return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores}

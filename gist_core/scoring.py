@@ -22,8 +22,7 @@ import numpy as np
 
 AGGREGATIONS = ("subtask_mean", "example_max")
 BALANCES = ("global", "subtask", "zscore", "quantile")
-DEFAULT_RULE = "global"  # chosen on evidence: README, Selection rules
-PAPER_RULE = "global"  # GIST paper and LESS: the max over subtask cosines, one global top-k
+DEFAULT_RULE = "subtask"  # chosen on evidence (bench/selection_rules.py, README: Selection rules); the paper: global
 CALIBRATED = ("zscore", "quantile")
 BLOCK_ROWS = 1 << 16  # rows scored at a time: memory stays flat in the pool size
 

@@ -19,7 +19,7 @@ import pytest
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "old_format_run"
 ARGS = ["select", "--model", "model", "--train", "pool.jsonl", "--target", "val.jsonl", "--budget", "0.1",
         "--rank", "3", "--r-max", "8", "--epochs", "2", "--lr", "5e-3", "--batch-size", "8", "--max-length", "64",
-        "--out", "run"]
+        "--out", "run", "--balance", "global", "--rank-rule", "tau"]  # the rule the folder was made under
 
 
 @pytest.fixture
@@ -97,3 +97,11 @@ def test_stale_folder_refused_by_rescore_until_repaired(old_run):
     from gist_core.pipeline import rescore
     with pytest.raises(StaleArtefact, match="format 1"):
         rescore(old_run / "run", 2)
+
+
+def test_a_config_from_before_rank_rules_replays_with_tau():
+    """config.json files written before --rank-rule ranked by tau; replaying one must not pick up a newer default."""
+    from gist_core.pipeline import RunConfig
+    old = {"model": "m", "train": "t", "target": "v", "tau": 0.9}
+    assert RunConfig.from_json(old).rank_rule == "tau"
+    assert RunConfig.from_json({**old, "rank_rule": "full"}).rank_rule == "full"

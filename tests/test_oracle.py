@@ -199,7 +199,8 @@ def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str)
         cal = naive_calibrated(cols, rule).max(1)
         calibrated[rule] = naive_top_k(cal, k)
         got = np.flatnonzero(frame[f"selected_{rule}"].to_numpy()).tolist()
-        np.testing.assert_allclose(frame[f"score_{rule}"].to_numpy(), cal, atol=1e-5 if rule == "zscore" else 1.01 / len(cal))
+        # quantiles: the target copies tie at cosine 1 in float64 (up to 3 per subtask) and not quite in float32
+        np.testing.assert_allclose(frame[f"score_{rule}"].to_numpy(), cal, atol=1e-5 if rule == "zscore" else 3.01 / len(cal))
         edge = np.sort(cal)[::-1][k - 1]
         assert len(set(got) ^ set(calibrated[rule])) <= 2, (rule, got, calibrated[rule])
         assert all(abs(cal[i] - edge) < 1e-5 for i in set(got) ^ set(calibrated[rule])), rule

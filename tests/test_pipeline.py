@@ -46,7 +46,9 @@ def test_run_writes_every_artefact(finished_run, micro_corpus):
     assert len(selected) == 24
     # the input's own fields plus the score
     assert set(selected[0]) >= {"id", "prompt", "response", "skill", "kind", "score"}
-    assert sorted(s["score"] for s in selected)[0] >= scores.loc[~scores["selected_global"], "score"].max() - 1e-6
+    chosen = scores[scores[f"selected_{summary['balance']}"]]  # selected.jsonl holds the run's own rule's picks
+    assert sorted(s["id"] for s in selected) == sorted(chosen["id"])
+    np.testing.assert_allclose(sorted(s["score"] for s in selected), np.sort(chosen["score"].to_numpy()), atol=1e-6)
     meta = json.loads((out / "checkpoints/ckpt-1/meta.json").read_text())
     assert meta["epoch"] == 1 and meta["mean_lr"] > 0
     manifest = json.loads((out / "manifest.json").read_text())
