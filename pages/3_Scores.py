@@ -74,7 +74,8 @@ else:
 
 st.subheader("Per target subtask")
 if rs.starved_basis == "ground-truth coverage":
-    st.caption("'picked': the subtask each example aligns with best (global top-k) or whose turn took it (quota). "
+    st.caption("'picked': the subtask each example aligns with best (global top-k; its calibrated column for "
+               "z-score and quantile) or whose turn took it (quota). "
                "'starved' (as in the CLI's warning): the subtask's correct selected examples are fewer than a third "
                "of its proportional share of all correct selected examples.")
 else:
