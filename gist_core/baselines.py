@@ -17,10 +17,6 @@ import torch
 from gist_core import scoring
 
 
-def scores_from_columns(columns: np.ndarray, names: list[str]) -> scoring.Scores:
-    return scoring.columns_as_scores(columns, names)
-
-
 def random_selection(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
 
@@ -36,7 +32,7 @@ def oracle_selection(relevant: np.ndarray, k: int, seed: int) -> np.ndarray:
 def length_scores(response_tokens: np.ndarray, names: list[str]) -> scoring.Scores:
     """Response length in tokens, the same value in every subtask column (it ignores the target)."""
     col = np.asarray(response_tokens, dtype=np.float32)[:, None]
-    return scores_from_columns(np.repeat(col, len(names), axis=1), names)
+    return scoring.columns_as_scores(np.repeat(col, len(names), axis=1), names)
 
 
 # ----------------------------------------------------------------------------- raw-gradient cosine

@@ -30,6 +30,7 @@ from gist_core.distributed import Layout, single_process_env
 from gist_core.data import examples_to_frame, load_examples, subtask_groups
 from gist_core.pipeline import (FLUSH_EVERY, ConfigError, Run, RunConfig, StoreSpec, choose_rank, load_subspace,
                                 rank_advice, skipped)
+from gist_core.scoring import RULE_FAMILIES, row_name, split_row  # noqa: F401  (bench and tests use them here)
 from gist_core.store import file_hash, stable_hash
 from gist_core.truth import metrics_from, truth_masks
 from gist_core.warmup import TrainConfig
@@ -39,27 +40,12 @@ KNOWN_METHODS = DEFAULT_METHODS + ("oracle", "gist_mean", "gist_max")
 # GIST at one fixed aggregation, on the run's stored projections (no extra gradients): the run's own
 # aggregation is the "gist" row; these add the other one to the same table
 AGGREGATION_METHODS = {"gist_mean": "subtask_mean", "gist_max": "example_max"}
-# score-based methods with per-subtask columns: every selection rule applies to them through scoring.select
-RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding")
 DEFAULT_RULES = ("global", "subtask")
 FAMILY_LABELS = {"gist": "GIST", "gist_mean": "GIST (subtask means)", "gist_max": "GIST (example max)",
                  "less": "LESS", "rawcos": "raw-gradient cosine", "embedding": "embedding similarity"}
 RULE_LABELS = {"global": "global top-k", "subtask": "per-subtask quota", "zscore": "z-scored max",
                "quantile": "quantile max"}
 LABELS = {"random": "random", "length": "longest responses", "full": "full pool", "oracle": "oracle (true target examples)"}
-
-
-def row_name(family: str, rule: str) -> str:
-    """A table row: the family alone for the global top-k (the paper's rule), else family_rule."""
-    return family if rule == "global" else f"{family}_{rule}"
-
-
-def split_row(row: str) -> tuple[str, str]:
-    """(family, rule) of a table row."""
-    for rule in scoring.BALANCES:
-        if rule != "global" and row.endswith(f"_{rule}"):
-            return row[: -len(rule) - 1], rule
-    return row, "global"
 
 
 def row_label(row: str) -> str:
@@ -287,7 +273,7 @@ class Compare:
         self.bytes["less"] = sum(int(np.prod(f.shape)) * f.dtype.itemsize for f in train_feats)
         self.less_info = {"d": d, "checkpoints": [str(c) for c in ckpts], "mean_lr": lrs, "weights": weights,
                           "weighting": weight_rule, "projector_seed": self.cmp.less_seed}
-        return baselines.scores_from_columns(cols, list(self.groups))
+        return scoring.columns_as_scores(cols, list(self.groups))
 
     def _less_engine(self, e: int, ckpt: Path, own: bool):
         """Gradient engine at a LESS checkpoint, with the checkpoint's Adam moments in gradient order."""
@@ -419,7 +405,7 @@ class Compare:
         self.flops["rawcos"] = (warm_f + 6 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
                                 + 2 * n * D * (G.shape[0] + 1))
         self.bytes["rawcos"] = n * (G.shape[0] + 1) * 4
-        return baselines.scores_from_columns(cols, list(self.groups))
+        return scoring.columns_as_scores(cols, list(self.groups))
 
     # ---- embedding similarity
     def embedding_scores(self) -> scoring.Scores:
@@ -443,7 +429,7 @@ class Compare:
         self.costs["embedding"] = {"pool_features": self._stage_walls()[stage]["wall_s"], "scoring": time.time() - t1}
         self.flops["embedding"] = 2 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
         self.bytes["embedding"] = int(E.nbytes)
-        return baselines.scores_from_columns(cols, list(self.groups))
+        return scoring.columns_as_scores(cols, list(self.groups))
 
     # ------------------------------------------------------------------ selections
     def selections(self, scores: dict[str, scoring.Scores], rows: list[str]) -> dict[str, list[np.ndarray]]:

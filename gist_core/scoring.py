@@ -200,3 +200,21 @@ def starved_by_coverage(coverage: dict[str, dict], floor: float = 1 / 3) -> list
     """Subtasks whose correct selected examples are fewer than `floor` of their proportional share."""
     fair = fair_shares(coverage)
     return [s for s, c in coverage.items() if c["selected"] < floor * fair[s]]
+
+
+# ----------------------------------------------------------------------------- compare's table rows
+# score-based methods with per-subtask columns: every rule applies to them (compare and the dashboard)
+RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding")
+
+
+def row_name(family: str, rule: str) -> str:
+    """A compare row: the family alone for the global top-k (the paper's rule), else family_rule."""
+    return family if rule == "global" else f"{family}_{rule}"
+
+
+def split_row(row: str) -> tuple[str, str]:
+    """(family, rule) of a compare row."""
+    for rule in BALANCES:
+        if rule != "global" and row.endswith(f"_{rule}"):
+            return row[: -len(rule) - 1], rule
+    return row, "global"

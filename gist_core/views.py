@@ -881,9 +881,8 @@ def _short(spec: str | None, parts: int = 1) -> str:
 # ----------------------------------------------------------------------------- compare (gist-lab compare)
 COMPARE_FILE = "compare.json"
 _FAMILY_ORDER = ("gist", "gist_mean", "gist_max", "less", "rawcos", "random", "length", "embedding", "full", "oracle")
-_RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding")  # = compare.RULE_FAMILIES
-METHOD_ORDER = tuple(f if r == "global" else f"{f}_{r}" for f in _FAMILY_ORDER
-                     for r in (scoring.BALANCES if f in _RULE_FAMILIES else ("global",)))
+METHOD_ORDER = tuple(scoring.row_name(f, r) for f in _FAMILY_ORDER
+                     for r in (scoring.BALANCES if f in scoring.RULE_FAMILIES else ("global",)))
 # compare's families, each under every selection rule (GIST at either aggregation next to its own), then the oracle
 COST_STAGES = ("warmup", "val_grads", "subspace", "val_features", "pool_features", "pool_projection", "scoring")
 RATIO_LABELS = {"compute_ratio_gist_over_less": "compute (wall time)", "storage_ratio_gist_over_less": "storage",
@@ -912,10 +911,7 @@ def compare_stamp(run_dir: str | Path) -> int:
 
 def row_family(row: str) -> str:
     """The method family of a compare row (gist_quantile -> gist)."""
-    for rule in scoring.BALANCES:
-        if rule != "global" and row.endswith(f"_{rule}"):
-            return row[: -len(rule) - 1]
-    return row
+    return scoring.split_row(row)[0]
 
 
 def load_compare(run_dir: str | Path) -> dict | None:
@@ -960,7 +956,7 @@ def compare_rules(rep: dict) -> list[str]:
 def rows_with_rules(table: pd.DataFrame, rep: dict, rules: list[str]) -> pd.DataFrame:
     """The table's rows under the given selection rules; methods without scores (random, full, oracle) stay."""
     keep = [row for row in table["method"]
-            if rep["methods"][row].get("family", row) not in _RULE_FAMILIES or rep["methods"][row].get("rule", "global") in rules]
+            if rep["methods"][row].get("family", row) not in scoring.RULE_FAMILIES or rep["methods"][row].get("rule", "global") in rules]
     return table[table["method"].isin(keep)].reset_index(drop=True)
 
 
