@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_run import make_fake_run  # noqa: E402
 
-from gist_core import views  # noqa: E402
+from gist_core.viewer import views  # noqa: E402
 
 
 def main(n_pool: int = 100_000, r_max: int = 16) -> dict:

@@ -49,10 +49,10 @@ def compare_command(model: str, target: str, out: Path, a) -> list[str]:
 def gist_grid(run_dir: Path) -> dict:
     """(family, rank rule, selection rule) -> metrics, from the run's stored projections."""
     import pandas as pd
-    from gist_core import scoring
-    from gist_core.artefacts import load_npy, load_subspace
-    from gist_core.pipeline import RunConfig, choose_rank, rank_advice
-    from gist_core.truth import metrics_from, truth_masks
+    from gist_core.methods import scoring
+    from gist_core.store.artefacts import load_npy, load_subspace
+    from gist_core.runner.pipeline import RunConfig, choose_rank, rank_advice
+    from gist_core.data.truth import metrics_from, truth_masks
     cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
                         ("sigma", "val_coords"))
@@ -81,8 +81,8 @@ def gist_grid(run_dir: Path) -> dict:
 
 
 def baseline_cells(rep: dict) -> dict:
-    from gist_core import scoring
-    from gist_core.compare import split_row
+    from gist_core.methods import scoring
+    from gist_core.runner.compare import split_row
     out = {}
     for row, e in rep["methods"].items():
         family, rule = split_row(row)
@@ -97,7 +97,7 @@ def who_wins(run_dir: Path, rank: int) -> dict:
     median and top-edge, the selected examples' skills and the subtask column each wins, their median length
     against the pool's, Spearman(score, length); and for GIST the target-skill share at other ranks."""
     import pandas as pd
-    from gist_core import views
+    from gist_core.viewer import views
     rs = views.rescored_frame(run_dir, rank, "global", json.loads((run_dir / "config.json").read_text())["budget"])
     sources = {"gist": views.gist_columns(rs), **views.compare_columns(run_dir)}
     out = {}
@@ -189,7 +189,7 @@ def main() -> None:
                 "n_selected": rep["n_selected"], "wall_s": round(time.time() - t0, 1), "cells": cells,
                 "base_rate": next(iter(cells.values()))["base_rate"], "who_wins": wins}
             print(f"{model} {target}: {len(cells)} cells, {time.time() - t0:.0f} s", flush=True)
-    from gist_core.atomic import atomic_write_json
+    from gist_core.store.atomic import atomic_write_json
     atomic_write_json(a.json, results)
     print(table(results))
     print()

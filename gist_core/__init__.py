@@ -1,19 +1,26 @@
 """GIST Lab: targeted data selection for instruction tuning through gradient geometry.
 
-Notebook use:
+Notebook use (see notebooks/walkthrough.ipynb):
     from gist_core import RunConfig, run_select, rescore
     summary = run_select(RunConfig(model=..., train=..., target=..., budget=0.05, rank=16), "runs/mine")
 """
 
 __version__ = "0.1.0"
-__all__ = ["RunConfig", "run_select", "rescore", "demo_config", "load_examples"]
+
+# lazy: `import gist_core` stays cheap (no torch) until an entry point is used
+_EXPORTS = {
+    "RunConfig": "gist_core.runner.pipeline", "run_select": "gist_core.runner.pipeline",
+    "rescore": "gist_core.runner.pipeline", "demo_config": "gist_core.runner.pipeline",
+    "CompareConfig": "gist_core.runner.compare", "run_compare": "gist_core.runner.compare",
+    "GeometryConfig": "gist_core.runner.geometry", "run_geometry": "gist_core.runner.geometry",
+    "load_examples": "gist_core.data.examples", "GistError": "gist_core.errors",
+}
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):  # lazy: `import gist_core` stays cheap (no torch) until an entry point is used
-    if name in ("RunConfig", "run_select", "rescore", "demo_config"):
-        from gist_core import pipeline
-        return getattr(pipeline, name)
-    if name == "load_examples":
-        from gist_core.data import load_examples
-        return load_examples
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'gist_core' has no attribute {name!r}")

@@ -10,24 +10,24 @@ import sys
 import time
 from pathlib import Path
 
-from gist_core.corpus import DEFAULT_DEMO_TARGET  # noqa: E402  (light: no torch)
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET  # noqa: E402  (light: no torch)
 
-from gist_core.runs import runs_root  # noqa: E402
+from gist_core.store.runs import runs_root  # noqa: E402
 
 DEFAULT_RUNS = runs_root()
 
 
 def _user_errors():
-    from gist_core.data import DataError
-    from gist_core.gradients import GradientError
-    from gist_core.model import ModelError
-    from gist_core.pipeline import ConfigError
-    from gist_core.geometry import GeometryError
-    from gist_core.less import MomentsError
-    from gist_core.subspace import SubspaceError
-    from gist_core.distributed import DistError
-    from gist_core.store import StoreError
-    from gist_core.models import ModelSourceError
+    from gist_core.data.examples import DataError
+    from gist_core.grads.per_example import GradientError
+    from gist_core.model.load import ModelError
+    from gist_core.runner.pipeline import ConfigError
+    from gist_core.analysis.geometry import GeometryError
+    from gist_core.methods.less import MomentsError
+    from gist_core.methods.gist.subspace import SubspaceError
+    from gist_core.runner.sharding import DistError
+    from gist_core.store.manifest import StoreError
+    from gist_core.model.registry import ModelSourceError
     return (ModelSourceError, DataError, ModelError, ConfigError, GradientError, SubspaceError, MomentsError, GeometryError,
             FileNotFoundError, DistError, StoreError)
 
@@ -88,7 +88,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rules(text: str) -> tuple[str, ...]:
-    from gist_core.scoring import BALANCES
+    from gist_core.methods.scoring import BALANCES
     return BALANCES if text.strip() == "all" else tuple(r.strip() for r in text.split(",") if r.strip())
 
 
@@ -104,8 +104,8 @@ PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "t
 
 
 def _overrides(a: argparse.Namespace) -> dict:
-    from gist_core.model import LoraSettings
-    from gist_core.warmup import TrainConfig
+    from gist_core.model.load import LoraSettings
+    from gist_core.model.training import TrainConfig
     flat = {"budget": a.budget, "rank": a.rank, "rank_rule": a.rank_rule, "tau": a.tau, "r_max": a.r_max, "balance": a.balance,
             "aggregation": a.aggregation, "checkpoint": a.checkpoint, "warmup_fraction": a.warmup_fraction,
             "max_length": a.max_length, "grad_batch_size": a.batch_size, "device": a.device, "dtype": a.dtype,
@@ -155,7 +155,7 @@ def print_starved(summary: dict) -> None:
                   "examples")
     for s in summary["starved_subtasks"]:
         if summary.get("starved_basis") == "ground-truth coverage":
-            from gist_core.scoring import fair_shares
+            from gist_core.methods.scoring import fair_shares
             cov = summary["by_balance"][summary["balance"]]["coverage"]
             sel = sum(c["selected"] for c in cov.values())
             print(f"WARNING: subtask '{s}' has {cov[s]['selected']} of the {sel} correct target examples selected, "
@@ -169,8 +169,8 @@ def print_starved(summary: dict) -> None:
 
 def _layout(a):
     """This process's part: `--shard i/n`, a torchrun rank, or the single process; checks --out and --prepare."""
-    from gist_core import distributed
-    from gist_core.pipeline import ConfigError
+    from gist_core.runner import sharding as distributed
+    from gist_core.runner.pipeline import ConfigError
     try:
         layout = distributed.from_env(a.shard)
     except ValueError as e:
@@ -186,7 +186,7 @@ def _layout(a):
 
 def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
     """Run a selection as this process's part: single process, a torchrun rank or a --shard job."""
-    from gist_core.pipeline import Run
+    from gist_core.runner.pipeline import Run
     layout = _layout(a)
     out = out or default_out
     try:
@@ -205,7 +205,7 @@ def _demo_overrides(a) -> dict:
 
 
 def cmd_demo(a) -> int:
-    from gist_core.pipeline import demo_config
+    from gist_core.runner.pipeline import demo_config
     cfg = demo_config(a.target, **_demo_overrides(a))
     return _execute(cfg, a.out, a, demo_default_out(a.target, a.model))
 
@@ -220,7 +220,7 @@ def demo_default_out(target: str, model: str | None) -> Path:
 
 
 def cmd_select(a) -> int:
-    from gist_core.pipeline import ConfigError, RunConfig
+    from gist_core.runner.pipeline import ConfigError, RunConfig
     if a.config:
         cfg = RunConfig.from_json({**json.loads(Path(a.config).read_text()), **_overrides(a)})
     else:
@@ -233,7 +233,7 @@ def cmd_select(a) -> int:
 
 def cmd_merge(a) -> int:
     """Gather the --shard jobs' rows into the run's projection store, then score as a single run would."""
-    from gist_core.pipeline import ConfigError, Run, RunConfig
+    from gist_core.runner.pipeline import ConfigError, Run, RunConfig
     cfg_path = a.run / "config.json"
     if not cfg_path.exists():
         raise ConfigError(f"{a.run}: no config.json (not a run folder, or --prepare was never run)")
@@ -245,7 +245,7 @@ def cmd_merge(a) -> int:
 
 def _run_config_for(a):
     """compare's GIST run: the run folder's own config, a --config, explicit data, or the bundled default."""
-    from gist_core.pipeline import ConfigError, RunConfig, demo_config
+    from gist_core.runner.pipeline import ConfigError, RunConfig, demo_config
     existing = a.out / "config.json" if a.out else None
     if a.config or (existing and existing.exists() and not a.model):
         base = json.loads(Path(a.config or existing).read_text())
@@ -259,8 +259,8 @@ def _run_config_for(a):
 
 
 def cmd_compare(a) -> int:
-    from gist_core.compare import Compare, CompareConfig, format_table
-    from gist_core.warmup import TrainConfig
+    from gist_core.runner.compare import Compare, CompareConfig, format_table
+    from gist_core.model.training import TrainConfig
     cfg = _run_config_for(a)
     train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
     cmp = CompareConfig(methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), seeds=a.seeds,
@@ -285,7 +285,7 @@ def cmd_compare(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from gist_core.bench import BenchConfig, run_bench
+    from gist_core.runner.bench import BenchConfig, run_bench
     rep = run_bench(BenchConfig(n_small=a.n_small, n_large=a.n_large, batch_size=a.batch_size,
                                 rescore_n=a.rescore_n, model=a.model, max_length=a.max_length,
                                 lora_layers=a.lora_layers, n_throughput=a.n_throughput, n_loop=a.n_loop,
@@ -296,7 +296,7 @@ def cmd_bench(a) -> int:
 
 
 def cmd_geometry(a) -> int:
-    from gist_core.geometry_run import GeometryConfig, run_geometry
+    from gist_core.runner.geometry import GeometryConfig, run_geometry
     cfg = GeometryConfig(module=a.module, n_coords=a.coords, n_examples=a.n_examples, rank=a.rank, seed=a.seed,
                          checkpoints=tuple(int(x) for x in a.checkpoints.split(",")) if a.checkpoints else None)
     rep = run_geometry(a.run, cfg, quiet=a.quiet)
@@ -313,7 +313,7 @@ def cmd_geometry(a) -> int:
 
 def cmd_rescore(a) -> int:
     import numpy as np
-    from gist_core.pipeline import rescore
+    from gist_core.runner.pipeline import rescore
     sc = rescore(a.run, a.rank)
     top = np.argsort(-sc.score)[:10]
     print(json.dumps({"rank": sc.rank, "mean_score": float(sc.score.mean()), "top10_rows": top.tolist()}))
@@ -321,7 +321,7 @@ def cmd_rescore(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from gist_core import models
+    from gist_core.model import registry as models
     if a.action == "fetch":
         if not a.names:
             raise models.ModelSourceError(f"name a model to fetch ({', '.join(sorted(models.REGISTRY))})")
@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        from gist_core.atomic import DISK_FULL
+        from gist_core.store.atomic import DISK_FULL
         if e.errno not in DISK_FULL:
             raise
         where = f" writing {e.filename}" if e.filename else ""

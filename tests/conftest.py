@@ -22,8 +22,8 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     """The bundled tokenizer when present; else one trained here on pretraining text (a second)."""
     if (SAMPLE / "tiny-lm" / "tokenizer.json").exists():
         return SAMPLE / "tiny-lm"
-    from gist_core.corpus import pretraining_text
-    from gist_core.tiny_model import build_tokenizer
+    from gist_core.data.corpus import pretraining_text
+    from gist_core.model.tiny import build_tokenizer
     out = tmp_path_factory.mktemp("tok")
     build_tokenizer(pretraining_text(3000), 600).save_pretrained(out)
     return out
@@ -55,7 +55,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def micro_corpus(tmp_path_factory) -> dict:
     """A 240-example pool and a 'lookup' target (4 subtasks x 3 val) from the real generator."""
-    from gist_core.corpus import CorpusConfig, build_pool, build_targets
+    from gist_core.data.corpus import CorpusConfig, build_pool, build_targets
     cfg = CorpusConfig(n_pool=240, n_val_per_subtask=3, n_test_per_subtask=5, seed=1)
     targets, reserved = build_targets(cfg)
     pool = build_pool(cfg, reserved)

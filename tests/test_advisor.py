@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gist_core import advisor
-from gist_core.subspace import fit_subspace
+from gist_core.methods.gist import advisor
+from gist_core.methods.gist.subspace import fit_subspace
 
 
 def _cos(a, b):

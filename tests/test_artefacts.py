@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core import artefacts
-from gist_core.subspace import Subspace, fit_subspace, val_coords_error
+from gist_core.store import artefacts
+from gist_core.methods.gist.subspace import Subspace, fit_subspace, val_coords_error
 
 
 def layouts(shape=(7, 5), dtype=np.float32, seed=0):
@@ -141,7 +141,7 @@ def test_torch_tensors_round_trip(tmp_path):
 
 def test_geometry_matrices_round_trip(tmp_path):
     """The curvature artefact through its writer (non-square and Fortran-ordered inputs included)."""
-    from gist_core.geometry_run import Geometry, load_matrices
+    from gist_core.runner.geometry import Geometry, load_matrices
     rng = np.random.default_rng(3)
     H = np.asfortranarray(rng.normal(size=(6, 6)))
     F = rng.normal(size=(6, 9))[:, ::-1][:, :6]

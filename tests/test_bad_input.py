@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gist_core.cli import main as cli_main
-from gist_core.store import RunStore
+from gist_core.store.manifest import RunStore
 
 ARGS = ["--budget", "0.1", "--rank", "4", "--r-max", "8", "--epochs", "1", "--lr", "5e-3", "--batch-size", "8"]
 
@@ -166,7 +166,7 @@ def test_nan_in_pool_gradients_names_rows(micro_model_dir, micro_corpus, tmp_pat
     """Non-finite gradients at the projection: the message names the pool rows, finished stages stay recorded."""
     import torch
 
-    from gist_core import gradients
+    from gist_core.grads import per_example as gradients
     out = tmp_path / "run"
     argv = _argv(**{"--model": str(micro_model_dir), "--train": str(micro_corpus["pool"]),
                     "--target": str(micro_corpus["val"]), "--out": str(out)})
@@ -193,7 +193,7 @@ def test_nan_in_pool_gradients_names_rows(micro_model_dir, micro_corpus, tmp_pat
 def test_full_disk(case, capsys, monkeypatch, where):
     """No space left while allocating the projection store, or while writing scores: one line, exit 2,
     nothing of the finished run lost; after space is freed the same command finishes."""
-    from gist_core import store
+    from gist_core.store import manifest as store
     store_ = RunStore(case / "run")
     for stage in ("train_proj", "scores"):
         store_.forget_stage(stage)  # as if the run had stopped before these stages

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gist_core import baselines
+from gist_core.methods import baselines
 
 
 def _unit(M):
@@ -31,7 +31,7 @@ def test_embedding_columns_are_subtask_mean_cosines():
 
 
 def test_mean_pooled_embeddings_ignore_padding(micro_model_dir):
-    from gist_core.model import load_base_model
+    from gist_core.model.load import load_base_model
     model, tok = load_base_model(str(micro_model_dir), device="cpu")
     ids = [tok("a b c d e f", add_special_tokens=False)["input_ids"], tok("a", add_special_tokens=False)["input_ids"]]
     batched = baselines.mean_pooled_embeddings(model, ids, tok.pad_token_id, batch_size=2)

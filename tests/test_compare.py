@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core.compare import CompareConfig, format_table, run_compare
-from gist_core.pipeline import ConfigError, RunConfig
-from gist_core.store import read_events
-from gist_core.warmup import TrainConfig
+from gist_core.runner.compare import CompareConfig, format_table, run_compare
+from gist_core.runner.pipeline import ConfigError, RunConfig
+from gist_core.store.manifest import read_events
+from gist_core.model.training import TrainConfig
 
 METHOD_KEYS = {"test_loss", "test_loss_std", "exact_match", "precision", "wall_s", "bytes"}
 
@@ -56,17 +56,17 @@ def test_compare_json_has_every_method_both_rules_oracle_and_the_ratios(compared
 
 def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
     """Row i of compare/less/ckpt-E.npy == normalise(R^T adam_direction(loop gradient, stored moments))."""
-    from gist_core.formatting import tokenize_examples
-    from gist_core.gradients import loop_grads, param_blocks
-    from gist_core.less import RademacherProjector, adam_direction, read_moments
-    from gist_core.model import load_adapter, load_base_model
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.grads.per_example import loop_grads, param_blocks
+    from gist_core.methods.less import RademacherProjector, adam_direction, read_moments
+    from gist_core.model.load import load_adapter, load_base_model
     import pandas as pd
     out, rep = compared
     base, tok = load_base_model(str(micro_model_dir), device="cpu")
     model = load_adapter(base, out / "checkpoints" / "ckpt-2")
     frame = pd.read_parquet(out / "examples.parquet")
     rows = [0, 7, 100]
-    from gist_core.data import Example
+    from gist_core.data.examples import Example
     exs = [Example(id=frame.id[i], prompt=frame.prompt[i], response=frame.response[i]) for i in rows]
     toks = tokenize_examples(exs, tok, 256)
     g = loop_grads(model, toks.input_ids, toks.labels, tok.pad_token_id)
@@ -79,10 +79,10 @@ def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
 
 
 def test_rawcos_features_equal_a_naive_loop(compared, micro_model_dir):
-    from gist_core.data import Example
-    from gist_core.formatting import tokenize_examples
-    from gist_core.gradients import loop_grads
-    from gist_core.model import load_adapter, load_base_model
+    from gist_core.data.examples import Example
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.grads.per_example import loop_grads
+    from gist_core.model.load import load_adapter, load_base_model
     import pandas as pd
     out, _ = compared
     base, tok = load_base_model(str(micro_model_dir), device="cpu")
@@ -113,7 +113,7 @@ def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model
     """gist_mean / gist_max rows cost no gradients and equal a naive numpy rescoring of the stored projections:
     subtask means of the validation coordinates, or every validation example, each its own direction."""
     import pandas as pd
-    from gist_core.artefacts import load_npy, load_subspace
+    from gist_core.store.artefacts import load_npy, load_subspace
     out, _ = compared
     n_before = len(read_events(out))
     cmp = CompareConfig(methods=("gist", "gist_mean", "gist_max"), seeds=1, downstream=False)
@@ -137,7 +137,7 @@ def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model
 
 
 def test_rules_apply_to_every_score_based_family():
-    from gist_core.compare import row_label, split_row
+    from gist_core.runner.compare import row_label, split_row
     cmp = CompareConfig(methods=("gist", "less", "rawcos", "random", "length", "gist_max"), rules=("global", "quantile"))
     assert cmp.rows(True) == ["gist", "gist_quantile", "less", "less_quantile", "rawcos", "rawcos_quantile", "random",
                               "length", "gist_max", "gist_max_quantile", "oracle"]

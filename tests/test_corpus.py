@@ -5,7 +5,7 @@ import random
 import re
 from collections import Counter
 
-from gist_core.corpus import (SKILLS, TARGET_TASKS, CorpusConfig, _distractor_answer, _wrong_answer, build_pool,
+from gist_core.data.corpus import (SKILLS, TARGET_TASKS, CorpusConfig, _distractor_answer, _wrong_answer, build_pool,
                               build_targets, pretraining_text, write_sample_data)
 
 

@@ -1,4 +1,4 @@
-"""Tests for gist_core.data: formats, row schemas, optional fields, every DataError, export."""
+"""Tests for gist_core.data.examples: formats, row schemas, optional fields, every DataError, export."""
 from __future__ import annotations
 
 import gzip
@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd
 import pytest
 
-from gist_core.data import (DataError, Example, examples_to_frame, load_examples,
+from gist_core.data.examples import (DataError, Example, examples_to_frame, load_examples,
                             subtask_groups, write_selected_jsonl)
 
 ALPACA = {"instruction": "Add 2 and 3.", "output": "5"}

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import assert_same_scores, micro_select_argv
-from gist_core.distributed import Layout, parse_shard, shard_rows, shard_size
+from gist_core.runner.sharding import Layout, parse_shard, shard_rows, shard_size
 
 
 def test_parse_shard_and_rows():

@@ -12,8 +12,8 @@ from conftest import micro_select_argv
 
 def test_tokenize_without_target_eos(tokenizer_dir):
     from transformers import AutoTokenizer
-    from gist_core.data import Example
-    from gist_core.formatting import encode_pair, tokenize_examples
+    from gist_core.data.examples import Example
+    from gist_core.data.formatting import encode_pair, tokenize_examples
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     exs = [Example(id="a", prompt="say one word", response="sun"), Example(id="b", prompt="and two", response="a b")]
     with_eos = tokenize_examples(exs, tok, 64)
@@ -29,7 +29,7 @@ def test_tokenize_without_target_eos(tokenizer_dir):
 def test_default_options_keep_earlier_keys_and_configs(micro_model_dir, micro_corpus, tmp_path):
     """Defaults leave every stage key as before (old run folders stay valid); off-default options key only
     the stages they change; an old config.json without the new fields is the same config."""
-    from gist_core.pipeline import Run, RunConfig
+    from gist_core.runner.pipeline import Run, RunConfig
     base = dict(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]))
     k0 = Run(RunConfig(**base), tmp_path / "a", quiet=True).keys
     k_eos = Run(RunConfig(**base, target_eos=False), tmp_path / "b", quiet=True).keys
@@ -51,10 +51,10 @@ def test_bfloat16_projection_is_the_rounded_product(micro_model_dir, micro_corpu
     """A bfloat16 basis projects bf16-rounded gradients, module by module, summed in float32: within bf16
     rounding of the float32 projection, and exactly the naive bf16 product."""
     from gist_core.cli import main
-    from gist_core.gradients import GradientEngine
-    from gist_core.model import load_adapter, load_base_model
-    from gist_core.formatting import tokenize_examples
-    from gist_core.data import load_examples
+    from gist_core.grads.per_example import GradientEngine
+    from gist_core.model.load import load_adapter, load_base_model
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.data.examples import load_examples
     out = tmp_path / "run"
     assert main(micro_select_argv(micro_model_dir, micro_corpus, out)) == 0
     X32 = np.load(out / "train_proj.npy")
@@ -81,10 +81,10 @@ def test_no_target_eos_end_to_end(micro_model_dir, micro_corpus, tmp_path):
     """--no-target-eos recomputes the validation gradients (not the warm-up), and they are the gradients of
     the target examples without their end-of-sequence token."""
     from gist_core.cli import main
-    from gist_core.data import load_examples
-    from gist_core.formatting import tokenize_examples
-    from gist_core.gradients import loop_grads
-    from gist_core.model import load_adapter, load_base_model
+    from gist_core.data.examples import load_examples
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.grads.per_example import loop_grads
+    from gist_core.model.load import load_adapter, load_base_model
     out = tmp_path / "run"
     assert main(micro_select_argv(micro_model_dir, micro_corpus, out)) == 0
     G_eos = np.load(out / "checkpoints" / "ckpt-1" / "val_grads.npy")

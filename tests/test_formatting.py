@@ -1,8 +1,8 @@
 """Prompt templates, response-only labels and truncation."""
 from __future__ import annotations
 
-from gist_core.data import Example
-from gist_core.formatting import IGNORE, PLAIN_TEMPLATE, encode_pair, prompt_text, tokenize_examples
+from gist_core.data.examples import Example
+from gist_core.data.formatting import IGNORE, PLAIN_TEMPLATE, encode_pair, prompt_text, tokenize_examples
 
 
 def _tok(tokenizer_dir):
@@ -40,7 +40,7 @@ def test_chat_template_used_when_the_tokenizer_has_one(tokenizer_dir):
 def test_batched_compact_tokenization_equals_one_example_at_a_time(tokenizer_dir, micro_corpus):
     """tokenize_examples (chunked tokenizer calls, flat int32 rows) = encode_pair per example, with a
     chat template too, across chunk boundaries."""
-    from gist_core.data import load_examples
+    from gist_core.data.examples import load_examples
     tok = _tok(tokenizer_dir)
     exs = load_examples(micro_corpus["pool"])[:50] + [Example(id="long", prompt=" ".join(["w"] * 300), response="x y")]
     for template in (None, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"):
@@ -58,7 +58,7 @@ def test_batched_compact_tokenization_equals_one_example_at_a_time(tokenizer_dir
 def test_example_table_round_trips_examples(micro_corpus, tmp_path):
     """The pool's columnar form gives back the same Examples (chat turns and input row included)."""
     import json
-    from gist_core.data import ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups
+    from gist_core.data.examples import ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups
     exs = load_examples(micro_corpus["pool"])
     chat = Example(id="c", prompt="hi", response="yo", messages=(("system", "s"), ("user", "hi")), line=9,
                    raw={"messages": [{"role": "user", "content": "hi"}], "n": 3})

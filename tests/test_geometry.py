@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core import curvature as curv
-from gist_core import geometry as g
+from gist_core.analysis import curvature as curv
+from gist_core.analysis import geometry as g
 
 
 def _block_fn(micro_model_dir, n_coords=40, dtype=torch.float64):
-    from gist_core.formatting import encode_pair
-    from gist_core.model import LoraSettings, attach_lora, load_base_model
+    from gist_core.data.formatting import encode_pair
+    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
     model, tok = load_base_model(str(micro_model_dir), device="cpu")
     peft = attach_lora(model, LoraSettings(r=2), seed=0).to(dtype)
     torch.manual_seed(0)
@@ -41,7 +41,7 @@ def test_exact_hessian_equals_finite_differences_of_the_gradient(micro_model_dir
 
 
 def test_gauss_newton_is_psd_and_the_fisher_uses_the_pipelines_gradients(micro_model_dir):
-    from gist_core.gradients import GradientEngine, param_blocks
+    from gist_core.grads.per_example import GradientEngine, param_blocks
     peft, tok, block, fn = _block_fn(micro_model_dir, dtype=torch.float32)
     GN = g.gauss_newton(fn).double().numpy()
     assert np.linalg.eigvalsh(GN).min() > -1e-6 * np.abs(GN).max()
@@ -92,10 +92,10 @@ def test_numbers_on_known_matrices():
 
 def test_geometry_stage_end_to_end(micro_model_dir, micro_corpus, tmp_path):
     from gist_core.cli import main
-    from gist_core.geometry_run import GeometryConfig, load_matrices, run_geometry
-    from gist_core.pipeline import RunConfig, run_select
-    from gist_core.store import read_events
-    from gist_core.warmup import TrainConfig
+    from gist_core.runner.geometry import GeometryConfig, load_matrices, run_geometry
+    from gist_core.runner.pipeline import RunConfig, run_select
+    from gist_core.store.manifest import read_events
+    from gist_core.model.training import TrainConfig
     run = tmp_path / "run"
     run_select(RunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
                          rank=4, warmup_fraction=0.2, warmup=TrainConfig(epochs=2, batch_size=8)), run, quiet=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gist_core.gradients import GradientEngine, GradientError, loop_grads, param_blocks
-from gist_core.model import LoraSettings, attach_lora
+from gist_core.grads.per_example import GradientEngine, GradientError, loop_grads, param_blocks
+from gist_core.model.load import LoraSettings, attach_lora
 
 TOL = 1e-5
 
@@ -63,7 +63,7 @@ def test_gpt2_batched_equals_loop():
 
 
 def test_bundled_tiny_model_batched_equals_loop(micro_model_dir):
-    from gist_core.model import load_base_model
+    from gist_core.model.load import load_base_model
     base, tok = load_base_model(str(micro_model_dir))
     model = attach_lora(base, LoraSettings())
     _perturb_lora_b(model, seed=2)

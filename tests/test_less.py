@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core.less import (BLOCK_ROWS, MomentsError, RademacherProjector, adam_direction, canonical_name,
+from gist_core.methods.less import (BLOCK_ROWS, MomentsError, RademacherProjector, adam_direction, canonical_name,
                             checkpoint_mean_lr, less_columns, lr_weights, read_moments)
 
 
@@ -69,13 +69,13 @@ def test_canonical_name_strips_peft_wrappers():
 
 # ----------------------------------------------------------------------------- real checkpoints
 def _peft(micro_model_dir):
-    from gist_core.model import LoraSettings, attach_lora, load_base_model
+    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
     model, tok = load_base_model(str(micro_model_dir), device="cpu")
     return attach_lora(model, LoraSettings(r=2), seed=0), tok
 
 
 def _rows(tok, n=24):
-    from gist_core.formatting import encode_pair
+    from gist_core.data.formatting import encode_pair
     enc = [encode_pair(tok, f"say word {i}", f"w{i} w{i}", 64) for i in range(n)]
     return [e[0] for e in enc], [e[1] for e in enc]
 
@@ -90,7 +90,7 @@ def _live_moments(peft, optimizer):
 
 
 def test_reads_our_checkpoint_moments(micro_model_dir, tmp_path):
-    from gist_core.warmup import TrainConfig, train_lora
+    from gist_core.model.training import TrainConfig, train_lora
     peft, tok = _peft(micro_model_dir)
     ids, labels = _rows(tok)
     train_lora(peft, ids, labels, tok.pad_token_id, TrainConfig(epochs=1, batch_size=8), ckpt_dir=tmp_path)
@@ -105,7 +105,7 @@ def test_reads_our_checkpoint_moments(micro_model_dir, tmp_path):
 def test_reads_a_hugging_face_trainer_checkpoint_by_index(micro_model_dir, tmp_path):
     """A real Trainer run with save_strategy='epoch': optimizer.pt is index-keyed, trainer_state has the LR log."""
     from transformers import Trainer, TrainingArguments
-    from gist_core.warmup import _collator, _Rows
+    from gist_core.model.training import _collator, _Rows
     peft, tok = _peft(micro_model_dir)
     ids, labels = _rows(tok)
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, learning_rate=1e-3,

@@ -1,4 +1,4 @@
-"""gist_core.models without the network or the real model: resolution, fetch's checks, the CLI, the config's
+"""gist_core.model.registry without the network or the real model: resolution, fetch's checks, the CLI, the config's
 record of the GGUF file. (The real SmolLM2 conversion and engine are in test_real_model.py.)"""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from gist_core import models
+from gist_core.model import registry as models
 from gist_core.cli import main
-from gist_core.models import ModelSourceError
+from gist_core.model.registry import ModelSourceError
 
 
 @pytest.fixture()
@@ -122,7 +122,7 @@ def test_select_with_an_unfetched_name_is_a_config_error(micro_corpus, cache, tm
 
 
 def test_replay_with_another_model_file_is_refused(micro_model_dir, micro_corpus, cache):
-    from gist_core.pipeline import ConfigError, RunConfig, _model_source
+    from gist_core.runner.pipeline import ConfigError, RunConfig, _model_source
     cfg = RunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
                     model_sha256="ab" * 32)
     with pytest.raises(ConfigError, match="not a GGUF file, but the config recorded GGUF sha256 abababababab"):

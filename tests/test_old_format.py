@@ -61,7 +61,7 @@ def test_fixture_really_is_scrambled():
 
 
 def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
-    from gist_core import views
+    from gist_core.viewer import views
     from gist_core.cli import main
     run = old_run / "run"
     assert views.stale_problem(run) and "artefact format 1" in views.stale_problem(run)  # the dashboard refuses it
@@ -93,15 +93,15 @@ def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
 
 
 def test_stale_folder_refused_by_rescore_until_repaired(old_run):
-    from gist_core.artefacts import StaleArtefact
-    from gist_core.pipeline import rescore
+    from gist_core.store.artefacts import StaleArtefact
+    from gist_core.runner.pipeline import rescore
     with pytest.raises(StaleArtefact, match="format 1"):
         rescore(old_run / "run", 2)
 
 
 def test_a_config_from_before_rank_rules_replays_with_tau():
     """config.json files written before --rank-rule ranked by tau; replaying one must not pick up a newer default."""
-    from gist_core.pipeline import RunConfig
+    from gist_core.runner.pipeline import RunConfig
     old = {"model": "m", "train": "t", "target": "v", "tau": 0.9}
     assert RunConfig.from_json(old).rank_rule == "tau"
     assert RunConfig.from_json({**old, "rank_rule": "full"}).rank_rule == "full"

@@ -255,7 +255,7 @@ def test_calibrated_rule_writes_its_selection(oracle, run_b):
 
 def test_dashboard_rescore_map_and_nearest_targets(oracle, run_b):
     """What the pages show: a re-score at a rank the run never used, the Map's stars, the nearest targets."""
-    from gist_core import views
+    from gist_core.viewer import views
     Gv, Gp, _ = oracle["grads"][1]
     V, _ = naive_subspace(Gv, R_MAX)
     subtasks = [r["subtask"] for r in oracle["target"]]

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gist_core import pipeline, scoring
+from gist_core.runner import pipeline
+
+from gist_core.methods import scoring
 from gist_core.cli import main as cli_main
-from gist_core.pipeline import ConfigError, RunConfig, run_select
-from gist_core.warmup import TrainConfig
+from gist_core.runner.pipeline import ConfigError, RunConfig, run_select
+from gist_core.model.training import TrainConfig
 
 
 def _cfg(micro_model_dir, micro_corpus, **kw):
@@ -164,7 +166,7 @@ def test_sigkill_during_projection_then_rerun_gives_same_scores(tmp_path, micro_
     import sys
     import time
 
-    from gist_core.corpus import CorpusConfig, build_pool, build_targets
+    from gist_core.data.corpus import CorpusConfig, build_pool, build_targets
     from conftest import write_jsonl
 
     cfg = CorpusConfig(n_pool=3000, n_val_per_subtask=3, n_test_per_subtask=2, seed=2)

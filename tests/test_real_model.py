@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gist_core import models
+from gist_core.model import registry as models
 
 pytestmark = pytest.mark.slow
 NAME = "smollm2-135m"
@@ -30,7 +30,7 @@ def smollm2() -> models.ResolvedModel:
 
 @pytest.fixture(scope="module")
 def model_and_tok(smollm2):
-    from gist_core.model import load_base_model
+    from gist_core.model.load import load_base_model
     return load_base_model(NAME)
 
 
@@ -48,9 +48,9 @@ def _perturb_lora_b(model, seed=0):
 
 def _pool_batch(tok, n: int):
     """n bundled pool examples through the real chat template, of mixed lengths (padding in every batch)."""
-    from gist_core.data import load_examples
-    from gist_core.formatting import tokenize_examples
-    from gist_core.corpus import SAMPLE_DATA
+    from gist_core.data.examples import load_examples
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.data.corpus import SAMPLE_DATA
     ex = load_examples(SAMPLE_DATA / "pool.jsonl", limit=40)
     toks = tokenize_examples(ex, tok, 256)
     order = sorted(range(len(ex)), key=lambda i: len(toks.input_ids[i]))
@@ -91,8 +91,8 @@ def test_converted_folder_equals_transformers_own_gguf_load(smollm2, model_and_t
 
 @pytest.mark.parametrize("last_layers", [None, 4])
 def test_batched_per_example_gradients_equal_the_loop_on_smollm2(model_and_tok, last_layers):
-    from gist_core.gradients import GradientEngine, loop_grads
-    from gist_core.model import LoraSettings, attach_lora
+    from gist_core.grads.per_example import GradientEngine, loop_grads
+    from gist_core.model.load import LoraSettings, attach_lora
     base, tok = model_and_tok
     peft = attach_lora(base, LoraSettings(last_layers=last_layers), seed=0)
     try:
@@ -116,9 +116,9 @@ def test_batched_per_example_gradients_equal_the_loop_on_smollm2(model_and_tok, 
 
 def test_less_features_on_smollm2_equal_the_naive_formula(model_and_tok):
     """One simulated Adam step, Rademacher-projected, from batched gradients = the same from the loop."""
-    from gist_core.gradients import GradientEngine, loop_grads
-    from gist_core.less import RademacherProjector, adam_direction, unit_rows
-    from gist_core.model import LoraSettings, attach_lora
+    from gist_core.grads.per_example import GradientEngine, loop_grads
+    from gist_core.methods.less import RademacherProjector, adam_direction, unit_rows
+    from gist_core.model.load import LoraSettings, attach_lora
     base, tok = model_and_tok
     peft = attach_lora(base, LoraSettings(last_layers=2), seed=0)
     try:
@@ -142,7 +142,7 @@ def test_select_on_smollm2_end_to_end_and_by_gguf_path(smollm2, micro_corpus, tm
     """`select --model smollm2-135m` runs and records the GGUF's hash; the same file by path gives the same
     stage keys (one conversion, one set of results)."""
     from gist_core.cli import main
-    from gist_core.pipeline import Run, RunConfig
+    from gist_core.runner.pipeline import Run, RunConfig
     out = tmp_path / "run"
     argv = ["select", "--model", NAME, "--train", str(micro_corpus["pool"]), "--target", str(micro_corpus["val"]),
             "--pool-size", "48", "--epochs", "1", "--lora-layers", "2", "--budget", "6", "--batch-size", "8",

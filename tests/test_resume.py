@@ -17,7 +17,7 @@ from conftest import assert_same_scores, micro_select_argv
 KILLS = {
     # at the end of warm-up epoch 2, before its checkpoint: epoch 1 and the Trainer's state are on disk
     "warmup": """
-        import gist_core.warmup as w
+        import gist_core.model.training as w
         real = w.save_checkpoint
         def save(path, *a, **kw):
             if path.name == "ckpt-2":
@@ -27,7 +27,7 @@ KILLS = {
     """,
     # after checkpoint 1's validation gradients and subspace were recorded
     "val_grads": """
-        import gist_core.pipeline as p
+        import gist_core.runner.pipeline as p
         real, n = p.save_subspace, [0]
         def save(*a, **kw):
             n[0] += 1
@@ -38,7 +38,7 @@ KILLS = {
     """,
     # mid-projection, after some rows and their done-mask entries were flushed
     "projection": """
-        import gist_core.pipeline as p
+        import gist_core.runner.pipeline as p
         p.FLUSH_EVERY = 2
         real, n = p.FeatureStore.write, [0]
         def write(self, rows, values):
@@ -49,14 +49,14 @@ KILLS = {
         p.FeatureStore.write = write
     """,
     "scoring": """
-        import gist_core.scoring as s
+        import gist_core.methods.scoring as s
         def select(*a, **kw):
             die()
         s.select = select
     """,
     # scores.parquet written, selected.jsonl not yet
     "export": """
-        import gist_core.pipeline as p
+        import gist_core.runner.pipeline as p
         def write(*a, **kw):
             die()
         p.write_selected_jsonl = write

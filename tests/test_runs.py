@@ -1,11 +1,11 @@
-"""Run names and uploaded file names cannot leave the runs folder (gist_core.runs; no torch, no streamlit)."""
+"""Run names and uploaded file names cannot leave the runs folder (gist_core.store.runs; no torch, no streamlit)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from gist_core.runs import (NAME_RULE, RunNameError, check_run_name, run_path, runs_root, safe_upload_name,
+from gist_core.store.runs import (NAME_RULE, RunNameError, check_run_name, run_path, runs_root, safe_upload_name,
                             upload_path)
 
 BAD_NAMES = ["../x", "..", ".", "/etc", "/", "a/b", "a\\b", ".hidden", "", "x" * 101, "name with space", "tab\tname",

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gist_core import scoring
-from gist_core.subspace import fit_subspace
+from gist_core.methods import scoring
+from gist_core.methods.gist.subspace import fit_subspace
 
 
 def _setup(seed=0, n_pool=300, d=400):

@@ -5,13 +5,13 @@ import ast
 from pathlib import Path
 
 from gist_core.cli import build_parser
-from gist_core.pipeline import RunConfig
+from gist_core.runner.pipeline import RunConfig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gist_core"
 
 
 def _calls(name: str):
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == name:
                 yield path.name, node
@@ -30,7 +30,7 @@ def test_no_remote_code_by_default():
     assert RunConfig(model="m", train="t", target="v").trust_remote_code is False
     args = build_parser().parse_args(["select", "--model", "m", "--train", "t", "--target", "v"])
     assert args.trust_remote_code is None  # unset: the config's False stands
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         assert "trust_remote_code=True" not in path.read_text(), path.name
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gist_core.atomic import atomic_path, atomic_write_text
-from gist_core.store import FeatureStore, RunStore, read_events
+from gist_core.store.atomic import atomic_path, atomic_write_text
+from gist_core.store.manifest import FeatureStore, RunStore, read_events
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
@@ -72,7 +72,7 @@ def test_row_reader_reads_blocks_equal_to_the_store(tmp_path):
 
 
 def test_open_only_store_refuses_a_missing_or_foreign_one(tmp_path):
-    from gist_core.store import StoreError
+    from gist_core.store.manifest import StoreError
     with pytest.raises(StoreError, match="another configuration"):
         FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "a"}, create=False)
     FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "a"})

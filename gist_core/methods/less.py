@@ -20,13 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gist_core.errors import MomentsError  # noqa: F401  (raised here; re-exported)
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 BLOCK_ROWS = 4096  # rows of R generated from one seed: R is the same however the work is chunked
-
-
-class MomentsError(ValueError):
-    """A checkpoint whose optimizer state cannot be mapped onto the model's LoRA parameters."""
 
 
 def adam_direction(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -157,7 +154,7 @@ def read_moments(ckpt_dir: str | Path, names: list[str], sizes: list[int]) -> Mo
     canon = [canonical_name(n) for n in names]
     ours = ckpt / "optimizer_moments.safetensors"
     if ours.exists():
-        from gist_core.artefacts import load_torch_tensors
+        from gist_core.store.artefacts import load_torch_tensors
         raw = load_torch_tensors(ours)
         per = {}
         for key in raw:

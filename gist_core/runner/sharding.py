@@ -15,14 +15,11 @@ import datetime
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TypeVar
+from gist_core.errors import DistError  # noqa: F401  (raised here; re-exported)
 
 T = TypeVar("T")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
                  "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
-
-
-class DistError(RuntimeError):
-    """Another rank failed; carries that rank's one-line message."""
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -19,15 +19,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from gist_core.formatting import IGNORE
-
-
-class GradientError(RuntimeError):
-    """Per-example gradients could not be computed (NaN/inf, unsupported trainable parameter)."""
-
-    def __init__(self, message: str, positions: list[int] | None = None):
-        super().__init__(message)
-        self.positions = positions  # batch positions of the offending examples, when known
+from gist_core.data.formatting import IGNORE
+from gist_core.errors import GradientError  # noqa: F401  (raised here; re-exported)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core.atomic import atomic_write_json
-from gist_core.curvature import curvature_numbers
-from gist_core.artefacts import load_tensors, save_tensors
-from gist_core.pipeline import ConfigError, Run, RunConfig, load_subspace
-from gist_core.store import stable_hash
+from gist_core.store.atomic import atomic_write_json
+from gist_core.analysis.curvature import curvature_numbers
+from gist_core.store.artefacts import load_tensors, save_tensors
+from gist_core.runner.pipeline import ConfigError, Run, RunConfig, load_subspace
+from gist_core.store.manifest import stable_hash
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class GeometryConfig:
 
 def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
     """r95 / r99 of the validation-gradient spectrum at each warm-up checkpoint (intrinsic dimension)."""
-    from gist_core.subspace import rank_for_variance
+    from gist_core.methods.gist.subspace import rank_for_variance
     out = []
     for e in range(1, epochs + 1):
         p = run_dir / "checkpoints" / f"ckpt-{e}" / "subspace.safetensors"
@@ -64,10 +64,10 @@ class Geometry:
 
     def execute(self) -> dict:
         import torch
-        from gist_core import geometry as g
-        from gist_core.data import load_examples
-        from gist_core.formatting import tokenize_examples
-        from gist_core.less import read_moments
+        from gist_core.analysis import geometry as g
+        from gist_core.data.examples import load_examples
+        from gist_core.data.formatting import tokenize_examples
+        from gist_core.methods.less import read_moments
         epochs = self.cfg.checkpoints or tuple(range(1, self.run_cfg.warmup.epochs + 1))
         missing = [e for e in epochs if not (self.run.ckpt_dir(e) / "meta.json").exists()]
         if missing:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core.atomic import atomic_write_json
+from gist_core.store.atomic import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -47,17 +47,17 @@ class BenchConfig:
 
 
 def _sample_data() -> Path:
-    from gist_core.pipeline import SAMPLE_DATA
+    from gist_core.runner.pipeline import SAMPLE_DATA
     return SAMPLE_DATA
 
 
 def _model_and_batches(cfg: BenchConfig, n: int, last_layers: int | None, loaded=None):
     """LoRA on `last_layers` of the bench model (`loaded` = an already loaded (model, tokenizer)), and n bundled
     pool examples in length-sorted batches."""
-    from gist_core.data import load_examples
-    from gist_core.formatting import tokenize_examples
-    from gist_core.gradients import length_sorted_batches
-    from gist_core.model import LoraSettings, attach_lora, load_base_model
+    from gist_core.data.examples import load_examples
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.grads.per_example import length_sorted_batches
+    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
     model, tok = loaded or load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
     peft = attach_lora(model, LoraSettings(last_layers=last_layers), seed=0).eval()
     pool = load_examples(_sample_data() / "pool.jsonl", limit=n)
@@ -81,7 +81,7 @@ def _timed(fn) -> float:
 def throughput(cfg: BenchConfig) -> dict:
     """Per-example gradient extraction vs a plain training forward+backward, alternating rounds."""
     import torch
-    from gist_core.gradients import GradientEngine, pad_batch, per_example_loss
+    from gist_core.grads.per_example import GradientEngine, pad_batch, per_example_loss
     peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
     basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0].to(engine.device)
@@ -115,7 +115,7 @@ def throughput(cfg: BenchConfig) -> dict:
 
 def loop_speedup(cfg: BenchConfig) -> dict:
     import torch
-    from gist_core.gradients import GradientEngine, loop_grads
+    from gist_core.grads.per_example import GradientEngine, loop_grads
     peft, tok, batches = _model_and_batches(cfg, cfg.n_loop, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
     ids = [x for b, _ in batches for x in b]
@@ -132,7 +132,7 @@ def loop_speedup(cfg: BenchConfig) -> dict:
 
 
 def rescore_latency(cfg: BenchConfig, r_max: int = 64, n_val: int = 64, repeats: int = 15) -> dict:
-    from gist_core import scoring
+    from gist_core.methods import scoring
     rng = np.random.default_rng(0)
     X = rng.standard_normal((cfg.rescore_n, r_max)).astype(np.float32)
     val = rng.standard_normal((n_val, r_max)).astype(np.float32)
@@ -147,8 +147,8 @@ def cpu_options(cfg: BenchConfig) -> dict:
     """Examples/s of the pipeline's projected per-example gradients under each CPU option, measured side by side
     on one loaded model (the same examples and batches; each variant's rounds alternate with the others')."""
     import torch
-    from gist_core.gradients import GradientEngine
-    from gist_core.model import load_base_model
+    from gist_core.grads.per_example import GradientEngine
+    from gist_core.model.load import load_base_model
     base = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
     n_layers = base[0].config.num_hidden_layers
     layer_choices = [None] + [L for L in (8, 4, 2) if L < n_layers]
@@ -187,13 +187,13 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
     into compact rows, project every gradient into a memmap store (flushing as train_proj does), then
     score the stored rows in blocks. Peak RSS and wall time of the whole process."""
     import torch
-    from gist_core.data import load_pool
-    from gist_core.formatting import tokenize_examples
-    from gist_core.gradients import GradientEngine, stream
-    from gist_core.model import LoraSettings, attach_lora, load_base_model
-    from gist_core.pipeline import Run
-    from gist_core.scoring import gist_scores
-    from gist_core.store import FeatureStore
+    from gist_core.data.examples import load_pool
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.grads.per_example import GradientEngine, stream
+    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
+    from gist_core.runner.pipeline import Run
+    from gist_core.methods.scoring import gist_scores
+    from gist_core.store.manifest import FeatureStore
     t0 = time.time()
     model_, tok = load_base_model(model or str(_sample_data() / "tiny-lm"))
     peft = attach_lora(model_, LoraSettings(last_layers=lora_layers), seed=0).eval()
@@ -216,7 +216,7 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
 
 
 def _write_pool(n: int, work: Path) -> Path:
-    from gist_core.corpus import CorpusConfig, build_pool, build_targets
+    from gist_core.data.corpus import CorpusConfig, build_pool, build_targets
     path = work / f"pool-{n}.jsonl"
     if not path.exists():
         cfg = CorpusConfig(n_pool=n, seed=7)
@@ -233,7 +233,7 @@ def memory_scaling(cfg: BenchConfig, work: Path) -> dict:
     runs = {}
     for n in (cfg.n_small, cfg.n_large):
         _write_pool(n, work)
-        cmd = [sys.executable, "-m", "gist_core.bench", "--project", str(n), "--work", str(work)]
+        cmd = [sys.executable, "-m", "gist_core.runner.bench", "--project", str(n), "--work", str(work)]
         if cfg.model:
             cmd += ["--model", cfg.model]
         cmd += ["--max-length", str(cfg.max_length)] + (["--lora-layers", str(cfg.lora_layers)] if cfg.lora_layers else [])

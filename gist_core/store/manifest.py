@@ -20,16 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from gist_core.atomic import DISK_FULL, atomic_path, atomic_write_json, named_os_error
+from gist_core.store.atomic import DISK_FULL, atomic_path, atomic_write_json, named_os_error
+from gist_core.errors import StoreError  # noqa: F401  (raised here; re-exported)
 
 
 # Artefact format of what a stage writes (recorded per manifest entry; no entry = 1): 2 = arrays written
-# C-ordered with dtype and shape checked on load (gist_core.artefacts).
+# C-ordered with dtype and shape checked on load (gist_core.store.artefacts).
 ARTEFACT_FORMAT = 2
-
-
-class StoreError(RuntimeError):
-    pass
 
 
 def stable_hash(obj: Any) -> str:

@@ -1,10 +1,10 @@
 """Build the bundled tiny causal LM: a byte-level BPE tokenizer and a small Llama, pretrained on CPU.
 
-The pretraining text (gist_core.corpus.pretraining_text) is plain prose that exercises the
+The pretraining text (gist_core.data.corpus.pretraining_text) is plain prose that exercises the
 pool's operations, dense in copy-from-context lines; it never uses the instruction format, so
 the instruction-following itself has to come from LoRA fine-tuning on the selected data.
 
-    python -m gist_core.tiny_model --out sample_data/tiny-lm --minutes 13
+    python -m gist_core.model.tiny --out sample_data/tiny-lm --minutes 13
 
 takes about 13 minutes on 2 CPU cores and writes a folder that loads with
 `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`, fully offline.
@@ -22,8 +22,8 @@ import torch
 
 import random
 
-from gist_core.corpus import SKILLS, pretraining_text, repetition_line
-from gist_core.formatting import PLAIN_TEMPLATE
+from gist_core.data.corpus import SKILLS, pretraining_text, repetition_line
+from gist_core.data.formatting import PLAIN_TEMPLATE
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 

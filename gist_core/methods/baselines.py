@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gist_core import scoring
+from gist_core.methods import scoring
 
 
 def random_selection(n: int, k: int, seed: int) -> np.ndarray:
@@ -57,8 +57,8 @@ def rawcos_columns(features: np.ndarray, val_gram: np.ndarray, groups: dict[str,
 @torch.no_grad()
 def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 32) -> np.ndarray:
     """(N, H) mean over real tokens (prompt and response) of the base model's last hidden state."""
-    from gist_core.formatting import IGNORE
-    from gist_core.gradients import pad_batch
+    from gist_core.data.formatting import IGNORE
+    from gist_core.grads.per_example import pad_batch
     model.eval()
     device = next(model.parameters()).device
     order = np.argsort([len(x) for x in input_ids], kind="stable")

@@ -11,7 +11,7 @@ quality can be measured exactly. Design choices (see reference/prototype.md):
 - the pretraining text shows the same *operations* in plain prose, never the instruction
   format, and is dense in copy-from-context patterns so induction heads can form.
 
-Run as a script to (re)write `sample_data/`:  python -m gist_core.corpus --out sample_data
+Run as a script to (re)write `sample_data/`:  python -m gist_core.data.corpus --out sample_data
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gist_core.atomic import atomic_write_text
+from gist_core.store.atomic import atomic_write_text
 
 CATEGORIES = {
     "animal": "cat dog fox owl cow pig hen bee ant bat yak eel".split(),
@@ -200,7 +200,7 @@ TARGET_TASKS: dict[str, list[str]] = {
 # The target `gist-lab demo` and the dashboard use unless told otherwise (see pipeline.demo_config).
 DEFAULT_DEMO_TARGET = "transform"
 # The bundled default's folder: GIST_LAB_SAMPLE_DATA when set (CLI, pages and tests alike), else the repository's.
-SAMPLE_DATA = Path(os.environ.get("GIST_LAB_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
+SAMPLE_DATA = Path(os.environ.get("GIST_LAB_SAMPLE_DATA", Path(__file__).resolve().parents[2] / "sample_data"))
 TARGET_SKILLS = {s for subs in TARGET_TASKS.values() for s in subs}
 TASK_OF_SKILL = {s: t for t, subs in TARGET_TASKS.items() for s in subs}
 

@@ -30,13 +30,10 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
+from gist_core.errors import ModelSourceError  # noqa: F401  (raised here; re-exported)
 
 CHECK_TEXT = "The capital of France is Paris. It lies on the Seine."
 SOURCE_FILE = "gguf_source.json"
-
-
-class ModelSourceError(ValueError):
-    """A model that cannot be found, fetched or converted; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,7 @@ def known_sha256(path: Path) -> str:
     if key not in known:
         known[key] = sha256_file(path)
         try:
-            from gist_core.atomic import atomic_write_json
+            from gist_core.store.atomic import atomic_write_json
             atomic_write_json(memo, known)
         except OSError:  # a read-only cache still works, it just hashes again next time
             pass

@@ -23,17 +23,19 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core import baselines, scoring
-from gist_core.artefacts import load_npy, save_npy
-from gist_core.atomic import atomic_path, atomic_write_json
-from gist_core.distributed import Layout, single_process_env
-from gist_core.data import examples_to_frame, load_examples, subtask_groups
-from gist_core.pipeline import (FLUSH_EVERY, ConfigError, Run, RunConfig, StoreSpec, choose_rank, load_subspace,
+from gist_core.methods import baselines
+
+from gist_core.methods import scoring
+from gist_core.store.artefacts import load_npy, save_npy
+from gist_core.store.atomic import atomic_path, atomic_write_json
+from gist_core.runner.sharding import Layout, single_process_env
+from gist_core.data.examples import examples_to_frame, load_examples, subtask_groups
+from gist_core.runner.pipeline import (FLUSH_EVERY, ConfigError, Run, RunConfig, StoreSpec, choose_rank, load_subspace,
                                 rank_advice, skipped)
-from gist_core.scoring import RULE_FAMILIES, row_name, split_row  # noqa: F401  (bench and tests use them here)
-from gist_core.store import file_hash, stable_hash
-from gist_core.truth import metrics_from, truth_masks
-from gist_core.warmup import TrainConfig
+from gist_core.methods.scoring import RULE_FAMILIES, row_name, split_row  # noqa: F401  (bench and tests use them here)
+from gist_core.store.manifest import file_hash, stable_hash
+from gist_core.data.truth import metrics_from, truth_masks
+from gist_core.model.training import TrainConfig
 
 DEFAULT_METHODS = ("gist", "less", "rawcos", "random", "length", "embedding", "full")
 KNOWN_METHODS = DEFAULT_METHODS + ("oracle", "gist_mean", "gist_max")
@@ -248,7 +250,7 @@ class Compare:
         return [self.run.ckpt_dir(e) for e in range(1, self.cfg.warmup.epochs + 1)]
 
     def less_scores(self) -> scoring.Scores:
-        from gist_core.less import checkpoint_mean_lr, less_columns, lr_weights
+        from gist_core.methods.less import checkpoint_mean_lr, less_columns, lr_weights
         ckpts = self.less_checkpoint_dirs()
         n, d = len(self.run.pool), self.cmp.less_dim
         own = not self.cmp.less_checkpoints
@@ -277,8 +279,8 @@ class Compare:
 
     def _less_engine(self, e: int, ckpt: Path, own: bool):
         """Gradient engine at a LESS checkpoint, with the checkpoint's Adam moments in gradient order."""
-        from gist_core.gradients import GradientEngine
-        from gist_core.less import read_moments
+        from gist_core.grads.per_example import GradientEngine
+        from gist_core.methods.less import read_moments
         tok, _ = self.run.tokenizer_and_model()
         engine = GradientEngine(self.run.adapter_model(e) if own else self.run.adapter_model(path=ckpt),
                                 tok.pad_token_id)
@@ -287,7 +289,7 @@ class Compare:
 
     def _projector_for(self, dim: int, device):
         """The seeded projector, built once per compare (generating R is seconds; caching it is GBs)."""
-        from gist_core.less import RademacherProjector
+        from gist_core.methods.less import RademacherProjector
         if self._projector is None:
             self._projector = RademacherProjector(dim, self.cmp.less_dim, self.cmp.less_seed,
                                                   int(self.cmp.projector_cache_gb * (1 << 30)), device)
@@ -296,8 +298,8 @@ class Compare:
     def _less_val_features(self, e: int, ckpt: Path, own: bool, key: str, walls: dict) -> tuple[np.ndarray, int]:
         """Normalised projected plain validation gradients (stored; recomputed only when missing)."""
         import torch
-        from gist_core.gradients import collect_flat
-        from gist_core.less import unit_rows
+        from gist_core.grads.per_example import collect_flat
+        from gist_core.methods.less import unit_rows
         stage, rel = f"compare/less/val-ckpt-{e}", f"compare/less/val-ckpt-{e}.npy"
         if own:
             walls["val_grads"] += self._val_cost(e)[0]
@@ -330,8 +332,8 @@ class Compare:
         """One simulated Adam step per pool example, projected and normalised, into a resumable store.
         Under torchrun every rank fills its rows; None on ranks other than 0."""
         import torch
-        from gist_core.gradients import stream
-        from gist_core.less import adam_direction, unit_rows
+        from gist_core.grads.per_example import stream
+        from gist_core.methods.less import adam_direction, unit_rows
         n, d = len(self.run.pool), self.cmp.less_dim
         stage, rel = f"compare/less/ckpt-{e}", f"compare/less/ckpt-{e}.npy"
         proj_s, source = [0.0], [None]
@@ -378,7 +380,7 @@ class Compare:
     # ---- raw-gradient cosine
     def rawcos_scores(self) -> scoring.Scores:
         import torch
-        from gist_core.gradients import GradientEngine
+        from gist_core.grads.per_example import GradientEngine
         e, n = self.cfg.checkpoint, len(self.run.pool)
         G = load_npy(self.run.ckpt_dir(e) / "val_grads.npy", np.float32, ndim=2)
         key = stable_hash([self.run.keys["val_grads"], e, "rawcos"])  # = the warm-up key unless --no-target-eos
@@ -387,7 +389,7 @@ class Compare:
         spec = StoreSpec("compare/rawcos.npy", n, G.shape[0] + 1, {"key": key})
 
         def work(rows, fs, st):
-            from gist_core.gradients import stream
+            from gist_core.grads.per_example import stream
             tok, _ = self.run.tokenizer_and_model()
             engine = GradientEngine(self.run.adapter_model(e), tok.pad_token_id)
             Gt = torch.from_numpy(G).to(engine.device)
@@ -546,7 +548,7 @@ class Compare:
             atomic_write_json(self.store.path("compare.json"), report)  # partial table, readable while it runs
 
     def _eval_cached(self, name, idx, seed, test, test_key, epochs=None) -> dict:
-        from gist_core.evaluate import evaluate_on_target, finetune_and_evaluate
+        from gist_core.model.evaluate import evaluate_on_target, finetune_and_evaluate
         cfg = self.cmp.train if seed is None else TrainConfig(**{**asdict(self.cmp.train), "seed": seed,
                                                                    **({"epochs": epochs} if epochs else {})})
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], test_key, asdict(cfg),

@@ -19,19 +19,12 @@ from typing import Iterable
 
 import numpy as np
 
-from gist_core.atomic import atomic_path
-from gist_core.store import ARTEFACT_FORMAT as FORMAT, StoreError
+from gist_core.store.atomic import atomic_path
+from gist_core.store.manifest import ARTEFACT_FORMAT as FORMAT, StoreError
+from gist_core.errors import ArtefactError, StaleArtefact  # noqa: F401  (raised here; re-exported)
 
 _FORMAT_KEY = "gist_lab_format"
 _LAYOUT_KEY = "gist_lab_arrays"
-
-
-class ArtefactError(StoreError):
-    """A stored array is not what was written (wrong dtype or shape, missing tensor, unreadable file)."""
-
-
-class StaleArtefact(ArtefactError):
-    """A file written in an older artefact format (before the C-order guard): not to be trusted as is."""
 
 
 def c_array(a, dtype=None) -> np.ndarray:
@@ -169,7 +162,7 @@ def save_subspace(path: str | os.PathLike, sub) -> None:
 def load_subspace(path: str | os.PathLike, names: Iterable[str] = SUBSPACE_NAMES, allow_stale: bool = False):
     """The Subspace (the basis, D x R, only when in `names`: the dashboard never needs it).
     Shapes are checked against each other; an older-format file raises StaleArtefact."""
-    from gist_core.subspace import Subspace
+    from gist_core.methods.gist.subspace import Subspace
     names = tuple(names)
     d, meta = load_tensors(path, names, allow_stale=allow_stale)
     sigma, val = d.get("sigma"), d.get("val_coords")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from gist_core.errors import ModelError  # noqa: F401  (raised here; re-exported)
 
 # LoRA targets per architecture (config.model_type); anything else falls back to all linear layers.
 DEFAULT_TARGETS = {
@@ -22,10 +23,6 @@ DEFAULT_TARGETS = {
 # break our one-line errors; only this message is silenced
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class ModelError(ValueError):
-    """A model that cannot be loaded or wrapped; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,7 @@ def pick_device(device: str = "auto") -> torch.device:
 def model_folder(spec: str) -> str:
     """The folder transformers loads for a --model value (a GGUF file or registry name maps to its
     converted folder, converting on first use; anything else is returned unchanged)."""
-    from gist_core.models import ModelSourceError, resolve
+    from gist_core.model.registry import ModelSourceError, resolve
     try:
         return resolve(spec).path
     except ModelSourceError as e:
@@ -88,7 +85,7 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
 
 def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
     """(model, tokenizer) from a Hugging Face id, a local folder, a .gguf file or a registry name
-    (gist_core.models), with a one-line error if it fails."""
+    (gist_core.model.registry), with a one-line error if it fails."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

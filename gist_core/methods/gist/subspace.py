@@ -10,14 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from gist_core.errors import SubspaceError  # noqa: F401  (raised here; re-exported)
 
 ORTHO_TOL = 1e-3     # max |V^T V - I| accepted in float32
 REL_EPS = 1e-6       # directions with sigma <= REL_EPS * sigma_max are numerically absent
 VAL_COORDS_TOL = 1e-4  # val_coords_error above this: the stored target directions are not G V (stale or damaged)
-
-
-class SubspaceError(RuntimeError):
-    pass
 
 
 @dataclass

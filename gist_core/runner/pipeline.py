@@ -19,26 +19,23 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core import scoring
-from gist_core.advisor import DEFAULT_RANK_RULE, RANK_RULES
-from gist_core.artefacts import (ArtefactError, StaleArtefact, array_digest, load_npy, load_subspace, save_npy,
+from gist_core.methods import scoring
+from gist_core.methods.gist.advisor import DEFAULT_RANK_RULE, RANK_RULES
+from gist_core.store.artefacts import (ArtefactError, StaleArtefact, array_digest, load_npy, load_subspace, save_npy,
                                  save_subspace, subspace_exists)  # noqa: F401  (re-exported)
-from gist_core.atomic import atomic_path, atomic_write_json
-from gist_core.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA  # noqa: F401  (re-exported)
-from gist_core.data import (Example, ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups,
+from gist_core.store.atomic import atomic_path, atomic_write_json
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA  # noqa: F401  (re-exported)
+from gist_core.data.examples import (Example, ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups,
                             write_selected_jsonl)
-from gist_core.model import LoraSettings
-from gist_core.distributed import Layout, shard_size
-from gist_core.store import FeatureStore, RunStore, StoreError, file_hash, stable_hash
-from gist_core.subspace import VAL_COORDS_TOL, val_coords_error
-from gist_core.warmup import TrainConfig
+from gist_core.model.load import LoraSettings
+from gist_core.runner.sharding import Layout, shard_size
+from gist_core.store.manifest import FeatureStore, RunStore, StoreError, file_hash, stable_hash
+from gist_core.methods.gist.subspace import VAL_COORDS_TOL, val_coords_error
+from gist_core.model.training import TrainConfig
+from gist_core.errors import ConfigError  # noqa: F401  (raised here; re-exported)
 
 FLUSH_EVERY = 8  # batches between done-mask flushes: at most this many batches are redone after a kill
 PROJ_DTYPES = ("float32", "bfloat16")
-
-
-class ConfigError(ValueError):
-    """A run configuration that cannot work; one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +142,7 @@ def demo_config(target: str = DEFAULT_DEMO_TARGET, **overrides) -> RunConfig:
 def _model_source(cfg: RunConfig):
     """What --model names (a GGUF file is converted here, once per file, before any stage runs); a config that
     recorded another GGUF file's hash is refused."""
-    from gist_core.models import ModelSourceError, resolve
+    from gist_core.model.registry import ModelSourceError, resolve
     try:
         src = resolve(cfg.model)
     except ModelSourceError as e:
@@ -254,7 +251,7 @@ class Run:
     def tokenizer_and_model(self):
         if self._model is None:
             import torch
-            from gist_core.model import load_base_model
+            from gist_core.model.load import load_base_model
             torch.manual_seed(self.cfg.seed)
             self._model, self._tok = load_base_model(self.model_source.path, self.cfg.dtype, self.cfg.device,
                                                      self.cfg.trust_remote_code)  # resolved once, in __init__
@@ -267,7 +264,7 @@ class Run:
         pool, target = self.load_data()
         self.preflight(pool, target)
         tok, _ = self.tokenizer_and_model()
-        from gist_core.formatting import tokenize_examples
+        from gist_core.data.formatting import tokenize_examples
         pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
         target_tok = tokenize_examples(target, tok, self.cfg.max_length, eos=self.cfg.target_eos)
         self.pool, self.target, self.pool_tok, self.target_tok = pool, target, pool_tok, target_tok  # for compare
@@ -301,7 +298,7 @@ class Run:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         _, model = self.tokenizer_and_model()
-        from gist_core.model import attach_lora
+        from gist_core.model.load import attach_lora
         self._model = attach_lora(model, self.cfg.lora, seed=self.cfg.warmup.seed).unload()  # LoRA-able at all?
         model = self._model
         context = getattr(model.config, "max_position_embeddings", None)
@@ -380,14 +377,14 @@ class Run:
         return self.store.path("checkpoints", f"ckpt-{epoch}")
 
     def stage_warmup(self, pool, pool_tok) -> None:
-        from gist_core.warmup import checkpoint_exists, train_lora
+        from gist_core.model.training import checkpoint_exists, train_lora
         key = self.keys["warmup"]
         files = [f"checkpoints/ckpt-{e}" for e in range(1, self.cfg.warmup.epochs + 1)]
         state = self.store.check_stage("warmup", key)
         if state == "done" and all(checkpoint_exists(self.store.path(f)) for f in files):
             return skipped(self.store, "warmup")
-        from gist_core.model import attach_lora
-        from gist_core.warmup import last_trainer_state
+        from gist_core.model.load import attach_lora
+        from gist_core.model.training import last_trainer_state
         tok, model = self.tokenizer_and_model()
         idx = self.warmup_indices(len(pool))
         t0 = time.time()
@@ -419,12 +416,12 @@ class Run:
 
     def adapter_model(self, epoch: int | None = None, path: Path | None = None):
         """Base model + the warm-up adapter of `epoch` (or the adapter folder `path`); LoRA trainable, eval mode."""
-        from gist_core.model import load_adapter
+        from gist_core.model.load import load_adapter
         self._peft = load_adapter(self.base_model(), path or self.ckpt_dir(epoch)).eval()
         return self._peft
 
     def stage_val_grads(self, epoch: int, target_tok) -> None:
-        from gist_core.gradients import GradientEngine, collect_flat
+        from gist_core.grads.per_example import GradientEngine, collect_flat
         stage = f"val_grads/ckpt-{epoch}"
         key = self.keys["val_grads"]
         rel = [f"checkpoints/ckpt-{epoch}/val_grads.npy", f"checkpoints/ckpt-{epoch}/subspace.safetensors"]
@@ -448,7 +445,7 @@ class Run:
                      "subspace_s": round(time.time() - t_sub, 4)})
 
     def _fit_and_save_subspace(self, G: np.ndarray, rel: list[str]):
-        from gist_core.subspace import fit_subspace
+        from gist_core.methods.gist.subspace import fit_subspace
         sub = fit_subspace(G, self.cfg.r_max)
         save_subspace(self.store.path(rel[1]), sub)
         return sub
@@ -507,7 +504,7 @@ class Run:
 
         def work(rows: list[int], fs: FeatureStore, st) -> None:
             import torch
-            from gist_core.gradients import GradientEngine, stream
+            from gist_core.grads.per_example import GradientEngine, stream
             tok, _ = self.tokenizer_and_model()
             engine = GradientEngine(self.adapter_model(self.cfg.checkpoint), tok.pad_token_id)
             basis = torch.from_numpy(sub.basis).to(engine.device, getattr(torch, self.cfg.proj_dtype))
@@ -719,13 +716,13 @@ def choose_rank(cfg: RunConfig, sub, advice=None) -> int:
         return sub.r_max
     if cfg.rank_rule == "advisor" and advice is not None:
         return min(advice.suggested, sub.r_max)
-    from gist_core.subspace import rank_for_variance
+    from gist_core.methods.gist.subspace import rank_for_variance
     return min(rank_for_variance(sub.sigma, cfg.tau), sub.r_max)
 
 
 def rank_advice(cfg: RunConfig, sub, X, groups):
     """The rank advisor's curve on the stored coordinates (None when no subtask has two examples)."""
-    from gist_core.advisor import advise
+    from gist_core.methods.gist.advisor import advise
     return advise(sub.val_coords, X, groups, cfg.aggregation, seed=cfg.seed)
 
 
@@ -765,16 +762,16 @@ def scores_frame(pool, sc: "scoring.Scores", selections: dict, pool_tok, groups:
 
 
 def ground_truth_metrics(truth, n: int, selected: np.ndarray) -> dict | None:
-    """gist_core.truth metrics of a selection given as row indices (None without labels)."""
-    from gist_core.truth import metrics_from
+    """gist_core.data.truth metrics of a selection given as row indices (None without labels)."""
+    from gist_core.data.truth import metrics_from
     mask = np.zeros(n, dtype=bool)
     mask[selected] = True
     return metrics_from(truth, mask)
 
 
 def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> dict:
-    from gist_core.subspace import rank_for_variance
-    from gist_core.truth import truth_masks
+    from gist_core.methods.gist.subspace import rank_for_variance
+    from gist_core.data.truth import truth_masks
     truth = truth_masks(examples_to_frame(pool, ["skill", "kind"]), list(groups))
     per_rule = {}
     for rule, (idx, share) in picked.items():

@@ -4,7 +4,7 @@ Test loss is the mean cross-entropy over the answer tokens (end-of-sequence excl
 metric measures content, not stopping), averaged per example, then per subtask, then over
 subtasks. Exact match: greedy decoding, stripped text equal to the reference answer.
 
-    python -m gist_core.evaluate --oracle --target lookup   # the bundled default's learnability check
+    python -m gist_core.model.evaluate --oracle --target lookup   # the bundled default's learnability check
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gist_core.formatting import IGNORE, encode_pair, prompt_text
-from gist_core.gradients import pad_batch, per_example_loss
+from gist_core.data.formatting import IGNORE, encode_pair, prompt_text
+from gist_core.grads.per_example import pad_batch, per_example_loss
 
 
 def answer_only_labels(tokenized_labels: list[list[int]], eos_id: int) -> list[list[int]]:
@@ -96,9 +96,9 @@ def _first_per_subtask(examples, n: int):
 def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, lora, max_length: int = 256,
                           n_em: int | None = None) -> dict:
     """Fresh LoRA from the base model on `train_examples`, then evaluate on the target test split."""
-    from gist_core.formatting import tokenize_examples
-    from gist_core.model import attach_lora, load_base_model
-    from gist_core.warmup import train_lora
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.model.load import attach_lora, load_base_model
+    from gist_core.model.training import train_lora
 
     model, tok = load_base_model(model_spec)
     t0 = time.time()
@@ -111,10 +111,10 @@ def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, l
 
 def oracle_check(target: str, epochs: int, lr: float, seed: int = 0, budget: float = 0.05) -> dict:
     """Base model vs LoRA on a budget's worth of the target's own correct pool examples."""
-    from gist_core.data import load_examples
-    from gist_core.model import LoraSettings, load_base_model
-    from gist_core.pipeline import SAMPLE_DATA
-    from gist_core.warmup import TrainConfig
+    from gist_core.data.examples import load_examples
+    from gist_core.model.load import LoraSettings, load_base_model
+    from gist_core.runner.pipeline import SAMPLE_DATA
+    from gist_core.model.training import TrainConfig
 
     pool = load_examples(SAMPLE_DATA / "pool.jsonl")
     subs = {ex.subtask for ex in load_examples(SAMPLE_DATA / "targets" / target / "val.jsonl")}

@@ -21,11 +21,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad
 
-from gist_core.gradients import pad_batch, per_example_loss
-
-
-class GeometryError(ValueError):
-    """A block that cannot be measured (unknown module, no LoRA there)."""
+from gist_core.grads.per_example import pad_batch, per_example_loss
+from gist_core.errors import GeometryError  # noqa: F401  (raised here; re-exported)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from gist_core.errors import RunNameError  # noqa: F401  (raised here; re-exported)
 
 NAME_MAX = 100
 NAME_RULE = f"1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.'"
@@ -18,10 +19,6 @@ UPLOAD_DIR = "inputs"
 UPLOAD_MAX = 150  # characters of a stored upload name (the atomic writer adds ~15 for its temp file)
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 _BAD_UPLOAD_CHAR = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class RunNameError(ValueError):
-    """A run name or upload file name that is refused (it could leave the runs folder); one line for the user."""
 
 
 def runs_root() -> Path:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from gist_core.gradients import pad_batch
+from gist_core.grads.per_example import pad_batch
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _moments(model, optimizer) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
     """Write ckpt folder atomically: build it beside, then rename into place."""
-    from gist_core.artefacts import save_torch_tensors
+    from gist_core.store.artefacts import save_torch_tensors
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     model.save_pretrained(tmp)
@@ -94,7 +94,7 @@ def load_checkpoint_meta(path: Path) -> dict:
 
 
 def load_moments(path: Path) -> dict[str, torch.Tensor]:
-    from gist_core.artefacts import load_torch_tensors
+    from gist_core.store.artefacts import load_torch_tensors
 
     return load_torch_tensors(path / "optimizer_moments.safetensors")
 
@@ -132,7 +132,7 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
-                from gist_core.gradients import GradientError
+                from gist_core.grads.per_example import GradientError
                 raise GradientError(f"training loss became {logs['loss']} at step {state.global_step} (fp16/bf16 "
                                     "overflow, too high a learning rate, or a broken model; try --dtype float32 or a lower --lr)")
             if on_step and logs and "loss" in logs:
@@ -140,7 +140,7 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 
         def on_save(self, args, state, control, **kw):
             if state_key is not None:  # which warm-up this Trainer state belongs to (resume only the same one)
-                from gist_core.atomic import atomic_write_text
+                from gist_core.store.atomic import atomic_write_text
                 atomic_write_text(Path(args.output_dir) / STATE_KEY, state_key)
 
         def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kw):

@@ -19,7 +19,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from gist_core.store.atomic import atomic_path
+from gist_core.errors import DataError  # noqa: F401  (raised here; re-exported)
 
 FILE_FORMATS = (".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")  # longest first: suffix match
 KINDS = ("correct", "wrong", "distractor")
@@ -27,11 +28,6 @@ ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "
          "human": "user", "gpt": "assistant"}  # ShareGPT 'from' values map onto chat roles
 LIST_KEYS = ("data", "examples", "train", "rows", "instances", "items")
 NO_SCHEMA = "no instruction fields: expected 'instruction'+'output', 'prompt'+'response' or 'messages'"
-
-
-class DataError(ValueError):
-    """One-line, user-facing message naming file, line and field, e.g.
-    "pool.jsonl:17: field 'output' is empty" or "pool.jsonl:3: invalid JSON (Expecting ',' delimiter: column 12)"."""
 
 
 @dataclass(frozen=True)
@@ -459,7 +455,7 @@ def subtask_groups(examples: list[Example]) -> dict[str, list[int]]:
     GIST convention: a target without subtasks treats every example as its own subtask, so an
     example with no subtask gets a group of its own, named by its id.
     """
-    from gist_core.scoring import groups_from_labels
+    from gist_core.methods.scoring import groups_from_labels
     if isinstance(examples, ExampleTable):
         return groups_from_labels(examples.column("id"), examples.column("subtask"))
     return groups_from_labels([ex.id for ex in examples], [ex.subtask for ex in examples])

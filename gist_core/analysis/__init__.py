@@ -1,0 +1,1 @@
+"""Curvature of LoRA blocks: exact Hessian, Gauss-Newton, Fisher, Adam's diagonal, and numbers about them."""

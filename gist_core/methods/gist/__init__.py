@@ -1,0 +1,1 @@
+"""GIST: the task subspace from validation gradients, and the rank advisor."""

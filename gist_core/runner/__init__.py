@@ -1,0 +1,1 @@
+"""The orchestrators: the only code that writes into a run folder (select, compare, geometry, bench)."""
