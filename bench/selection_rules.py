@@ -49,10 +49,11 @@ def compare_command(model: str, target: str, out: Path, a) -> list[str]:
 def gist_grid(run_dir: Path) -> dict:
     """(family, rank rule, selection rule) -> metrics, from the run's stored projections."""
     import pandas as pd
-    from gist_core.methods import scoring
-    from gist_core.store.artefacts import load_npy, load_subspace
-    from gist_core.runner.pipeline import RunConfig, choose_rank, rank_advice
+
     from gist_core.data.truth import metrics_from, truth_masks
+    from gist_core.methods import scoring
+    from gist_core.runner.pipeline import RunConfig, choose_rank, rank_advice
+    from gist_core.store.artefacts import load_npy, load_subspace
     cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
                         ("sigma", "val_coords"))
@@ -97,6 +98,7 @@ def who_wins(run_dir: Path, rank: int) -> dict:
     median and top-edge, the selected examples' skills and the subtask column each wins, their median length
     against the pool's, Spearman(score, length); and for GIST the target-skill share at other ranks."""
     import pandas as pd
+
     from gist_core.viewer import views
     rs = views.rescored_frame(run_dir, rank, "global", json.loads((run_dir / "config.json").read_text())["budget"])
     sources = {"gist": views.gist_columns(rs), **views.compare_columns(run_dir)}

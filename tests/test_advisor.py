@@ -17,7 +17,7 @@ def naive_curve(G, P, groups, aggregation):
     """Per fold: SVD of the raw held-in gradients, each rank r, each pool row, one cosine at a time."""
     subtask = {j: name for name, idx in groups.items() for j in idx}
     rows = []
-    for name, members in groups.items():
+    for _name, members in groups.items():
         if len(members) < 2:
             continue
         for j in members:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core.store import artefacts
 from gist_core.methods.gist.subspace import Subspace, fit_subspace, val_coords_error
+from gist_core.store import artefacts
 
 
 def layouts(shape=(7, 5), dtype=np.float32, seed=0):
@@ -27,8 +27,9 @@ def layouts(shape=(7, 5), dtype=np.float32, seed=0):
 
 def test_raw_safetensors_would_scramble_these():
     """The hazard this module guards against, shown: if this ever passes without scrambling, upstream fixed it."""
-    from safetensors.numpy import load_file, save_file
     import tempfile
+
+    from safetensors.numpy import load_file, save_file
     a = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))
     with tempfile.TemporaryDirectory() as d:
         try:
@@ -79,7 +80,8 @@ def test_subspace_round_trip_from_eigh_ordering(tmp_path, n_val, r_max):
     G = rng.normal(size=(n_val, 300)).astype(np.float32)
     sub = fit_subspace(G, r_max)
     # hand the writer deliberately non-C arrays too
-    sub_f = Subspace(basis=np.asfortranarray(sub.basis), sigma=sub.sigma[::-1][::-1], val_coords=np.asfortranarray(sub.val_coords),
+    sub_f = Subspace(basis=np.asfortranarray(sub.basis), sigma=sub.sigma[::-1][::-1],
+                     val_coords=np.asfortranarray(sub.val_coords),
                      ortho_error=sub.ortho_error)
     for name, s in (("fresh", sub), ("fortran", sub_f)):
         path = tmp_path / f"{name}.safetensors"

@@ -280,8 +280,9 @@ def test_really_full_disk(micro_model_dir, micro_corpus, tmp_path, capsys):
         assert {k: v for k, v in snapshot(out).items() if k in before} == before
         (mnt / "filler").unlink()
         assert cli_main(argv) == 0
-        import pandas as pd
         import io
+
+        import pandas as pd
         a, b = pd.read_parquet(io.BytesIO(first)), pd.read_parquet(out / "scores.parquet")
         assert np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() <= 1e-6
     finally:

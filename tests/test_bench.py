@@ -21,6 +21,7 @@ def test_cpu_options_measure_every_variant_on_one_model():
     """Each option is measured (no timing is asserted): LoRA layer counts the model has, full logits, eager
     attention, one thread; the model's attention kernel and torch's threads are restored afterwards."""
     import torch
+
     from gist_core.runner.bench import BenchConfig, cpu_options
     threads = torch.get_num_threads()
     rep = cpu_options(BenchConfig(n_throughput=16, rounds=1, cpu_options=True))

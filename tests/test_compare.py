@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from gist_core.model.training import TrainConfig
 from gist_core.runner.compare import CompareConfig, format_table, run_compare
 from gist_core.runner.pipeline import ConfigError, RunConfig
 from gist_core.store.manifest import read_events
-from gist_core.model.training import TrainConfig
 
 METHOD_KEYS = {"test_loss", "test_loss_std", "exact_match", "precision", "wall_s", "bytes"}
 
@@ -56,11 +56,12 @@ def test_compare_json_has_every_method_both_rules_oracle_and_the_ratios(compared
 
 def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
     """Row i of compare/less/ckpt-E.npy == normalise(R^T adam_direction(loop gradient, stored moments))."""
+    import pandas as pd
+
     from gist_core.data.formatting import tokenize_examples
     from gist_core.grads.per_example import loop_grads, param_blocks
     from gist_core.methods.less import RademacherProjector, adam_direction, read_moments
     from gist_core.model.load import load_adapter, load_base_model
-    import pandas as pd
     out, rep = compared
     base, tok = load_base_model(str(micro_model_dir), device="cpu")
     model = load_adapter(base, out / "checkpoints" / "ckpt-2")
@@ -79,11 +80,12 @@ def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
 
 
 def test_rawcos_features_equal_a_naive_loop(compared, micro_model_dir):
+    import pandas as pd
+
     from gist_core.data.examples import Example
     from gist_core.data.formatting import tokenize_examples
     from gist_core.grads.per_example import loop_grads
     from gist_core.model.load import load_adapter, load_base_model
-    import pandas as pd
     out, _ = compared
     base, tok = load_base_model(str(micro_model_dir), device="cpu")
     model = load_adapter(base, out / "checkpoints" / "ckpt-1")  # the GIST checkpoint of this config
@@ -113,6 +115,7 @@ def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model
     """gist_mean / gist_max rows cost no gradients and equal a naive numpy rescoring of the stored projections:
     subtask means of the validation coordinates, or every validation example, each its own direction."""
     import pandas as pd
+
     from gist_core.store.artefacts import load_npy, load_subspace
     out, _ = compared
     n_before = len(read_events(out))

@@ -5,8 +5,17 @@ import random
 import re
 from collections import Counter
 
-from gist_core.data.corpus import (SKILLS, TARGET_TASKS, CorpusConfig, _distractor_answer, _wrong_answer, build_pool,
-                              build_targets, pretraining_text, write_sample_data)
+from gist_core.data.corpus import (
+    SKILLS,
+    TARGET_TASKS,
+    CorpusConfig,
+    _distractor_answer,
+    _wrong_answer,
+    build_pool,
+    build_targets,
+    pretraining_text,
+    write_sample_data,
+)
 
 
 def _build(seed=0, n=6000):

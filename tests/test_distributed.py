@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import assert_same_scores, micro_select_argv
+
 from gist_core.runner.sharding import Layout, parse_shard, shard_rows, shard_size
 
 

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import micro_select_argv
 
 
 def test_tokenize_without_target_eos(tokenizer_dir):
     from transformers import AutoTokenizer
+
     from gist_core.data.examples import Example
     from gist_core.data.formatting import encode_pair, tokenize_examples
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -51,10 +51,10 @@ def test_bfloat16_projection_is_the_rounded_product(micro_model_dir, micro_corpu
     """A bfloat16 basis projects bf16-rounded gradients, module by module, summed in float32: within bf16
     rounding of the float32 projection, and exactly the naive bf16 product."""
     from gist_core.cli import main
+    from gist_core.data.examples import load_examples
+    from gist_core.data.formatting import tokenize_examples
     from gist_core.grads.per_example import GradientEngine
     from gist_core.model.load import load_adapter, load_base_model
-    from gist_core.data.formatting import tokenize_examples
-    from gist_core.data.examples import load_examples
     out = tmp_path / "run"
     assert main(micro_select_argv(micro_model_dir, micro_corpus, out)) == 0
     X32 = np.load(out / "train_proj.npy")

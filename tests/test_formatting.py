@@ -58,6 +58,7 @@ def test_batched_compact_tokenization_equals_one_example_at_a_time(tokenizer_dir
 def test_example_table_round_trips_examples(micro_corpus, tmp_path):
     """The pool's columnar form gives back the same Examples (chat turns and input row included)."""
     import json
+
     from gist_core.data.examples import ExampleTable, examples_to_frame, load_examples, load_pool, subtask_groups
     exs = load_examples(micro_corpus["pool"])
     chat = Example(id="c", prompt="hi", response="yo", messages=(("system", "s"), ("user", "hi")), line=9,

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core.methods.less import (BLOCK_ROWS, MomentsError, RademacherProjector, adam_direction, canonical_name,
-                            checkpoint_mean_lr, less_columns, lr_weights, read_moments)
+from gist_core.methods.less import (
+    BLOCK_ROWS,
+    MomentsError,
+    RademacherProjector,
+    adam_direction,
+    canonical_name,
+    checkpoint_mean_lr,
+    less_columns,
+    lr_weights,
+    read_moments,
+)
 
 
 def test_adam_direction_is_one_simulated_step_without_bias_correction():
@@ -105,6 +114,7 @@ def test_reads_our_checkpoint_moments(micro_model_dir, tmp_path):
 def test_reads_a_hugging_face_trainer_checkpoint_by_index(micro_model_dir, tmp_path):
     """A real Trainer run with save_strategy='epoch': optimizer.pt is index-keyed, trainer_state has the LR log."""
     from transformers import Trainer, TrainingArguments
+
     from gist_core.model.training import _collator, _Rows
     peft, tok = _peft(micro_model_dir)
     ids, labels = _rows(tok)

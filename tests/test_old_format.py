@@ -61,8 +61,8 @@ def test_fixture_really_is_scrambled():
 
 
 def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
-    from gist_core.viewer import views
     from gist_core.cli import main
+    from gist_core.viewer import views
     run = old_run / "run"
     assert views.stale_problem(run) and "artefact format 1" in views.stale_problem(run)  # the dashboard refuses it
     proj_before = (run / "train_proj.npy").read_bytes()
@@ -93,8 +93,8 @@ def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
 
 
 def test_stale_folder_refused_by_rescore_until_repaired(old_run):
-    from gist_core.store.artefacts import StaleArtefact
     from gist_core.runner.pipeline import rescore
+    from gist_core.store.artefacts import StaleArtefact
     with pytest.raises(StaleArtefact, match="format 1"):
         rescore(old_run / "run", 2)
 

@@ -7,12 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gist_core.runner import pipeline
-
-from gist_core.methods import scoring
 from gist_core.cli import main as cli_main
-from gist_core.runner.pipeline import ConfigError, RunConfig, run_select
+from gist_core.methods import scoring
 from gist_core.model.training import TrainConfig
+from gist_core.runner import pipeline
+from gist_core.runner.pipeline import ConfigError, RunConfig, run_select
 
 
 def _cfg(micro_model_dir, micro_corpus, **kw):
@@ -166,8 +165,9 @@ def test_sigkill_during_projection_then_rerun_gives_same_scores(tmp_path, micro_
     import sys
     import time
 
-    from gist_core.data.corpus import CorpusConfig, build_pool, build_targets
     from conftest import write_jsonl
+
+    from gist_core.data.corpus import CorpusConfig, build_pool, build_targets
 
     cfg = CorpusConfig(n_pool=3000, n_val_per_subtask=3, n_test_per_subtask=2, seed=2)
     targets, reserved = build_targets(cfg)

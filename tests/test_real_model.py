@@ -48,9 +48,9 @@ def _perturb_lora_b(model, seed=0):
 
 def _pool_batch(tok, n: int):
     """n bundled pool examples through the real chat template, of mixed lengths (padding in every batch)."""
+    from gist_core.data.corpus import SAMPLE_DATA
     from gist_core.data.examples import load_examples
     from gist_core.data.formatting import tokenize_examples
-    from gist_core.data.corpus import SAMPLE_DATA
     ex = load_examples(SAMPLE_DATA / "pool.jsonl", limit=40)
     toks = tokenize_examples(ex, tok, 256)
     order = sorted(range(len(ex)), key=lambda i: len(toks.input_ids[i]))

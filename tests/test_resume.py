@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_same_scores, micro_select_argv
 
 # Patches applied inside the child process: each SIGKILLs it at one point of one stage.

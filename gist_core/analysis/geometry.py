@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad
 
-from gist_core.grads.per_example import pad_batch, per_example_loss
 from gist_core.errors import GeometryError  # noqa: F401  (raised here; re-exported)
+from gist_core.grads.per_example import pad_batch, per_example_loss
 
 
 @dataclass
@@ -175,5 +175,5 @@ def per_example_gradients(fn: BlockFunction) -> torch.Tensor:
     rows = []
     for i in range(len(fn.input_ids)):
         batch = pad_batch(fn.input_ids[i:i + 1], fn.labels[i:i + 1], fn.pad_id, fn.theta0.device)
-        rows.append(grad(lambda t: fn.loss(t, batch))(fn.theta0))
+        rows.append(grad(lambda t: fn.loss(t, batch))(fn.theta0))  # noqa: B023  (called at once)
     return torch.stack(rows).detach()

@@ -15,14 +15,13 @@ Run as a script to (re)write `sample_data/`:  python -m gist_core.data.corpus --
 """
 from __future__ import annotations
 
-import os
-
 import argparse
 import json
+import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from gist_core.store.atomic import atomic_write_text
 

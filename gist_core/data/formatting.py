@@ -6,8 +6,8 @@ over the response tokens only (plus the end-of-sequence token, which teaches sto
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

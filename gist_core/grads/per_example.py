@@ -13,8 +13,8 @@ a later pad token, so padding cannot leak into any example's gradient.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -53,7 +53,8 @@ def gradient_dim(model) -> int:
     return sum(b.size for b in param_blocks(model))
 
 
-def pad_batch(input_ids: Sequence[list[int]], labels: Sequence[list[int]], pad_id: int, device):
+def pad_batch(input_ids: Sequence[list[int]], labels: Sequence[list[int]], pad_id: int,
+              device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad a batch; pads get label IGNORE and attention 0."""
     T = max(len(x) for x in input_ids)
     ids = torch.full((len(input_ids), T), pad_id, dtype=torch.long)

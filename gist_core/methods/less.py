@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from gist_core.errors import MomentsError  # noqa: F401  (raised here; re-exported)
+from gist_core.store.layout import ckpt_meta, ckpt_moments
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 BLOCK_ROWS = 4096  # rows of R generated from one seed: R is the same however the work is chunked
@@ -77,7 +79,7 @@ class RademacherProjector:
         return out / self.d ** 0.5
 
 
-def unit_rows(X: torch.Tensor | np.ndarray):
+def unit_rows(X: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     if isinstance(X, np.ndarray):
         n = np.linalg.norm(X, axis=1, keepdims=True)
         return X / np.where(n > 0, n, 1.0)
@@ -152,7 +154,7 @@ def read_moments(ckpt_dir: str | Path, names: list[str], sizes: list[int]) -> Mo
     """Adam moments of the trainable parameters `names` (gradient order, sizes given) from a checkpoint."""
     ckpt = Path(ckpt_dir)
     canon = [canonical_name(n) for n in names]
-    ours = ckpt / "optimizer_moments.safetensors"
+    ours = ckpt_moments(ckpt)
     if ours.exists():
         from gist_core.store.artefacts import load_torch_tensors
         raw = load_torch_tensors(ours)
@@ -203,7 +205,7 @@ def _read_torch_optimizer(path: Path, names: list[str], canon: list[str], sizes:
 def checkpoint_mean_lr(ckpt_dir: str | Path) -> float | None:
     """The epoch's mean LR: our meta.json, or a Trainer checkpoint's trainer_state.json log."""
     ckpt = Path(ckpt_dir)
-    meta = ckpt / "meta.json"
+    meta = ckpt_meta(ckpt)
     if meta.exists():
         return json.loads(meta.read_text()).get("mean_lr")
     state = ckpt / "trainer_state.json"

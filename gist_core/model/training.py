@@ -13,35 +13,15 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from gist_core.config import TrainConfig  # noqa: F401  (re-exported)
 from gist_core.grads.per_example import pad_batch
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """LoRA training recipe (warm-up and downstream). Defaults suit the bundled tiny model;
-    the GIST/LESS papers used lr 2e-5, LoRA r 128 / alpha 512, effective batch 32 on 7B models."""
-    epochs: int = field(default=4, metadata={"help": "epochs; the warm-up saves a checkpoint after each"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (AdamW)"})
-    batch_size: int = field(default=16, metadata={"help": "per-device batch size"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "linear LR warm-up, share of all steps"})
-    weight_decay: float = 0.0
-    seed: int = field(default=3, metadata={"help": "data order and LoRA init seed (GIST uses data seed 3)"})
-    bf16: bool = False
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("epochs, batch_size and grad_accum must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio}")
+from gist_core.store.layout import ckpt_meta, ckpt_moments, ckpt_name, ckpt_trainer_state
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -78,25 +58,25 @@ def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     model.save_pretrained(tmp)
-    save_torch_tensors(tmp / "optimizer_moments.safetensors", _moments(model, optimizer))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    save_torch_tensors(ckpt_moments(tmp), _moments(model, optimizer))
+    ckpt_meta(tmp).write_text(json.dumps(meta, indent=2) + "\n")
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)
 
 
 def checkpoint_exists(path: Path) -> bool:
-    return (path / "meta.json").exists() and (path / "optimizer_moments.safetensors").exists()
+    return ckpt_meta(path).exists() and ckpt_moments(path).exists()
 
 
 def load_checkpoint_meta(path: Path) -> dict:
-    return json.loads((path / "meta.json").read_text())
+    return json.loads(ckpt_meta(path).read_text())
 
 
 def load_moments(path: Path) -> dict[str, torch.Tensor]:
     from gist_core.store.artefacts import load_torch_tensors
 
-    return load_torch_tensors(path / "optimizer_moments.safetensors")
+    return load_torch_tensors(ckpt_moments(path))
 
 
 STATE_KEY = "warmup.key"
@@ -106,14 +86,14 @@ def last_trainer_state(ckpt_dir: Path, key: str | None = None) -> str | None:
     """The newest complete Trainer checkpoint of an interrupted warm-up (made with `key`, when given)
     whose epoch checkpoint exists too."""
     from transformers.trainer_utils import get_last_checkpoint
-    trainer_dir = ckpt_dir / ".trainer"
+    trainer_dir = ckpt_trainer_state(ckpt_dir)
     if key is not None and (not (trainer_dir / STATE_KEY).exists() or (trainer_dir / STATE_KEY).read_text() != key):
         return None
     last = get_last_checkpoint(str(trainer_dir)) if trainer_dir.is_dir() else None
     if last is None or not (Path(last) / "trainer_state.json").exists():
         return None
     epoch = round(json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0)
-    return last if checkpoint_exists(ckpt_dir / f"ckpt-{epoch}") else None
+    return last if checkpoint_exists(ckpt_dir / ckpt_name(epoch)) else None
 
 
 def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int, float], None] | None,
@@ -150,7 +130,7 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
             if ckpt_dir is not None:
                 meta = {"epoch": epoch, "global_step": state.global_step, "mean_lr": sum(lrs) / max(1, len(lrs)),
                         "n_steps": len(lrs), "n_epochs": n_epochs}
-                save_checkpoint(ckpt_dir / f"ckpt-{epoch}", model, optimizer, meta)
+                save_checkpoint(ckpt_dir / ckpt_name(epoch), model, optimizer, meta)
 
     return EpochCheckpoints()
 
@@ -165,7 +145,7 @@ def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir
     # With a checkpoint folder the Trainer's own per-epoch state (optimizer, scheduler, RNG) is kept in
     # ckpt_dir/.trainer, so a killed warm-up resumes at its last finished epoch; it is deleted at the end.
     resumable = ckpt_dir is not None
-    trainer_dir = ckpt_dir / ".trainer" if resumable else None
+    trainer_dir = ckpt_trainer_state(ckpt_dir) if resumable else None
     with contextlib.ExitStack() as stack:
         out_dir = str(trainer_dir) if resumable else stack.enter_context(tempfile.TemporaryDirectory(prefix="gist-trainer-"))
         args = TrainingArguments(

@@ -81,6 +81,7 @@ def _timed(fn) -> float:
 def throughput(cfg: BenchConfig) -> dict:
     """Per-example gradient extraction vs a plain training forward+backward, alternating rounds."""
     import torch
+
     from gist_core.grads.per_example import GradientEngine, pad_batch, per_example_loss
     peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
@@ -115,6 +116,7 @@ def throughput(cfg: BenchConfig) -> dict:
 
 def loop_speedup(cfg: BenchConfig) -> dict:
     import torch
+
     from gist_core.grads.per_example import GradientEngine, loop_grads
     peft, tok, batches = _model_and_batches(cfg, cfg.n_loop, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
@@ -147,6 +149,7 @@ def cpu_options(cfg: BenchConfig) -> dict:
     """Examples/s of the pipeline's projected per-example gradients under each CPU option, measured side by side
     on one loaded model (the same examples and batches; each variant's rounds alternate with the others')."""
     import torch
+
     from gist_core.grads.per_example import GradientEngine
     from gist_core.model.load import load_base_model
     base = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
@@ -168,7 +171,7 @@ def cpu_options(cfg: BenchConfig) -> dict:
                 basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0]
                 engine.projected_grads(*batches[0], basis)  # warm
                 torch.set_num_threads(v.get("threads", threads0))
-                dt = _timed(lambda: [engine.projected_grads(ids, lab, basis) for ids, lab in batches])
+                dt = _timed(lambda: [engine.projected_grads(ids, lab, basis) for ids, lab in batches])  # noqa: B023  (called at once)
             finally:
                 torch.set_num_threads(threads0)
                 base[0].set_attn_implementation("sdpa")
@@ -187,12 +190,13 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
     into compact rows, project every gradient into a memmap store (flushing as train_proj does), then
     score the stored rows in blocks. Peak RSS and wall time of the whole process."""
     import torch
+
     from gist_core.data.examples import load_pool
     from gist_core.data.formatting import tokenize_examples
     from gist_core.grads.per_example import GradientEngine, stream
+    from gist_core.methods.scoring import gist_scores
     from gist_core.model.load import LoraSettings, attach_lora, load_base_model
     from gist_core.runner.pipeline import Run
-    from gist_core.methods.scoring import gist_scores
     from gist_core.store.manifest import FeatureStore
     t0 = time.time()
     model_, tok = load_base_model(model or str(_sample_data() / "tiny-lm"))

@@ -8,35 +8,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from gist_core.store.atomic import atomic_write_json
 from gist_core.analysis.curvature import curvature_numbers
-from gist_core.store.artefacts import load_tensors, save_tensors
+from gist_core.config import GeometryConfig  # noqa: F401  (re-exported)
 from gist_core.runner.pipeline import ConfigError, Run, RunConfig, load_subspace
+from gist_core.runner.reports import stamp
+from gist_core.store.artefacts import load_tensors, save_tensors
+from gist_core.store.atomic import atomic_write_json
+from gist_core.store.layout import RunLayout, ckpt_meta
 from gist_core.store.manifest import stable_hash
-
-
-@dataclass(frozen=True)
-class GeometryConfig:
-    """Which block, how many coordinates, which data: written into geometry.json."""
-    module: str | None = field(default=None, metadata={"help": "LoRA module (name or suffix); default: the last one"})
-    n_coords: int = field(default=2048, metadata={"help": "coordinates sampled from A and B (0 = all of them)"})
-    n_examples: int | None = field(default=None, metadata={"help": "target examples in the loss (None = all)"})
-    rank: int = field(default=8, metadata={"help": "top-r eigenspaces compared (F_hat vs Hessian)"})
-    seed: int = field(default=0, metadata={"help": "coordinate sample seed"})
-    checkpoints: tuple[int, ...] | None = field(default=None, metadata={"help": "warm-up epochs (None = all)"})
-
-    def __post_init__(self):
-        if self.n_coords < 0 or self.rank < 1:
-            raise ConfigError("n_coords must be >= 0 and rank >= 1")
-        if self.n_examples is not None and self.n_examples < 1:
-            raise ConfigError("n_examples must be >= 1")
-        if self.checkpoints is not None:
-            object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
 
 
 def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
@@ -44,7 +28,7 @@ def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
     from gist_core.methods.gist.subspace import rank_for_variance
     out = []
     for e in range(1, epochs + 1):
-        p = run_dir / "checkpoints" / f"ckpt-{e}" / "subspace.safetensors"
+        p = RunLayout(run_dir).subspace(e)
         if p.exists():
             sigma = load_subspace(p, ("sigma",), allow_stale=True).sigma  # 1-D: sound in any format
             out.append({"epoch": e, "r95": rank_for_variance(sigma, 0.95), "r99": rank_for_variance(sigma, 0.99),
@@ -55,33 +39,35 @@ def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
 class Geometry:
     def __init__(self, run_dir, cfg: GeometryConfig, quiet: bool = False):
         self.dir = Path(run_dir)
-        if not (self.dir / "config.json").exists():
+        if not RunLayout(self.dir).config.exists():
             raise ConfigError(f"{self.dir}: not a run directory (no config.json); run gist-lab select or demo first")
-        self.run_cfg = RunConfig.from_json(json.loads((self.dir / "config.json").read_text()))
+        self.run_cfg = RunConfig.from_json(json.loads(RunLayout(self.dir).config.read_text()))
         self.run = Run(self.run_cfg, self.dir, quiet=quiet)
         self.cfg = cfg
-        self.out = self.dir / "geometry"
+        self.out = RunLayout(self.dir).geometry_dir
 
     def execute(self) -> dict:
         import torch
+
         from gist_core.analysis import geometry as g
         from gist_core.data.examples import load_examples
         from gist_core.data.formatting import tokenize_examples
         from gist_core.methods.less import read_moments
         epochs = self.cfg.checkpoints or tuple(range(1, self.run_cfg.warmup.epochs + 1))
-        missing = [e for e in epochs if not (self.run.ckpt_dir(e) / "meta.json").exists()]
+        missing = [e for e in epochs if not ckpt_meta(self.run.ckpt_dir(e)).exists()]
         if missing:
             raise ConfigError(f"{self.dir}: no warm-up checkpoint for epoch(s) {missing}; finish the run first")
         tok, _ = self.run.tokenizer_and_model()
         target = load_examples(self.run_cfg.target, split=self.run_cfg.target_split)[: self.cfg.n_examples]
         toks = tokenize_examples(target, tok, self.run_cfg.max_length, eos=self.run_cfg.target_eos)
         self.out.mkdir(exist_ok=True)
-        old = json.loads((self.out / "geometry.json").read_text()) if (self.out / "geometry.json").exists() else {}
-        report = {"config": asdict(self.cfg), "n_examples": len(target), "checkpoints": {},
-                  "spectrum": spectrum_by_epoch(self.dir, self.run_cfg.warmup.epochs)}
+        report_path = RunLayout(self.dir).geometry_report
+        old = json.loads(report_path.read_text()) if report_path.exists() else {}
+        report = stamp("geometry", {"config": asdict(self.cfg), "n_examples": len(target), "checkpoints": {},
+                  "spectrum": spectrum_by_epoch(self.dir, self.run_cfg.warmup.epochs)})
         for e in epochs:
             key = stable_hash([self.run.keys["warmup"], asdict(self.cfg), e])
-            path = self.out / f"ckpt-{e}.safetensors"
+            path = RunLayout(self.dir).geometry_matrices(e)
             prev = old.get("checkpoints", {}).get(str(e))
             if prev and prev.get("key") == key and path.exists():
                 report["checkpoints"][str(e)] = prev
@@ -106,12 +92,12 @@ class Geometry:
             nums.update({"key": key, "module": block.module, "n_coords": block.size, "n_a": block.n_a,
                          "wall_s": round(time.time() - t0, 2), "hessian_s": round(t_h, 2)})
             report["checkpoints"][str(e)] = nums
-            atomic_write_json(self.out / "geometry.json", report)  # after each checkpoint: resumable
+            atomic_write_json(report_path, report)  # after each checkpoint: resumable
             self.run.log(f"ckpt-{e}: {block.module} ({block.size} coords) Hessian off-diagonal ratio "
                          f"{nums['hessian']['offdiag_ratio']:.3f}, A-B mass {nums['hessian']['mass_AB']:.3f}, "
                          f"F/H top-{nums['rank']} overlap {nums['overlap_fisher_hessian']:.3f} "
                          f"(random {nums['overlap_random_reference']:.4f}); {nums['wall_s']:.0f} s")
-        atomic_write_json(self.out / "geometry.json", report)
+        atomic_write_json(report_path, report)
         return report
 
     @staticmethod
@@ -124,18 +110,18 @@ class Geometry:
 
 
 def load_geometry(run_dir) -> dict | None:
-    p = Path(run_dir) / "geometry" / "geometry.json"
+    p = RunLayout(run_dir).geometry_report
     return json.loads(p.read_text()) if p.exists() else None
 
 
 def load_matrices(run_dir, epoch: int) -> dict[str, np.ndarray]:
     # Files from before artefact format 2 are read as they are: their matrices are square and symmetric
     # (a scrambled square matrix is its transpose, i.e. itself) and the rest is 1-D, so none came back wrong.
-    return load_tensors(Path(run_dir) / "geometry" / f"ckpt-{epoch}.safetensors", allow_stale=True)[0]
+    return load_tensors(RunLayout(run_dir).geometry_matrices(epoch), allow_stale=True)[0]
 
 
 def geometry_exists(run_dir, epoch: int) -> bool:
-    return (Path(run_dir) / "geometry" / f"ckpt-{epoch}.safetensors").exists()
+    return RunLayout(run_dir).geometry_matrices(epoch).exists()
 
 
 def run_geometry(run_dir, cfg: GeometryConfig, quiet: bool = False) -> dict:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
+
 from gist_core.errors import DistError  # noqa: F401  (raised here; re-exported)
 
 T = TypeVar("T")

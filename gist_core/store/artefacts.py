@@ -14,14 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gist_core.store.atomic import atomic_path
-from gist_core.store.manifest import ARTEFACT_FORMAT as FORMAT, StoreError
 from gist_core.errors import ArtefactError, StaleArtefact  # noqa: F401  (raised here; re-exported)
+from gist_core.store.atomic import atomic_path
+from gist_core.store.manifest import ARTEFACT_FORMAT as FORMAT  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:  # annotations only
+    from gist_core.methods.gist.subspace import Subspace
 
 _FORMAT_KEY = "gist_lab_format"
 _LAYOUT_KEY = "gist_lab_arrays"
@@ -159,7 +163,8 @@ def save_subspace(path: str | os.PathLike, sub) -> None:
                  {"ortho_error": repr(float(sub.ortho_error)), "basis_digest": array_digest(c_array(sub.basis, np.float32))})
 
 
-def load_subspace(path: str | os.PathLike, names: Iterable[str] = SUBSPACE_NAMES, allow_stale: bool = False):
+def load_subspace(path: str | os.PathLike, names: Iterable[str] = SUBSPACE_NAMES,
+                  allow_stale: bool = False) -> Subspace:
     """The Subspace (the basis, D x R, only when in `names`: the dashboard never needs it).
     Shapes are checked against each other; an older-format file raises StaleArtefact."""
     from gist_core.methods.gist.subspace import Subspace

@@ -13,7 +13,8 @@ One run = one folder:
     train_proj.npy (+ .done.npy, .json)   the pool's projections on the subspace (N x r_max)
     scores.parquet, selected.jsonl, advisor.json, summary.json   the scores stage
     map_umap_r{r}_{key}.npy     cached 2-D UMAP coordinates of the Map page
-    compare/                    `gist-lab compare`: compare.json, scores.parquet, less/, embed*.npy, evals/
+    compare.json                `gist-lab compare`'s table
+    compare/                    its scores.parquet, less/ features, embed*.npy, evals/ (downstream runs)
     geometry/                   `gist-lab geometry`: geometry.json, ckpt-E.safetensors
 
 Paths come in two forms: `rel_*` names relative to the run (what the manifest records) and `Path`s.
@@ -21,6 +22,7 @@ Paths come in two forms: `rel_*` names relative to the run (what the manifest re
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ CONFIG = "config.json"
 MANIFEST = "manifest.json"
 PROGRESS = "progress.jsonl"
 LAUNCH = "launch.json"
+LAUNCH_LOG = "launch.log"   # the launched job's stdout and stderr (gist_core.app.launcher)
 SUMMARY = "summary.json"
 EXAMPLES = "examples.parquet"
 TARGET = "target.parquet"
@@ -38,6 +41,10 @@ ADVISOR = "advisor.json"
 CHECKPOINTS = "checkpoints"
 COMPARE = "compare"
 GEOMETRY = "geometry"
+COMPARE_REPORT = "compare.json"  # at the top of the run: the table the Compare page reads
+COMPARE_TABLE = "compare.json"  # at the run's top level: where runner/compare.py writes it (store.path("compare.json"))
+CKPT_GLOB = "ckpt-*"            # the warm-up checkpoint folders under checkpoints/
+_CKPT_RE = re.compile(r"ckpt-(\d+)")
 
 # inside one warm-up checkpoint folder
 CKPT_META = "meta.json"
@@ -51,12 +58,28 @@ def ckpt_name(epoch: int) -> str:
     return f"ckpt-{epoch}"
 
 
+def ckpt_epoch(name: str) -> int | None:
+    """The warm-up epoch of a checkpoint folder name ('ckpt-3' -> 3); None for any other name."""
+    m = _CKPT_RE.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
+def umap_pattern(rank: int) -> str:
+    """Glob (relative to the run) of every cached Map-page UMAP at `rank`, whatever its key."""
+    return f"map_umap_r{rank}_*.npy"
+
+
 def rel_ckpt(epoch: int, *parts: str) -> str:
     return "/".join((CHECKPOINTS, ckpt_name(epoch), *parts))
 
 
 def rel_compare(*parts: str) -> str:
     return "/".join((COMPARE, *parts))
+
+
+def shard_rel(rel: str, i: int, k: int) -> str:
+    """Shard i of k of the row store `rel` (written by a `--shard i/k` job): shards/<stem>.i-of-k.npy."""
+    return f"shards/{rel[: -len('.npy')]}.{i}-of-{k}.npy"
 
 
 def done_mask_of(rel: str) -> str:
@@ -97,6 +120,10 @@ class RunLayout:
     @property
     def launch(self) -> Path:
         return self.root / LAUNCH
+
+    @property
+    def launch_log(self) -> Path:
+        return self.root / LAUNCH_LOG
 
     @property
     def summary(self) -> Path:
@@ -159,7 +186,12 @@ class RunLayout:
 
     @property
     def compare_report(self) -> Path:
-        return self.root / rel_compare("compare.json")
+        return self.root / COMPARE_REPORT
+
+    @property
+    def compare_table(self) -> Path:
+        """compare.json as `gist-lab compare` writes it today: RUN/compare.json (not compare_report's place)."""
+        return self.root / COMPARE_TABLE
 
     @property
     def compare_scores(self) -> Path:
@@ -167,11 +199,11 @@ class RunLayout:
 
     @property
     def compare_embed(self) -> Path:
-        return self.root / rel_compare("embed.npy")
+        return self.root / EMBED_REL
 
     @property
     def compare_embed_target(self) -> Path:
-        return self.root / rel_compare("embed-target.npy")
+        return self.root / EMBED_TARGET_REL
 
     def compare_eval(self, name: str) -> Path:
         return self.root / rel_compare("evals", f"{name}.json")
@@ -189,12 +221,21 @@ class RunLayout:
         return self.geometry_dir / f"{ckpt_name(epoch)}.safetensors"
 
 
+EMBED_REL = rel_compare("embed.npy")
+EMBED_TARGET_REL = rel_compare("embed-target.npy")
+
+
 def less_val_rel(epoch: int) -> str:
     return rel_compare("less", f"val-ckpt-{epoch}.npy")
 
 
 def less_train_rel(epoch: int) -> str:
     return rel_compare("less", f"ckpt-{epoch}.npy")
+
+
+def ckpt_trainer_state(ckpt_root: str | os.PathLike) -> Path:
+    """Where the warm-up's Trainer keeps its resumable state, under the checkpoints folder."""
+    return Path(ckpt_root) / TRAINER_STATE_DIR
 
 
 def ckpt_meta(ckpt: str | os.PathLike) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import mmap
 import os
 import platform
@@ -20,8 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from gist_core.store.atomic import DISK_FULL, atomic_path, atomic_write_json, named_os_error
 from gist_core.errors import StoreError  # noqa: F401  (raised here; re-exported)
+from gist_core.store import layout
+from gist_core.store.atomic import DISK_FULL, atomic_path, atomic_write_json, named_os_error
+
+log = logging.getLogger(__name__)
 
 
 # Artefact format of what a stage writes (recorded per manifest entry; no entry = 1): 2 = arrays written
@@ -98,7 +102,7 @@ class RunStore:
 
     # ---- manifest
     def manifest(self) -> dict:
-        p = self.path("manifest.json")
+        p = self.path(layout.MANIFEST)
         return json.loads(p.read_text()) if p.exists() else {"stages": {}}
 
     def stage_done(self, stage: str, key: str) -> bool:
@@ -115,7 +119,7 @@ class RunStore:
         problem = verify_artefacts(self.root, entry, hashes=stamp not in self._verified)  # hash once per store
         if problem:
             self.event(stage, "corrupt", problem=problem)
-            print(f"warning: {stage}: {problem}; recomputing it", flush=True)
+            log.warning(f"warning: {stage}: {problem}; recomputing it")
             return "corrupt"
         self._verified.add(stamp)
         return "done"
@@ -127,18 +131,18 @@ class RunStore:
                               "bytes": sum(d["bytes"] for d in digests.values()), "digests": digests,
                               "versions": versions(),
                               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
-        atomic_write_json(self.path("manifest.json"), m)
+        atomic_write_json(self.path(layout.MANIFEST), m)
 
     def forget_stage(self, stage: str) -> None:
         m = self.manifest()
         if m["stages"].pop(stage, None) is not None:
-            atomic_write_json(self.path("manifest.json"), m)
+            atomic_write_json(self.path(layout.MANIFEST), m)
 
     # ---- progress events
     def event(self, stage: str, status: str, **fields) -> None:
         """Append one progress event (a short line: appends of < 4 KiB are atomic on POSIX)."""
         rec = {"t": round(time.time(), 3), "stage": stage, "status": status, **fields}
-        path = self.path("progress.jsonl")
+        path = self.path(layout.PROGRESS)
         try:
             with open(path, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
@@ -147,7 +151,7 @@ class RunStore:
 
 
 def read_events(root: str | os.PathLike) -> list[dict]:
-    p = Path(root) / "progress.jsonl"
+    p = Path(root) / layout.PROGRESS
     if not p.exists():
         return []
     out = []
@@ -267,7 +271,7 @@ class FeatureStore:
         self.done.flush()
         _drop_pages(self.data)  # written rows are on disk: keep them out of this process's resident memory
 
-    def rows(self) -> "RowReader":
+    def rows(self) -> RowReader:
         """Row blocks read from the file, for scoring in blocks without mapping the whole store."""
         return RowReader(self.path)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+
 from gist_core.errors import RunNameError  # noqa: F401  (raised here; re-exported)
 
 NAME_MAX = 100

@@ -21,8 +21,15 @@ curve[r-1] = mean over held-out examples of their percentile at rank r; suggeste
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from gist_core.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only
+    from gist_core.config import RunConfig
+    from gist_core.methods.gist.subspace import Subspace
 
 RANK_RULES = ("tau", "advisor", "full")
 DEFAULT_RANK_RULE = "full"  # chosen on evidence (bench/selection_rules.py, README: Selection rules); the paper: tau
@@ -125,3 +132,24 @@ def advise(val_coords: np.ndarray, X: np.ndarray, groups: dict[str, list[int]], 
         return None
     ref = reference_rows(len(X), max_rows, seed)
     return rank_curve(val_coords, np.asarray(X[ref]), groups, aggregation)
+
+
+def choose_rank(cfg: RunConfig, sub: Subspace, advice: AdvisorCurve | None = None) -> int:
+    """The explicit rank, else the rank rule's: tau (the paper), the advisor's suggestion, or all stored
+    directions. Without an advisor curve (no subtask has two validation examples) the advisor rule uses tau."""
+    if cfg.rank is not None:
+        if cfg.rank > sub.r_max:
+            raise ConfigError(f"rank {cfg.rank} exceeds the {sub.r_max} directions the {len(sub.sigma)} "
+                              f"validation examples span; use --rank {sub.r_max} or fewer")
+        return cfg.rank
+    if cfg.rank_rule == "full":
+        return sub.r_max
+    if cfg.rank_rule == "advisor" and advice is not None:
+        return min(advice.suggested, sub.r_max)
+    from gist_core.methods.gist.subspace import rank_for_variance
+    return min(rank_for_variance(sub.sigma, cfg.tau), sub.r_max)
+
+
+def rank_advice(cfg: RunConfig, sub: Subspace, X: np.ndarray, groups: dict[str, list[int]]) -> AdvisorCurve | None:
+    """The rank advisor's curve on the stored coordinates (None when no subtask has two examples)."""
+    return advise(sub.val_coords, X, groups, cfg.aggregation, seed=cfg.seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from gist_core.errors import SubspaceError  # noqa: F401  (raised here; re-exported)
 
 ORTHO_TOL = 1e-3     # max |V^T V - I| accepted in float32

@@ -1,0 +1,142 @@
+"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, bench, models, app.
+
+The flags of a run's configuration come from the config dataclasses (cli/args.py); the commands are in
+cli/commands.py. Every user error is a GistError: one line on stderr, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gist_core.cli.args import _budget, add_scale_args, add_selection_args  # noqa: F401  (_budget: tests)
+from gist_core.cli.args import overrides as _overrides  # noqa: F401  (tests use it under this name)
+from gist_core.cli.commands import (  # noqa: F401
+    DEFAULT_RUNS,
+    cmd_app,
+    cmd_bench,
+    cmd_compare,
+    cmd_demo,
+    cmd_geometry,
+    cmd_merge,
+    cmd_models,
+    cmd_rescore,
+    cmd_select,
+    demo_default_out,
+)
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET
+from gist_core.errors import GistError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gist-lab", description="Targeted data selection through gradient geometry.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run GIST on the bundled tiny model and synthetic corpus")
+    d.add_argument("--target", default=DEFAULT_DEMO_TARGET, help="bundled target task: transform | lookup | facts")
+    d.add_argument("--model", help="another model on the bundled data: registry name (smollm2-135m), folder or .gguf")
+    add_selection_args(d)
+    add_scale_args(d)
+    d.set_defaults(func=cmd_demo)
+    s = sub.add_parser("select", help="select training data for a target task")
+    s.add_argument("--model", help="Hugging Face id, local folder, .gguf file or fetched registry name (smollm2-135m)")
+    s.add_argument("--train", help="pool file (.jsonl/.json/.csv/.parquet) or datasets name/path")
+    s.add_argument("--target", help="target validation examples (optional 'subtask' column)")
+    s.add_argument("--config", help="replay a run's config.json (flags override its fields)")
+    add_selection_args(s)
+    add_scale_args(s)
+    s.set_defaults(func=cmd_select)
+    m = sub.add_parser("merge", help="merge the --shard jobs' projections into RUN and score")
+    m.add_argument("--run", required=True, type=Path, help="the run folder the shard jobs wrote into")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_merge)
+    r = sub.add_parser("rescore", help="scores at another rank from a run's stored projections")
+    r.add_argument("--run", required=True, type=Path)
+    r.add_argument("--rank", required=True, type=int)
+    r.set_defaults(func=cmd_rescore)
+    c = sub.add_parser("compare", help="GIST vs LESS and baselines: selection quality, downstream loss, cost")
+    c.add_argument("--methods", default="gist,less,rawcos,random,length,embedding,full",
+                   help="comma-separated: gist, less, rawcos, random, length, embedding, full, oracle, gist_mean, gist_max "
+                        "(score-based methods are reported under every --rules rule; gist_mean / gist_max: GIST with that "
+                        "aggregation on the same projections; oracle is added with ground truth)")
+    c.add_argument("--rules", default="global,subtask",
+                   help="selection rules applied to every score-based method (gist, less, rawcos, embedding): "
+                        "comma-separated from global, subtask, zscore, quantile, or 'all' (global,subtask)")
+    c.add_argument("--seeds", type=int, default=3, help="downstream seeds (3)")
+    c.add_argument("--model", help="Hugging Face id, folder, .gguf file or registry name (default: the bundled tiny "
+                   "model); with --target alone, the bundled pool and that bundled target")
+    c.add_argument("--train", help="pool file or datasets name (default: the bundled pool)")
+    c.add_argument("--target", help="target validation file, or a bundled target name (transform)")
+    c.add_argument("--test", help="target test split (default: test.jsonl beside the target file)")
+    c.add_argument("--config", help="a run's config.json to compare on")
+    c.add_argument("--less-dim", type=int, default=8192, help="LESS projection dimension (8192)")
+    c.add_argument("--less-checkpoints", help="comma-separated LESS checkpoint folders (ours or HF Trainer's)")
+    c.add_argument("--less-cache-gb", type=float, default=4.0,
+                   help="keep the LESS projection matrix in memory up to this size, else regenerate it per batch (4)")
+    c.add_argument("--train-epochs", type=int, help="downstream LoRA epochs (4)")
+    c.add_argument("--train-lr", type=float, help="downstream LoRA learning rate (1e-3)")
+    c.add_argument("--full-epochs", type=int, default=1, help="epochs for the full-pool row (1)")
+    c.add_argument("--n-em", type=int, help="exact-match prompts per subtask (default: the whole test split)")
+    c.add_argument("--no-downstream", action="store_true", help="selection quality and cost only")
+    add_selection_args(c)
+    add_scale_args(c)
+    c.set_defaults(func=cmd_compare)
+    g = sub.add_parser("geometry", help="curvature of a LoRA block per warm-up checkpoint (Hessian, GN, Fisher, Adam)")
+    g.add_argument("--run", required=True, type=Path, help="a finished run directory")
+    g.add_argument("--module", help="LoRA module name or suffix (default: the last LoRA module)")
+    g.add_argument("--coords", type=int, default=2048, help="coordinates sampled from A and B (0 = all)")
+    g.add_argument("--n-examples", type=int, help="target examples in the loss (default: all)")
+    g.add_argument("--rank", type=int, default=8, help="top-r eigenspaces compared (8)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--checkpoints", help="comma-separated warm-up epochs (default: all)")
+    g.add_argument("--quiet", action="store_true")
+    g.set_defaults(func=cmd_geometry)
+    b = sub.add_parser("bench", help="gradient throughput, batching speed-up, rescore latency, memory scaling")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--n-small", type=int, default=10_000, help="pool size of the small memory run")
+    b.add_argument("--n-large", type=int, default=100_000, help="pool size of the large memory run")
+    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--rescore-n", type=int, default=100_000)
+    b.add_argument("--model", help="model to measure (default: the bundled tiny LM); a registry name, folder or .gguf")
+    b.add_argument("--max-length", type=int, default=256, help="tokens per example (256)")
+    b.add_argument("--lora-layers", type=int, metavar="L", help="LoRA on the last L layers only (default: all)")
+    b.add_argument("--n-throughput", type=int, default=256, help="examples per timed throughput round (256)")
+    b.add_argument("--n-loop", type=int, default=64, help="examples timed against the one-at-a-time loop (64)")
+    b.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians reported (3)")
+    b.add_argument("--cpu-options", action="store_true",
+                   help="also measure what each CPU option buys (LoRA layers, response-only logits, attention, threads)")
+    b.set_defaults(func=cmd_bench)
+    mo = sub.add_parser("models", help="real models offline: fetch a registry model once, list the cache")
+    mo.add_argument("action", choices=["fetch", "list"])
+    mo.add_argument("names", nargs="*", help="registry names to fetch (smollm2-135m)")
+    mo.add_argument("--quiet", action="store_true")
+    mo.set_defaults(func=cmd_models)
+    ap = sub.add_parser("app", help="open the dashboard (Streamlit)")
+    ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
+    ap.add_argument("--port", type=int, default=8501)
+    ap.add_argument("--address", default="127.0.0.1")
+    ap.set_defaults(func=cmd_app)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gist_core.log import show_on_terminal
+    show_on_terminal()
+    a = build_parser().parse_args(argv)
+    try:
+        return a.func(a)
+    except (GistError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        from gist_core.store.atomic import DISK_FULL
+        if e.errno not in DISK_FULL:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or 'no space left on device'}{where}; free some space and rerun the same command "
+              "(finished stages are kept)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+

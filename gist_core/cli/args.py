@@ -1,0 +1,124 @@
+"""The CLI's flags for a run's configuration, built from the config dataclasses' fields (gist_core/config.py):
+each flag takes its help text from the field's metadata, and `overrides` maps the parsed flags back onto
+RunConfig / LoraSettings / TrainConfig fields from the same table, so a flag and its field cannot drift apart.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+from gist_core.config import LoraSettings, RunConfig, TrainConfig
+
+
+def _budget(text: str) -> float:
+    try:
+        return float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget '{text}' is not a number (use 0.05, 5% or a count)") from None
+
+
+def _tuple_of_names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag for one config field: `section` is '' (RunConfig), 'lora' or 'warmup'."""
+    flag: str
+    field: str
+    section: str = ""
+    kwargs: tuple = ()
+    extra_help: str = ""
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def config_class(self) -> type:
+        return {"": RunConfig, "lora": LoraSettings, "warmup": TrainConfig}[self.section]
+
+    def help(self) -> str:
+        f = next(f for f in fields(self.config_class()) if f.name == self.field)
+        text = f.metadata.get("help", "")
+        default = f.default if f.default is not MISSING else None
+        shown = f" (default {default})" if default not in (None, MISSING) and not isinstance(default, bool) else ""
+        return (text + shown + self.extra_help).replace("%", "%%")
+
+
+RUN_FLAGS = (
+    Flag("--budget", "budget", kwargs=(("type", _budget),), extra_help="; 0.05, 5% or a count (500)"),
+    Flag("--rank", "rank", kwargs=(("type", int),)),
+    Flag("--rank-rule", "rank_rule", kwargs=(("choices", ["tau", "advisor", "full"]),)),
+    Flag("--tau", "tau", kwargs=(("type", float),)),
+    Flag("--r-max", "r_max", kwargs=(("type", int),)),
+    Flag("--balance", "balance", kwargs=(("choices", ["global", "subtask", "zscore", "quantile"]),)),
+    Flag("--aggregation", "aggregation", kwargs=(("choices", ["subtask_mean", "example_max"]),)),
+    Flag("--checkpoint", "checkpoint", kwargs=(("type", int),)),
+    Flag("--epochs", "epochs", "warmup", (("type", int),), " (warm-up)"),
+    Flag("--lr", "lr", "warmup", (("type", float),), " (warm-up)"),
+    Flag("--warmup-fraction", "warmup_fraction", kwargs=(("type", float),)),
+    Flag("--lora-r", "r", "lora", (("type", int),)),
+    Flag("--lora-alpha", "alpha", "lora", (("type", float),)),
+    Flag("--lora-dropout", "dropout", "lora", (("type", float),)),
+    Flag("--lora-targets", "target_modules", "lora", (("type", _tuple_of_names),), "; comma-separated"),
+    Flag("--lora-layers", "last_layers", "lora", (("type", int), ("metavar", "L"))),
+    Flag("--max-length", "max_length", kwargs=(("type", int),)),
+    Flag("--batch-size", "grad_batch_size", kwargs=(("type", int),)),
+    Flag("--proj-dtype", "proj_dtype", kwargs=(("choices", ["float32", "bfloat16"]),)),
+    Flag("--no-target-eos", "target_eos", kwargs=(("action", "store_false"), ("default", None))),
+    Flag("--device", "device", extra_help="auto | cpu | cuda | cuda:N"),
+    Flag("--dtype", "dtype", kwargs=(("choices", ["float32", "bfloat16", "float16"]),), extra_help="model dtype"),
+    Flag("--seed", "seed", kwargs=(("type", int),)),
+    Flag("--trust-remote-code", "trust_remote_code", kwargs=(("action", "store_true"), ("default", None)),
+         extra_help="allow model code from the model's repository (off by default)"),
+    Flag("--pool-size", "limit_train", kwargs=(("type", int), ("metavar", "N")),
+         extra_help="use the first N rows of the pool (default: all)"),
+)
+
+PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "tau", "tau": 0.95}
+
+
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
+    for f in RUN_FLAGS:
+        kw = dict(f.kwargs)
+        if f.flag == "--no-target-eos":
+            kw["dest"] = "target_eos"
+        p.add_argument(f.flag, help=f.help(), **kw)
+    p.add_argument("--paper", action="store_true",
+                   help="the GIST paper's exact rule: max over individual target examples (--aggregation example_max), "
+                        "global top-k (--balance global), rank by 95%% explained variance (--rank-rule tau --tau 0.95); "
+                        "flags given beside it still win")
+    p.add_argument("--overwrite", action="store_true", help="replace a run with a different config in --out")
+    p.add_argument("--quiet", action="store_true")
+
+
+def add_scale_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", metavar="I/N", help="an independent job computing pool rows i, i+N, ... into "
+                   "RUN/shards/ (after one --prepare run); then `gist-lab merge --run RUN` (select, demo) or the "
+                   "same compare command without --shard")
+    p.add_argument("--prepare", action="store_true",
+                   help="run the shared stages only (data, warm-up, validation gradients), for --shard jobs")
+
+
+def rules(text: str) -> tuple[str, ...]:
+    from gist_core.methods.scoring import BALANCES
+    return BALANCES if text.strip() == "all" else tuple(r.strip() for r in text.split(",") if r.strip())
+
+
+def overrides(a: argparse.Namespace) -> dict:
+    """The RunConfig fields the flags set (unset flags leave the config's value)."""
+    sections: dict[str, dict] = {"": {}, "lora": {}, "warmup": {}}
+    for f in RUN_FLAGS:
+        value = getattr(a, "target_eos" if f.flag == "--no-target-eos" else f.dest, None)
+        if value is not None:
+            sections[f.section][f.field] = value
+    out = sections[""]
+    if getattr(a, "paper", False):
+        out = {**PAPER_RULE, **out}
+    if sections["lora"]:
+        out["lora"] = LoraSettings(**sections["lora"])
+    if sections["warmup"]:
+        out["warmup"] = TrainConfig(**sections["warmup"])
+    return out

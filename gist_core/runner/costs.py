@@ -1,0 +1,44 @@
+"""What each method cost inside a compare: wall seconds per stage as measured, FLOP estimates, feature bytes.
+
+The warm-up is shared: it is counted per method up to the checkpoint that method uses.
+"""
+from __future__ import annotations
+
+COST_NOTES = ("wall_s: seconds measured on this machine, per stage; the warm-up is shared and "
+              "counted per method up to the checkpoint it uses (GIST: its checkpoint epoch, "
+              "LESS: all epochs); flops: estimates (6 x parameters x tokens per forward+backward, "
+              "2 x parameters x tokens per forward, plus projections); bytes: the per-example "
+              "feature store, the part that grows with the pool")
+
+
+class CostBook:
+    """Mixed into Compare: `costs` (stage -> seconds), `flops` and `bytes` per method family."""
+
+    def _stage_walls(self) -> dict:
+        return self.store.manifest()["stages"]
+
+    def _warmup_cost(self, epochs_used: int) -> tuple[float, float]:
+        """(wall s, FLOPs) of the warm-up up to `epochs_used`, prorated by epochs (a later epoch is not needed)."""
+        st = self._stage_walls().get("warmup", {})
+        share = epochs_used / self.cfg.warmup.epochs
+        n_warm = st.get("n_examples", 0)
+        tokens_per_example = self.tokens["pool"] / max(1, len(self.run.inputs.pool))
+        flops = 6 * self.n_params * tokens_per_example * n_warm * epochs_used
+        return st.get("wall_s", 0.0) * share, flops
+
+    def _val_cost(self, epoch: int) -> tuple[float, float]:
+        st = self._stage_walls().get(f"val_grads/ckpt-{epoch}", {})
+        return st.get("wall_s", 0.0) - st.get("subspace_s", 0.0), st.get("subspace_s", 0.0)
+
+
+def cost_ratios(methods: dict, less_costs: dict) -> dict:
+    """GIST over LESS: compute, FLOPs, storage, and compute without LESS's projection (measured side by side)."""
+    out = {}
+    if "gist" in methods and "less" in methods and methods["less"]["wall_s"] > 0:
+        out["compute_ratio_gist_over_less"] = methods["gist"]["wall_s"] / methods["less"]["wall_s"]
+        out["flops_ratio_gist_over_less"] = methods["gist"]["flops"] / max(methods["less"]["flops"], 1.0)
+        out["storage_ratio_gist_over_less"] = methods["gist"]["bytes"] / max(methods["less"]["bytes"], 1)
+        if less_costs.get("pool_projection"):  # how much of LESS's cost is its 8192-d projection
+            out["compute_ratio_gist_over_less_without_projection"] = methods["gist"]["wall_s"] / max(
+                methods["less"]["wall_s"] - less_costs["pool_projection"] - less_costs["val_features"], 1e-9)
+    return out

@@ -1,0 +1,76 @@
+"""Downstream evaluation inside a compare: LoRA-train on each selection (per seed), then test loss and exact
+match on the target's test split; each run is cached under compare/evals/ by the key of what it depends on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from gist_core.config import TrainConfig
+from gist_core.data.examples import load_examples
+from gist_core.store.atomic import atomic_write_json
+from gist_core.store.manifest import file_hash, stable_hash
+
+
+class Downstream:
+    """Mixed into Compare: uses its run, configs and store."""
+
+    def downstream(self, rows, selections, report) -> None:
+        if self.test_spec is None:
+            report["downstream_note"] = ("no test split (pass --test): downstream loss and exact match not measured")
+            self.log(report["downstream_note"])
+            return
+        test = load_examples(self.test_spec)
+        test_key = file_hash(self.test_spec) if Path(self.test_spec).exists() else self.test_spec
+        recipe = asdict(self.cmp.train)
+        report["train_recipe"] = {**recipe, "full_epochs": self.cmp.full_epochs, "lora": asdict(self.cfg.lora),
+                                  "max_length": self.cfg.max_length, "seeds": list(range(self.cmp.seeds))}
+        report["base"] = self._eval_cached("base", None, None, test, test_key)
+        for row in rows:
+            runs = []
+            for s, idx in enumerate(selections[row]):
+                runs.append(self._eval_cached(f"{row}-s{s}", idx, s, test, test_key,
+                                              epochs=self.cmp.full_epochs if row == "full" else None))
+            e = report["methods"][row]
+            losses, ems = [r["test_loss"] for r in runs], [r["exact_match"] for r in runs]
+            e.update({"test_loss": float(np.mean(losses)), "test_loss_std": float(np.std(losses)),
+                      "exact_match": float(np.mean(ems)), "exact_match_std": float(np.std(ems)),
+                      "train_steps": runs[0]["steps"], "train_s": float(np.mean([r["train_s"] for r in runs])),
+                      "per_seed": [{"seed": s, "test_loss": r["test_loss"], "exact_match": r["exact_match"]}
+                                   for s, r in enumerate(runs)],
+                      "per_subtask": {sub: {"loss": float(np.mean([r["per_subtask"][sub]["loss"] for r in runs])),
+                                            "exact_match": float(np.mean([r["per_subtask"][sub]["exact_match"]
+                                                                          for r in runs]))}
+                                      for sub in runs[0]["per_subtask"]}})
+            self.log(f"{row:14s} test loss {e['test_loss']:.3f} ± {e['test_loss_std']:.3f}  "
+                     f"exact match {e['exact_match']:.3f} ± {e['exact_match_std']:.3f}")
+            atomic_write_json(self.run.paths.compare_report, report)  # partial table, readable while it runs
+
+    def _eval_cached(self, name, idx, seed, test, test_key, epochs=None) -> dict:
+        from gist_core.model.evaluate import evaluate_on_target, finetune_and_evaluate
+        cfg = self.cmp.train if seed is None else TrainConfig(**{**asdict(self.cmp.train), "seed": seed,
+                                                                   **({"epochs": epochs} if epochs else {})})
+        key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], test_key, asdict(cfg),
+                           self.cfg.lora.key(), self.cfg.max_length, self.cmp.n_em,
+                           None if idx is None else stable_hash(np.asarray(idx).tolist())])
+        path = self.run.paths.compare_eval(name)
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("key") == key:
+                return old
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.run.progress.stage(f"compare/eval/{name}"):
+            if idx is None:
+                tok, _ = self.run.tokenizer_and_model()
+                res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.max_length, self.cmp.n_em),
+                       "steps": 0, "train_s": 0.0}
+            else:
+                res = finetune_and_evaluate(self.run.model_source.path, [self.run.inputs.pool[i] for i in idx], test, cfg,
+                                            self.cfg.lora,
+                                            self.cfg.max_length, self.cmp.n_em)
+        res["key"] = key
+        atomic_write_json(path, res)
+        return res

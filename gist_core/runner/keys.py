@@ -1,0 +1,55 @@
+"""Stage bookkeeping: what --model resolves to, content fingerprints of the inputs, and each stage's key
+(the hash of everything its result depends on; the manifest's key decides skip or recompute)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gist_core.config import RunConfig
+from gist_core.errors import ConfigError
+from gist_core.store.manifest import file_hash, stable_hash
+
+if TYPE_CHECKING:  # annotations only
+    from gist_core.model.registry import ResolvedModel
+
+
+def model_source(cfg: RunConfig) -> ResolvedModel:
+    """What --model names (a GGUF file is converted here, once per file, before any stage runs); a config that
+    recorded another GGUF file's hash is refused."""
+    from gist_core.model.registry import ModelSourceError, resolve
+    try:
+        src = resolve(cfg.model)
+    except ModelSourceError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.model_sha256 and src.gguf_sha256 != cfg.model_sha256:
+        found = f"sha256 {src.gguf_sha256[:12]}..." if src.gguf_sha256 else "not a GGUF file"
+        raise ConfigError(f"--model {cfg.model}: {found}, but the config recorded GGUF sha256 "
+                          f"{cfg.model_sha256[:12]}...; pass the same file or drop model_sha256 from the config")
+    return src
+
+
+def input_fingerprint(spec: str) -> str:
+    p = Path(spec)
+    return file_hash(p) if p.exists() else f"name:{spec}"
+
+
+def input_fingerprints(cfg: RunConfig, model_fingerprint: str | None) -> dict[str, str]:
+    """Content hashes of the inputs (hashing a large pool is not free: callers keep the result)."""
+    return {"train": input_fingerprint(cfg.train), "target": input_fingerprint(cfg.target),
+            "model": model_fingerprint or input_fingerprint(cfg.model)}
+
+
+def stage_keys(c: RunConfig, fp: dict[str, str]) -> dict[str, str]:
+    """Per stage: hash of everything its result depends on (config fields + input hashes)."""
+    data = stable_hash({"train": fp["train"], "target": fp["target"], "splits": [c.train_split, c.target_split],
+                        "limit": c.limit_train})
+    model = stable_hash({"model": fp["model"], "dtype": c.dtype, "max_length": c.max_length})
+    warm = stable_hash([data, model, c.lora.key(), asdict(c.warmup), c.warmup_fraction, c.seed])
+    # options off their defaults join the keys; at their defaults the keys are those of earlier versions
+    val = warm if c.target_eos else stable_hash([warm, "no-target-eos"])
+    proj = stable_hash([val, c.checkpoint, c.r_max] + ([c.proj_dtype] if c.proj_dtype != "float32" else []))
+    # (a rank rule other than tau joins the key: a folder scored by tau before rank rules existed keeps its key)
+    scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed]
+                         + ([c.rank_rule] if c.rank_rule != "tau" and c.rank is None else []))
+    return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores}
