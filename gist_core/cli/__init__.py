@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gist_core.cli.args import _budget, add_scale_args, add_selection_args  # noqa: F401  (_budget: tests)
+from gist_core.cli.args import COMPARE_FLAGS, GEOMETRY_FLAGS, _budget, add_flags, add_scale_args, add_selection_args  # noqa: F401
 from gist_core.cli.args import overrides as _overrides  # noqa: F401  (tests use it under this name)
 from gist_core.cli.commands import (  # noqa: F401
     DEFAULT_RUNS,
@@ -54,40 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rank", required=True, type=int)
     r.set_defaults(func=cmd_rescore)
     c = sub.add_parser("compare", help="GIST vs LESS and baselines: selection quality, downstream loss, cost")
-    c.add_argument("--methods", default="gist,less,rawcos,random,length,embedding,full",
-                   help="comma-separated: gist, less, rawcos, random, length, embedding, full, oracle, gist_mean, gist_max "
-                        "(score-based methods are reported under every --rules rule; gist_mean / gist_max: GIST with that "
-                        "aggregation on the same projections; oracle is added with ground truth)")
-    c.add_argument("--rules", default="global,subtask",
-                   help="selection rules applied to every score-based method (gist, less, rawcos, embedding): "
-                        "comma-separated from global, subtask, zscore, quantile, or 'all' (global,subtask)")
-    c.add_argument("--seeds", type=int, default=3, help="downstream seeds (3)")
     c.add_argument("--model", help="Hugging Face id, folder, .gguf file or registry name (default: the bundled tiny "
                    "model); with --target alone, the bundled pool and that bundled target")
     c.add_argument("--train", help="pool file or datasets name (default: the bundled pool)")
     c.add_argument("--target", help="target validation file, or a bundled target name (transform)")
-    c.add_argument("--test", help="target test split (default: test.jsonl beside the target file)")
     c.add_argument("--config", help="a run's config.json to compare on")
-    c.add_argument("--less-dim", type=int, default=8192, help="LESS projection dimension (8192)")
-    c.add_argument("--less-checkpoints", help="comma-separated LESS checkpoint folders (ours or HF Trainer's)")
-    c.add_argument("--less-cache-gb", type=float, default=4.0,
-                   help="keep the LESS projection matrix in memory up to this size, else regenerate it per batch (4)")
-    c.add_argument("--train-epochs", type=int, help="downstream LoRA epochs (4)")
-    c.add_argument("--train-lr", type=float, help="downstream LoRA learning rate (1e-3)")
-    c.add_argument("--full-epochs", type=int, default=1, help="epochs for the full-pool row (1)")
-    c.add_argument("--n-em", type=int, help="exact-match prompts per subtask (default: the whole test split)")
-    c.add_argument("--no-downstream", action="store_true", help="selection quality and cost only")
+    add_flags(c, COMPARE_FLAGS)
     add_selection_args(c)
     add_scale_args(c)
     c.set_defaults(func=cmd_compare)
     g = sub.add_parser("geometry", help="curvature of a LoRA block per warm-up checkpoint (Hessian, GN, Fisher, Adam)")
     g.add_argument("--run", required=True, type=Path, help="a finished run directory")
-    g.add_argument("--module", help="LoRA module name or suffix (default: the last LoRA module)")
-    g.add_argument("--coords", type=int, default=2048, help="coordinates sampled from A and B (0 = all)")
-    g.add_argument("--n-examples", type=int, help="target examples in the loss (default: all)")
-    g.add_argument("--rank", type=int, default=8, help="top-r eigenspaces compared (8)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoints", help="comma-separated warm-up epochs (default: all)")
+    add_flags(g, GEOMETRY_FLAGS)
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=cmd_geometry)
     b = sub.add_parser("bench", help="gradient throughput, batching speed-up, rescore latency, memory scaling")

@@ -1,14 +1,15 @@
-"""The CLI's flags for a run's configuration, built from the config dataclasses' fields (gist_core/config.py):
-each flag takes its help text from the field's metadata, and `overrides` maps the parsed flags back onto
-RunConfig / LoraSettings / TrainConfig fields from the same table, so a flag and its field cannot drift apart.
+"""The CLI's configuration flags, built from the config dataclasses' fields (gist_core/config.py): each flag
+takes its help text (and shown default) from its field, and the parsed flags map back onto the fields from
+the same tables (RUN_FLAGS, COMPARE_FLAGS, GEOMETRY_FLAGS), so a flag and its field cannot drift apart.
+An unset flag leaves the config's own default.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from gist_core.config import LoraSettings, RunConfig, TrainConfig
+from gist_core.config import CompareConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
 
 
 def _budget(text: str) -> float:
@@ -22,9 +23,21 @@ def _tuple_of_names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _tuple_of_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _tuple_of_names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of whole numbers") from None
+
+
+# section -> the config class its fields belong to ('compare.train': CompareConfig.train)
+SECTIONS = {"": RunConfig, "lora": LoraSettings, "warmup": TrainConfig, "compare": CompareConfig,
+            "compare.train": TrainConfig, "geometry": GeometryConfig}
+
+
 @dataclass(frozen=True)
 class Flag:
-    """One command-line flag for one config field: `section` is '' (RunConfig), 'lora' or 'warmup'."""
+    """One command-line flag for one config field; `section` names the config (SECTIONS)."""
     flag: str
     field: str
     section: str = ""
@@ -33,15 +46,17 @@ class Flag:
 
     @property
     def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
+        return dict(self.kwargs).get("dest") or self.flag.lstrip("-").replace("-", "_")
 
     def config_class(self) -> type:
-        return {"": RunConfig, "lora": LoraSettings, "warmup": TrainConfig}[self.section]
+        return SECTIONS[self.section]
 
     def help(self) -> str:
         f = next(f for f in fields(self.config_class()) if f.name == self.field)
         text = f.metadata.get("help", "")
         default = f.default if f.default is not MISSING else None
+        if isinstance(default, tuple):
+            default = ",".join(map(str, default)) or None
         shown = f" (default {default})" if default not in (None, MISSING) and not isinstance(default, bool) else ""
         return (text + shown + self.extra_help).replace("%", "%%")
 
@@ -66,7 +81,7 @@ RUN_FLAGS = (
     Flag("--max-length", "max_length", kwargs=(("type", int),)),
     Flag("--batch-size", "grad_batch_size", kwargs=(("type", int),)),
     Flag("--proj-dtype", "proj_dtype", kwargs=(("choices", ["float32", "bfloat16"]),)),
-    Flag("--no-target-eos", "target_eos", kwargs=(("action", "store_false"), ("default", None))),
+    Flag("--no-target-eos", "target_eos", kwargs=(("action", "store_false"), ("default", None), ("dest", "target_eos"))),
     Flag("--device", "device", extra_help="auto | cpu | cuda | cuda:N"),
     Flag("--dtype", "dtype", kwargs=(("choices", ["float32", "bfloat16", "float16"]),), extra_help="model dtype"),
     Flag("--seed", "seed", kwargs=(("type", int),)),
@@ -79,13 +94,24 @@ RUN_FLAGS = (
 PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "tau", "tau": 0.95}
 
 
+def add_flags(p: argparse.ArgumentParser, flags: tuple[Flag, ...]) -> None:
+    for f in flags:
+        p.add_argument(f.flag, help=f.help(), **dict(f.kwargs))
+
+
+def flag_values(a: argparse.Namespace, flags: tuple[Flag, ...]) -> dict[str, dict]:
+    """section -> {field: value} for the flags given on the command line."""
+    out: dict[str, dict] = {s: {} for s in SECTIONS}
+    for f in flags:
+        value = getattr(a, f.dest, None)
+        if value is not None:
+            out[f.section][f.field] = value
+    return out
+
+
 def add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: runs/<name>)")
-    for f in RUN_FLAGS:
-        kw = dict(f.kwargs)
-        if f.flag == "--no-target-eos":
-            kw["dest"] = "target_eos"
-        p.add_argument(f.flag, help=f.help(), **kw)
+    add_flags(p, RUN_FLAGS)
     p.add_argument("--paper", action="store_true",
                    help="the GIST paper's exact rule: max over individual target examples (--aggregation example_max), "
                         "global top-k (--balance global), rank by 95%% explained variance (--rank-rule tau --tau 0.95); "
@@ -109,11 +135,7 @@ def rules(text: str) -> tuple[str, ...]:
 
 def overrides(a: argparse.Namespace) -> dict:
     """The RunConfig fields the flags set (unset flags leave the config's value)."""
-    sections: dict[str, dict] = {"": {}, "lora": {}, "warmup": {}}
-    for f in RUN_FLAGS:
-        value = getattr(a, "target_eos" if f.flag == "--no-target-eos" else f.dest, None)
-        if value is not None:
-            sections[f.section][f.field] = value
+    sections = flag_values(a, RUN_FLAGS)
     out = sections[""]
     if getattr(a, "paper", False):
         out = {**PAPER_RULE, **out}
@@ -122,3 +144,43 @@ def overrides(a: argparse.Namespace) -> dict:
     if sections["warmup"]:
         out["warmup"] = TrainConfig(**sections["warmup"])
     return out
+
+
+COMPARE_FLAGS = (
+    Flag("--methods", "methods", "compare", (("type", _tuple_of_names),),
+         "; comma-separated: gist, less, rawcos, random, length, embedding, full, oracle, gist_mean, gist_max "
+         "(score-based methods are reported under every --rules rule; gist_mean / gist_max: GIST with that "
+         "aggregation on the same projections; oracle is added with ground truth)"),
+    Flag("--rules", "rules", "compare", (("type", rules),), "; comma-separated from global, subtask, zscore, quantile, or 'all'"),
+    Flag("--seeds", "seeds", "compare", (("type", int),)),
+    Flag("--test", "test", "compare"),
+    Flag("--less-dim", "less_dim", "compare", (("type", int),)),
+    Flag("--less-checkpoints", "less_checkpoints", "compare", (("type", _tuple_of_names),), "; comma-separated folders"),
+    Flag("--less-cache-gb", "projector_cache_gb", "compare", (("type", float),),
+         "; else the projection matrix is regenerated per batch"),
+    Flag("--train-epochs", "epochs", "compare.train", (("type", int),), " (downstream LoRA)"),
+    Flag("--train-lr", "lr", "compare.train", (("type", float),), " (downstream LoRA)"),
+    Flag("--full-epochs", "full_epochs", "compare", (("type", int),)),
+    Flag("--n-em", "n_em", "compare", (("type", int),)),
+    Flag("--no-downstream", "downstream", "compare", (("action", "store_false"), ("default", None), ("dest", "downstream")),
+         ": off = selection quality and cost only"),
+)
+
+GEOMETRY_FLAGS = (
+    Flag("--module", "module", "geometry"),
+    Flag("--coords", "n_coords", "geometry", (("type", int),)),
+    Flag("--n-examples", "n_examples", "geometry", (("type", int),)),
+    Flag("--rank", "rank", "geometry", (("type", int),)),
+    Flag("--seed", "seed", "geometry", (("type", int),)),
+    Flag("--checkpoints", "checkpoints", "geometry", (("type", _tuple_of_ints),), "; comma-separated"),
+)
+
+
+def compare_config(a: argparse.Namespace) -> CompareConfig:
+    values = flag_values(a, COMPARE_FLAGS)
+    train = TrainConfig(**{**asdict(CompareConfig().train), **values["compare.train"]})  # the downstream recipe
+    return CompareConfig(**values["compare"], train=train)
+
+
+def geometry_config(a: argparse.Namespace) -> GeometryConfig:
+    return GeometryConfig(**flag_values(a, GEOMETRY_FLAGS)["geometry"])

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from gist_core.cli.args import overrides as _overrides
-from gist_core.cli.args import rules as _rules
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import runs_root
@@ -151,17 +150,10 @@ def _run_config_for(a):
 
 
 def cmd_compare(a) -> int:
-    from gist_core.model.training import TrainConfig
-    from gist_core.runner.compare import Compare, CompareConfig, format_table
+    from gist_core.cli.args import compare_config
+    from gist_core.runner.compare import Compare, format_table
     cfg = _run_config_for(a)
-    train = {k: v for k, v in {"epochs": a.train_epochs, "lr": a.train_lr}.items() if v is not None}
-    cmp = CompareConfig(methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), seeds=a.seeds,
-                        rules=_rules(a.rules),
-                        less_dim=a.less_dim, projector_cache_gb=a.less_cache_gb, test=a.test, full_epochs=a.full_epochs,
-                        n_em=a.n_em,
-                        less_checkpoints=tuple(a.less_checkpoints.split(",")) if a.less_checkpoints else (),
-                        downstream=not a.no_downstream, train=TrainConfig(**{"epochs": 4, "lr": 1e-3, "seed": 0,
-                                                                             **train}))
+    cmp = compare_config(a)
     layout = _layout(a)
     out = a.out or DEFAULT_RUNS / f"compare-{Path(cfg.target).parent.name or 'run'}"
     try:
@@ -189,9 +181,9 @@ def cmd_bench(a) -> int:
 
 
 def cmd_geometry(a) -> int:
-    from gist_core.runner.geometry import GeometryConfig, run_geometry
-    cfg = GeometryConfig(module=a.module, n_coords=a.coords, n_examples=a.n_examples, rank=a.rank, seed=a.seed,
-                         checkpoints=tuple(int(x) for x in a.checkpoints.split(",")) if a.checkpoints else None)
+    from gist_core.cli.args import geometry_config
+    from gist_core.runner.geometry import run_geometry
+    cfg = geometry_config(a)
     rep = run_geometry(a.run, cfg, quiet=a.quiet)
     print("epoch  r95  r99  | Hessian off-diag  A-B mass  Fisher off-diag  Adam-diag fit err  F/H overlap (random)")
     spec = {s["epoch"]: s for s in rep["spectrum"]}

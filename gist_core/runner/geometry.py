@@ -16,11 +16,11 @@ import numpy as np
 from gist_core.analysis.curvature import curvature_numbers
 from gist_core.config import GeometryConfig  # noqa: F401  (re-exported)
 from gist_core.runner.pipeline import ConfigError, Run, RunConfig, load_subspace
-from gist_core.runner.reports import stamp
 from gist_core.store.artefacts import load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import RunLayout, ckpt_meta
 from gist_core.store.manifest import stable_hash
+from gist_core.store.reports import read_report, stamp
 
 
 def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
@@ -62,7 +62,7 @@ class Geometry:
         toks = tokenize_examples(target, tok, self.run_cfg.max_length, eos=self.run_cfg.target_eos)
         self.out.mkdir(exist_ok=True)
         report_path = RunLayout(self.dir).geometry_report
-        old = json.loads(report_path.read_text()) if report_path.exists() else {}
+        old = read_report(report_path, "geometry") or {}
         report = stamp("geometry", {"config": asdict(self.cfg), "n_examples": len(target), "checkpoints": {},
                   "spectrum": spectrum_by_epoch(self.dir, self.run_cfg.warmup.epochs)})
         for e in epochs:
@@ -110,8 +110,7 @@ class Geometry:
 
 
 def load_geometry(run_dir) -> dict | None:
-    p = RunLayout(run_dir).geometry_report
-    return json.loads(p.read_text()) if p.exists() else None
+    return read_report(RunLayout(run_dir).geometry_report, "geometry")
 
 
 def load_matrices(run_dir, epoch: int) -> dict[str, np.ndarray]:

@@ -1,6 +1,6 @@
 """The reports a run writes beside its artefacts: the scores frame, the summary and its ground-truth figures.
 
-Reports are versioned: each carries `report` (its kind) and `version`; readers check the version they know.
+Reports are typed and versioned: gist_core/store/reports.py.
 """
 from __future__ import annotations
 
@@ -10,20 +10,13 @@ import numpy as np
 
 from gist_core.data.examples import examples_to_frame
 from gist_core.methods import scoring
+from gist_core.store.reports import REPORT_VERSIONS, SummaryReport, stamp  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # annotations only
     import pandas
 
     from gist_core.data.examples import ExampleTable
     from gist_core.data.formatting import Tokenized
-
-REPORT_VERSIONS = {"summary": 1, "compare": 1, "geometry": 1}
-
-
-def stamp(kind: str, report: dict) -> dict:
-    """`report` with its kind and version in front."""
-    return {"report": kind, "version": REPORT_VERSIONS[kind], **report}
-
 
 def scores_frame(pool: ExampleTable, sc: scoring.Scores, selections: dict, pool_tok: Tokenized,
                  groups: dict) -> pandas.DataFrame:
@@ -55,7 +48,7 @@ def ground_truth_metrics(truth, n: int, selected: np.ndarray) -> dict | None:
     return metrics_from(truth, mask)
 
 
-def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> dict:
+def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> SummaryReport:
     from gist_core.data.truth import truth_masks
     from gist_core.methods.gist.subspace import rank_for_variance
     truth = truth_masks(examples_to_frame(pool, ["skill", "kind"]), list(groups))
