@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gist_core import launcher, ui, views
-from gist_core.corpus import DEFAULT_DEMO_TARGET
-from gist_core.runs import runs_root
+from gist_core.app import launcher, ui
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET
+from gist_core.store.runs import runs_root
+from gist_core.viewer import views
 
 ui.page_setup("Home")
 st.title("GIST Lab")

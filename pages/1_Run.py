@@ -1,16 +1,19 @@
 """Run: configure and launch a selection, follow its stages live, cancel it; state comes from the run folder."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 
-from gist_core import launcher, scoring, ui, views
-from gist_core.advisor import DEFAULT_RANK_RULE, RANK_RULES
-from gist_core.atomic import atomic_write_bytes
-from gist_core.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
-from gist_core.runs import NAME_RULE, RunNameError, run_path, runs_root, upload_path
+from gist_core.app import launcher, ui
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
+from gist_core.methods import scoring
+from gist_core.methods.gist.advisor import DEFAULT_RANK_RULE, RANK_RULES
+from gist_core.store.atomic import atomic_write_bytes
+from gist_core.store.layout import RunLayout
+from gist_core.store.runs import NAME_RULE, RunNameError, run_path, runs_root, upload_path
+from gist_core.viewer import views
 
 ui.page_setup("Run")
 st.title("Run")
@@ -78,7 +81,7 @@ def stage_bars(run_dir) -> None:
 
 
 def summary_block(run_dir) -> None:
-    summ = views.read_json(run_dir / "summary.json", {})
+    summ = views.run_summary(run_dir)
     if not summ:
         return
     c = st.columns(5)
@@ -119,16 +122,16 @@ def status_panel(run_dir, live: bool) -> None:
         if st.button("Cancel run", icon=":material/stop_circle:", key="cancel_run"):
             launcher.cancel(run_dir)
             st.rerun()
-    elif status in ("failed", "cancelled", "stopped") and (run_dir / "config.json").exists():
+    elif status in ("failed", "cancelled", "stopped") and RunLayout(run_dir).config.exists():
         if st.button("Resume with the same config", icon=":material/replay:", key="resume_run",
                      help="finished stages are skipped; pool projection resumes from its done-mask"):
-            start(ui.run_name_of(run_dir), lambda d: ["select", "--config", str(d / "config.json"),
+            start(ui.run_name_of(run_dir), lambda d: ["select", "--config", str(RunLayout(d).config),
                                                       "--out", str(d.resolve())])
     if status == "done":
         summary_block(run_dir)
     log = launcher.read_log_tail(run_dir, 6000)
     if log:
-        with st.expander("launch.log (tail)"):
+        with st.expander(f"{RunLayout(run_dir).launch_log.name} (tail)"):
             st.code(log[-4000:], language=None)
 
 
@@ -140,8 +143,8 @@ if run_dir is not None and run_dir.exists():
 # ----------------------------------------------------------------------------- launching
 st.subheader("Launch")
 qc = st.columns([2, 3])
-demo_target = qc[0].selectbox("Bundled target task", TARGETS, index=TARGETS.index(DEFAULT_DEMO_TARGET) if DEFAULT_DEMO_TARGET in TARGETS else 0,
-                              key="demo_target")
+demo_target = qc[0].selectbox("Bundled target task", TARGETS, key="demo_target",
+                              index=TARGETS.index(DEFAULT_DEMO_TARGET) if DEFAULT_DEMO_TARGET in TARGETS else 0)
 with qc[1]:
     b1, b2 = st.columns(2)
     if b1.button("Quick demo (1 warm-up epoch)", icon=":material/bolt:", key="quick_demo", type="primary",
@@ -152,7 +155,7 @@ with qc[1]:
         name = f"demo-{demo_target}"
         start(name, lambda d: launcher.demo_args(d, demo_target))
 
-cfg = views.read_json(run_dir / "config.json", {}) if run_dir else {}
+cfg = views.run_config(run_dir) if run_dir else {}
 lora, warm = cfg.get("lora") or {}, cfg.get("warmup") or {}
 with st.form("launch_form"):
     st.markdown("**Your own run** (`gist-lab select`); defaults come from the current run, else the bundled data.")
@@ -169,7 +172,8 @@ with st.form("launch_form"):
                           value="" if current in specs else current, help="used when 'another model' is picked")
     model = specs[picked] or other
     pool = c1.text_input("Pool (JSONL/JSON/CSV/Parquet or datasets name)", value=cfg.get("train", str(SAMPLE / "pool.jsonl")))
-    target = c2.text_input("Target validation examples", value=cfg.get("target", str(SAMPLE / "targets" / DEFAULT_DEMO_TARGET / "val.jsonl")))
+    target = c2.text_input("Target validation examples",
+                           value=cfg.get("target", str(SAMPLE / "targets" / DEFAULT_DEMO_TARGET / "val.jsonl")))
     pool_file = c1.file_uploader("…or upload the pool", type=UPLOAD_TYPES, key="pool_upload",
                                  help="stored as RUN/inputs/<file name> and used instead of the pool field")
     target_file = c2.file_uploader("…or upload the target examples", type=UPLOAD_TYPES, key="target_upload",
@@ -217,6 +221,7 @@ if submitted:
             train, val = stored.get("pool", pool.strip()), stored.get("target", target.strip())
             start(name, lambda d: launcher.select_args(
                 d, model=model.strip(), train=train, target=val, budget=budget.strip(), rank=int(rank) or None,
-                tau=tau, rank_rule=rank_rule, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha, epochs=int(epochs), lr=lr,
+                tau=tau, rank_rule=rank_rule, balance=balance, lora_r=int(lora_r), lora_alpha=lora_alpha,
+                epochs=int(epochs), lr=lr,
                 lora_layers=int(lora_layers) or None, max_length=int(max_length), pool_size=int(pool_size) or None,
                 paper=paper, overwrite=overwrite))

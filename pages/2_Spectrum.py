@@ -1,12 +1,11 @@
 """Spectrum: singular values of the validation gradients per warm-up checkpoint, explained variance, rank slider."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import ui, views
+from gist_core.app import ui
+from gist_core.viewer import figures, views
 
 ui.page_setup("Spectrum")
 st.title("Spectrum")
@@ -23,29 +22,9 @@ s = {**ui.settings(run_dir), "rank": rank}
 rs = ui.rescored(run_dir, s)
 
 left, right = st.columns(2)
-fig = go.Figure()
-for sp in specs:
-    fig.add_trace(go.Scatter(x=list(range(1, len(sp.sigma) + 1)), y=sp.sigma, mode="lines+markers",
-                             name=f"ckpt-{sp.epoch}" + (" (GIST)" if sp.epoch == gist_epoch else "")))
-fig.add_vline(x=rank, line_dash="dot", annotation_text=f"r = {rank}")
-fig.update_layout(title="Singular values per checkpoint", xaxis_title="direction", yaxis_title="σ (log)",
-                  yaxis_type="log", yaxis_tickformat=".2~g", height=380, margin=dict(t=50, b=40))
-left.plotly_chart(fig, width="stretch", key="sigma_chart")
-
-fig2 = go.Figure()
-for sp in specs:
-    fig2.add_trace(go.Scatter(x=list(range(1, len(sp.explained) + 1)), y=sp.explained, mode="lines+markers",
-                              name=f"ckpt-{sp.epoch}"))
-fig2.add_hline(y=tau, line_dash="dash", annotation_text=f"τ = {tau:g}")
-main = next((sp for sp in specs if sp.epoch == gist_epoch), specs[0] if specs else None)
-if main is not None:
-    fig2.add_vline(x=main.r95, line_color="green", line_dash="dash", annotation_text=f"r95 = {main.r95}")
-    fig2.add_vline(x=main.r99, line_color="purple", line_dash="dash", annotation_text=f"r99 = {main.r99}",
-                   annotation_position="bottom right")
-fig2.add_vline(x=rank, line_dash="dot")
-fig2.update_layout(title="Cumulative explained variance", xaxis_title="rank r", yaxis_title="Σσ²(≤ r) / Σσ²",
-                   yaxis_range=[0, 1.02], height=380, margin=dict(t=50, b=40))
-right.plotly_chart(fig2, width="stretch", key="explained_chart")
+left.plotly_chart(figures.singular_values(specs, rank, gist_epoch), width="stretch", key="sigma_chart")
+right.plotly_chart(figures.explained_variance(specs, rank, tau, gist_epoch), width="stretch", key="explained_chart")
+main = views.main_spectrum(specs, gist_epoch)
 
 if specs:
     st.dataframe(pd.DataFrame([{"checkpoint": sp.epoch, "N_v": len(sp.sigma), "σ₁": sp.sigma[0],
@@ -59,20 +38,8 @@ if adv is None:
     st.caption("No subtask has two validation examples: the advisor holds one out and needs another to aim at.")
 else:
     ac = st.columns([3, 2])
-    se = adv.standard_error
-    fig4 = go.Figure([
-        go.Scatter(x=np.r_[adv.ranks, adv.ranks[::-1]], y=np.r_[adv.curve + se, (adv.curve - se)[::-1]], fill="toself",
-                   line=dict(width=0), fillcolor="rgba(31,119,180,0.15)", hoverinfo="skip", name="± 1 s.e."),
-        go.Scatter(x=adv.ranks, y=adv.curve, mode="lines+markers", name="held-out percentile", line_color="#1f77b4")])
-    fig4.add_vline(x=adv.suggested, line_color="#2e7d32", annotation_text=f"advisor r = {adv.suggested}")
-    if main is not None:
-        fig4.add_vline(x=main.r95, line_color="green", line_dash="dash", annotation_text=f"r95 = {main.r95}",
-                       annotation_position="bottom right")
-    fig4.add_vline(x=rank, line_dash="dot")
-    fig4.update_layout(title="Held-out target example's percentile in the pool, per rank", xaxis_title="rank r",
-                       yaxis_title="share of the pool it outscores", yaxis_range=[0, 1.02], height=340,
-                       margin=dict(t=50, b=40))
-    ac[0].plotly_chart(fig4, width="stretch", key="advisor_chart")
+    ac[0].plotly_chart(figures.advisor_chart(adv, rank, main.r95 if main is not None else None), width="stretch",
+                       key="advisor_chart")
     ac[1].markdown(f"**Suggested r = {adv.suggested}**" + (f" (τ = 0.95 gives r = {main.r95})" if main else "")
                    + f"; this page shows r = {rank}.")
     close = adv.within_one_se
@@ -90,11 +57,7 @@ dims = views.spectrum_table(specs)
 if len(dims) < 2:
     st.caption("One warm-up checkpoint: nothing to follow over training.")
 else:
-    fig3 = go.Figure([go.Scatter(x=dims["epoch"], y=dims[col], mode="lines+markers", name=col) for col in ("r95", "r99")])
-    fig3.update_layout(title="r95 and r99 per warm-up epoch (directions reaching 95 % / 99 % of Σσ²)",
-                       xaxis_title="warm-up epoch", yaxis_title="rank", height=300, margin=dict(t=50, b=40),
-                       xaxis=dict(tickmode="array", tickvals=dims["epoch"].tolist()), yaxis_rangemode="tozero")
-    st.plotly_chart(fig3, width="stretch", key="intrinsic_dim_chart")
+    st.plotly_chart(figures.intrinsic_dimension(dims), width="stretch", key="intrinsic_dim_chart")
 st.caption(f"Smallest r whose cumulative explained variance reaches 95 % / 99 % at each checkpoint, out of "
            f"{int(dims['N_v'].max()) if len(dims) else 0} directions (N_v); the table above has the same numbers.")
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import scoring, ui, views
+from gist_core.app import ui
+from gist_core.methods import scoring
+from gist_core.viewer import figures, views
 
 ui.page_setup("Scores")
 st.title("Scores")
@@ -30,27 +31,14 @@ mc = st.columns(5)
 mc[0].metric("selected", f"{rs.k:,}", help=f"{len(rs.frame):,} examples in the pool")
 mc[1].metric("global top-k threshold", f"{rs.threshold:.3f}", help="lowest score that makes the global top-k")
 if m:
-    mc[2].metric("precision", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random", help=views.RANDOM_BASELINE_HELP)
+    mc[2].metric("precision", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random",
+                 help=views.RANDOM_BASELINE_HELP)
     mc[3].metric("recall", f"{m['recall']:.3f}")
     mc[4].metric("wrong / look-alike selected", f"{m['n_wrong_selected']} / {m['n_distractor_selected']}")
 
 
-TRUTH_COLORS = dict(zip(views.TRUTH_LABELS, ["#2e7d32", "#d32f2f", "#f9a825", "#9e9e9e"]))
-
-
 def histogram(by: str, title: str, key: str):
-    h = views.histogram_counts(rs.frame, by, rs.subtasks)
-    fig = go.Figure()
-    for g, part in h.groupby("group", sort=True):
-        fig.add_trace(go.Bar(x=part["mid"], y=part["count"], width=(part["right"] - part["left"]).to_numpy(),
-                             name=str(g), customdata=part[["left", "right"]].to_numpy(),
-                             marker_color=TRUTH_COLORS.get(g) if by == "truth" else None,
-                             hovertemplate="score %{customdata[0]:.3f}..%{customdata[1]:.3f}: %{y}<extra>%{fullData.name}</extra>"))
-    fig.add_vline(x=rs.threshold, line_dash="dash", line_color="red", annotation_text=f"top-{rs.k} threshold", annotation_position="top left")
-    fig.update_layout(title=title, barmode="stack", xaxis_title="score (cosine)", yaxis_title="examples",
-                      yaxis_type="log" if log_y else "linear", dragmode="select", height=380,
-                      xaxis_range=[float(h["left"].min()), float(h["right"].max())],
-                      margin=dict(t=50, b=40), legend=dict(font=dict(size=10)))
+    fig = figures.score_histogram(views.histogram_counts(rs.frame, by, rs.subtasks), by, rs.threshold, rs.k, title, log_y)
     return st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("box", "lasso", "points"))
 
 
@@ -95,11 +83,7 @@ st.dataframe(views.coverage_display(rs), hide_index=True, width="stretch")
 st.caption("Per rule: correct target examples selected for the subtask / examples picked for it"
            if rs.metrics["global"] else "Per rule: examples picked for the subtask")
 bd = views.subtask_breakdown(rs)
-fig = go.Figure([go.Bar(x=bd["subtask"], y=bd["mean cosine (pool)"], name="pool"),
-                 go.Bar(x=bd["subtask"], y=bd["mean cosine (selected)"], name=f"selected ({balance})")])
-fig.update_layout(title="Mean cosine with each subtask's direction", barmode="group", yaxis_title="cosine",
-                  height=320, margin=dict(t=50, b=40))
-st.plotly_chart(fig, width="stretch", key="breakdown")
+st.plotly_chart(figures.subtask_cosine_bars(bd, f"selected ({balance})"), width="stretch", key="breakdown")
 
 st.subheader("Per-subtask columns: one scale or many?")
 st.caption("The global rule takes the max over subtask columns, which assumes they share one scale. Each column's "
@@ -115,13 +99,11 @@ scale = dc[1].radio("Column values", ["cosine", "z-score", "quantile"], horizont
 winners_by = dc[2].selectbox("Who is selected, by", [c for c in ("skill", "source", "kind") if c in rs.frame],
                              key="winners_by")
 cols = sources[source]
-dist = views.column_distributions(rs.subtasks, cols, {"cosine": "global", "z-score": "zscore", "quantile": "quantile"}[scale])
-fig = go.Figure([go.Violin(y=part["value"], name=name, box_visible=True, meanline_visible=False, points=False,
-                           spanmode="hard") for name, part in dist.groupby("subtask", sort=False)])
-fig.update_layout(title=f"{source}: each subtask column over the pool ({scale})", yaxis_title=scale, height=360,
-                  showlegend=False, margin=dict(t=50, b=40))
+dist = views.column_distributions(rs.subtasks, cols,
+                                  {"cosine": "global", "z-score": "zscore", "quantile": "quantile"}[scale])
 wc = st.columns([3, 2])
-wc[0].plotly_chart(fig, width="stretch", key="col_violin")
+wc[0].plotly_chart(figures.column_violins(dist, f"{source}: each subtask column over the pool ({scale})", scale),
+                   width="stretch", key="col_violin")
 quant = views.column_quantiles(rs.subtasks, cols, rs.k)
 wc[1].dataframe(quant, hide_index=True, width="stretch",
                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in quant.columns[1:]})
@@ -134,14 +116,9 @@ st.dataframe(views.selection_winners(rs.frame, rs.subtasks, cols, balance, rs.k,
 ranks = sorted({max(1, round(x)) for x in np.linspace(1, views.r_max(run_dir), min(8, views.r_max(run_dir)))}
                | {s["rank"]})
 wr = ui.winners_by_rank(run_dir, ranks, balance, budget, winners_by)
-fig = go.Figure([go.Bar(x=part["rank"], y=part["count"], name=f"{g} (target)" if part["target subtask"].iloc[0] else str(g),
-                        marker_pattern_shape="" if part["target subtask"].iloc[0] else "/")
-                 for g, part in sorted(wr.groupby("group"), key=lambda kv: (not kv[1]["target subtask"].iloc[0], kv[0]))])
-fig.add_vline(x=s["rank"], line_dash="dot", annotation_text=f"r = {s['rank']}")
-fig.update_layout(barmode="stack", title=f"The {views.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}",
-                  xaxis_title="rank r", yaxis_title="selected", height=340, margin=dict(t=50, b=40),
-                  xaxis=dict(tickmode="array", tickvals=ranks), legend=dict(font=dict(size=10)))
-st.plotly_chart(fig, width="stretch", key="winners_by_rank")
+st.plotly_chart(figures.winners_by_rank_bars(
+    wr, s["rank"], ranks, f"The {views.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}"),
+    width="stretch", key="winners_by_rank")
 
 st.subheader("Wrong answers and look-alikes in the selection")
 wrong = views.wrong_in_selection(rs)

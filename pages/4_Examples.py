@@ -1,10 +1,10 @@
 """Examples: filterable, sortable table of the pool; drill-down on one example; export of the selection."""
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import ui, views
+from gist_core.app import ui
+from gist_core.viewer import figures, views
 
 MAX_ROWS = 2000  # rows sent to the browser; filters narrow the rest
 
@@ -81,10 +81,7 @@ with st.expander("As the model sees it (the run's tokenizer and chat template)",
         m2.markdown("Tokens in the loss")
         m2.code(mi["response"], language=None, wrap_lines=True)
 g1, g2 = st.columns(2)
-fig = go.Figure(go.Bar(x=d["cosines"]["subtask"], y=d["cosines"]["cosine"]))
-fig.update_layout(title="Cosine with each target subtask's direction", yaxis_range=[-1, 1], height=300,
-                  margin=dict(t=50, b=40))
-g1.plotly_chart(fig, width="stretch", key="ex_cosines")
+g1.plotly_chart(figures.example_cosines(d["cosines"]), width="stretch", key="ex_cosines")
 g2.markdown(f"Nearest target examples at rank r = {s['rank']}")
 g2.dataframe(views.nearest_targets(run_dir, row, s["rank"]), hide_index=True, width="stretch",
              column_config={"cosine": st.column_config.NumberColumn(format="%.4f")})

@@ -1,10 +1,10 @@
 """Map: 2-D view of the projected gradients (PCA instant, UMAP on request), target examples marked, lasso -> table."""
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import ui, views
+from gist_core.app import ui
+from gist_core.viewer import figures, views
 
 ui.page_setup("Map")
 st.title("Map")
@@ -24,7 +24,7 @@ ui.settings_caption(s, rs)
 md = ui.map_coords(run_dir, rank, method)
 if md is None:
     st.info(f"No UMAP cached for r = {rank} yet. The first fit in a process takes about a minute on 2 CPU cores "
-            f"(later ones seconds); the result is saved to `map_umap_r{rank}.npy` in the run folder.")
+            f"(later ones seconds); the result is saved to `{views.umap_path(run_dir, rank).name}` in the run folder.")
     if st.button("Compute UMAP", key="map_compute", type="primary"):
         with st.spinner("Fitting UMAP…"):
             md = ui.map_coords(run_dir, rank, "umap", compute=True)
@@ -32,26 +32,7 @@ if md is None:
         st.stop()
 
 pts = views.map_frame(md, rs.frame, color_by, rs.subtasks)
-hover = "%{text}<br>score %{customdata[1]:.3f}<extra></extra>"
-fig = go.Figure()
-text = (pts["id"] + " · " + pts["skill"].astype(str)).to_numpy() if "skill" in pts else pts["id"].to_numpy()
-if color_by == "score":
-    fig.add_trace(go.Scattergl(x=pts["x"], y=pts["y"], mode="markers", name="pool", text=text, hovertemplate=hover,
-                               customdata=pts[["row", "score"]].to_numpy(),
-                               marker=dict(size=4, color=pts["score"], colorscale="Viridis", showscale=True,
-                                           colorbar=dict(title="score", len=0.8))))
-else:
-    for g, part in pts.groupby("color", sort=True):
-        fig.add_trace(go.Scattergl(x=part["x"], y=part["y"], mode="markers", name=str(g), hovertemplate=hover,
-                                   text=text[part.index.to_numpy()], customdata=part[["row", "score"]].to_numpy(),
-                                   marker=dict(size=4, opacity=0.7)))
-t = md.targets
-fig.add_trace(go.Scattergl(x=t["x"], y=t["y"], mode="markers", name="target examples",
-                           text=(t["id"] + " · " + t["subtask"].astype(str)).to_numpy(),
-                           customdata=[[-1 - j, 1.0] for j in range(len(t))], hovertemplate="%{text}<extra>target</extra>",
-                           marker=dict(symbol="star", size=13, color="black", line=dict(color="white", width=1))))
-fig.update_layout(height=600, dragmode="lasso", margin=dict(t=30, b=90), legend=dict(itemsizing="constant", orientation="h", y=-0.15),
-                  xaxis_title=f"{method.upper()} 1", yaxis_title=f"{method.upper()} 2")
+fig = figures.pool_map(pts, md.targets, color_by, method)
 event = st.plotly_chart(fig, width="stretch", key="map_chart", on_select="rerun",
                         selection_mode=("lasso", "box", "points"))
 

@@ -2,12 +2,11 @@
 against Adam's diagonal and GIST's F̂ (from `gist-lab geometry`)."""
 from __future__ import annotations
 
-import math
-
-import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import launcher, ui, views
+from gist_core.app import launcher, ui
+from gist_core.store.layout import RunLayout
+from gist_core.viewer import figures, views
 
 ui.page_setup("Curvature")
 st.title("Curvature")
@@ -50,7 +49,7 @@ if rep is None:
         running_note()
         st.stop()
     epochs = views.warmup_epochs(run_dir)
-    ready = (run_dir / "config.json").exists() and bool(epochs)
+    ready = RunLayout(run_dir).config.exists() and bool(epochs)
     c = st.columns([1, 2])
     coords = c[0].number_input("Coordinates (A and B together; 0 = all)", min_value=0, value=2048, step=256,
                                key="geo_coords", help="sampled half from lora_A, half from lora_B (seeded); "
@@ -67,7 +66,7 @@ if rep is None:
 # ----------------------------------------------------------------------------- header: what was measured
 epochs = views.geometry_epochs(rep)
 cfg = rep.get("config") or {}
-gist_epoch = int(views.read_json(run_dir / "config.json", {}).get("checkpoint", 1))
+gist_epoch = int(views.run_config(run_dir).get("checkpoint", 1))
 first = rep["checkpoints"][str(epochs[0])]
 st.caption(f"Block: `{first.get('module', cfg.get('module'))}`, {first.get('n_coords', '?')} coordinates "
            f"({first.get('n_a', '?')} from A, then the rest from B; sample seed {cfg.get('seed')}) · "
@@ -127,54 +126,11 @@ if dm is None:
     left.warning(f"`{views.geometry_matrix_path(run_dir, epoch)}` is missing: run `gist-lab geometry --run "
                  f"{run_dir}` again to rewrite it.")
 else:
-    x = dm.edges - 0.5  # cell edges (len k + 1): coordinate i spans [i - 0.5, i + 0.5)
-    if kind == "abs":
-        lz, lo, hi = views.log_color(dm.z)
-        ticks = list(range(math.ceil(lo), math.floor(hi) + 1))
-        trace = go.Heatmap(z=lz, x=x, y=x, zmin=lo, zmax=hi, colorscale="Viridis", customdata=dm.z,
-                           colorbar=dict(title="|M|", tickvals=ticks, ticktext=[f"1e{t}" for t in ticks]),
-                           hovertemplate="row %{y:.0f}, col %{x:.0f}: |M| = %{customdata:.3g}<extra></extra>")
-        line = "white"
-    else:
-        trace = go.Heatmap(z=dm.z, x=x, y=x, zmin=-1, zmax=1, zmid=0, colorscale="RdBu_r",
-                           colorbar=dict(title="corr"),
-                           hovertemplate="row %{y:.0f}, col %{x:.0f}: %{z:.3f}<extra></extra>")
-        line = "black"
-    fig = go.Figure(trace)
-    n_a, n_b = dm.n_a, dm.P - dm.n_a
-    ticks = dict(tickvals=[], ticktext=[])
-    if n_a and n_b:
-        b = n_a - 0.5
-        fig.add_shape(type="line", x0=b, x1=b, y0=-0.5, y1=dm.P - 0.5, line=dict(color=line, width=1.5))
-        fig.add_shape(type="line", x0=-0.5, x1=dm.P - 0.5, y0=b, y1=b, line=dict(color=line, width=1.5))
-        centres = {"A": n_a / 2 - 0.5, "B": n_a + n_b / 2 - 0.5}
-        ticks = dict(tickvals=list(centres.values()), ticktext=[f"A ({n_a})", f"B ({n_b})"])
-        for (ra, ya), (cb, xb) in [(p, q) for p in centres.items() for q in centres.items()]:
-            fig.add_annotation(x=xb, y=ya, text=f"{ra}–{cb}", showarrow=False, font=dict(color=line, size=13),
-                               opacity=0.8)
-    cells = f" · {len(dm.z)}×{len(dm.z)} cells (cell = mean over ≈{dm.P / len(dm.z):.1f}² coordinates)" \
-        if dm.downsampled else ""
-    fig.update_layout(title=f"{label}, epoch {epoch}: {'|M|, log colour' if kind == 'abs' else 'correlation'}{cells}",
-                      height=600, margin=dict(t=60, b=40, l=60, r=20),
-                      xaxis=dict(**ticks, constrain="domain"),
-                      yaxis=dict(**ticks, autorange="reversed", scaleanchor="x", constrain="domain"))
-    left.plotly_chart(fig, width="stretch", key="curvature_heatmap")
+    left.plotly_chart(figures.curvature_heatmap(dm, label, epoch), width="stretch", key="curvature_heatmap")
 
 diag = ui.curvature_diagonals(run_dir, epoch)
 if diag is not None:
-    fig = go.Figure()
-    for blk_name, g in diag.groupby("block", sort=False):
-        fig.add_trace(go.Scatter(x=g["coord"], y=g["diag_H"].abs(), mode="markers", marker=dict(size=4),
-                                 name=f"|diag(H)|, {blk_name}", hovertemplate="coord %{x}: %{y:.3g}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=diag["coord"], y=diag["adam_scaled"], mode="lines", line=dict(color="black", width=1),
-                             name="c·√v (Adam, best scale)", hovertemplate="coord %{x}: %{y:.3g}<extra></extra>"))
-    n_a = int((diag["block"] == "A").sum())
-    if 0 < n_a < len(diag):
-        fig.add_vline(x=n_a - 0.5, line_dash="dot", annotation_text="A | B")
-    fig.update_layout(title="Diagonals: the best diagonal vs Adam's", xaxis_title="coordinate", yaxis_type="log",
-                      yaxis_tickformat=".1~e", height=420, margin=dict(t=50, b=40),
-                      legend=dict(orientation="h", y=-0.2))
-    right.plotly_chart(fig, width="stretch", key="diagonal_chart")
+    right.plotly_chart(figures.diagonals(diag), width="stretch", key="diagonal_chart")
     neg = int((diag["diag_H"] < 0).sum())
     right.caption(f"diag(H) is the best diagonal approximation of H; Adam preconditions with √v (scaled by the c that "
                   f"fits diag(H) best). {neg} of {len(diag)} diagonal entries of H are negative (drawn as |·|).")
@@ -189,18 +145,7 @@ st.dataframe(table, hide_index=True, width="stretch", key="geometry_table",
                             "r95": st.column_config.NumberColumn(format="%d"),
                             "r99": st.column_config.NumberColumn(format="%d"),
                             "wall_s": st.column_config.NumberColumn(format="%.1f")})
-fig = go.Figure()
-for col, name in [("offdiag_hessian", "off-diagonal ratio · Hessian"),
-                  ("offdiag_gauss_newton", "off-diagonal ratio · Gauss–Newton"),
-                  ("offdiag_fisher", "off-diagonal ratio · empirical Fisher"),
-                  ("overlap_fisher_hessian", "F̂/H overlap")]:
-    fig.add_trace(go.Scatter(x=table["epoch"], y=table[col], mode="lines+markers", name=name))
-fig.add_trace(go.Scatter(x=table["epoch"], y=table["overlap_random"], mode="lines", line=dict(dash="dash", color="gray"),
-                         name="overlap of random subspaces (r/P)"))
-fig.update_layout(title="Off-diagonal ratio and F̂/H overlap per epoch", xaxis_title="warm-up epoch",
-                  xaxis=dict(tickmode="array", tickvals=table["epoch"].tolist()), yaxis_range=[0, 1.02], height=380,
-                  margin=dict(t=50, b=40))
-st.plotly_chart(fig, width="stretch", key="geometry_trend_chart")
+st.plotly_chart(figures.curvature_trend(table), width="stretch", key="geometry_trend_chart")
 
 with st.expander("This checkpoint's raw numbers and the geometry settings"):
     st.json({"config": cfg, f"checkpoint {epoch}": {k: v for k, v in ck.items() if k != "key"}}, expanded=False)

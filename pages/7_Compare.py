@@ -1,17 +1,15 @@
 """Compare: GIST vs LESS and baselines from `gist-lab compare` — selection quality, downstream test loss, cost."""
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from gist_core import launcher, ui, views
+from gist_core.app import launcher, ui
+from gist_core.viewer import figures, views
 
 ui.page_setup("Compare")
 st.title("Compare")
 run_dir = ui.require_run(ui.run_picker())
 running = run_dir.exists() and views.run_state(run_dir)["status"] == "running"
-FAMILY_COLORS = {"gist": "#2e7d32", "gist_mean": "#2e7d32", "gist_max": "#66bb6a", "less": "#1565c0", "rawcos": "#6a1b9a", "embedding": "#ef6c00",
-                 "length": "#8d6e63", "random": "#9e9e9e", "full": "#455a64", "oracle": "#c62828"}
 
 
 def watch(stamp: int) -> None:
@@ -96,18 +94,7 @@ def bars(col: str, title: str, refs: dict[str, float], key: str, zoom: bool = Fa
     if d.empty:
         st.caption(f"No {title.lower()} yet.")
         return
-    std = d[f"{col}_std"].fillna(0)
-    colors = [FAMILY_COLORS.get(views.row_family(m), "#757575") for m in d["method"]]
-    fig = go.Figure(go.Bar(x=d["method"], y=d[col], marker_color=colors, customdata=d[["label"]].to_numpy(),
-                           error_y=dict(type="data", array=std.to_numpy()), hovertemplate="%{customdata[0]}: %{y:.4f}<extra></extra>"))
-    for i, (name, y) in enumerate(refs.items()):
-        fig.add_hline(y=y, line_dash="dash" if i == 0 else "dot", annotation_text=name,
-                      annotation_position="top left" if i == 0 else "bottom right")
-    yr = views.zoom_range([*(d[col] - std), *(d[col] + std), *refs.values()]) if zoom else None
-    zoomed = yr is not None and yr[0] > 0  # say "zoomed" only when the axis really does not start at 0
-    fig.update_layout(title=title + (" (axis zoomed, not from 0)" if zoomed else ""), yaxis_range=yr, height=360,
-                      margin=dict(t=50, b=40), showlegend=False)
-    st.plotly_chart(fig, width="stretch", key=key)
+    st.plotly_chart(figures.metric_bars(d, col, title, refs, zoom=zoom), width="stretch", key=key)
 
 
 def ref(row: str, col: str) -> dict[str, float]:
@@ -143,32 +130,22 @@ log_x = st.toggle("log scale", value=False, key="cost_log", help="zero-second st
 if cost.empty:
     st.caption("No per-stage wall times recorded.")
 else:
-    part = cost[cost["seconds"] > 0] if log_x else cost
-    fig = go.Figure([go.Bar(y=g["method"], x=g["seconds"], name=stage, orientation="h")
-                     for stage, g in part.groupby("stage", sort=False)])
-    fig.update_layout(title="Wall time per stage (seconds, this machine)", barmode="stack", xaxis_title="seconds",
-                      xaxis_type="log" if log_x else "linear", height=60 + 32 * len(table), margin=dict(t=50, b=40),
-                      yaxis=dict(categoryorder="array", categoryarray=list(table["method"])[::-1]))
-    st.plotly_chart(fig, width="stretch", key="cost_chart")
+    st.plotly_chart(figures.cost_bars(cost, list(table["method"]), log_x), width="stretch", key="cost_chart")
 
 
-def heatmap(m, title: str, zmin: float, zmax: float, colorscale: str, key: str) -> None:
+def heatmap(m, title: str, zmin: float, zmax: float, key: str) -> None:
     if m.empty:
-        st.caption(f"No {title.lower()} in compare.json.")
+        st.caption(f"No {title.lower()} in {views.compare_path(run_dir).name}.")
         return
-    fig = go.Figure(go.Heatmap(z=m.to_numpy(), x=list(m.columns), y=list(m.index), zmin=zmin, zmax=zmax,
-                               colorscale=colorscale, texttemplate="%{z:.2f}", hoverongaps=False))
-    fig.update_layout(title=title, height=120 + 30 * len(m), margin=dict(t=50, b=40), yaxis_autorange="reversed")
-    st.plotly_chart(fig, width="stretch", key=key)
+    st.plotly_chart(figures.agreement_heatmap(m, title, zmin, zmax), width="stretch", key=key)
 
 
 st.subheader("Agreement between methods")
 c = st.columns(2)
 with c[0]:
-    heatmap(views.matrix_frame(rep, "overlap"), "Selection overlap (Jaccard, first seed)", 0, 1, "Blues",
-            "overlap_heatmap")
+    heatmap(views.matrix_frame(rep, "overlap"), "Selection overlap (Jaccard, first seed)", 0, 1, "overlap_heatmap")
 with c[1]:
-    heatmap(views.matrix_frame(rep, "rank_correlation"), "Rank correlation of scores (Spearman)", -1, 1, "RdBu",
+    heatmap(views.matrix_frame(rep, "rank_correlation"), "Rank correlation of scores (Spearman)", -1, 1,
             "rankcorr_heatmap")
 
 st.subheader("Per target subtask")
@@ -177,11 +154,7 @@ sub = views.per_subtask_frame(rep, metric)
 if sub.empty:
     st.caption("No per-subtask downstream results yet.")
 else:
-    fig = go.Figure(go.Heatmap(z=sub.to_numpy(), x=list(sub.columns), y=list(sub.index), texttemplate="%{z:.3f}",
-                               colorscale="Viridis_r" if metric == "loss" else "Viridis", hoverongaps=False))
-    fig.update_layout(title=f"Test {metric.replace('_', ' ')} per subtask (mean over seeds; last row: base model)",
-                      height=120 + 30 * len(sub), margin=dict(t=50, b=40), yaxis_autorange="reversed")
-    st.plotly_chart(fig, width="stretch", key="subtask_heatmap")
+    st.plotly_chart(figures.per_subtask_heatmap(sub, metric), width="stretch", key="subtask_heatmap")
 
 with st.expander("Per-seed results, cost notes and settings"):
     seeds_df = views.per_seed_frame(rep)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from gist_core import artefacts
-from gist_core.subspace import Subspace
 
-from gist_core import scoring
+from gist_core.methods import scoring
+from gist_core.methods.gist.subspace import Subspace
+from gist_core.store import artefacts
 
 SUBTASKS = ["kth_word", "key_lookup", "last_word", "word_after"]
 OTHER_SKILLS = ["uppercase_word", "reverse_list", "count_words", "first_letter"]
@@ -52,7 +52,8 @@ def make_fake_run(run_dir, n_pool: int = 2000, n_val: int = 20, r: int = 8, n_ep
     # target (validation) examples: n_val spread round-robin over the subtasks
     val_sub = [SUBTASKS[i % T] for i in range(n_val)]
     target = pd.DataFrame({"id": [f"val-{s}-{i}" for i, s in enumerate(val_sub)],
-                           "prompt": [f"in the list a b c, which word is number {i % 3 + 1}? ({s})" for i, s in enumerate(val_sub)],
+                           "prompt": [f"in the list a b c, which word is number {i % 3 + 1}? ({s})"
+                                      for i, s in enumerate(val_sub)],
                            "response": [["a", "b", "c"][i % 3] for i in range(n_val)], "source": "target-lookup",
                            "skill": val_sub, "subtask": val_sub, "kind": "correct", "line": np.arange(1, n_val + 1)})
 
@@ -276,10 +277,11 @@ def make_fake_geometry(run_dir, epochs=(1, 2), P: int = 64, n_examples: int = 24
     H = a diagonal (log-normal) + small within-block noise + a visible low-rank A-B cross block
     (indefinite: some negative eigenvalues); GN = H's positive part; F = G^T G / N with G drawn so that
     E[F] = GN; Adam's v = diag(F) times noise. Every number in geometry.json is computed from them with
-    gist_core.curvature, as the real stage does; the spectrum comes from the run's own subspaces when present."""
+    gist_core.analysis.curvature, as the real stage does; the spectrum comes from the run's own subspaces when present."""
     from safetensors import safe_open
-    from gist_core.curvature import curvature_numbers
-    from gist_core.subspace import rank_for_variance
+
+    from gist_core.analysis.curvature import curvature_numbers
+    from gist_core.methods.gist.subspace import rank_for_variance
     d = Path(run_dir)
     out = d / "geometry"
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_run import COMPARE_ROWS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
-
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +110,7 @@ def test_spectrum_page_shows_intrinsic_dimension_over_training(open_page):
 
 
 def test_spectrum_page_shows_the_rank_advisor_curve(open_page, runs_dir):
-    from gist_core import views
+    from gist_core.viewer import views
     at = open_page("pages/2_Spectrum.py")
     adv = views.advisor_curve(runs_dir / "fake")
     spec = json.loads({c.key: c for c in at.get("plotly_chart")}["advisor_chart"].proto.spec)
@@ -151,7 +150,7 @@ def test_budget_slider_changes_selection_count(open_page):
 
 
 def test_scores_page_shows_columns_and_who_the_rule_selects(open_page, runs_dir):
-    from gist_core import views
+    from gist_core.viewer import views
     at = open_page("pages/3_Scores.py")
     assert "Per-subtask columns: one scale or many?" in [h.value for h in at.subheader]
     charts = {c.key: c for c in at.get("plotly_chart")}
@@ -296,7 +295,7 @@ def fresh_root(tmp_path, monkeypatch) -> dict:
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("GIST_LAB_RUNS", str(root))
-    from gist_core import launcher
+    from gist_core.app import launcher
     calls = []
     monkeypatch.setattr(launcher, "launch", lambda run_dir, args, cmd=None: calls.append((Path(run_dir), args)) or {})
     return {"tmp": tmp_path, "root": root, "launches": calls}

@@ -1,4 +1,4 @@
-"""gist_core.views and gist_core.launcher on a synthetic run directory (no torch, no Streamlit)."""
+"""gist_core.viewer.views and gist_core.app.launcher on a synthetic run directory (no torch, no Streamlit)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_run import COMPARE_ROWS, SUBTASKS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
 
-from gist_core import launcher, scoring, views  # noqa: E402
+from gist_core.app import launcher
+from gist_core.methods import scoring
+from gist_core.viewer import views  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def test_load_run_joins_text_and_drops_stale_cosines(run):
 
 
 def test_rescored_matches_pipeline_rescore_and_select(run):
-    from gist_core.pipeline import rescore  # imports torch: only here
+    from gist_core.runner.pipeline import rescore  # imports torch: only here
     for r in (1, 3, 8):
         ref = rescore(run, r)
         rs = views.rescored_frame(run, r, "subtask", 0.1)
@@ -315,7 +317,8 @@ def test_load_compare_tolerates_missing_invalid_and_empty(tmp_path):
     rep = views.load_compare(tmp_path)
     assert list(rep["methods"]) == ["gist"]
     t = views.compare_table(rep)  # a bare entry: every number NaN but wall_s
-    assert len(t) == 1 and t.loc[0, "wall_s"] == 1.0 and t.drop(columns=["method", "label", "rule", "wall_s"]).isna().all(axis=None)
+    assert len(t) == 1 and t.loc[0, "wall_s"] == 1.0
+    assert t.drop(columns=["method", "label", "rule", "wall_s"]).isna().all(axis=None)
     assert views.cost_frame(rep).empty and views.matrix_frame(rep, "overlap").empty
     assert views.per_subtask_frame(rep).empty and views.ratio_metrics(rep) == {}
 
@@ -529,8 +532,9 @@ def test_model_input_is_what_the_pipeline_tokenizes(tmp_path):
     """The Examples page's 'as the model sees it': the run's tokenizer, the pipeline's own encoding, decoded."""
     import pandas as pd
     from transformers import AutoTokenizer
-    from gist_core.formatting import IGNORE, tokenize_examples
-    from gist_core.data import load_examples
+
+    from gist_core.data.examples import load_examples
+    from gist_core.data.formatting import IGNORE, tokenize_examples
     run = make_fake_run(tmp_path / "fake", n_pool=60, n_val=8, r=4)
     ex = pd.read_parquet(run / "examples.parquet").iloc[7]
     mi = views.model_input(run, 7)
@@ -645,7 +649,7 @@ def test_rank_ranges():
 
 
 def test_advisor_curve_of_a_run(run):
-    from gist_core import advisor
+    from gist_core.methods.gist import advisor
     a = views.arrays(run)
     curve = views.advisor_curve(run)
     want = advisor.rank_curve(a.val_coords, np.asarray(a.X), a.groups, a.aggregation)  # pool < REF_ROWS: all rows

@@ -18,19 +18,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gist_core.atomic import atomic_write_json
-from gist_core.corpus import DEFAULT_DEMO_TARGET
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET
+from gist_core.errors import LaunchError  # noqa: F401  (raised here; re-exported)
+from gist_core.store.atomic import atomic_write_json
+from gist_core.store.layout import LAUNCH, LAUNCH_LOG, RunLayout
 
-LAUNCH_FILE = "launch.json"
-LOG_FILE = "launch.log"
+LAUNCH_FILE = LAUNCH     # RUN/launch.json: pid, command, start time (names from gist_core.store.layout)
+LOG_FILE = LAUNCH_LOG    # RUN/launch.log: the job's stdout and stderr
 KILL_GRACE_S = 5.0
 _CHILDREN: dict[int, subprocess.Popen] = {}  # launched by this process: poll() reaps them and gives the exit code
 _ERROR_RE = re.compile(r"(?:^|\s|:)error: (.+)$")
 _EXC_RE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)): (.+)$")
-
-
-class LaunchError(RuntimeError):
-    """A launch that cannot start; one line for the user."""
 
 
 # ----------------------------------------------------------------------------- command lines
@@ -38,7 +36,8 @@ def cli_command(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "gist_core.cli", *args]
 
 
-def demo_args(out: str | Path, target: str = DEFAULT_DEMO_TARGET, epochs: int | None = None, overwrite: bool = False) -> list[str]:
+def demo_args(out: str | Path, target: str = DEFAULT_DEMO_TARGET, epochs: int | None = None,
+              overwrite: bool = False) -> list[str]:
     args = ["demo", "--target", target, "--out", str(Path(out).resolve())]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
@@ -69,7 +68,7 @@ def select_args(out: str | Path, *, model: str, train: str, target: str, budget:
 
 def model_choices(bundled: str) -> list[tuple[str, str]]:
     """(label, --model value) for the Run page: the bundled tiny LM, then every registry model, fetched or not."""
-    from gist_core import models
+    from gist_core.model import registry as models
     out = [("bundled tiny LM (2 M parameters, sample_data/tiny-lm)", bundled)]
     for e in models.registry_rows():
         state = "fetched" if e["fetched"] else f"not fetched: run `gist-lab models fetch {e['name']}` first"
@@ -94,7 +93,7 @@ def geometry_args(run_dir: str | Path, coords: int = 2048, module: str | None = 
 # ----------------------------------------------------------------------------- launch / state / cancel
 def read_launch(run_dir: str | Path) -> dict | None:
     try:
-        return json.loads((Path(run_dir) / LAUNCH_FILE).read_text())
+        return json.loads(RunLayout(run_dir).launch.read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
@@ -106,12 +105,12 @@ def launch(run_dir: str | Path, args: list[str], cmd: list[str] | None = None) -
     if state(d).alive:
         raise LaunchError(f"a run is already going in {d}; cancel it first")
     cmd = cmd or cli_command(args)
-    with open(d / LOG_FILE, "wb") as log:  # a fresh log per launch: old errors must not be re-reported
+    with open(RunLayout(d).launch_log, "wb") as log:  # a fresh log per launch: old errors must not be re-reported
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     _CHILDREN[proc.pid] = proc
     rec = {"pid": proc.pid, "cmd": cmd, "started_at": time.time(), "proc_start": _proc_start(proc.pid)}
-    atomic_write_json(d / LAUNCH_FILE, rec)
+    atomic_write_json(RunLayout(d).launch, rec)
     return rec
 
 
@@ -135,7 +134,7 @@ def state(run_dir: str | Path) -> LaunchState:
     alive, rc = _alive(rec)
     if rc is not None and rec.get("returncode") is None:
         rec["returncode"] = rc
-        atomic_write_json(d / LAUNCH_FILE, rec)
+        atomic_write_json(RunLayout(d).launch, rec)
     rc = rec.get("returncode")
     cancelled = bool(rec.get("cancelled"))
     err = None if alive or cancelled or rc == 0 else failure_message(read_log_tail(d), rc)
@@ -156,7 +155,7 @@ def cancel(run_dir: str | Path, grace_s: float = KILL_GRACE_S, wait: bool = Fals
     if not rec or not _alive(rec)[0]:
         return False
     rec.update(cancelled=True, cancelled_at=time.time())
-    atomic_write_json(d / LAUNCH_FILE, rec)
+    atomic_write_json(RunLayout(d).launch, rec)
     _signal_group(rec["pid"], signal.SIGTERM)
 
     def follow_up():
@@ -227,7 +226,7 @@ def _alive(rec: dict) -> tuple[bool, int | None]:
 
 # ----------------------------------------------------------------------------- log parsing
 def read_log_tail(run_dir: str | Path, max_bytes: int = 64_000) -> str:
-    p = Path(run_dir) / LOG_FILE
+    p = RunLayout(run_dir).launch_log
     if not p.exists():
         return ""
     with open(p, "rb") as fh:

@@ -3,7 +3,8 @@
 The selected run lives in st.session_state["run"] and in the URL (?run=NAME), so a reload or a
 shared link opens the same run. Rank, budget and balance are kept per run in session_state so
 that moving the rank slider on one page changes what every other page shows.
-All math is in gist_core.views; this module only wires it to widgets.
+All math is in gist_core.viewer (views), every figure in gist_core.viewer.figures; this module only wires
+them to widgets.
 """
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from gist_core import launcher, scoring, views
-from gist_core.runs import RunNameError, run_path, runs_root
+from gist_core.app import launcher
+from gist_core.methods import scoring
+from gist_core.store.layout import RunLayout
+from gist_core.store.runs import RunNameError, run_path, runs_root
+from gist_core.viewer import views
 
 PAGES = {"home": "app.py", "run": "pages/1_Run.py", "spectrum": "pages/2_Spectrum.py", "scores": "pages/3_Scores.py",
          "examples": "pages/4_Examples.py", "map": "pages/5_Map.py", "curvature": "pages/6_Curvature.py",
@@ -161,8 +165,7 @@ def _compare_columns(run_dir: str, mtime: int) -> dict:
 
 def compare_columns(run_dir: Path) -> dict:
     """LESS / raw cosine / embedding subtask columns, keyed by compare's scores file (it changes after the run)."""
-    path = run_dir / "compare" / "scores.parquet"
-    return _compare_columns(str(run_dir), views.file_stamp(path) if path.exists() else 0)
+    return _compare_columns(str(run_dir), views.file_stamp(RunLayout(run_dir).compare_scores))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

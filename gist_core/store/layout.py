@@ -42,7 +42,6 @@ CHECKPOINTS = "checkpoints"
 COMPARE = "compare"
 GEOMETRY = "geometry"
 COMPARE_REPORT = "compare.json"  # at the top of the run: the table the Compare page reads
-COMPARE_TABLE = "compare.json"  # at the run's top level: where runner/compare.py writes it (store.path("compare.json"))
 CKPT_GLOB = "ckpt-*"            # the warm-up checkpoint folders under checkpoints/
 _CKPT_RE = re.compile(r"ckpt-(\d+)")
 
@@ -187,11 +186,6 @@ class RunLayout:
     @property
     def compare_report(self) -> Path:
         return self.root / COMPARE_REPORT
-
-    @property
-    def compare_table(self) -> Path:
-        """compare.json as `gist-lab compare` writes it today: RUN/compare.json (not compare_report's place)."""
-        return self.root / COMPARE_TABLE
 
     @property
     def compare_scores(self) -> Path:

@@ -1,0 +1,110 @@
+"""The examples table: filters, one example in detail (and as the model saw it), nearest targets, JSONL export."""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gist_core.methods import scoring
+from gist_core.store.layout import RunLayout
+from gist_core.viewer.labels import group_column
+from gist_core.viewer.rescore import Rescored
+from gist_core.viewer.rundir import arrays, base_frame, run_config, target_frame
+
+EXPORT_FIELDS = ("id", "prompt", "response", "source", "skill", "subtask", "kind")
+
+
+def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, selected: str = "all",
+                 text: str = "", score_range: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Rows matching every given filter (None / empty = no filter on that column)."""
+    m = np.ones(len(frame), dtype=bool)
+    for col, vals in (("source", sources), ("skill", skills), ("kind", kinds)):
+        if vals:
+            m &= group_column(frame, col, []).isin(vals).to_numpy()
+    if selected == "selected":
+        m &= frame["selected"].to_numpy()
+    elif selected == "not selected":
+        m &= ~frame["selected"].to_numpy()
+    if text:
+        pat = re.escape(text)
+        m &= (frame["prompt"].str.contains(pat, case=False, na=False)
+              | frame["response"].str.contains(pat, case=False, na=False)
+              | frame["id"].astype(str).str.contains(pat, case=False, na=False)).to_numpy()
+    if score_range:
+        s = frame["score"].to_numpy()
+        m &= (s >= score_range[0]) & (s <= score_range[1])
+    return frame[m]
+
+
+def options(frame: pd.DataFrame, col: str) -> list[str]:
+    return sorted(group_column(frame, col, []).unique().tolist()) if col in frame else []
+
+
+def example_detail(rs: Rescored, row: int) -> dict:
+    """One pool example: text, labels, score/rank, per-subtask cosines, selection under both rules."""
+    r = rs.frame.iloc[row]
+    cos = pd.DataFrame({"subtask": rs.subtasks, "cosine": [float(r[f"cos:{s}"]) for s in rs.subtasks]})
+    return {"row": int(row), "id": r["id"], "prompt": r["prompt"], "response": r["response"],
+            "source": r.get("source"), "skill": r.get("skill"), "kind": r.get("kind"), "score": float(r["score"]),
+            "rank": int(r["rank"]), "n_tokens": int(r["n_tokens"]) if "n_tokens" in r else None,
+            "selected": {rule: bool(r[f"selected_{rule}"]) for rule in scoring.BALANCES}, "cosines": cos}
+
+
+@functools.lru_cache(maxsize=4)
+def run_tokenizer(model: str, trust_remote_code: bool = False):
+    """The run's own tokenizer (a GGUF or registry model: its converted folder), loaded once per model."""
+    from gist_core.model.load import load_tokenizer
+    return load_tokenizer(model, trust_remote_code)
+
+
+def model_input(run_dir: str | Path, row: int) -> dict:
+    """Pool example `row` as the model saw it: the run's tokenizer, chat template and max_length, decoded back
+    to text with special tokens shown; `response` is exactly the tokens in the loss (and so in the gradient)."""
+    from gist_core.data.formatting import IGNORE, encode_pair
+    cfg = run_config(run_dir)
+    if not cfg.get("model"):
+        raise FileNotFoundError(f"{run_dir}: no {RunLayout(run_dir).config.name} naming the model")
+    tok = run_tokenizer(cfg["model"], bool(cfg.get("trust_remote_code", False)))
+    ex = base_frame(run_dir).iloc[int(row)]  # the page's own cached frame: no second read of the text
+    # examples.parquet keeps a chat row's last user turn as its prompt, not the turns before it
+    ids, labels, cut = encode_pair(tok, ex["prompt"], ex["response"], int(cfg.get("max_length", 256)))
+    start = next((i for i, y in enumerate(labels) if y != IGNORE), len(ids))
+    return {"prompt": tok.decode(ids[:start], skip_special_tokens=False),
+            "response": tok.decode(ids[start:], skip_special_tokens=False),
+            "n_prompt": start, "n_response": len(ids) - start, "truncated": bool(cut),
+            "chat_template": bool(getattr(tok, "chat_template", None)), "tokenizer": type(tok).__name__,
+            "model": cfg["model"]}
+
+
+def nearest_targets(run_dir: str | Path, row: int, rank: int, k: int = 5) -> pd.DataFrame:
+    """The k target (validation) examples whose coordinates are closest in cosine to pool row `row` at rank r."""
+    a = arrays(run_dir)
+    x = np.asarray(a.X[row, :rank], dtype=np.float64)
+    Y = np.asarray(a.val_coords[:, :rank], dtype=np.float64)
+    cos = (Y @ x) / np.maximum(np.linalg.norm(Y, axis=1) * np.linalg.norm(x), 1e-300)
+    order = np.argsort(-cos, kind="stable")[:k]
+    t = target_frame(run_dir)
+    out = t.iloc[order][["id", "subtask", "prompt", "response"]].reset_index(drop=True)
+    out.insert(0, "cosine", cos[order])
+    return out
+
+
+def export_jsonl(rows: pd.DataFrame) -> bytes:
+    """Rows in selected.jsonl's shape: the example's fields plus `score` (one JSON object per line)."""
+    cols = [c for c in EXPORT_FIELDS if c in rows] + ["score"]
+    lines = []
+    for rec in rows[cols].to_dict("records"):
+        clean = {k: (float(v) if k == "score" else v) for k, v in rec.items() if not _missing(v)}
+        lines.append(json.dumps(clean, ensure_ascii=False, default=str))
+    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+
+
+# ----------------------------------------------------------------------------- spectrum
