@@ -26,7 +26,7 @@ KILLS = {
     """,
     # after checkpoint 1's validation gradients and subspace were recorded
     "val_grads": """
-        import gist_core.runner.pipeline as p
+        import gist_core.runner.subspace_stage as p
         real, n = p.save_subspace, [0]
         def save(*a, **kw):
             n[0] += 1
