@@ -180,10 +180,6 @@ class RunLayout:
 
     # gist-lab compare
     @property
-    def compare_dir(self) -> Path:
-        return self.root / COMPARE
-
-    @property
     def compare_report(self) -> Path:
         return self.root / COMPARE_REPORT
 

@@ -85,6 +85,15 @@ def check_report(report: dict, kind: str, where: str = "report") -> dict:
     return report
 
 
+def readable_report(report: Any, kind: str) -> dict | None:
+    """`report` when it is a `kind` report this code can read, else None (the dashboard shows nothing rather
+    than misreading a report of another kind or of a newer version)."""
+    try:
+        return check_report(report, kind) if report is not None else None
+    except StoreError:
+        return None
+
+
 def read_report(path: str | os.PathLike, kind: str) -> dict | None:
     """The `kind` report at `path` (None when the file is absent)."""
     p = Path(path)

@@ -8,6 +8,7 @@ import pandas as pd
 
 from gist_core.methods import scoring
 from gist_core.store.layout import RunLayout
+from gist_core.store.reports import readable_report
 from gist_core.viewer.rundir import file_stamp, json_number, read_json
 
 _FAMILY_ORDER = ("gist", "gist_mean", "gist_max", "less", "rawcos", "random", "length", "embedding", "full", "oracle")
@@ -50,7 +51,7 @@ def load_compare(run_dir: str | Path) -> dict | None:
 
     A table still being filled (methods without test_loss yet) loads as is; entries that are not
     objects are dropped so every consumer can rely on `methods[row]` being a dict."""
-    rep = read_json(compare_path(run_dir))
+    rep = readable_report(read_json(compare_path(run_dir)), "compare")
     if not isinstance(rep, dict) or not isinstance(rep.get("methods"), dict):
         return None
     methods = {k: v for k, v in rep["methods"].items() if isinstance(v, dict)}

@@ -14,6 +14,7 @@ from gist_core.analysis.curvature import correlation_matrix
 from gist_core.app import launcher
 from gist_core.store import artefacts
 from gist_core.store.layout import RunLayout
+from gist_core.store.reports import readable_report
 from gist_core.viewer.progress import run_state, stage_progress
 from gist_core.viewer.rundir import checkpoint_epochs, file_stamp, json_number, read_json
 from gist_core.viewer.spectrum import spectra
@@ -42,7 +43,7 @@ def load_geometry(run_dir: str | Path) -> dict | None:
 
     Only checkpoint entries that are objects under an integer epoch are kept, so consumers can rely
     on `checkpoints[str(epoch)]` being a dict."""
-    rep = read_json(geometry_path(run_dir))
+    rep = readable_report(read_json(geometry_path(run_dir)), "geometry")
     if not isinstance(rep, dict) or not isinstance(rep.get("checkpoints"), dict):
         return None
     cks = {k: v for k, v in rep["checkpoints"].items() if isinstance(v, dict) and str(k).isdigit()}
