@@ -234,3 +234,33 @@ class GeometryConfig:
             raise ConfigError("n_examples must be >= 1")
         if self.checkpoints is not None:
             object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
+
+
+CLUSTER_RULES = ("kmeans", "dominant")  # = methods.gradientspace.assign.RULES (tested)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """What `cluster` runs; written into clusters.json."""
+    n_clusters: int = field(default=0, metadata={"help": "clusters (0 = pick by silhouette over --k-grid)"})
+    k_grid: tuple[int, ...] = field(default=(4, 8, 12, 16, 19, 24, 32), metadata={
+        "help": "candidate cluster counts for the silhouette criterion"})
+    rank: int = field(default=32, metadata={"help": "sketch rank K (coordinates kept per example)"})
+    sketch_size: int = field(default=64, metadata={"help": "Frequent Directions buffer ℓ (≥ rank; memory 2ℓ·D)"})
+    rule: str = field(default="kmeans", metadata={"help": "assignment: kmeans (unit coordinates) | dominant (argmax |v_k·g|)"})
+    pool_size: int = field(default=3000, metadata={"help": "seeded pool sample clustered (0 = the whole pool)"})
+    elrea_dim: int = field(default=256, metadata={"help": "ELREA random-projection dimension"})
+    birch_threshold: float = field(default=0.1, metadata={
+        "help": "BIRCH subcluster radius on unit ELREA features (scikit-learn's 0.5 merges everything into one)"})
+    batch_size: int = field(default=16, metadata={"help": "examples per gradient batch"})
+    seed: int = field(default=0, metadata={"help": "sample, projection and k-means seed"})
+
+    def __post_init__(self):
+        if self.rule not in CLUSTER_RULES:
+            raise ConfigError(f"rule must be one of {', '.join(CLUSTER_RULES)}, got '{self.rule}'")
+        if self.sketch_size < self.rank:
+            raise ConfigError(f"sketch_size ({self.sketch_size}) must be ≥ rank ({self.rank})")
+        if self.n_clusters < 0 or self.n_clusters == 1 or any(k < 2 for k in self.k_grid):
+            raise ConfigError("cluster counts must be ≥ 2 (n_clusters 0 = pick by silhouette)")
+        if self.rule == "dominant" and max(self.n_clusters, *self.k_grid) > self.rank:
+            raise ConfigError(f"the dominant rule needs every cluster count ≤ rank ({self.rank})")

@@ -20,7 +20,7 @@ from gist_core.viewer import views
 
 PAGES = {"home": "app.py", "run": "pages/1_Run.py", "spectrum": "pages/2_Spectrum.py", "scores": "pages/3_Scores.py",
          "examples": "pages/4_Examples.py", "map": "pages/5_Map.py", "curvature": "pages/6_Curvature.py",
-         "compare": "pages/7_Compare.py"}
+         "compare": "pages/7_Compare.py", "clusters": "pages/8_Clusters.py"}
 STATUS_ICON = {"done": ":material/check_circle:", "running": ":material/hourglass_top:", "failed": ":material/error:",
                "cancelled": ":material/stop_circle:", "stopped": ":material/pause_circle:", "empty": ""}
 

@@ -1,4 +1,4 @@
-"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, bench, models, app.
+"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, cluster, bench, models, app.
 
 The flags of a run's configuration come from the config dataclasses (cli/args.py); the commands are in
 cli/commands.py. Every user error is a GistError: one line on stderr, exit 2.
@@ -9,12 +9,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from gist_core.cli.args import COMPARE_FLAGS, GEOMETRY_FLAGS, _budget, add_flags, add_scale_args, add_selection_args  # noqa: F401
+from gist_core.cli.args import (  # noqa: F401
+    CLUSTER_FLAGS,
+    COMPARE_FLAGS,
+    GEOMETRY_FLAGS,
+    _budget,
+    add_flags,
+    add_scale_args,
+    add_selection_args,
+)
 from gist_core.cli.args import overrides as _overrides  # noqa: F401  (tests use it under this name)
 from gist_core.cli.commands import (  # noqa: F401
     DEFAULT_RUNS,
     cmd_app,
     cmd_bench,
+    cmd_cluster,
     cmd_compare,
     cmd_demo,
     cmd_geometry,
@@ -68,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(g, GEOMETRY_FLAGS)
     g.add_argument("--quiet", action="store_true")
     g.set_defaults(func=cmd_geometry)
+    k = sub.add_parser("cluster", help="GradientSpace (reconstruction): cluster the pool in LoRA-gradient space, "
+                       "with ELREA, embedding and random baselines")
+    k.add_argument("--run", required=True, type=Path, help="a run directory with a finished warm-up")
+    add_flags(k, CLUSTER_FLAGS)
+    k.add_argument("--quiet", action="store_true")
+    k.set_defaults(func=cmd_cluster)
     b = sub.add_parser("bench", help="gradient throughput, batching speed-up, rescore latency, memory scaling")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--n-small", type=int, default=10_000, help="pool size of the small memory run")

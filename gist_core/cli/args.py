@@ -9,7 +9,7 @@ import argparse
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from gist_core.config import CompareConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
+from gist_core.config import ClusterConfig, CompareConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
 
 
 def _budget(text: str) -> float:
@@ -32,7 +32,7 @@ def _tuple_of_ints(text: str) -> tuple[int, ...]:
 
 # section -> the config class its fields belong to ('compare.train': CompareConfig.train)
 SECTIONS = {"": RunConfig, "lora": LoraSettings, "warmup": TrainConfig, "compare": CompareConfig,
-            "compare.train": TrainConfig, "geometry": GeometryConfig}
+            "compare.train": TrainConfig, "geometry": GeometryConfig, "cluster": ClusterConfig}
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,24 @@ GEOMETRY_FLAGS = (
     Flag("--seed", "seed", "geometry", (("type", int),)),
     Flag("--checkpoints", "checkpoints", "geometry", (("type", _tuple_of_ints),), "; comma-separated"),
 )
+
+
+CLUSTER_FLAGS = (
+    Flag("--clusters", "n_clusters", "cluster", (("type", int),)),
+    Flag("--k-grid", "k_grid", "cluster", (("type", _tuple_of_ints),), "; comma-separated"),
+    Flag("--rank", "rank", "cluster", (("type", int),)),
+    Flag("--sketch-size", "sketch_size", "cluster", (("type", int),)),
+    Flag("--rule", "rule", "cluster"),
+    Flag("--pool-size", "pool_size", "cluster", (("type", int),)),
+    Flag("--elrea-dim", "elrea_dim", "cluster", (("type", int),)),
+    Flag("--birch-threshold", "birch_threshold", "cluster", (("type", float),)),
+    Flag("--batch-size", "batch_size", "cluster", (("type", int),)),
+    Flag("--seed", "seed", "cluster", (("type", int),)),
+)
+
+
+def cluster_config(a: argparse.Namespace) -> ClusterConfig:
+    return ClusterConfig(**flag_values(a, CLUSTER_FLAGS)["cluster"])
 
 
 def compare_config(a: argparse.Namespace) -> CompareConfig:

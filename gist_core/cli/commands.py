@@ -180,6 +180,22 @@ def cmd_bench(a) -> int:
     return 0
 
 
+def cmd_cluster(a) -> int:
+    from gist_core.cli.args import cluster_config
+    from gist_core.runner.cluster import run_cluster
+    rep = run_cluster(a.run, cluster_config(a), quiet=a.quiet)
+    if rep["k_curve"]:
+        print("k by silhouette: " + ", ".join(f"{c['k']}: {c['silhouette']:.3f}" for c in rep["k_curve"]))
+    print(f"{rep['n_rows']} pool rows, k = {rep['k']} (GradientSpace is a reconstruction from the abstract)")
+    print(f"{'method':<14} {'ARI':>6} {'NMI':>6} {'purity':>7} {'sizes':>10} {'within-var':>10}")
+    for m, r in rep["table"].items():
+        print(f"{m:<14} {r['ari']:>6.3f} {r['nmi']:>6.3f} {r['purity']:>7.3f} {r['size_min']:>4}-{r['size_max']:<5} "
+              f"{r['within_var_coords']:>10.3f}")
+    print(f"walls (s): {rep['walls_s']}")
+    print(f"written: {RunLayout(a.run).clusters_report}")
+    return 0
+
+
 def cmd_geometry(a) -> int:
     from gist_core.cli.args import geometry_config
     from gist_core.runner.geometry import run_geometry

@@ -16,6 +16,7 @@ One run = one folder:
     compare.json                `gist-lab compare`'s table
     compare/                    its scores.parquet, less/ features, embed*.npy, evals/ (downstream runs)
     geometry/                   `gist-lab geometry`: geometry.json, ckpt-E.safetensors
+    clusters/                   `gist-lab cluster`: clusters.json, sketch/coords/labels .npy
 
 Paths come in two forms: `rel_*` names relative to the run (what the manifest records) and `Path`s.
 """
@@ -41,6 +42,7 @@ ADVISOR = "advisor.json"
 CHECKPOINTS = "checkpoints"
 COMPARE = "compare"
 GEOMETRY = "geometry"
+CLUSTERS = "clusters"
 COMPARE_REPORT = "compare.json"  # at the top of the run: the table the Compare page reads
 CKPT_GLOB = "ckpt-*"            # the warm-up checkpoint folders under checkpoints/
 _CKPT_RE = re.compile(r"ckpt-(\d+)")
@@ -209,6 +211,19 @@ class RunLayout:
 
     def geometry_matrices(self, epoch: int) -> Path:
         return self.geometry_dir / f"{ckpt_name(epoch)}.safetensors"
+
+    # gist-lab cluster (GradientSpace)
+    @property
+    def clusters_dir(self) -> Path:
+        return self.root / CLUSTERS
+
+    @property
+    def clusters_report(self) -> Path:
+        return self.clusters_dir / "clusters.json"
+
+    def clusters_array(self, name: str) -> Path:
+        """rows.npy, sketch.npy, coords.npy, elrea.npy, embed.npy, labels-METHOD.npy, and their .part resumes."""
+        return self.clusters_dir / f"{name}.npy"
 
 
 EMBED_REL = rel_compare("embed.npy")

@@ -1,0 +1,33 @@
+"""Clusters figures: cluster × skill composition, the silhouette curve that picked k, the agreement bars."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from gist_core.viewer.figures.palette import SCALES
+
+
+def composition_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
+    """Counts per cluster (rows) and ground-truth skill (columns), each row as a share of its cluster."""
+    share = frame.div(frame.sum(axis=1).where(lambda s: s > 0, 1), axis=0)
+    fig = go.Figure(go.Heatmap(z=share.values, x=list(frame.columns), y=list(frame.index), customdata=frame.values,
+                               colorscale=SCALES["share"], zmin=0, zmax=1, colorbar=dict(title="share"),
+                               hovertemplate="%{y} · %{x}: %{customdata} examples (%{z:.0%})<extra></extra>"))
+    fig.update_layout(title=title, height=max(320, 22 * len(frame) + 160), xaxis_tickangle=-45,
+                      yaxis=dict(autorange="reversed"), margin=dict(l=60, r=20, t=50, b=120))
+    return fig
+
+
+def k_curve(curve: list[dict], chosen: int) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=[c["k"] for c in curve], y=[c["silhouette"] for c in curve], mode="lines+markers",
+                               name="silhouette"))
+    fig.add_vline(x=chosen, line_dash="dash", annotation_text=f"k = {chosen}")
+    fig.update_layout(title="Number of clusters: silhouette of the gradient-sketch clustering", xaxis_title="k",
+                      yaxis_title="silhouette (cosine)", height=320)
+    return fig
+
+
+def agreement_bars(table: pd.DataFrame) -> go.Figure:
+    fig = go.Figure([go.Bar(name=m, x=table["method"], y=table[m]) for m in ("ARI", "NMI", "purity")])
+    fig.update_layout(barmode="group", title="Agreement with the ground-truth skills", height=360, yaxis_range=[0, 1])
+    return fig
