@@ -167,6 +167,7 @@ def test_killed_cluster_stage_resumes_to_the_same_labels(cluster_run, tmp_path, 
     assert RunLayout(run).clusters_array("sketch.part").with_suffix(".npz").exists()
     again = stage.run_cluster(run, small_cfg(), quiet=True)
     assert calls["n"] > 3
+    assert not list(RunLayout(run).clusters_dir.glob("*.part.npz"))  # resume states go once their array is saved
     assert np.array_equal(np.load(RunLayout(run).clusters_array("labels-gradientspace")), ref_labels)
     assert again["table"] == ref["table"]
 

@@ -116,8 +116,9 @@ class Cluster:
         m = n if self.cfg.pool_size in (0, None) or self.cfg.pool_size >= n else self.cfg.pool_size
         return sorted(np.random.default_rng(self.cfg.seed).choice(n, size=m, replace=False).tolist())
 
-    def cached(self, name: str, key: str, compute) -> np.ndarray:
-        """An array saved under clusters/ with its key in a sidecar; recomputed when the key changed."""
+    def cached(self, name: str, key: str, compute, part: str | None = None) -> np.ndarray:
+        """An array saved under clusters/ with its key in a sidecar; recomputed when the key changed. Once it is
+        saved, the resume state of the pass that made it (`part`) is deleted (a 2ℓ × D buffer is large)."""
         path, side = self.paths.clusters_array(name), self.paths.clusters_array(name).with_suffix(".key")
         if path.exists() and side.exists() and side.read_text() == key:
             return load_npy(path)
@@ -125,6 +126,8 @@ class Cluster:
         save_npy(path, a)
         with atomic_path(side) as tmp:
             tmp.write_text(key)
+        if part:
+            self.paths.clusters_array(f"{part}.part").with_suffix(".npz").unlink(missing_ok=True)
         return a
 
     def execute(self) -> dict:
@@ -133,16 +136,16 @@ class Cluster:
         rows = self.rows()
         base = stable_hash([self.run.keys["warmup"], self.run_cfg.checkpoint, rows, self.cfg.batch_size])
         k_sketch = stable_hash([base, self.cfg.rank, self.cfg.sketch_size])
-        V = self.cached("basis", k_sketch, lambda: self.sketch_pass(rows, k_sketch).astype(np.float32))
+        V = self.cached("basis", k_sketch, lambda: self.sketch_pass(rows, k_sketch).astype(np.float32), "sketch")
         coords = self.cached("coords", stable_hash([k_sketch, "coords"]), lambda: self.project_pass(
-            "coords", stable_hash([k_sketch, "coords"]), rows, self.run.inputs.pool_tok.labels, V))
+            "coords", stable_hash([k_sketch, "coords"]), rows, self.run.inputs.pool_tok.labels, V), "coords")
         k_elrea = stable_hash([base, self.cfg.elrea_dim, self.cfg.seed, "elrea"])
 
         def elrea():
             g = torch.Generator().manual_seed(self.cfg.seed)
             R = torch.randn(self.cfg.elrea_dim, self._dim(), generator=g) / self.cfg.elrea_dim ** 0.5
             return self.project_pass("elrea", k_elrea, rows, instruction_labels(self.run.inputs.pool_tok), R.numpy())
-        feats = {"gradientspace": coords, "elrea": self.cached("elrea", k_elrea, elrea),
+        feats = {"gradientspace": coords, "elrea": self.cached("elrea", k_elrea, elrea, "elrea"),
                  "embedding": self.cached("embed", stable_hash([base, "embed"]), lambda: self._embed(rows))}
         return self.report(rows, feats)
 
