@@ -44,19 +44,27 @@ class Cluster:
         self.run_cfg = RunConfig.from_json(json.loads(self.paths.config.read_text()))
         self.run = Run(self.run_cfg, self.dir, quiet=quiet)
         self.walls: dict[str, float] = {}
+        self._engine = None
+
+    def engine(self):
+        """One gradient engine on the warm-up adapter for every pass (loading the adapter once)."""
+        if self._engine is None:
+            from gist_core.grads.per_example import GradientEngine
+            tok, _ = self.run.tokenizer_and_model()
+            self._engine = GradientEngine(self.run.adapter_model(self.run_cfg.checkpoint), tok.pad_token_id)
+        return self._engine
 
     # ------------------------------------------------------------------ streaming passes with resume
     def _stream(self, name: str, key: str, rows: list[int], labels, fold, state: dict) -> dict:
         """Feed gradient batches to `fold(state, positions, grads)`; `state` (arrays + 'done') saved as it goes."""
-        from gist_core.grads.per_example import GradientEngine, length_sorted_batches
+        from gist_core.grads.per_example import length_sorted_batches
         part = self.paths.clusters_array(f"{name}.part").with_suffix(".npz")
         if part.exists():
             with np.load(part, allow_pickle=False) as z:
                 if str(z["key"]) == key:
                     state = {k: z[k] for k in z.files if k != "key"}
                     log.info("%s: resuming after %d batches", name, int(state["done"]))
-        tok, _ = self.run.tokenizer_and_model()
-        engine = GradientEngine(self.run.adapter_model(self.run_cfg.checkpoint), tok.pad_token_id)
+        engine = self.engine()
         ids = self.run.inputs.pool_tok.input_ids
         pos = {r: p for p, r in enumerate(rows)}
         batches = list(length_sorted_batches([len(x) for x in ids], rows, self.cfg.batch_size))
@@ -107,8 +115,7 @@ class Cluster:
         return self._stream(name, key, rows, labels, fold, empty)["out"]
 
     def _dim(self) -> int:
-        from gist_core.grads.per_example import gradient_dim
-        return gradient_dim(self.run.adapter_model(self.run_cfg.checkpoint))
+        return self.engine().dim
 
     # ------------------------------------------------------------------ the stage
     def rows(self) -> list[int]:
@@ -153,6 +160,7 @@ class Cluster:
         from gist_core.methods.baselines import mean_pooled_embeddings
         t0 = time.time()
         tok, _ = self.run.tokenizer_and_model()
+        self._engine = None  # base_model() takes the adapter off the shared model: the engine's model is gone
         E = mean_pooled_embeddings(self.run.base_model(), [self.run.inputs.pool_tok.input_ids[r] for r in rows],
                                    tok.pad_token_id)
         self.walls["embedding"] = round(time.time() - t0, 2)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gist_core.errors import StoreError
 from gist_core.store.artefacts import load_npy
 from gist_core.store.layout import RunLayout
 from gist_core.store.reports import read_report, readable_report
@@ -18,7 +19,7 @@ METHOD_LABELS = {"gradientspace": "GradientSpace (gradient sketch, reconstructio
 def load_clusters(run_dir: Path) -> dict | None:
     try:
         return readable_report(read_report(RunLayout(run_dir).clusters_report, "clusters"), "clusters")
-    except Exception:  # an unreadable report shows as absent, like the other reports
+    except StoreError:  # an unreadable report shows as absent, like the other reports
         return None
 
 
