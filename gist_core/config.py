@@ -264,3 +264,57 @@ class ClusterConfig:
             raise ConfigError("cluster counts must be ≥ 2 (n_clusters 0 = pick by silhouette)")
         if self.rule == "dominant" and max(self.n_clusters, *self.k_grid) > self.rank:
             raise ConfigError(f"the dominant rule needs every cluster count ≤ rank ({self.rank})")
+
+
+EXPERT_CLUSTERINGS = ("gradientspace", "elrea", "embedding", "random")  # = runner.cluster.METHODS (tested)
+EXPERT_ROUTERS = ("logreg", "mlp")  # = methods.gradientspace.router.ROUTERS (tested)
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """What `experts` trains and evaluates on top of `cluster`; written into experts.json."""
+    clusterings: tuple[str, ...] = field(default=("gradientspace", "elrea"), metadata={
+        "help": "clusterings whose clusters get one LoRA expert each (the ones in clusters.json)"})
+    seeds: int = field(default=3, metadata={"help": "seeds (LoRA init and data order of every adapter)"})
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3, seed=0),
+                               metadata={"help": "the downstream LoRA recipe, for the single LoRA and every expert"})
+    ensembles: tuple[str, ...] = field(default=("elrea",), metadata={
+        "help": "clusterings whose experts are also scored as an ELREA ensemble (each costs k+1 forwards a token)"})
+    router: str = field(default="logreg", metadata={
+        "help": "router on the prompt's mean-pooled base hidden state: logreg | mlp (one hidden layer of 64)"})
+    base_weight: float = field(default=0.5, metadata={
+        "help": "ELREA ensemble: weight of the base (all-data) adapter's logits; the experts share the rest"})
+    temperature: float = field(default=1.0, metadata={"help": "ELREA ensemble: softmax temperature on the cosines"})
+    per_skill: int = field(default=16, metadata={"help": "held-out pool test examples per skill (not clustered)"})
+    per_subtask: int = field(default=40, metadata={"help": "test-split examples per subtask (0 = all)"})
+    tests: tuple[str, ...] = field(default=(), metadata={
+        "help": "test splits (JSONL with subtask); default: the bundled targets' test splits on the bundled pool, "
+                "else the run target's test.jsonl"})
+    n_em: int = field(default=10, metadata={"help": "exact-match prompts per test group (greedy decoding)"})
+    max_new_tokens: int = field(default=16, metadata={"help": "greedy decoding length for exact match"})
+    latency_queries: int = field(default=6, metadata={"help": "queries timed one at a time per inference rule"})
+    eval_batch: int = field(default=32, metadata={"help": "test examples per forward batch"})
+
+    def __post_init__(self):
+        if isinstance(self.train, dict):
+            object.__setattr__(self, "train", TrainConfig(**self.train))
+        object.__setattr__(self, "clusterings", tuple(self.clusterings))
+        object.__setattr__(self, "tests", tuple(self.tests))
+        object.__setattr__(self, "ensembles", tuple(self.ensembles))
+        bad = [c for c in self.clusterings if c not in EXPERT_CLUSTERINGS]
+        if not set(self.ensembles) <= set(self.clusterings):
+            raise ConfigError(f"ensembles ({', '.join(self.ensembles)}) must be among the clusterings "
+                              f"({', '.join(self.clusterings)})")
+        if bad or not self.clusterings:
+            raise ConfigError(f"unknown clustering(s) {', '.join(bad) or '(none given)'} "
+                              f"(choose from {', '.join(EXPERT_CLUSTERINGS)})")
+        if self.router not in EXPERT_ROUTERS:
+            raise ConfigError(f"router must be one of {', '.join(EXPERT_ROUTERS)}, got '{self.router}'")
+        if not 0 <= self.base_weight < 1:
+            raise ConfigError(f"base_weight must lie in [0, 1), got {self.base_weight}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be positive, got {self.temperature}")
+        if self.seeds < 1 or self.eval_batch < 1:
+            raise ConfigError("seeds and eval_batch must be >= 1")
+        if min(self.per_skill, self.per_subtask, self.n_em, self.latency_queries) < 0:
+            raise ConfigError("per_skill, per_subtask, n_em and latency_queries must be >= 0")

@@ -17,6 +17,8 @@ One run = one folder:
     compare/                    its scores.parquet, less/ features, embed*.npy, evals/ (downstream runs)
     geometry/                   `gist-lab geometry`: geometry.json, ckpt-E.safetensors
     clusters/                   `gist-lab cluster`: clusters.json, sketch/coords/labels .npy
+    experts/                    `gist-lab experts`: experts.json, adapters/s{seed}/NAME/, router-METHOD.safetensors,
+                                features (prompt embeddings, query gradients) .npy, evals/s{seed}.json
 
 Paths come in two forms: `rel_*` names relative to the run (what the manifest records) and `Path`s.
 """
@@ -43,6 +45,7 @@ CHECKPOINTS = "checkpoints"
 COMPARE = "compare"
 GEOMETRY = "geometry"
 CLUSTERS = "clusters"
+EXPERTS = "experts"
 COMPARE_REPORT = "compare.json"  # at the top of the run: the table the Compare page reads
 CKPT_GLOB = "ckpt-*"            # the warm-up checkpoint folders under checkpoints/
 _CKPT_RE = re.compile(r"ckpt-(\d+)")
@@ -224,6 +227,27 @@ class RunLayout:
     def clusters_array(self, name: str) -> Path:
         """rows.npy, sketch.npy, coords.npy, elrea.npy, embed.npy, labels-METHOD.npy, and their .part resumes."""
         return self.clusters_dir / f"{name}.npy"
+
+    # gist-lab experts (GradientSpace experts, router, ELREA ensemble)
+    @property
+    def experts_dir(self) -> Path:
+        return self.root / EXPERTS
+
+    @property
+    def experts_report(self) -> Path:
+        return self.experts_dir / "experts.json"
+
+    def expert_adapter(self, seed: int, name: str) -> Path:
+        return self.experts_dir / "adapters" / f"s{seed}" / name
+
+    def experts_array(self, name: str) -> Path:
+        return self.experts_dir / f"{name}.npy"
+
+    def expert_router(self, method: str) -> Path:
+        return self.experts_dir / f"router-{method}.safetensors"
+
+    def experts_eval(self, seed: int) -> Path:
+        return self.experts_dir / "evals" / f"s{seed}.json"
 
 
 EMBED_REL = rel_compare("embed.npy")
