@@ -1,4 +1,4 @@
-"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, cluster, bench, models, app.
+"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, cluster, experts, bench, models, app.
 
 The flags of a run's configuration come from the config dataclasses (cli/args.py); the commands are in
 cli/commands.py. Every user error is a GistError: one line on stderr, exit 2.
@@ -12,6 +12,7 @@ from pathlib import Path
 from gist_core.cli.args import (  # noqa: F401
     CLUSTER_FLAGS,
     COMPARE_FLAGS,
+    EXPERT_FLAGS,
     GEOMETRY_FLAGS,
     _budget,
     add_flags,
@@ -26,6 +27,7 @@ from gist_core.cli.commands import (  # noqa: F401
     cmd_cluster,
     cmd_compare,
     cmd_demo,
+    cmd_experts,
     cmd_geometry,
     cmd_merge,
     cmd_models,
@@ -83,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(k, CLUSTER_FLAGS)
     k.add_argument("--quiet", action="store_true")
     k.set_defaults(func=cmd_cluster)
+    x = sub.add_parser("experts", help="GradientSpace (reconstruction): one LoRA expert per cluster, a router, the ELREA "
+                       "ensemble; test loss, exact match, routing accuracy and latency per seed")
+    x.add_argument("--run", required=True, type=Path, help="a run directory with a finished gist-lab cluster")
+    add_flags(x, EXPERT_FLAGS)
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func=cmd_experts)
     b = sub.add_parser("bench", help="gradient throughput, batching speed-up, rescore latency, memory scaling")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--n-small", type=int, default=10_000, help="pool size of the small memory run")

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from gist_core.config import ClusterConfig, CompareConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
+from gist_core.config import ClusterConfig, CompareConfig, ExpertConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
 
 
 def _budget(text: str) -> float:
@@ -32,7 +32,8 @@ def _tuple_of_ints(text: str) -> tuple[int, ...]:
 
 # section -> the config class its fields belong to ('compare.train': CompareConfig.train)
 SECTIONS = {"": RunConfig, "lora": LoraSettings, "warmup": TrainConfig, "compare": CompareConfig,
-            "compare.train": TrainConfig, "geometry": GeometryConfig, "cluster": ClusterConfig}
+            "compare.train": TrainConfig, "geometry": GeometryConfig, "cluster": ClusterConfig,
+            "experts": ExpertConfig, "experts.train": TrainConfig}
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,30 @@ CLUSTER_FLAGS = (
     Flag("--batch-size", "batch_size", "cluster", (("type", int),)),
     Flag("--seed", "seed", "cluster", (("type", int),)),
 )
+
+
+EXPERT_FLAGS = (
+    Flag("--clusterings", "clusterings", "experts", (("type", _tuple_of_names),),
+         "; comma-separated from gradientspace, elrea, embedding, random"),
+    Flag("--seeds", "seeds", "experts", (("type", int),)),
+    Flag("--ensembles", "ensembles", "experts", (("type", _tuple_of_names),), "; comma-separated ('' for none)"),
+    Flag("--router", "router", "experts"),
+    Flag("--base-weight", "base_weight", "experts", (("type", float),)),
+    Flag("--temperature", "temperature", "experts", (("type", float),)),
+    Flag("--per-skill", "per_skill", "experts", (("type", int),)),
+    Flag("--per-subtask", "per_subtask", "experts", (("type", int),)),
+    Flag("--test", "tests", "experts", (("type", _tuple_of_names),), "; comma-separated files"),
+    Flag("--n-em", "n_em", "experts", (("type", int),)),
+    Flag("--latency-queries", "latency_queries", "experts", (("type", int),)),
+    Flag("--train-epochs", "epochs", "experts.train", (("type", int),), " (every adapter)"),
+    Flag("--train-lr", "lr", "experts.train", (("type", float),), " (every adapter)"),
+)
+
+
+def expert_config(a: argparse.Namespace) -> ExpertConfig:
+    values = flag_values(a, EXPERT_FLAGS)
+    train = TrainConfig(**{**asdict(ExpertConfig().train), **values["experts.train"]})
+    return ExpertConfig(**values["experts"], train=train)
 
 
 def cluster_config(a: argparse.Namespace) -> ClusterConfig:

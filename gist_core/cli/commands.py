@@ -196,6 +196,24 @@ def cmd_cluster(a) -> int:
     return 0
 
 
+def cmd_experts(a) -> int:
+    from gist_core.cli.args import expert_config
+    from gist_core.runner.experts import run_experts
+    rep = run_experts(a.run, expert_config(a), quiet=a.quiet)
+    print(f"{rep['n_rows']} clustered rows → experts; {rep['n_tests']} test examples ({', '.join(rep['test_sets'])}); "
+          f"{rep['seeds_done']} seed(s)")
+    print(f"{'rule':<24} {'test loss':>15} {'exact match':>15}")
+    for r, v in rep["table"].items():
+        print(f"{r:<24} {v['test_loss']:>8.3f} ± {v['test_loss_std']:.3f} {v['exact_match']:>8.3f} ± {v['exact_match_std']:.3f}")
+    for m, v in rep["routing"].items():
+        print(f"routing accuracy ({m}): router {v['router_accuracy']:.3f}, "
+              f"ensemble's top weight {v['ensemble_top_accuracy']:.3f}")
+    if rep["latency_ms"]:
+        print("latency per query (ms, median): " + ", ".join(f"{r} {t:.1f}" for r, t in rep["latency_ms"].items()))
+    print(f"written: {RunLayout(a.run).experts_report}")
+    return 0
+
+
 def cmd_geometry(a) -> int:
     from gist_core.cli.args import geometry_config
     from gist_core.runner.geometry import run_geometry

@@ -126,19 +126,12 @@ class Cluster:
     def cached(self, name: str, key: str, compute, part: str | None = None) -> np.ndarray:
         """An array saved under clusters/ with its key in a sidecar; recomputed when the key changed. Once it is
         saved, the resume state of the pass that made it (`part`) is deleted (a 2ℓ × D buffer is large)."""
-        path, side = self.paths.clusters_array(name), self.paths.clusters_array(name).with_suffix(".key")
-        if path.exists() and side.exists() and side.read_text() == key:
-            return load_npy(path)
-        a = compute()
-        save_npy(path, a)
-        with atomic_path(side) as tmp:
-            tmp.write_text(key)
+        a = cached_npy(self.paths.clusters_array(name), key, compute)
         if part:
             self.paths.clusters_array(f"{part}.part").with_suffix(".npz").unlink(missing_ok=True)
         return a
 
     def execute(self) -> dict:
-        import torch
         self.paths.clusters_dir.mkdir(exist_ok=True)
         rows = self.rows()
         base = stable_hash([self.run.keys["warmup"], self.run_cfg.checkpoint, rows, self.cfg.batch_size])
@@ -149,12 +142,17 @@ class Cluster:
         k_elrea = stable_hash([base, self.cfg.elrea_dim, self.cfg.seed, "elrea"])
 
         def elrea():
-            g = torch.Generator().manual_seed(self.cfg.seed)
-            R = torch.randn(self.cfg.elrea_dim, self._dim(), generator=g) / self.cfg.elrea_dim ** 0.5
-            return self.project_pass("elrea", k_elrea, rows, instruction_labels(self.run.inputs.pool_tok), R.numpy())
+            return self.project_pass("elrea", k_elrea, rows, instruction_labels(self.run.inputs.pool_tok),
+                                     self.elrea_projection())
         feats = {"gradientspace": coords, "elrea": self.cached("elrea", k_elrea, elrea, "elrea"),
                  "embedding": self.cached("embed", stable_hash([base, "embed"]), lambda: self._embed(rows))}
         return self.report(rows, feats)
+
+    def elrea_projection(self) -> np.ndarray:
+        """(elrea_dim, D) the seeded Gaussian projection of the ELREA features (`experts` projects queries with it)."""
+        import torch
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        return (torch.randn(self.cfg.elrea_dim, self._dim(), generator=g) / self.cfg.elrea_dim ** 0.5).numpy()
 
     def _embed(self, rows) -> np.ndarray:
         from gist_core.methods.baselines import mean_pooled_embeddings
@@ -198,6 +196,18 @@ class Cluster:
                "walls_s": self.walls})
         atomic_write_json(self.paths.clusters_report, rep)
         return rep
+
+
+def cached_npy(path: Path, key: str, compute) -> np.ndarray:
+    """The array at `path` when its `.key` sidecar says it was made with `key`; else compute, save, record the key."""
+    side = path.with_suffix(".key")
+    if path.exists() and side.exists() and side.read_text() == key:
+        return load_npy(path)
+    a = compute()
+    save_npy(path, a)
+    with atomic_path(side) as tmp:
+        tmp.write_text(key)
+    return a
 
 
 def instruction_labels(tok) -> list[list[int]]:

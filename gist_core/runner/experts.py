@@ -1,0 +1,549 @@
+"""`gist-lab experts --run RUN`: one LoRA expert per cluster, a router, the ELREA ensemble (GradientSpace part 3).
+
+On top of `gist-lab cluster` (its rows and labels), per seed:
+  single     one LoRA on every clustered row (also the ensemble's base adapter);
+  experts    one LoRA per cluster of each clustering in `clusterings`, same recipe;
+and, once: a router per clustering (prompt embedding → cluster) and the ELREA weights of every test query.
+Every test example is scored under each inference rule:
+  base       no adapter;  single;
+  M-routed   the expert the router picks (GradientSpace's rule: one expert per query);
+  M-ensemble ELREA's rule: β·logits(single) + (1 − β)·Σ_c w_c·logits(expert c), w from gradient similarity.
+Test sets: the bundled targets' test splits and held-out pool rows (not clustered) of every skill.
+Adapters, router, features and per-seed evaluations are saved as they are made; a rerun resumes.
+Writes RUN/experts/experts.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig
+from gist_core.errors import ConfigError
+from gist_core.methods.gradientspace import ensemble
+from gist_core.methods.gradientspace.router import PromptRouter, cluster_skills, confusion, routing_accuracy
+from gist_core.runner.cluster import Cluster, cached_npy
+from gist_core.store.artefacts import load_npy, load_tensors, save_tensors
+from gist_core.store.atomic import atomic_write_json
+from gist_core.store.layout import RunLayout
+from gist_core.store.manifest import file_hash, stable_hash
+from gist_core.store.reports import check_report, read_report, stamp
+
+KEY_FILE = "gist_key.txt"
+TRAIN_FILE = "train.json"
+
+
+def prompt_part(ids: list[int], labels: list[int]) -> list[int]:
+    """The tokens before the first answer token: what a query is at inference time."""
+    n = next((i for i, lab in enumerate(labels) if lab != -100), len(ids))
+    return list(ids[:n])
+
+
+class Experts:
+    def __init__(self, run_dir, cfg: ExpertConfig, quiet: bool = False):
+        self.dir, self.cfg, self.paths = Path(run_dir), cfg, RunLayout(Path(run_dir))
+        if not self.paths.clusters_report.exists():
+            raise ConfigError(f"{self.dir}: no clustering yet (no clusters/clusters.json); run gist-lab cluster first")
+        self.clusters = check_report(read_report(self.paths.clusters_report, "clusters"), "clusters",
+                                     str(self.paths.clusters_report))
+        missing = [m for m in cfg.clusterings if m not in self.clusters["table"]]
+        if missing:
+            raise ConfigError(f"{self.paths.clusters_report}: no '{', '.join(missing)}' clustering in it")
+        ccfg = self.clusters["config"]
+        self.cl = Cluster(run_dir, ClusterConfig(**{**ccfg, "k_grid": tuple(ccfg["k_grid"])}), quiet=quiet)
+        self.run, self.run_cfg = self.cl.run, self.cl.run_cfg
+        self.rows = load_npy(self.paths.clusters_array("rows"), np.int64, ndim=1)
+        self.labels = {m: load_npy(self.paths.clusters_array(f"labels-{m}"), np.int64, shape=(len(self.rows),))
+                       for m in cfg.clusterings}
+        self.ids = {m: sorted(int(c) for c in np.unique(lab)) for m, lab in self.labels.items()}
+        pool = self.run.inputs.pool
+        self.truth = [pool[int(r)].skill or "?" for r in self.rows]
+        self.walls: dict[str, float] = {}
+
+    def log(self, msg: str) -> None:
+        self.run.log(msg)
+
+    # ------------------------------------------------------------------ test sets
+    def test_specs(self) -> list[str]:
+        from gist_core.runner.compare import default_test_split
+        from gist_core.runner.pipeline import SAMPLE_DATA
+        if self.cfg.tests:
+            return list(self.cfg.tests)
+        if Path(self.run_cfg.train).resolve() == (SAMPLE_DATA / "pool.jsonl").resolve():
+            return [str(p) for p in sorted(SAMPLE_DATA.glob("targets/*/test.jsonl"))]
+        own = default_test_split(self.run_cfg.target)
+        return [own] if own else []
+
+    def tests(self) -> list:
+        """Test examples; `subtask` = 'SET/skill' (the table's groups), `skill` = the ground truth routing is scored on."""
+        from gist_core.data.examples import load_examples
+        out = []
+        for spec in self.test_specs():
+            p = Path(spec)
+            name = p.parent.name if p.stem == "test" else p.stem
+            split = [replace(ex, subtask=f"{name}/{ex.subtask or ex.skill or 'all'}", skill=ex.skill or ex.subtask)
+                     for ex in load_examples(spec)]
+            keep = first_per_group([ex.subtask for ex in split], self.cfg.per_subtask or len(split))
+            out += [split[i] for i in keep]
+        pool, seen = self.run.inputs.pool, set(self.rows.tolist())
+        by_skill: dict[str, list[int]] = defaultdict(list)
+        order = np.random.default_rng(self.cl.cfg.seed + 1).permutation(len(pool))
+        for r in order:
+            ex = pool[int(r)]
+            if int(r) not in seen and ex.skill and ex.kind in (None, "correct") and len(by_skill[ex.skill]) < self.cfg.per_skill:
+                by_skill[ex.skill].append(int(r))
+        for skill in sorted(by_skill):
+            out += [replace(pool[r], subtask=f"pool/{skill}") for r in sorted(by_skill[skill])]
+        if not out:
+            raise ConfigError("no test examples: pass --test FILE (JSONL with prompt, response, subtask)")
+        return out
+
+    def encoded(self, tests) -> tuple[list[list[int]], list[list[int]]]:
+        from gist_core.data.formatting import encode_pair
+        from gist_core.model.evaluate import answer_only_labels
+        tok, _ = self.run.tokenizer_and_model()
+        enc = [encode_pair(tok, ex.prompt, ex.response, self.run_cfg.max_length, ex.messages) for ex in tests]
+        return [e[0] for e in enc], answer_only_labels([e[1] for e in enc], tok.eos_token_id)
+
+    # ------------------------------------------------------------------ features (once)
+    def features(self, tests, ids, labels) -> dict[str, np.ndarray]:
+        """Prompt embeddings of the clustered rows and the queries (the router's input), the queries' ELREA
+        gradients (instruction tokens, the clustering's random projection), cached under experts/."""
+        from gist_core.methods.baselines import mean_pooled_embeddings
+        tok, _ = self.run.tokenizer_and_model()
+        pool_tok = self.run.inputs.pool_tok
+        base_key = stable_hash([self.run.keys["warmup"], self.run_cfg.checkpoint, self.rows.tolist()])
+        q_key = stable_hash([base_key, [x for x in ids]])
+        prompts_train = [prompt_part(pool_tok.input_ids[r], pool_tok.labels[r]) for r in self.rows]
+        queries = [prompt_part(x, y) for x, y in zip(ids, labels)]
+
+        def embed(seqs):
+            def go():
+                t0 = time.time()
+                self.cl._engine = None  # base_model() takes the warm-up adapter off the shared model
+                E = mean_pooled_embeddings(self.run.base_model(), seqs, tok.pad_token_id).astype(np.float32)
+                self.walls["embed"] = self.walls.get("embed", 0.0) + round(time.time() - t0, 2)
+                return E
+            return go
+        out = {"embed_train": cached_npy(self.paths.experts_array("embed-train"), stable_hash([base_key, "prompt-embed"]),
+                                         embed(prompts_train)),
+               "embed_query": cached_npy(self.paths.experts_array("embed-query"), stable_hash([q_key, "prompt-embed"]),
+                                         embed(queries))}
+        out["elrea_query"] = cached_npy(self.paths.experts_array("elrea-query"),
+                                        stable_hash([q_key, self.cl.cfg.elrea_dim, self.cl.cfg.seed, "elrea"]),
+                                        lambda: self.query_gradients(queries))
+        out["elrea_train"] = load_npy(self.paths.clusters_array("elrea"), np.float32, shape=(len(self.rows), None))
+        return out
+
+    def query_gradients(self, queries) -> np.ndarray:
+        """(n, elrea_dim): each query's instruction-token gradient at the warm-up checkpoint, projected like the
+        ELREA clustering features (the same rows of instruction_labels, the same seeded projection)."""
+        import torch
+
+        from gist_core.grads.per_example import length_sorted_batches
+        t0 = time.time()
+        engine = self.cl.engine()
+        R = torch.from_numpy(np.ascontiguousarray(self.cl.elrea_projection().T)).to(engine.device)
+        out = np.zeros((len(queries), R.shape[1]), np.float32)
+        for batch in length_sorted_batches([len(q) for q in queries], range(len(queries)), self.cl.cfg.batch_size):
+            qs = [queries[i] for i in batch]
+            out[batch] = engine.projected_grads(qs, [list(q) for q in qs], R)[0].cpu().numpy()
+        self.walls["query_gradients"] = round(time.time() - t0, 2)
+        return out
+
+    def routers(self, feats) -> dict[str, PromptRouter]:
+        """One router per clustering on the rows' prompt embeddings (deterministic: it does not vary by seed)."""
+        out = {}
+        for m in self.cfg.clusterings:
+            path = self.paths.expert_router(m)
+            key = stable_hash([self.cfg.router, self.labels[m].tolist(), file_hash(self.paths.experts_array("embed-train"))])
+            if path.exists():
+                arrays, meta = load_tensors(path)
+                if meta.get("key") == key:
+                    out[m] = PromptRouter.from_arrays(arrays)
+                    continue
+            out[m] = PromptRouter.fit(feats["embed_train"], self.labels[m], self.cfg.router, seed=0)
+            save_tensors(path, out[m].arrays(), {"key": key, "router": self.cfg.router})
+        return out
+
+    def weights(self, feats) -> dict[str, np.ndarray]:
+        """Per clustering, (n_queries, C) ELREA weights from the standardised gradient cosines to its centroids."""
+        out = {}
+        for m in self.cfg.clusterings:
+            cents = ensemble.centroids(feats["elrea_train"], self.labels[m], self.ids[m])
+            mu, sd = ensemble.member_stats(feats["elrea_train"], self.labels[m], cents, self.ids[m])
+            out[m] = ensemble.weights(feats["elrea_query"], cents, mu, sd, self.cfg.temperature)
+        return out
+
+    # ------------------------------------------------------------------ adapters
+    def train_cfg(self, seed: int) -> TrainConfig:
+        return TrainConfig(**{**asdict(self.cfg.train), "seed": seed})
+
+    def adapter(self, seed: int, name: str, rows: np.ndarray) -> Path:
+        """Train (or find) one LoRA adapter on pool `rows`; saved atomically with the key of what made it."""
+        from gist_core.model.load import attach_lora, load_base_model
+        from gist_core.model.training import train_lora
+        path = self.paths.expert_adapter(seed, name)
+        cfg = self.train_cfg(seed)
+        key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], asdict(cfg), self.run_cfg.lora.key(),
+                           self.run_cfg.max_length, np.asarray(rows).tolist()])
+        if (path / KEY_FILE).exists() and (path / KEY_FILE).read_text() == key:
+            return path
+        t0 = time.time()
+        model, tok = load_base_model(self.run.model_source.path, self.run_cfg.dtype, self.run_cfg.device)
+        peft_model = attach_lora(model, self.run_cfg.lora, seed=seed)
+        pool_tok = self.run.inputs.pool_tok
+        res = train_lora(peft_model, [pool_tok.input_ids[r] for r in rows], [pool_tok.labels[r] for r in rows],
+                         tok.pad_token_id, cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=path.parent))
+        peft_model.save_pretrained(tmp)
+        (tmp / TRAIN_FILE).write_text(json.dumps({"n_examples": len(rows), "steps": res["steps"],
+                                                  "train_loss": res["train_loss"], "wall_s": time.time() - t0}) + "\n")
+        (tmp / KEY_FILE).write_text(key)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        return path
+
+    def members(self) -> list[tuple[str, str | None, np.ndarray]]:
+        """(adapter name, clustering or None, pool rows) of every adapter of one seed; 'single' first."""
+        out = [("single", None, self.rows)]
+        for m in self.cfg.clusterings:
+            out += [(f"{m}-c{c}", m, self.rows[self.labels[m] == c]) for c in self.ids[m]]
+        return out
+
+    def train_seed(self, seed: int) -> dict[str, Path]:
+        members = self.members()
+        t0 = time.time()
+        with self.run.progress.stage(f"experts/train/s{seed}", total=len(members)) as st:
+            paths = {}
+            for name, _, rows in members:
+                paths[name] = self.adapter(seed, name, rows)
+                if st is not None and hasattr(st, "advance"):
+                    st.advance(1)
+        self.walls[f"train_s{seed}"] = round(time.time() - t0, 2)
+        return paths
+
+    def bank(self, paths: dict[str, Path]) -> AdapterBank:
+        from gist_core.model.load import load_base_model
+        base, _ = load_base_model(self.run.model_source.path, self.run_cfg.dtype, self.run_cfg.device)
+        return AdapterBank(base, paths)
+
+    # ------------------------------------------------------------------ evaluation of one seed
+    def rules(self, routes: dict[str, np.ndarray], W: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """Each inference rule as an (n, 1 + members) weight matrix over [base, single, experts...]."""
+        names = [name for name, _, _ in self.members()]
+        col = {name: j + 1 for j, name in enumerate(names)}
+        out = {}
+        for rule in ("base", "single"):
+            M = np.zeros((n, len(names) + 1))
+            M[:, 0 if rule == "base" else col["single"]] = 1.0
+            out[rule] = M
+        for m in self.cfg.clusterings:
+            R = np.zeros((n, len(names) + 1))
+            R[np.arange(n), [col[f"{m}-c{c}"] for c in routes[m]]] = 1.0
+            out[f"{m}-routed"] = R
+            if m not in self.cfg.ensembles:
+                continue
+            E = np.zeros((n, len(names) + 1))
+            E[:, col["single"]] = self.cfg.base_weight
+            for j, c in enumerate(self.ids[m]):
+                E[:, col[f"{m}-c{c}"]] = (1 - self.cfg.base_weight) * W[m][:, j]
+            out[f"{m}-ensemble"] = E
+        return out
+
+    def evaluate_seed(self, seed, paths, tests, ids, labels, rules) -> dict:
+        key = stable_hash([[open(p / KEY_FILE).read() for p in paths.values()], ids, labels,
+                           {r: stable_hash(M.round(8).tolist()) for r, M in rules.items()},
+                           self.cfg.n_em, self.cfg.max_new_tokens])
+        path = self.paths.experts_eval(seed)
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old.get("key") == key:
+                return old
+        tok, _ = self.run.tokenizer_and_model()
+        model = self.bank(paths)
+        order = [None] + list(paths)
+        t0 = time.time()
+        losses = rule_losses(model, order, rules, ids, labels, tok.pad_token_id, self.cfg.eval_batch)
+        em_set = first_per_group([ex.subtask for ex in tests], self.cfg.n_em)
+        prompts = [prompt_part(ids[i], labels[i]) for i in em_set]
+        answers = {r: decode(model, order, M[em_set], prompts, tok, self.cfg.max_new_tokens, self.cfg.eval_batch)
+                   for r, M in rules.items()}
+        res = {"key": key, "seed": seed, "eval_s": round(time.time() - t0, 2), "rules": {}}
+        for r in rules:
+            hit = {i: float(a == tests[i].response.strip()) for i, a in zip(em_set, answers[r])}
+            res["rules"][r] = summarise(tests, losses[r], hit)
+            res["rules"][r]["examples"] = [{"prompt": tests[i].prompt, "gold": tests[i].response, "pred": a}
+                                           for i, a in list(zip(em_set, answers[r]))[:4]]
+        res["train"] = {n: json.loads((p / TRAIN_FILE).read_text()) for n, p in paths.items()}
+        if seed == 0 and self.cfg.latency_queries:
+            res["latency_ms"] = self.latency(model, order, tests, ids, labels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, res)
+        return res
+
+    def latency(self, model, order, tests, ids, labels) -> dict[str, float]:
+        """Median wall time of answering one query (batch 1), from the prompt to the greedy answer, per rule:
+        routed includes the prompt embedding and the router; ensemble the query's gradient and its weights."""
+        import torch
+
+        from gist_core.methods.baselines import mean_pooled_embeddings
+        tok, _ = self.run.tokenizer_and_model()
+        pick = np.linspace(0, len(tests) - 1, self.cfg.latency_queries).round().astype(int)
+        routers = self._routers
+        engine = self.cl.engine()
+        R = torch.from_numpy(np.ascontiguousarray(self.cl.elrea_projection().T)).to(engine.device)
+        names = [n for n, _, _ in self.members()]
+        col = {n: j + 1 for j, n in enumerate(names)}
+        feats_train = load_npy(self.paths.clusters_array("elrea"), np.float32)
+        stats = {}
+        for m in self.cfg.clusterings:
+            cents = ensemble.centroids(feats_train, self.labels[m], self.ids[m])
+            stats[m] = (cents, *ensemble.member_stats(feats_train, self.labels[m], cents, self.ids[m]))
+        times: dict[str, list[float]] = defaultdict(list)
+        for i in pick:
+            q = prompt_part(ids[i], labels[i])
+            one = np.zeros((1, len(names) + 1))
+            t0 = time.perf_counter()
+            one[0, col["single"]] = 1
+            decode(model, order, one, [q], tok, self.cfg.max_new_tokens, 1)
+            times["single"].append(time.perf_counter() - t0)
+            for m in self.cfg.clusterings:
+                t0 = time.perf_counter()
+                with model.model.disable_adapter():
+                    e = mean_pooled_embeddings(model.model, [q], tok.pad_token_id)
+                c = int(routers[m].route(e)[0])
+                one = np.zeros((1, len(names) + 1))
+                one[0, col[f"{m}-c{c}"]] = 1
+                decode(model, order, one, [q], tok, self.cfg.max_new_tokens, 1)
+                times[f"{m}-routed"].append(time.perf_counter() - t0)
+                if m not in self.cfg.ensembles:
+                    continue
+                t0 = time.perf_counter()
+                g = engine.projected_grads([q], [list(q)], R)[0].cpu().numpy()
+                w = ensemble.weights(g, *stats[m], self.cfg.temperature)
+                E = np.zeros((1, len(names) + 1))
+                E[0, col["single"]] = self.cfg.base_weight
+                for j, c in enumerate(self.ids[m]):
+                    E[0, col[f"{m}-c{c}"]] = (1 - self.cfg.base_weight) * w[0, j]
+                decode(model, order, E, [q], tok, self.cfg.max_new_tokens, 1)
+                times[f"{m}-ensemble"].append(time.perf_counter() - t0)
+        return {r: round(1000 * float(np.median(t)), 2) for r, t in times.items()}
+
+    # ------------------------------------------------------------------ the stage
+    def execute(self) -> dict:
+        self.paths.experts_dir.mkdir(exist_ok=True)
+        tests = self.tests()
+        ids, labels = self.encoded(tests)
+        feats = self.features(tests, ids, labels)
+        routers = self._routers = self.routers(feats)
+        routes = {m: routers[m].route(feats["embed_query"]) for m in self.cfg.clusterings}
+        W = self.weights(feats)
+        rules = self.rules(routes, W, len(tests))
+        per_seed = []
+        for seed in range(self.cfg.seeds):
+            paths = self.train_seed(seed)
+            with self.run.progress.stage(f"experts/eval/s{seed}"):
+                per_seed.append(self.evaluate_seed(seed, paths, tests, ids, labels, rules))
+            self.log(f"seed {seed}: " + "  ".join(f"{r} {v['test_loss']:.3f}/{v['exact_match']:.2f}"
+                                                  for r, v in per_seed[-1]["rules"].items()))
+            self.write_report(tests, routes, W, per_seed)
+        return self.write_report(tests, routes, W, per_seed)
+
+    def write_report(self, tests, routes, W, per_seed) -> dict:
+        truth = [ex.skill or "?" for ex in tests]
+        sets = [ex.subtask.split("/", 1)[0] for ex in tests]
+        skills = sorted(set(self.truth) | set(truth))
+        routing = {}
+        for m in self.cfg.clusterings:
+            skill_of = cluster_skills(self.labels[m], self.truth)
+            ens_pick = np.asarray(self.ids[m])[np.argmax(W[m], axis=1)]
+            routing[m] = {"cluster_skill": {str(c): s for c, s in skill_of.items()},
+                          "router_accuracy": routing_accuracy(routes[m], truth, skill_of),
+                          "ensemble_top_accuracy": routing_accuracy(ens_pick, truth, skill_of),
+                          "router_accuracy_by_set": {s: routing_accuracy(routes[m][np.array(sets) == s],
+                                                                         [t for t, x in zip(truth, sets) if x == s], skill_of)
+                                                     for s in sorted(set(sets))},
+                          "confusion": confusion(routes[m], truth, skills, self.ids[m]).tolist(),
+                          "clusters": self.ids[m],
+                          "sizes": [int((self.labels[m] == c).sum()) for c in self.ids[m]]}
+        rep = stamp("experts", {"config": asdict(self.cfg), "clusters_k": self.clusters["k"],
+                                "n_rows": len(self.rows), "n_tests": len(tests), "test_sets": sorted(set(sets)),
+                                "skills": skills, "routing": routing, "table": aggregate(per_seed),
+                                "seeds_done": len(per_seed), "latency_ms": per_seed[0].get("latency_ms", {}) if per_seed else {},
+                                "walls_s": {**self.walls, **{f"eval_s{r['seed']}": r["eval_s"] for r in per_seed}}})
+        atomic_write_json(self.paths.experts_report, rep)
+        return rep
+
+
+# ---------------------------------------------------------------------------- the inference rules
+class AdapterBank:
+    """Every adapter of a seed over one base model: one PeftModel, each adapter's LoRA tensors kept aside and passed
+    to the forward with torch.func.functional_call. (peft's own set_adapter walks every module and every loaded
+    adapter: 90 ms a switch with 49 adapters on the tiny model, more than the forward itself.)"""
+
+    def __init__(self, base_model, paths: dict[str, Path]):
+        from peft import PeftModel, set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+        first = next(iter(paths.values()))
+        self.model = PeftModel.from_pretrained(base_model, str(first)).eval()
+        lora = [n for n, _ in self.model.named_parameters() if "lora_" in n]
+        self.params = {}
+        for name, path in paths.items():
+            set_peft_model_state_dict(self.model, load_peft_weights(str(path), device="cpu"))
+            state = dict(self.model.named_parameters())
+            self.params[name] = {n: state[n].detach().clone() for n in lora}
+
+    def __call__(self, name: str | None, **kw):
+        """The model's output with adapter `name` (None: no adapter, the base model)."""
+        from torch.func import functional_call
+        if name is None:
+            with self.model.disable_adapter():
+                return self.model(**kw)
+        return functional_call(self.model, self.params[name], args=(), kwargs=kw)
+
+
+def rule_losses(bank: AdapterBank, order, rules, ids, labels, pad_id, batch_size) -> dict[str, np.ndarray]:
+    """Per rule, per example the answer-token loss of Σ_j w_ij · logits_j (one forward per adapter per batch)."""
+    import torch
+
+    from gist_core.grads.per_example import length_sorted_batches, pad_batch, per_example_loss
+    device = next(bank.model.parameters()).device
+    out = {r: np.zeros(len(ids)) for r in rules}
+    with torch.no_grad():
+        for batch in length_sorted_batches([len(x) for x in ids], range(len(ids)), batch_size):
+            x, lab, att = pad_batch([ids[i] for i in batch], [labels[i] for i in batch], pad_id, device)
+            acc = {r: None for r in rules}
+            for j, name in enumerate(order):
+                used = [r for r, M in rules.items() if M[batch, j].any()]
+                if not used:
+                    continue
+                logits = bank(name, input_ids=x, attention_mask=att).logits.float()
+                for r in used:
+                    w = torch.as_tensor(rules[r][batch, j], dtype=logits.dtype, device=device)[:, None, None]
+                    acc[r] = w * logits if acc[r] is None else acc[r] + w * logits
+            for r in rules:
+                out[r][batch] = per_example_loss(acc[r], lab).cpu().numpy()
+    return out
+
+
+def decode(bank: AdapterBank, order, weights, prompts, tok, max_new_tokens, batch_size) -> list[str]:
+    """Greedy answers under combined next-token logits Σ_j w_ij · logits_j: left padding, positions from the mask
+    as `generate` sets them, one KV cache per adapter in use."""
+    import torch
+    device = next(bank.model.parameters()).device
+    n = len(prompts)
+    # rows with the same adapters in use go together (a routed batch then runs one or a few experts)
+    idx = sorted(range(n), key=lambda i: (tuple(np.flatnonzero(weights[i])), len(prompts[i]), i))
+    answers: list[str] = [""] * n
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            rows = idx[s:s + batch_size]
+            T = max(len(prompts[i]) for i in rows)
+            x = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
+            att = torch.zeros_like(x)
+            for b, i in enumerate(rows):
+                x[b, T - len(prompts[i]):] = torch.tensor(prompts[i])
+                att[b, T - len(prompts[i]):] = 1
+            x, att = x.to(device), att.to(device)
+            pos = (att.cumsum(-1) - 1).clamp_min(0)
+            W = torch.as_tensor(weights[rows], dtype=torch.float32, device=device)
+            active = [j for j in range(len(order)) if bool((W[:, j] != 0).any())]
+            caches: dict[int, object] = {}
+            done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+            out = []
+            for _ in range(max_new_tokens):
+                nxt = None
+                for j in active:
+                    o = bank(order[j], input_ids=x, attention_mask=att, position_ids=pos,
+                             past_key_values=caches.get(j), use_cache=True)
+                    caches[j] = o.past_key_values
+                    last = o.logits[:, -1].float()
+                    nxt = W[:, j:j + 1] * last if nxt is None else nxt + W[:, j:j + 1] * last
+                tok_ids = torch.where(done, torch.full_like(done, tok.pad_token_id, dtype=torch.long), nxt.argmax(-1))
+                out.append(tok_ids)
+                done |= tok_ids == tok.eos_token_id
+                if bool(done.all()):
+                    break
+                x = tok_ids[:, None]  # the caches hold the prefix: feed the new token only
+                att = torch.cat([att, torch.ones_like(att[:, :1])], 1)  # a finished row's tail is never read
+                pos = att.sum(-1, keepdim=True) - 1
+            gen = torch.stack(out, 1).cpu().tolist()
+            for b, i in enumerate(rows):
+                g = gen[b]
+                g = g[:g.index(tok.eos_token_id)] if tok.eos_token_id in g else g
+                answers[i] = tok.decode(g, skip_special_tokens=True).strip()
+    return answers
+
+
+def first_per_group(groups: list[str], n: int) -> list[int]:
+    """Indices of the first `n` examples of every group (the exact-match prompts)."""
+    seen: dict[str, int] = defaultdict(int)
+    out = []
+    for i, g in enumerate(groups):
+        if seen[g] < n:
+            out.append(i)
+            seen[g] += 1
+    return out
+
+
+def summarise(tests, losses: np.ndarray, hit: dict[int, float]) -> dict:
+    """Per group (SET/skill) mean loss and exact match; per set and overall the mean over its groups."""
+    by = defaultdict(lambda: {"loss": [], "em": []})
+    for i, ex in enumerate(tests):
+        by[ex.subtask]["loss"].append(float(losses[i]))
+        if i in hit:
+            by[ex.subtask]["em"].append(hit[i])
+    per = {g: {"loss": float(np.mean(v["loss"])), "exact_match": float(np.mean(v["em"])) if v["em"] else None}
+           for g, v in sorted(by.items())}
+    sets = sorted({g.split("/", 1)[0] for g in per})
+
+    def mean(groups, k):
+        vals = [per[g][k] for g in groups if per[g][k] is not None]
+        return float(np.mean(vals)) if vals else None
+    return {"test_loss": mean(per, "loss"), "exact_match": mean(per, "exact_match"), "per_group": per,
+            "per_set": {s: {"loss": mean([g for g in per if g.startswith(s + "/")], "loss"),
+                            "exact_match": mean([g for g in per if g.startswith(s + "/")], "exact_match")} for s in sets}}
+
+
+def aggregate(per_seed: list[dict]) -> dict:
+    """Per rule: mean and std over seeds of the overall, per-set and per-group figures."""
+    if not per_seed:
+        return {}
+    out = {}
+    for r in per_seed[0]["rules"]:
+        runs = [s["rules"][r] for s in per_seed]
+
+        def ms(vals):
+            vals = [v for v in vals if v is not None]
+            return (float(np.mean(vals)), float(np.std(vals))) if vals else (None, None)
+        loss, loss_sd = ms([x["test_loss"] for x in runs])
+        em, em_sd = ms([x["exact_match"] for x in runs])
+        out[r] = {"test_loss": loss, "test_loss_std": loss_sd, "exact_match": em, "exact_match_std": em_sd,
+                  "per_seed": [{"seed": s["seed"], "test_loss": s["rules"][r]["test_loss"],
+                                "exact_match": s["rules"][r]["exact_match"]} for s in per_seed],
+                  "per_set": {k: {"loss": ms([x["per_set"][k]["loss"] for x in runs])[0],
+                                  "exact_match": ms([x["per_set"][k]["exact_match"] for x in runs])[0]}
+                              for k in runs[0]["per_set"]},
+                  "per_group": {g: {"loss": ms([x["per_group"][g]["loss"] for x in runs])[0],
+                                    "exact_match": ms([x["per_group"][g]["exact_match"] for x in runs])[0]}
+                                for g in runs[0]["per_group"]}}
+    return out
+
+
+def run_experts(run_dir, cfg: ExpertConfig, quiet: bool = False) -> dict:
+    return Experts(run_dir, cfg, quiet=quiet).execute()
+
+
+def load_experts_report(run_dir) -> dict | None:
+    return read_report(RunLayout(Path(run_dir)).experts_report, "experts")
+
