@@ -53,3 +53,69 @@ def cluster_members(run_dir: Path, method: str, frame: pd.DataFrame | None) -> p
         keep = [c for c in ("skill", "prompt", "response") if c in frame.columns]
         out = out.join(frame[keep], on="row")
     return out
+
+
+# ----------------------------------------------------------------------------- experts (gist-lab experts)
+RULE_LABELS = {"base": "base model (no adapter)", "single": "one LoRA on everything",
+               "gradientspace-routed": "GradientSpace experts, routed (one expert per query)",
+               "gradientspace-ensemble": "GradientSpace experts, ELREA-weighted ensemble",
+               "elrea-routed": "ELREA experts, routed", "elrea-ensemble": "ELREA ensemble (all experts + base adapter)",
+               "embedding-routed": "embedding-cluster experts, routed", "random-routed": "random-cluster experts, routed"}
+
+
+def load_experts(run_dir: Path) -> dict | None:
+    try:
+        return readable_report(read_report(RunLayout(run_dir).experts_report, "experts"), "experts")
+    except StoreError:
+        return None
+
+
+def rule_label(rule: str) -> str:
+    return RULE_LABELS.get(rule, rule)
+
+
+def expert_table(rep: dict) -> pd.DataFrame:
+    """One row per inference rule: mean ± std over seeds, per test set, latency."""
+    rows = []
+    for r, v in rep["table"].items():
+        row = {"rule": rule_label(r), "test loss": v["test_loss"], "± loss": v["test_loss_std"],
+               "exact match": v["exact_match"], "± EM": v["exact_match_std"]}
+        row.update({f"loss · {s}": x["loss"] for s, x in v["per_set"].items()})
+        row["ms / query"] = rep.get("latency_ms", {}).get(r)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_group_frame(rep: dict, metric: str = "loss") -> pd.DataFrame:
+    """Test groups (SET/skill) × inference rules: mean over seeds of `metric` (loss | exact_match)."""
+    data = {rule_label(r): {g: x[metric] for g, x in v["per_group"].items()} for r, v in rep["table"].items()}
+    return pd.DataFrame(data)
+
+
+def routing_frame(rep: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"clustering": METHOD_LABELS.get(m, m), "router accuracy": v["router_accuracy"],
+                          "ensemble's top weight": v["ensemble_top_accuracy"],
+                          **{f"router · {s}": a for s, a in v["router_accuracy_by_set"].items()}}
+                         for m, v in rep["routing"].items()])
+
+
+def confusion_frame(rep: dict, method: str) -> pd.DataFrame:
+    """True skill × the cluster the router chose, clusters labelled by their majority skill and ordered by it."""
+    r = rep["routing"][method]
+    M = np.asarray(r["confusion"])
+    names = [f"c{c} ({r['cluster_skill'][str(c)]})" for c in r["clusters"]]
+    order = sorted(range(len(names)), key=lambda j: (r["cluster_skill"][str(r["clusters"][j])], j))
+    return pd.DataFrame(M[:, order], index=rep["skills"], columns=[names[j] for j in order])
+
+
+def cluster_map(run_dir: Path, method: str, frame: pd.DataFrame | None) -> pd.DataFrame:
+    """The clustered rows on the top-2 principal axes of their unit gradient-sketch coordinates, with cluster and skill."""
+    lay = RunLayout(run_dir)
+    coords = load_npy(lay.clusters_array("coords"), np.float32, ndim=2)
+    U = coords / np.maximum(np.linalg.norm(coords, axis=1, keepdims=True), 1e-30)
+    U = U - U.mean(0)
+    _, _, vt = np.linalg.svd(U, full_matrices=False)
+    xy = U @ vt[:2].T
+    out = cluster_members(run_dir, method, frame)
+    out["x"], out["y"] = xy[:, 0], xy[:, 1]
+    return out

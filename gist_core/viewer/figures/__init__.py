@@ -7,7 +7,14 @@ colour in every figure.
 """
 from __future__ import annotations
 
-from gist_core.viewer.figures.clusters import agreement_bars, composition_heatmap, k_curve
+from gist_core.viewer.figures.clusters import (
+    agreement_bars,
+    cluster_scatter,
+    composition_heatmap,
+    confusion_heatmap,
+    k_curve,
+    per_group_bars,
+)
 from gist_core.viewer.figures.compare import agreement_heatmap, cost_bars, metric_bars, per_subtask_heatmap
 from gist_core.viewer.figures.curvature import curvature_heatmap, curvature_trend, diagonals
 from gist_core.viewer.figures.palette import FAMILY_COLORS, MARKS, SCALES, TRUTH_COLORS, family_color, group_color
@@ -23,7 +30,7 @@ from gist_core.viewer.figures.spectrum import advisor_chart, explained_variance,
 
 __all__ = [
     "FAMILY_COLORS", "MARKS", "SCALES", "TARGET_TRACE", "TRUTH_COLORS", "advisor_chart", "agreement_bars",
-    "composition_heatmap", "k_curve", "agreement_heatmap",
+    "cluster_scatter", "composition_heatmap", "confusion_heatmap", "k_curve", "per_group_bars", "agreement_heatmap",
     "column_violins", "cost_bars", "curvature_heatmap", "curvature_trend", "diagonals", "example_cosines",
     "explained_variance", "family_color", "group_color", "intrinsic_dimension", "metric_bars", "per_subtask_heatmap",
     "pool_map", "score_histogram", "singular_values", "subtask_cosine_bars", "winners_by_rank_bars",

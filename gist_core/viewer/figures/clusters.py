@@ -31,3 +31,35 @@ def agreement_bars(table: pd.DataFrame) -> go.Figure:
     fig = go.Figure([go.Bar(name=m, x=table["method"], y=table[m]) for m in ("ARI", "NMI", "purity")])
     fig.update_layout(barmode="group", title="Agreement with the ground-truth skills", height=360, yaxis_range=[0, 1])
     return fig
+
+
+def cluster_scatter(pts: pd.DataFrame, title: str) -> go.Figure:
+    """The clustered rows on 2 principal axes of the gradient sketch, one colour per cluster, skill on hover."""
+    fig = go.Figure()
+    for c in sorted(pts["cluster"].unique()):
+        p = pts[pts["cluster"] == c]
+        hover = p["skill"] if "skill" in p else None
+        fig.add_trace(go.Scattergl(x=p["x"], y=p["y"], mode="markers", name=f"c{c}", marker=dict(size=5, opacity=0.7),
+                                   text=hover, hovertemplate=f"c{c}" + " · %{text}<extra></extra>"))
+    fig.update_layout(title=title, height=480, xaxis_title="PC 1", yaxis_title="PC 2", legend_title="cluster")
+    return fig
+
+
+def confusion_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
+    """Rows: the query's true skill; columns: the routed cluster (its majority skill); each row as a share."""
+    share = frame.div(frame.sum(axis=1).where(lambda s: s > 0, 1), axis=0)
+    fig = go.Figure(go.Heatmap(z=share.values, x=list(frame.columns), y=list(frame.index), customdata=frame.values,
+                               colorscale=SCALES["share"], zmin=0, zmax=1, colorbar=dict(title="share"),
+                               hovertemplate="%{y} → %{x}: %{customdata} queries (%{z:.0%})<extra></extra>"))
+    fig.update_layout(title=title, height=max(360, 22 * len(frame) + 180), xaxis_tickangle=-45,
+                      yaxis=dict(autorange="reversed"), margin=dict(l=110, r=20, t=50, b=160))
+    return fig
+
+
+def per_group_bars(frame: pd.DataFrame, metric: str) -> go.Figure:
+    """Per test group (SET/skill), one bar per inference rule."""
+    fig = go.Figure([go.Bar(name=rule, x=list(frame.index), y=frame[rule]) for rule in frame.columns])
+    fig.update_layout(barmode="group", title=f"Per-skill {metric} of each inference rule (mean over seeds)",
+                      height=440, xaxis_tickangle=-45, yaxis_title=metric, margin=dict(b=140),
+                      legend=dict(orientation="h", y=1.12))
+    return fig
