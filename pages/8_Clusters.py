@@ -42,5 +42,45 @@ members = clusters.cluster_members(run_dir, method, ui.load_run(run_dir).frame)
 pick = st.selectbox("Cluster", sorted(members["cluster"].unique()), format_func=lambda c: f"c{c} "
                     f"({(members['cluster'] == c).sum()} examples)", key="clusters_pick")
 st.dataframe(members[members["cluster"] == pick], hide_index=True, width="stretch")
-st.caption("Not built yet: one LoRA expert per cluster, the router and its confusion matrix, per-skill loss of "
-           "single LoRA / ELREA ensemble / routed experts.")
+st.subheader("Map coloured by cluster")
+st.plotly_chart(figures.cluster_scatter(clusters.cluster_map(run_dir, method, ui.load_run(run_dir).frame),
+                                        "Pool rows on the top-2 principal axes of their unit gradient-sketch coordinates"),
+                width="stretch")
+st.caption("The same 2-D picture for every clustering (the gradient sketch's axes), coloured by the chosen "
+           "clustering's labels; hover for the ground-truth skill.")
+
+st.header("Experts")
+ex = clusters.load_experts(run_dir)
+if ex is None:
+    st.info(f"No experts in this run yet. Run `gist-lab experts --run {run_dir}` (after `gist-lab cluster`): one "
+            "LoRA per cluster, a router, the ELREA ensemble, evaluated over 3 seeds.")
+    st.stop()
+cfg = ex["config"]
+st.caption(f"One LoRA expert per cluster ({', '.join(cfg['clusterings'])}; k = {ex['clusters_k']}), each trained "
+           f"with the downstream recipe ({cfg['train']['epochs']} epochs, lr {cfg['train']['lr']}); a `{cfg['router']}` "
+           "router on the prompt's base-model embedding picks one expert (**routed**, the GradientSpace rule); the "
+           "ELREA **ensemble** mixes the logits of all experts with softmax weights from the query's instruction "
+           f"gradient's cosine to each cluster centroid (τ = {cfg['temperature']}) and the all-data adapter with "
+           f"weight β = {cfg['base_weight']}. Evaluated on {ex['n_tests']:,} test examples "
+           f"({', '.join(ex['test_sets'])}), {ex['seeds_done']} seed(s); latency on one query at a time, "
+           "median, this machine's CPU.")
+table = clusters.expert_table(ex)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "rule"})
+st.caption("Test loss: mean token cross-entropy on the answer tokens (lower is better); exact match: greedy decode "
+           "equals the reference answer; ± is the standard deviation over seeds.")
+st.subheader("Routing against the ground truth")
+routing = clusters.routing_frame(ex)
+st.dataframe(routing, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in routing.columns if c != "clustering"})
+st.caption("A query is routed correctly when the chosen cluster's majority skill is the query's true skill "
+           "(every bundled target's test example carries the pool skill it exercises).")
+routed = st.radio("Router of", clusters.routed_methods(ex), horizontal=True, key="experts_router",
+                  format_func=lambda m: clusters.METHOD_LABELS.get(m, m))
+st.plotly_chart(figures.confusion_heatmap(clusters.confusion_frame(ex, routed),
+                                          "Router confusion: true skill → routed cluster (its majority skill)"),
+                width="stretch")
+metric = st.radio("Per-skill metric", ["loss", "exact_match"], horizontal=True, key="experts_metric",
+                  format_func=lambda m: {"loss": "test loss", "exact_match": "exact match"}[m])
+st.plotly_chart(figures.per_group_bars(clusters.per_group_frame(ex, metric, base=False), metric), width="stretch")
+st.caption("The base model (no adapter) is in the table above and left out here: its losses dwarf the others.")

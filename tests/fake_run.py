@@ -7,6 +7,7 @@ pipeline defines them, so scores, ranks and precision behave like a real run's.
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -326,3 +327,11 @@ def make_fake_geometry(run_dir, epochs=(1, 2), P: int = 64, n_examples: int = 24
                                 "shape_b": json.dumps(shape_b)})
     (out / "geometry.json").write_text(json.dumps(report, indent=2))
     return d
+
+
+def plotly_array(v) -> np.ndarray:
+    """A plotly spec array: a list, or plotly's {dtype, bdata, shape} base64 encoding of a numpy array."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
+    return np.asarray(v)

@@ -1,7 +1,6 @@
 """The dashboard pages under streamlit.testing.v1.AppTest on a synthetic run (no browser, no torch)."""
 from __future__ import annotations
 
-import base64
 import json
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_run import COMPARE_ROWS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
+from fake_run import COMPARE_ROWS, make_fake_compare, make_fake_geometry, make_fake_run, plotly_array  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,12 +55,7 @@ def _metric(at: AppTest, label_start: str) -> str:
     return next(m.value for m in at.metric if m.label.startswith(label_start))
 
 
-def _array(v) -> np.ndarray:
-    """A plotly spec array: a list, or plotly's {dtype, bdata, shape} base64 encoding of a numpy array."""
-    if isinstance(v, dict) and "bdata" in v:
-        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
-        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
-    return np.asarray(v)
+_array = plotly_array
 
 
 def _captions(at: AppTest) -> str:

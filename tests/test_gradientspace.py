@@ -174,11 +174,14 @@ def test_killed_cluster_stage_resumes_to_the_same_labels(cluster_run, tmp_path, 
 
 def test_clusters_page_renders_the_stored_table_and_composition(cluster_run, monkeypatch):
     import json
+    import sys
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
 
     from gist_core.runner.cluster import run_cluster
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fake_run import plotly_array
     rep = run_cluster(cluster_run, small_cfg(), quiet=True)
     root = Path(__file__).resolve().parent.parent
     monkeypatch.setenv("GIST_LAB_RUNS", str(cluster_run.parent))
@@ -191,9 +194,15 @@ def test_clusters_page_renders_the_stored_table_and_composition(cluster_run, mon
     order = ["gradientspace", "elrea", "embedding", "random"]
     assert table["ARI"].round(6).tolist() == [round(rep["table"][m]["ari"], 6) for m in order]
     assert "reconstruction from the abstract" in " ".join(c.value for c in at.caption)
-    heat = json.loads(at.get("plotly_chart")[-1].proto.spec)["data"][0]
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    heat = next(c for c in charts if c["layout"]["title"]["text"].startswith("Cluster × skill"))["data"][0]
     assert heat["x"] == rep["skills"] and len(heat["y"]) == len(rep["composition"]["gradientspace"])
     at.radio(key="clusters_method").set_value("embedding").run()
     assert not at.exception, at.exception
     members = at.dataframe[1].value
     assert set(members["cluster"]) == {int(at.selectbox(key="clusters_pick").value)}
+    scatter = json.loads(at.get("plotly_chart")[-1].proto.spec)  # the Map, coloured by the chosen clustering
+    assert scatter["layout"]["title"]["text"].startswith("Pool rows")
+    assert len(scatter["data"]) == len(rep["composition"]["embedding"]) and sum(
+        len(plotly_array(t["x"])) for t in scatter["data"]) == rep["n_rows"]
+    assert any("gist-lab experts --run" in i.value for i in at.info)  # no experts yet: the command to make them

@@ -392,8 +392,12 @@ class AdapterBank:
     adapter: 90 ms a switch with 49 adapters on the tiny model, more than the forward itself.)"""
 
     def __init__(self, base_model, paths: dict[str, Path]):
+        import inspect
+
         from peft import PeftModel, set_peft_model_state_dict
         from peft.utils import load_peft_weights
+        # transformers 5 renamed the KV-cache argument and output field (past_key_values → cache)
+        self.cache_arg = "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"
         first = next(iter(paths.values()))
         self.model = PeftModel.from_pretrained(base_model, str(first)).eval()
         lora = [n for n, _ in self.model.named_parameters() if "lora_" in n]
@@ -464,9 +468,9 @@ def decode(bank: AdapterBank, order, weights, prompts, tok, max_new_tokens, batc
             for _ in range(max_new_tokens):
                 nxt = None
                 for j in active:
-                    o = bank(order[j], input_ids=x, attention_mask=att, position_ids=pos,
-                             past_key_values=caches.get(j), use_cache=True)
-                    caches[j] = o.past_key_values
+                    o = bank(order[j], input_ids=x, attention_mask=att, position_ids=pos, use_cache=True,
+                             **{bank.cache_arg: caches.get(j)})
+                    caches[j] = getattr(o, bank.cache_arg)
                     last = o.logits[:, -1].float()
                     nxt = W[:, j:j + 1] * last if nxt is None else nxt + W[:, j:j + 1] * last
                 tok_ids = torch.where(done, torch.full_like(done, tok.pad_token_id, dtype=torch.long), nxt.argmax(-1))

@@ -74,10 +74,20 @@ def rule_label(rule: str) -> str:
     return RULE_LABELS.get(rule, rule)
 
 
+def rules(rep: dict) -> list[str]:
+    """The report's inference rules, baselines first (the order of RULE_LABELS), unknown ones last."""
+    return [r for r in RULE_LABELS if r in rep["table"]] + sorted(set(rep["table"]) - set(RULE_LABELS))
+
+
+def routed_methods(rep: dict) -> list[str]:
+    return [m for m in METHOD_LABELS if m in rep["routing"]] + sorted(set(rep["routing"]) - set(METHOD_LABELS))
+
+
 def expert_table(rep: dict) -> pd.DataFrame:
     """One row per inference rule: mean ± std over seeds, per test set, latency."""
     rows = []
-    for r, v in rep["table"].items():
+    for r in rules(rep):
+        v = rep["table"][r]
         row = {"rule": rule_label(r), "test loss": v["test_loss"], "± loss": v["test_loss_std"],
                "exact match": v["exact_match"], "± EM": v["exact_match_std"]}
         row.update({f"loss · {s}": x["loss"] for s, x in v["per_set"].items()})
@@ -86,9 +96,11 @@ def expert_table(rep: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def per_group_frame(rep: dict, metric: str = "loss") -> pd.DataFrame:
-    """Test groups (SET/skill) × inference rules: mean over seeds of `metric` (loss | exact_match)."""
-    data = {rule_label(r): {g: x[metric] for g, x in v["per_group"].items()} for r, v in rep["table"].items()}
+def per_group_frame(rep: dict, metric: str = "loss", base: bool = True) -> pd.DataFrame:
+    """Test groups (SET/skill) × inference rules: mean over seeds of `metric` (loss | exact_match); `base=False`
+    leaves out the adapter-free model, whose losses dwarf the rest."""
+    data = {rule_label(r): {g: x[metric] for g, x in rep["table"][r]["per_group"].items()} for r in rules(rep)
+            if base or r != "base"}
     return pd.DataFrame(data)
 
 
@@ -96,7 +108,7 @@ def routing_frame(rep: dict) -> pd.DataFrame:
     return pd.DataFrame([{"clustering": METHOD_LABELS.get(m, m), "router accuracy": v["router_accuracy"],
                           "ensemble's top weight": v["ensemble_top_accuracy"],
                           **{f"router · {s}": a for s, a in v["router_accuracy_by_set"].items()}}
-                         for m, v in rep["routing"].items()])
+                         for m, v in ((m, rep["routing"][m]) for m in routed_methods(rep))])
 
 
 def confusion_frame(rep: dict, method: str) -> pd.DataFrame:
