@@ -13,6 +13,8 @@ _EXPORTS = {
     "rescore": "gist_core.runner.pipeline", "demo_config": "gist_core.runner.pipeline",
     "CompareConfig": "gist_core.runner.compare", "run_compare": "gist_core.runner.compare",
     "GeometryConfig": "gist_core.runner.geometry", "run_geometry": "gist_core.runner.geometry",
+    "ClusterConfig": "gist_core.config", "run_cluster": "gist_core.runner.cluster",
+    "ExpertConfig": "gist_core.config", "run_experts": "gist_core.runner.experts",
     "load_examples": "gist_core.data.examples", "GistError": "gist_core.errors",
 }
 __all__ = sorted(_EXPORTS)

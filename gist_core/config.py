@@ -278,6 +278,10 @@ class ExpertConfig:
     seeds: int = field(default=3, metadata={"help": "seeds (LoRA init and data order of every adapter)"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3, seed=0),
                                metadata={"help": "the downstream LoRA recipe, for the single LoRA and every expert"})
+    expert_steps: str = field(default="epochs", metadata={
+        "help": "epochs: every expert trains the recipe's epochs over its own rows (a small cluster gets few steps) | "
+                "match: each expert's epochs are scaled by single's rows / its rows, so it takes about as many "
+                "optimizer steps as the single LoRA (the equal-compute comparison; k times the training time)"})
     ensembles: tuple[str, ...] = field(default=("elrea",), metadata={
         "help": "clusterings whose experts are also scored as an ELREA ensemble (each costs k+1 forwards a token)"})
     router: str = field(default="logreg", metadata={
@@ -285,6 +289,9 @@ class ExpertConfig:
     base_weight: float = field(default=0.5, metadata={
         "help": "ELREA ensemble: weight of the base (all-data) adapter's logits; the experts share the rest"})
     temperature: float = field(default=1.0, metadata={"help": "ELREA ensemble: softmax temperature on the cosines"})
+    oracle_routing: bool = field(default=True, metadata={
+        "help": "also score routing by the true skill (each query to the cluster with most rows of its skill): "
+                "separates the router's errors from what the experts can do"})
     per_skill: int = field(default=16, metadata={"help": "held-out pool test examples per skill (not clustered)"})
     per_subtask: int = field(default=40, metadata={"help": "test-split examples per subtask (0 = all)"})
     tests: tuple[str, ...] = field(default=(), metadata={
@@ -308,6 +315,8 @@ class ExpertConfig:
         if bad or not self.clusterings:
             raise ConfigError(f"unknown clustering(s) {', '.join(bad) or '(none given)'} "
                               f"(choose from {', '.join(EXPERT_CLUSTERINGS)})")
+        if self.expert_steps not in ("epochs", "match"):
+            raise ConfigError(f"expert_steps must be epochs or match, got '{self.expert_steps}'")
         if self.router not in EXPERT_ROUTERS:
             raise ConfigError(f"router must be one of {', '.join(EXPERT_ROUTERS)}, got '{self.router}'")
         if not 0 <= self.base_weight < 1:

@@ -34,6 +34,7 @@ then read it back with `gist_core.viewer` (the numbers the dashboard shows) and 
 6. the selected examples
 7. the curvature of one LoRA block (`run_geometry`)
 8. GIST next to LESS and the baselines (`run_compare`, without downstream fine-tuning)
+9. GradientSpace: clusters in LoRA-gradient space, one expert per cluster, a router (`run_cluster`, `run_experts`)
 
 Everything runs on a CPU in a few minutes (2 cores). The run folder goes under `$GIST_LAB_RUNS` (the dashboard's
 runs folder; default `runs/` at the repository root), so `streamlit run app.py` lists it too.""", []),
@@ -47,7 +48,10 @@ from IPython.display import Markdown, display
 
 import gist_core
 from gist_core import CompareConfig, GeometryConfig, RunConfig, demo_config, rescore, run_compare, run_geometry, run_select
-from gist_core.viewer import figures, views
+from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig
+from gist_core.runner.cluster import run_cluster
+from gist_core.runner.experts import run_experts
+from gist_core.viewer import clusters, figures, views
 
 ROOT = Path(gist_core.__file__).resolve().parents[1]
 RUNS = Path(os.environ.get("GIST_LAB_RUNS") or ROOT / "runs").resolve()
@@ -194,8 +198,35 @@ figures.metric_bars(table, "precision", "Precision of the selection (target skil
     ("code", """figures.cost_bars(views.cost_frame(rep), list(table["method"]))""", []),
     ("code", """ratios = {views.RATIO_LABELS[k]: v for k, v in views.ratio_metrics(rep).items()}
 pd.Series(ratios, name="GIST / LESS").to_frame()""", []),
+    ("md", """## 9. GradientSpace: clusters in gradient space, one LoRA expert per cluster
+
+A **reconstruction from the abstract** of GradientSpace (arXiv 2512.06678; its online SVD, assignment rule, cluster
+count and router are not public). `run_cluster` streams every sampled pool row's full LoRA gradient at the warm-up
+checkpoint into a Frequent Directions sketch, clusters the rows in the sketch's coordinates (k-means on unit
+rows) and scores the clustering, next to ELREA-style, embedding and random clusters, against the pool's
+ground-truth skills. `run_experts` trains one LoRA per cluster, a router on the prompt's base-model embedding,
+and the ELREA ensemble, and evaluates them against one LoRA on everything. Small settings here (400 rows, k = 8,
+one seed, 2 epochs) so the cell takes a couple of minutes; `gist-lab cluster` / `gist-lab experts` default to
+3,000 rows, k by silhouette and 3 seeds. **How to read it.** ARI / NMI / purity: agreement with the skills (1 =
+the skills exactly); test loss: lower is better; routing accuracy: the share of queries sent to a cluster whose
+majority skill is the query's own.""", []),
+    ("code", """if clusters.load_clusters(RUN) is None:
+    run_cluster(RUN, ClusterConfig(n_clusters=8, pool_size=400, rank=16, sketch_size=32, elrea_dim=64), quiet=True)
+crep = clusters.load_clusters(RUN)
+clusters.table_frame(crep)""", ["clusters"]),
+    ("code", """figures.composition_heatmap(clusters.composition_frame(crep, "gradientspace"),
+                            "Cluster × skill composition (share of each cluster)")""", []),
+    ("code", """if clusters.load_experts(RUN) is None:
+    run_experts(RUN, ExpertConfig(seeds=1, train=TrainConfig(epochs=2, lr=1e-3, seed=0), per_skill=4, per_subtask=8,
+                                  n_em=2, latency_queries=2), quiet=True)
+erep = clusters.load_experts(RUN)
+display(clusters.routing_frame(erep))
+clusters.expert_table(erep)""", ["experts"]),
+    ("code", """figures.confusion_heatmap(clusters.confusion_frame(erep, "gradientspace"),
+                          "Router confusion: true skill → routed cluster (its majority skill)")""", []),
     ("md", """The same folder opens in the dashboard (`streamlit run app.py`, with the same `GIST_LAB_RUNS`):
-the Spectrum, Scores, Examples, Map, Curvature and Compare pages draw these figures with their widgets.""", []),
+the Spectrum, Scores, Examples, Map, Curvature, Compare and Clusters pages draw these figures with their
+widgets.""", []),
 ]
 
 

@@ -67,8 +67,11 @@ st.caption(f"One LoRA expert per cluster ({', '.join(cfg['clusterings'])}; k = {
 table = clusters.expert_table(ex)
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "rule"})
-st.caption("Test loss: mean token cross-entropy on the answer tokens (lower is better); exact match: greedy decode "
-           "equals the reference answer; ± is the standard deviation over seeds.")
+st.caption("Test loss: mean token cross-entropy on the answer tokens, per test group (set/skill), then over groups "
+           "(lower is better); exact match: greedy decode equals the reference answer; ± is the standard deviation "
+           "over seeds. Oracle: each query sent to the cluster with most rows of its true skill (a perfect router).")
+if steps := clusters.steps_line(ex):
+    st.caption(steps)
 st.subheader("Routing against the ground truth")
 routing = clusters.routing_frame(ex)
 st.dataframe(routing, hide_index=True, width="stretch",

@@ -84,6 +84,14 @@ def test_routing_metrics_equal_naive_counts():
             assert M[si, c] == sum(1 for x, t in zip(chosen, qtruth) if x == c and t == s)
 
 
+def test_oracle_routes_to_the_cluster_with_most_rows_of_the_skill():
+    from gist_core.methods.gradientspace.router import oracle_routes
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 5])
+    truth = ["a", "a", "a", "b", "b", "a", "c", "c"]
+    got = oracle_routes(labels, truth, ["a", "b", "c", "zz"], fallback=np.array([9, 9, 9, 7]))
+    assert got.tolist() == [0, 1, 2, 7]  # a: c0 has 2 (c1, c2 one each); b: c1; c: tie c2/c5 → lower id; zz: fallback
+
+
 def test_ensemble_weights_equal_a_naive_loop():
     rng = np.random.default_rng(6)
     F, labels = rng.normal(size=(40, 5)), rng.integers(0, 3, size=40) * 2
@@ -142,7 +150,7 @@ def prompts_of(tok, n=5):
 
 
 def test_adapter_bank_equals_each_adapter_loaded_on_its_own(micro_model_dir, two_adapters):
-    from gist_core.runner.experts import AdapterBank
+    from gist_core.model.mixture import AdapterBank
     base, tok = fresh(micro_model_dir)
     bank = AdapterBank(base, two_adapters)
     x = torch.tensor([prompts_of(tok)[0]])
@@ -156,7 +164,7 @@ def test_adapter_bank_equals_each_adapter_loaded_on_its_own(micro_model_dir, two
 
 
 def test_one_hot_decode_equals_hugging_face_generate(micro_model_dir, two_adapters):
-    from gist_core.runner.experts import AdapterBank, decode
+    from gist_core.model.mixture import AdapterBank, decode
     base, tok = fresh(micro_model_dir)
     bank = AdapterBank(base, two_adapters)
     prompts = prompts_of(tok)
@@ -179,7 +187,7 @@ def naive_mixed_logits(models, weights, seq):
 
 
 def test_ensemble_decode_and_loss_equal_a_naive_mixture_without_cache(micro_model_dir, two_adapters):
-    from gist_core.runner.experts import AdapterBank, decode, rule_losses
+    from gist_core.model.mixture import AdapterBank, decode, rule_losses
     base, tok = fresh(micro_model_dir)
     bank = AdapterBank(base, two_adapters)
     models = [fresh(micro_model_dir)[0], fresh(micro_model_dir, two_adapters["a"])[0],
@@ -247,8 +255,13 @@ def test_stored_losses_equal_an_independent_evaluation_of_the_stored_adapters(ex
     from gist_core.store.layout import RunLayout
     run, rep = experts_run
     assert load_experts_report(run) == json.loads(json.dumps(rep))  # the report round-trips
-    assert set(rep["table"]) == {"base", "single", "gradientspace-routed", "elrea-routed", "elrea-ensemble"}
+    assert set(rep["table"]) == {"base", "single", "gradientspace-routed", "gradientspace-oracle", "elrea-routed",
+                                 "elrea-oracle", "elrea-ensemble"}
     lay = RunLayout(run)
+    n_rows = len(np.load(lay.clusters_array("rows")))
+    assert rep["steps"]["single"] == -(-n_rows // 16)  # one epoch of batches of 16
+    sizes = rep["routing"]["gradientspace"]["sizes"]
+    assert rep["steps"]["gradientspace"]["max"] == -(-max(sizes) // 16)
     stored = json.loads(lay.experts_eval(0).read_text())["rules"]
     tests = Experts(run, expert_cfg(micro_corpus["test"]), quiet=True).tests()
     groups = [ex.subtask for ex in tests]
@@ -296,9 +309,21 @@ def test_routed_rule_is_scikit_learn_on_the_stored_embeddings_and_its_losses_the
         model, _ = fresh(micro_model_dir, lay.expert_adapter(0, f"{m}-c{c}"))
         idx = np.flatnonzero(chosen == c)
         losses[idx] = test_losses(model, tok, [tests[i] for i in idx], max_length=64)
-    stored = json.loads(lay.experts_eval(0).read_text())["rules"][f"{m}-routed"]["per_group"]
+    stored = json.loads(lay.experts_eval(0).read_text())["rules"]
     for g, v in group_means([t.subtask for t in tests], losses).items():
-        assert stored[g]["loss"] == pytest.approx(v, rel=1e-4)
+        assert stored[f"{m}-routed"]["per_group"][g]["loss"] == pytest.approx(v, rel=1e-4)
+    train_truth = [ex.run.inputs.pool[int(r)].skill for r in np.load(lay.clusters_array("rows"))]
+    oracle = []
+    for t, routed in zip(truth, chosen):  # the cluster holding most clustered rows of the skill, counted by hand
+        counts = {c: sum(1 for lc, s in zip(lab, train_truth) if lc == c and s == t) for c in sorted(set(lab))}
+        best = max(counts, key=lambda c: (counts[c], -c))
+        oracle.append(best if counts[best] else int(routed))  # a skill not in the sample: the router's choice
+    for c in set(oracle):
+        model, _ = fresh(micro_model_dir, lay.expert_adapter(0, f"{m}-c{c}"))
+        idx = [i for i, o in enumerate(oracle) if o == c]
+        losses[idx] = test_losses(model, tok, [tests[i] for i in idx], max_length=64)
+    for g, v in group_means([t.subtask for t in tests], losses).items():
+        assert stored[f"{m}-oracle"]["per_group"][g]["loss"] == pytest.approx(v, rel=1e-4)
 
 
 def test_experts_command_resumes_without_retraining(experts_run, micro_corpus, monkeypatch, capsys):
@@ -321,6 +346,16 @@ def test_experts_command_resumes_without_retraining(experts_run, micro_corpus, m
     assert load_experts_report(run)["table"] == rep["table"] and RunLayout(run).experts_eval(0).read_text() == before
 
 
+def test_matched_steps_scale_each_experts_epochs_to_the_single_adapters_steps(experts_run, micro_corpus):
+    from gist_core.runner.experts import Experts
+    run, _ = experts_run
+    ex = Experts(run, expert_cfg(micro_corpus["test"], expert_steps="match"), quiet=True)
+    n = len(ex.rows)
+    assert ex.train_cfg(0, n).epochs == 1 and ex.train_cfg(0, n // 4).epochs == 4 and ex.train_cfg(2, n // 3).seed == 2
+    fixed = Experts(run, expert_cfg(micro_corpus["test"]), quiet=True)
+    assert fixed.train_cfg(0, n // 4).epochs == 1
+
+
 def test_experts_config_and_missing_clusters_fail_in_one_line(tmp_path, micro_corpus):
     from gist_core.config import ConfigError, ExpertConfig
     from gist_core.runner.experts import Experts
@@ -330,6 +365,8 @@ def test_experts_config_and_missing_clusters_fail_in_one_line(tmp_path, micro_co
         ExpertConfig(clusterings=("kmeans",), ensembles=())
     with pytest.raises(ConfigError, match="router must be one of logreg, mlp, got 'svm'"):
         ExpertConfig(router="svm")
+    with pytest.raises(ConfigError, match="expert_steps must be epochs or match, got 'all'"):
+        ExpertConfig(expert_steps="all")
     with pytest.raises(ConfigError, match="base_weight must lie in"):
         ExpertConfig(base_weight=1.0)
     with pytest.raises(ConfigError, match="no clustering yet .*run gist-lab cluster first"):
@@ -350,8 +387,10 @@ def test_clusters_page_shows_the_expert_table_and_router_confusion(experts_run, 
     at.run()
     at.switch_page("pages/8_Clusters.py").run()
     assert not at.exception, at.exception
+    assert f"single LoRA {rep['steps']['single']};" in " ".join(c.value for c in at.caption)
     table = next(d.value for d in at.dataframe if "rule" in d.value.columns)
-    order = ["base", "single", "gradientspace-routed", "elrea-routed", "elrea-ensemble"]
+    order = ["base", "single", "gradientspace-routed", "gradientspace-oracle", "elrea-routed", "elrea-oracle",
+             "elrea-ensemble"]
     assert table["rule"].tolist() == [RULE_LABELS[r] for r in order]
     assert table["test loss"].round(6).tolist() == [round(rep["table"][r]["test_loss"], 6) for r in order]
     routing = next(d.value for d in at.dataframe if "router accuracy" in d.value.columns)

@@ -1,5 +1,6 @@
 """notebooks/walkthrough.ipynb: stored without outputs (fast), and executed top to bottom with nbclient (slow:
-a real selection, geometry and compare on the bundled tiny model, a few minutes on 2 CPU cores)."""
+a real selection, geometry, compare and GradientSpace clusters and experts on the bundled tiny model, a few
+minutes on 2 CPU cores)."""
 from __future__ import annotations
 
 import importlib.util
@@ -12,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "walkthrough.ipynb"
-TIMEOUT_S = 600  # per cell; the whole notebook takes about a minute on 2 idle cores
+TIMEOUT_S = 600  # per cell; the whole notebook takes about three minutes on 2 idle cores
 
 
 def _load(path: Path = NOTEBOOK):
@@ -41,10 +42,11 @@ def test_stored_notebook_has_no_outputs_and_matches_its_generator():
         assert c.outputs == [] and c.execution_count is None, c.source[:60]
     assert nb.metadata["kernelspec"]["name"] == "python3"
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## ")]
-    assert [h.split(". ", 1)[0] for h in headings] == [f"## {i}" for i in range(1, 9)]
+    assert [h.split(". ", 1)[0] for h in headings] == [f"## {i}" for i in range(1, 10)]
     src = "\n".join(c.source for c in code)
     for name in ("run_select", "rescore", "demo_config", "run_geometry", "GeometryConfig", "run_compare",
-                 "CompareConfig", "RunConfig", "IntSlider", "interact", "figures.", "views."):
+                 "CompareConfig", "RunConfig", "IntSlider", "interact", "figures.", "views.", "run_cluster",
+                 "ClusterConfig", "run_experts", "ExpertConfig", "clusters."):
         assert name in src, name
     assert "downstream=False" in src and "GIST_LAB_RUNS" in src
     spec = importlib.util.spec_from_file_location("build_walkthrough", ROOT / "notebooks" / "build_walkthrough.py")
@@ -70,6 +72,7 @@ def test_walkthrough_executes_top_to_bottom(tmp_path, monkeypatch):
     run = runs / "notebook-transform"
     assert (run / "summary.json").is_file() and (run / "geometry" / "geometry.json").is_file()
     assert (run / "compare.json").is_file()
+    assert (run / "clusters" / "clusters.json").is_file() and (run / "experts" / "experts.json").is_file()
 
     summary = json.loads((run / "summary.json").read_text())
     shown = _text(_tagged(nb, "summary"))
@@ -86,6 +89,10 @@ def test_walkthrough_executes_top_to_bottom(tmp_path, monkeypatch):
     assert "less" in cmp_text and "gist" in cmp_text and "test_loss" not in cmp_text  # no downstream columns
     figs = [c for c in nb.cells if c.cell_type == "code"
             and any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in c.outputs)]
-    assert len(figs) == 8  # spectrum x2, histograms x2, map, curvature heatmap, precision, cost: each drew its figure
-    # about a minute on 2 idle cores; the bound only catches settings grown by mistake (a busy machine is slower)
+    assert "ARI" in _text(_tagged(nb, "clusters")) and "elrea-ensemble" not in _text(_tagged(nb, "clusters"))
+    experts = _text(_tagged(nb, "experts"))
+    assert "router accuracy" in experts and "one LoRA on everything" in experts and "ELREA ensemble" in experts
+    # spectrum x2, histograms x2, map, curvature heatmap, precision, cost, composition, confusion: each drew its figure
+    assert len(figs) == 10
+    # about three minutes on 2 idle cores; the bound only catches settings grown by mistake (a busy machine is slower)
     assert wall < 900, f"the walkthrough took {wall:.0f} s"

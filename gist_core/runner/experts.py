@@ -7,6 +7,7 @@ and, once: a router per clustering (prompt embedding → cluster) and the ELREA 
 Every test example is scored under each inference rule:
   base       no adapter;  single;
   M-routed   the expert the router picks (GradientSpace's rule: one expert per query);
+  M-oracle   the expert of the cluster with most rows of the query's true skill (what a perfect router gets);
   M-ensemble ELREA's rule: β·logits(single) + (1 − β)·Σ_c w_c·logits(expert c), w from gradient similarity.
 Test sets: the bundled targets' test splits and held-out pool rows (not clustered) of every skill.
 Adapters, router, features and per-seed evaluations are saved as they are made; a rerun resumes.
@@ -28,8 +29,10 @@ import numpy as np
 from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig
 from gist_core.errors import ConfigError
 from gist_core.methods.gradientspace import ensemble
-from gist_core.methods.gradientspace.router import PromptRouter, cluster_skills, confusion, routing_accuracy
+from gist_core.methods.gradientspace.router import PromptRouter, cluster_skills, confusion, oracle_routes, routing_accuracy
+from gist_core.model.mixture import AdapterBank, decode, rule_losses
 from gist_core.runner.cluster import Cluster, cached_npy
+from gist_core.runner.experts_report import aggregate, first_per_group, summarise
 from gist_core.store.artefacts import load_npy, load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import RunLayout
@@ -183,15 +186,20 @@ class Experts:
         return out
 
     # ------------------------------------------------------------------ adapters
-    def train_cfg(self, seed: int) -> TrainConfig:
-        return TrainConfig(**{**asdict(self.cfg.train), "seed": seed})
+    def train_cfg(self, seed: int, n_rows: int) -> TrainConfig:
+        """The recipe for one adapter on `n_rows` rows; under expert_steps='match' its epochs are scaled so it
+        takes about as many optimizer steps as the single LoRA on every clustered row."""
+        epochs = self.cfg.train.epochs
+        if self.cfg.expert_steps == "match" and n_rows:
+            epochs = max(epochs, round(epochs * len(self.rows) / n_rows))
+        return TrainConfig(**{**asdict(self.cfg.train), "seed": seed, "epochs": epochs})
 
     def adapter(self, seed: int, name: str, rows: np.ndarray) -> Path:
         """Train (or find) one LoRA adapter on pool `rows`; saved atomically with the key of what made it."""
         from gist_core.model.load import attach_lora, load_base_model
         from gist_core.model.training import train_lora
         path = self.paths.expert_adapter(seed, name)
-        cfg = self.train_cfg(seed)
+        cfg = self.train_cfg(seed, len(rows))
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], asdict(cfg), self.run_cfg.lora.key(),
                            self.run_cfg.max_length, np.asarray(rows).tolist()])
         if (path / KEY_FILE).exists() and (path / KEY_FILE).read_text() == key:
@@ -222,14 +230,15 @@ class Experts:
 
     def train_seed(self, seed: int) -> dict[str, Path]:
         members = self.members()
-        t0 = time.time()
         with self.run.progress.stage(f"experts/train/s{seed}", total=len(members)) as st:
             paths = {}
             for name, _, rows in members:
                 paths[name] = self.adapter(seed, name, rows)
                 if st is not None and hasattr(st, "advance"):
                     st.advance(1)
-        self.walls[f"train_s{seed}"] = round(time.time() - t0, 2)
+        # what making this seed's adapters cost, from their own records (also when a rerun found them made)
+        self.walls[f"train_s{seed}"] = round(sum(json.loads((p / TRAIN_FILE).read_text())["wall_s"]
+                                                 for p in paths.values()), 2)
         return paths
 
     def bank(self, paths: dict[str, Path]) -> AdapterBank:
@@ -238,7 +247,8 @@ class Experts:
         return AdapterBank(base, paths)
 
     # ------------------------------------------------------------------ evaluation of one seed
-    def rules(self, routes: dict[str, np.ndarray], W: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    def rules(self, routes: dict[str, np.ndarray], W: dict[str, np.ndarray], n: int,
+              oracle: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Each inference rule as an (n, 1 + members) weight matrix over [base, single, experts...]."""
         names = [name for name, _, _ in self.members()]
         col = {name: j + 1 for j, name in enumerate(names)}
@@ -251,6 +261,10 @@ class Experts:
             R = np.zeros((n, len(names) + 1))
             R[np.arange(n), [col[f"{m}-c{c}"] for c in routes[m]]] = 1.0
             out[f"{m}-routed"] = R
+            if oracle:
+                T = np.zeros((n, len(names) + 1))
+                T[np.arange(n), [col[f"{m}-c{c}"] for c in oracle[m]]] = 1.0
+                out[f"{m}-oracle"] = T
             if m not in self.cfg.ensembles:
                 continue
             E = np.zeros((n, len(names) + 1))
@@ -348,7 +362,9 @@ class Experts:
         routers = self._routers = self.routers(feats)
         routes = {m: routers[m].route(feats["embed_query"]) for m in self.cfg.clusterings}
         W = self.weights(feats)
-        rules = self.rules(routes, W, len(tests))
+        oracle = ({m: oracle_routes(self.labels[m], self.truth, [ex.skill or "?" for ex in tests], routes[m])
+                   for m in self.cfg.clusterings} if self.cfg.oracle_routing else None)
+        rules = self.rules(routes, W, len(tests), oracle)
         per_seed = []
         for seed in range(self.cfg.seeds):
             paths = self.train_seed(seed)
@@ -380,167 +396,20 @@ class Experts:
                                 "n_rows": len(self.rows), "n_tests": len(tests), "test_sets": sorted(set(sets)),
                                 "skills": skills, "routing": routing, "table": aggregate(per_seed),
                                 "seeds_done": len(per_seed), "latency_ms": per_seed[0].get("latency_ms", {}) if per_seed else {},
+                                "steps": train_steps(per_seed[0]["train"], self.cfg.clusterings) if per_seed else {},
                                 "walls_s": {**self.walls, **{f"eval_s{r['seed']}": r["eval_s"] for r in per_seed}}})
         atomic_write_json(self.paths.experts_report, rep)
         return rep
 
 
 # ---------------------------------------------------------------------------- the inference rules
-class AdapterBank:
-    """Every adapter of a seed over one base model: one PeftModel, each adapter's LoRA tensors kept aside and passed
-    to the forward with torch.func.functional_call. (peft's own set_adapter walks every module and every loaded
-    adapter: 90 ms a switch with 49 adapters on the tiny model, more than the forward itself.)"""
-
-    def __init__(self, base_model, paths: dict[str, Path]):
-        import inspect
-
-        from peft import PeftModel, set_peft_model_state_dict
-        from peft.utils import load_peft_weights
-        # transformers 5 renamed the KV-cache argument and output field (past_key_values → cache)
-        self.cache_arg = "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"
-        first = next(iter(paths.values()))
-        self.model = PeftModel.from_pretrained(base_model, str(first)).eval()
-        lora = [n for n, _ in self.model.named_parameters() if "lora_" in n]
-        self.params = {}
-        for name, path in paths.items():
-            set_peft_model_state_dict(self.model, load_peft_weights(str(path), device="cpu"))
-            state = dict(self.model.named_parameters())
-            self.params[name] = {n: state[n].detach().clone() for n in lora}
-
-    def __call__(self, name: str | None, **kw):
-        """The model's output with adapter `name` (None: no adapter, the base model)."""
-        from torch.func import functional_call
-        if name is None:
-            with self.model.disable_adapter():
-                return self.model(**kw)
-        return functional_call(self.model, self.params[name], args=(), kwargs=kw)
-
-
-def rule_losses(bank: AdapterBank, order, rules, ids, labels, pad_id, batch_size) -> dict[str, np.ndarray]:
-    """Per rule, per example the answer-token loss of Σ_j w_ij · logits_j (one forward per adapter per batch)."""
-    import torch
-
-    from gist_core.grads.per_example import length_sorted_batches, pad_batch, per_example_loss
-    device = next(bank.model.parameters()).device
-    out = {r: np.zeros(len(ids)) for r in rules}
-    with torch.no_grad():
-        for batch in length_sorted_batches([len(x) for x in ids], range(len(ids)), batch_size):
-            x, lab, att = pad_batch([ids[i] for i in batch], [labels[i] for i in batch], pad_id, device)
-            acc = {r: None for r in rules}
-            for j, name in enumerate(order):
-                used = [r for r, M in rules.items() if M[batch, j].any()]
-                if not used:
-                    continue
-                logits = bank(name, input_ids=x, attention_mask=att).logits.float()
-                for r in used:
-                    w = torch.as_tensor(rules[r][batch, j], dtype=logits.dtype, device=device)[:, None, None]
-                    acc[r] = w * logits if acc[r] is None else acc[r] + w * logits
-            for r in rules:
-                out[r][batch] = per_example_loss(acc[r], lab).cpu().numpy()
-    return out
-
-
-def decode(bank: AdapterBank, order, weights, prompts, tok, max_new_tokens, batch_size) -> list[str]:
-    """Greedy answers under combined next-token logits Σ_j w_ij · logits_j: left padding, positions from the mask
-    as `generate` sets them, one KV cache per adapter in use."""
-    import torch
-    device = next(bank.model.parameters()).device
-    n = len(prompts)
-    # rows with the same adapters in use go together (a routed batch then runs one or a few experts)
-    idx = sorted(range(n), key=lambda i: (tuple(np.flatnonzero(weights[i])), len(prompts[i]), i))
-    answers: list[str] = [""] * n
-    with torch.no_grad():
-        for s in range(0, n, batch_size):
-            rows = idx[s:s + batch_size]
-            T = max(len(prompts[i]) for i in rows)
-            x = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
-            att = torch.zeros_like(x)
-            for b, i in enumerate(rows):
-                x[b, T - len(prompts[i]):] = torch.tensor(prompts[i])
-                att[b, T - len(prompts[i]):] = 1
-            x, att = x.to(device), att.to(device)
-            pos = (att.cumsum(-1) - 1).clamp_min(0)
-            W = torch.as_tensor(weights[rows], dtype=torch.float32, device=device)
-            active = [j for j in range(len(order)) if bool((W[:, j] != 0).any())]
-            caches: dict[int, object] = {}
-            done = torch.zeros(len(rows), dtype=torch.bool, device=device)
-            out = []
-            for _ in range(max_new_tokens):
-                nxt = None
-                for j in active:
-                    o = bank(order[j], input_ids=x, attention_mask=att, position_ids=pos, use_cache=True,
-                             **{bank.cache_arg: caches.get(j)})
-                    caches[j] = getattr(o, bank.cache_arg)
-                    last = o.logits[:, -1].float()
-                    nxt = W[:, j:j + 1] * last if nxt is None else nxt + W[:, j:j + 1] * last
-                tok_ids = torch.where(done, torch.full_like(done, tok.pad_token_id, dtype=torch.long), nxt.argmax(-1))
-                out.append(tok_ids)
-                done |= tok_ids == tok.eos_token_id
-                if bool(done.all()):
-                    break
-                x = tok_ids[:, None]  # the caches hold the prefix: feed the new token only
-                att = torch.cat([att, torch.ones_like(att[:, :1])], 1)  # a finished row's tail is never read
-                pos = att.sum(-1, keepdim=True) - 1
-            gen = torch.stack(out, 1).cpu().tolist()
-            for b, i in enumerate(rows):
-                g = gen[b]
-                g = g[:g.index(tok.eos_token_id)] if tok.eos_token_id in g else g
-                answers[i] = tok.decode(g, skip_special_tokens=True).strip()
-    return answers
-
-
-def first_per_group(groups: list[str], n: int) -> list[int]:
-    """Indices of the first `n` examples of every group (the exact-match prompts)."""
-    seen: dict[str, int] = defaultdict(int)
-    out = []
-    for i, g in enumerate(groups):
-        if seen[g] < n:
-            out.append(i)
-            seen[g] += 1
-    return out
-
-
-def summarise(tests, losses: np.ndarray, hit: dict[int, float]) -> dict:
-    """Per group (SET/skill) mean loss and exact match; per set and overall the mean over its groups."""
-    by = defaultdict(lambda: {"loss": [], "em": []})
-    for i, ex in enumerate(tests):
-        by[ex.subtask]["loss"].append(float(losses[i]))
-        if i in hit:
-            by[ex.subtask]["em"].append(hit[i])
-    per = {g: {"loss": float(np.mean(v["loss"])), "exact_match": float(np.mean(v["em"])) if v["em"] else None}
-           for g, v in sorted(by.items())}
-    sets = sorted({g.split("/", 1)[0] for g in per})
-
-    def mean(groups, k):
-        vals = [per[g][k] for g in groups if per[g][k] is not None]
-        return float(np.mean(vals)) if vals else None
-    return {"test_loss": mean(per, "loss"), "exact_match": mean(per, "exact_match"), "per_group": per,
-            "per_set": {s: {"loss": mean([g for g in per if g.startswith(s + "/")], "loss"),
-                            "exact_match": mean([g for g in per if g.startswith(s + "/")], "exact_match")} for s in sets}}
-
-
-def aggregate(per_seed: list[dict]) -> dict:
-    """Per rule: mean and std over seeds of the overall, per-set and per-group figures."""
-    if not per_seed:
-        return {}
-    out = {}
-    for r in per_seed[0]["rules"]:
-        runs = [s["rules"][r] for s in per_seed]
-
-        def ms(vals):
-            vals = [v for v in vals if v is not None]
-            return (float(np.mean(vals)), float(np.std(vals))) if vals else (None, None)
-        loss, loss_sd = ms([x["test_loss"] for x in runs])
-        em, em_sd = ms([x["exact_match"] for x in runs])
-        out[r] = {"test_loss": loss, "test_loss_std": loss_sd, "exact_match": em, "exact_match_std": em_sd,
-                  "per_seed": [{"seed": s["seed"], "test_loss": s["rules"][r]["test_loss"],
-                                "exact_match": s["rules"][r]["exact_match"]} for s in per_seed],
-                  "per_set": {k: {"loss": ms([x["per_set"][k]["loss"] for x in runs])[0],
-                                  "exact_match": ms([x["per_set"][k]["exact_match"] for x in runs])[0]}
-                              for k in runs[0]["per_set"]},
-                  "per_group": {g: {"loss": ms([x["per_group"][g]["loss"] for x in runs])[0],
-                                    "exact_match": ms([x["per_group"][g]["exact_match"] for x in runs])[0]}
-                                for g in runs[0]["per_group"]}}
+def train_steps(train: dict[str, dict], clusterings) -> dict:
+    """Optimizer steps of seed 0's adapters: the single LoRA's, and per clustering its experts' min / median / max
+    (how much training an expert got next to the single LoRA: the table's first confounder)."""
+    out = {"single": train["single"]["steps"]}
+    for m in clusterings:
+        st = [v["steps"] for k, v in train.items() if k.startswith(f"{m}-c")]
+        out[m] = {"min": int(min(st)), "median": float(np.median(st)), "max": int(max(st))} if st else None
     return out
 
 

@@ -58,9 +58,13 @@ def cluster_members(run_dir: Path, method: str, frame: pd.DataFrame | None) -> p
 # ----------------------------------------------------------------------------- experts (gist-lab experts)
 RULE_LABELS = {"base": "base model (no adapter)", "single": "one LoRA on everything",
                "gradientspace-routed": "GradientSpace experts, routed (one expert per query)",
+               "gradientspace-oracle": "GradientSpace experts, routed by the true skill (oracle)",
                "gradientspace-ensemble": "GradientSpace experts, ELREA-weighted ensemble",
-               "elrea-routed": "ELREA experts, routed", "elrea-ensemble": "ELREA ensemble (all experts + base adapter)",
-               "embedding-routed": "embedding-cluster experts, routed", "random-routed": "random-cluster experts, routed"}
+               "elrea-routed": "ELREA experts, routed", "elrea-oracle": "ELREA experts, routed by the true skill (oracle)",
+               "elrea-ensemble": "ELREA ensemble (all experts + base adapter)",
+               "embedding-routed": "embedding-cluster experts, routed", "random-routed": "random-cluster experts, routed",
+               "embedding-oracle": "embedding-cluster experts, oracle routing",
+               "random-oracle": "random-cluster experts, oracle routing"}
 
 
 def load_experts(run_dir: Path) -> dict | None:
@@ -102,6 +106,19 @@ def per_group_frame(rep: dict, metric: str = "loss", base: bool = True) -> pd.Da
     data = {rule_label(r): {g: x[metric] for g, x in rep["table"][r]["per_group"].items()} for r in rules(rep)
             if base or r != "base"}
     return pd.DataFrame(data)
+
+
+def steps_line(rep: dict) -> str | None:
+    """How much training the adapters got (seed 0), or None for a report without it."""
+    st = rep.get("steps")
+    if not st:
+        return None
+    parts = [f"{METHOD_LABELS.get(m, m).split(' (')[0]} experts {v['min']}–{v['max']} (median {v['median']:g})"
+             for m, v in st.items() if m != "single" and v]
+    mode = rep["config"].get("expert_steps", "epochs")
+    return (f"Optimizer steps per adapter: single LoRA {st['single']}; " + "; ".join(parts) +
+            (" (each expert's epochs scaled to match the single LoRA's steps)." if mode == "match"
+             else " (the same epochs over fewer rows; `--expert-steps match` gives every expert the single LoRA's steps)."))
 
 
 def routing_frame(rep: dict) -> pd.DataFrame:

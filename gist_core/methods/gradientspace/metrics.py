@@ -14,7 +14,7 @@ def agreement(labels: np.ndarray, truth: list[str]) -> dict:
         purity += counts.max()
     sizes = np.bincount(labels)
     return {"ari": float(adjusted_rand_score(truth, labels)), "nmi": float(normalized_mutual_info_score(truth, labels)),
-            "purity": purity / len(labels), "n_clusters": int(len(np.unique(labels))),
+            "purity": float(purity / len(labels)), "n_clusters": int(len(np.unique(labels))),
             "size_min": int(sizes[sizes > 0].min()), "size_max": int(sizes.max())}
 
 

@@ -80,6 +80,18 @@ def cluster_skills(labels: np.ndarray, truth: list[str]) -> dict[int, str]:
     return out
 
 
+def oracle_routes(labels: np.ndarray, truth: list[str], query_truth: list[str], fallback: np.ndarray) -> np.ndarray:
+    """(n,) routing by the ground truth: each query to the cluster holding the most training rows of its skill
+    (ties: the lower cluster id); a skill no training row has falls back to `fallback` (the router's choice).
+    It separates what the router gets wrong from what the experts cannot do."""
+    counts: dict[str, dict[int, int]] = {}
+    for c, t in zip(labels, truth):
+        counts.setdefault(t, {}).setdefault(int(c), 0)
+        counts[t][int(c)] += 1
+    best = {t: min(cs, key=lambda c: (-cs[c], c)) for t, cs in counts.items()}
+    return np.array([best.get(t, int(f)) for t, f in zip(query_truth, fallback)], dtype=np.int64)
+
+
 def routing_accuracy(chosen: np.ndarray, truth: list[str], skill_of: dict[int, str]) -> float:
     """Share of queries sent to a cluster whose majority skill is the query's true skill."""
     return float(np.mean([skill_of.get(int(c)) == t for c, t in zip(chosen, truth)])) if len(truth) else float("nan")
