@@ -140,15 +140,21 @@ class GradientEngine:
 
     def module_grads(self, input_ids, labels) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-module per-example gradients [(B, out, in)] and the per-example losses (B,)."""
-        ids, lab, att = pad_batch(input_ids, labels, self.pad_id, self.device)
+        return self.padded_module_grads(*pad_batch(input_ids, labels, self.pad_id, self.device))
+
+    def captures(self, ids, lab, att) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """One forward + backward of a padded batch: every block's inputs x (B, T, in) and output gradients
+        δ (B, T, out), from which example b's gradient is Σ_t δ_bt x_btᵀ, and the per-example losses (B,)."""
         params = [b.module.weight for b in self.blocks]
         with _Capture(self.blocks) as cap:
             losses = causal_lm_losses(self.model, ids, lab, att, self.trim_logits)
             torch.autograd.grad(losses.sum(), params)
-        grads = []
-        for i in range(len(self.blocks)):
-            x, d = cap.inputs[i].float(), cap.grads[i].float()
-            grads.append(torch.einsum("bto,bti->boi", d, x))
+        n = len(self.blocks)
+        return [cap.inputs[i].float() for i in range(n)], [cap.grads[i].float() for i in range(n)], losses.detach()
+
+    def padded_module_grads(self, ids, lab, att) -> tuple[list[torch.Tensor], torch.Tensor]:
+        xs, ds, losses = self.captures(ids, lab, att)
+        grads = [torch.einsum("bto,bti->boi", d, x) for x, d in zip(xs, ds)]
         finite = torch.isfinite(losses)
         for g in grads:
             finite &= torch.isfinite(g.reshape(g.shape[0], -1)).all(dim=1)
