@@ -374,10 +374,10 @@ class TrainRunConfig:
     target: str = field(default=str(SAMPLE_DATA / "targets" / DEFAULT_DEMO_TARGET / "val.jsonl"), metadata={
         "help": "target validation examples (the support set under --support target); its test.jsonl is the test"})
     test: str | None = field(default=None, metadata={"help": "test split (default: test.jsonl next to the target)"})
-    pool_size: int = field(default=1000, metadata={"help": "seeded sample of the training file (0 = all of it)"})
+    pool_size: int = field(default=2000, metadata={"help": "seeded sample of the training file (0 = all of it)"})
     max_length: int = field(default=128, metadata={"help": "tokens per example"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA adapter"})
-    recipe: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-3, batch_size=16, seed=0),
+    recipe: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-3, batch_size=16, seed=0),
                                 metadata={"help": "optimizer recipe (batch 16 as in the paper)"})
     gast: GastConfig = field(default_factory=GastConfig, metadata={"help": "the selection"})
     n_em: int = field(default=10, metadata={"help": "exact-match prompts per test subtask"})

@@ -130,3 +130,77 @@ def test_cached_and_twopass_train_alike_under_one_rng(lora_model, micro_corpus):
     assert max(float((a[n] - plain[n]).abs().max()) for n in a) > 1e-4  # selecting 3 of 8 is not plain LoRA
     assert (log_a.selected <= log_a.seen[None]).all() and log_a.seen.sum() == 32
     assert (log_a.selected.sum(1) == 4 * 3).all()  # every layer: K = 3 per step
+
+
+# ----------------------------------------------------------------------------- gist-lab train, end to end
+def micro_train_cfg(micro_model_dir, micro_corpus, **gast):
+    from gist_core.config import GastConfig, TrainConfig, TrainRunConfig
+    return TrainRunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
+                          test=str(micro_corpus["test"]), pool_size=48, max_length=64, n_em=2,
+                          recipe=TrainConfig(epochs=1, lr=5e-3, batch_size=8, seed=0),
+                          gast=GastConfig(**{"k_select": 4, "k_support": 2, **gast}))
+
+
+def test_train_command_stores_what_an_independent_evaluation_finds(tmp_path, micro_model_dir, micro_corpus, monkeypatch):
+    from peft import PeftModel
+
+    from gist_core.cli import main as cli_main
+    from gist_core.data.examples import load_examples
+    from gist_core.model.evaluate import test_losses
+    from gist_core.model.load import load_base_model
+    from gist_core.runner.train import load_selection, load_train_report, run_train
+    out = tmp_path / "gast"
+    argv = ["train", "--out", str(out), "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
+            "--target", str(micro_corpus["val"]), "--test", str(micro_corpus["test"]), "--pool-size", "48",
+            "--max-length", "64", "--n-em", "2", "--epochs", "1", "--lr", "5e-3", "--batch-size", "8", "--seed", "0",
+            "--k-select", "4", "--k-support", "2", "--quiet"]
+    assert cli_main(argv) == 0
+    rep = load_train_report(out)
+    assert rep["key"] == run_train(micro_train_cfg(micro_model_dir, micro_corpus), out)["key"]  # flags = config
+    assert rep["steps"] == 6 and rep["n_train"] == 48 and rep["method"] == "gast"
+    arrays, layers = load_selection(out)
+    assert layers == rep["layers"] and arrays["selected"].shape == (len(layers), 48)
+    assert (arrays["selected"].sum(1) == 6 * 4).all() and arrays["seen"].sum() == 48
+    assert arrays["cosines"].shape == (6, 8, len(layers)) and np.nanmax(np.abs(arrays["cosines"])) <= 1 + 1e-5
+    np.testing.assert_allclose(arrays["loss"], rep["loss_curve"])
+    base, tok = load_base_model(str(micro_model_dir), "float32", "cpu")
+    model = PeftModel.from_pretrained(base, str(out / "adapter")).eval()
+    tests = load_examples(micro_corpus["test"])
+    losses = test_losses(model, tok, tests, max_length=64)
+    for s, v in rep["per_subtask"].items():
+        want = np.mean([x for x, ex in zip(losses, tests) if ex.subtask == s])
+        assert v["loss"] == pytest.approx(float(want), rel=1e-5)
+
+    import gist_core.methods.gast.trainer as trainer
+    monkeypatch.setattr(trainer, "train_gast", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    assert cli_main(argv) == 0  # the same config: skipped
+
+
+def test_ablation_table_aggregates_its_members(tmp_path, micro_model_dir, micro_corpus):
+    from gist_core.runner.train import load_ablation_report, load_selection, load_train_report, run_ablation
+    from gist_core.store.layout import TrainLayout
+    cfg = micro_train_cfg(micro_model_dir, micro_corpus)
+    rep = run_ablation(cfg, tmp_path, seeds=2, runs=(("gast", "cached"), ("lora", "cached")))
+    assert load_ablation_report(tmp_path)["table"] == json_round(rep["table"])
+    for row in rep["table"].values():
+        members = [load_train_report(TrainLayout(tmp_path).root / m) for m in row["members"]]
+        assert [m["seed"] for m in members] == [0, 1]
+        assert row["test_loss"] == pytest.approx(np.mean([m["test_loss"] for m in members]))
+    lora = load_train_report(TrainLayout(tmp_path).member("lora", "cached", 0).root)
+    arrays, _ = load_selection(TrainLayout(tmp_path).member("lora", "cached", 0).root)
+    assert (arrays["selected"] == arrays["seen"][None]).all() and lora["held_bytes_per_step"] == 0
+
+
+def json_round(obj):
+    import json
+    return json.loads(json.dumps(obj))
+
+
+def test_train_config_errors_are_one_line():
+    from gist_core.config import ConfigError, GastConfig, TrainConfig, TrainRunConfig
+    with pytest.raises(ConfigError, match="method must be one of gast, topk, random, lora, got 'greedy'"):
+        GastConfig(method="greedy")
+    with pytest.raises(ConfigError, match="k_select 32 exceeds the batch size 16"):
+        TrainRunConfig(gast=GastConfig(k_select=32), recipe=TrainConfig(batch_size=16))
+    with pytest.raises(ConfigError, match="support must be train or target"):
+        GastConfig(support="val")

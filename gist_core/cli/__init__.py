@@ -14,6 +14,7 @@ from gist_core.cli.args import (  # noqa: F401
     COMPARE_FLAGS,
     EXPERT_FLAGS,
     GEOMETRY_FLAGS,
+    TRAIN_FLAGS,
     _budget,
     add_flags,
     add_scale_args,
@@ -33,6 +34,7 @@ from gist_core.cli.commands import (  # noqa: F401
     cmd_models,
     cmd_rescore,
     cmd_select,
+    cmd_train,
     demo_default_out,
 )
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
@@ -91,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(x, EXPERT_FLAGS)
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_experts)
+    t = sub.add_parser("train", help="GAST: LoRA training with per-layer data selection inside every step (or an "
+                       "ablation: top-K, random, plain LoRA); test loss, exact match, time and memory per step")
+    t.add_argument("--out", required=True, type=Path, help="folder for train.json, the selection log and the adapter")
+    t.add_argument("--ablation", action="store_true", help="every method × --seeds (GAST under both implementations)")
+    t.add_argument("--seeds", type=int, default=3, help="seeds of the ablation (3)")
+    add_flags(t, TRAIN_FLAGS)
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
     b = sub.add_parser("bench", help="gradient throughput, batching speed-up, rescore latency, memory scaling")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--n-small", type=int, default=10_000, help="pool size of the small memory run")

@@ -9,7 +9,17 @@ import argparse
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from gist_core.config import ClusterConfig, CompareConfig, ExpertConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
+from gist_core.config import (
+    ClusterConfig,
+    CompareConfig,
+    ExpertConfig,
+    GastConfig,
+    GeometryConfig,
+    LoraSettings,
+    RunConfig,
+    TrainConfig,
+    TrainRunConfig,
+)
 
 
 def _budget(text: str) -> float:
@@ -33,7 +43,8 @@ def _tuple_of_ints(text: str) -> tuple[int, ...]:
 # section -> the config class its fields belong to ('compare.train': CompareConfig.train)
 SECTIONS = {"": RunConfig, "lora": LoraSettings, "warmup": TrainConfig, "compare": CompareConfig,
             "compare.train": TrainConfig, "geometry": GeometryConfig, "cluster": ClusterConfig,
-            "experts": ExpertConfig, "experts.train": TrainConfig}
+            "experts": ExpertConfig, "experts.train": TrainConfig, "train": TrainRunConfig, "train.gast": GastConfig,
+            "train.recipe": TrainConfig, "train.lora": LoraSettings}
 
 
 @dataclass(frozen=True)
@@ -209,6 +220,37 @@ EXPERT_FLAGS = (
     Flag("--train-epochs", "epochs", "experts.train", (("type", int),), " (every adapter)"),
     Flag("--train-lr", "lr", "experts.train", (("type", float),), " (every adapter)"),
 )
+
+
+TRAIN_FLAGS = (
+    Flag("--model", "model", "train"), Flag("--train", "train", "train"), Flag("--target", "target", "train"),
+    Flag("--test", "test", "train"),
+    Flag("--pool-size", "pool_size", "train", (("type", int),)),
+    Flag("--max-length", "max_length", "train", (("type", int),)),
+    Flag("--n-em", "n_em", "train", (("type", int),)),
+    Flag("--device", "device", "train"),
+    Flag("--method", "method", "train.gast", (("choices", ["gast", "topk", "random", "lora"]),)),
+    Flag("--implementation", "implementation", "train.gast", (("choices", ["cached", "twopass"]),)),
+    Flag("--k-select", "k_select", "train.gast", (("type", int),)),
+    Flag("--k-support", "k_support", "train.gast", (("type", int),)),
+    Flag("--support", "support", "train.gast", (("choices", ["train", "target"]),)),
+    Flag("--temperature", "temperature", "train.gast", (("type", float),)),
+    Flag("--replacement", "replacement", "train.gast", (("action", "store_true"), ("default", None))),
+    Flag("--aggregate", "aggregate", "train.gast", (("choices", ["mean", "sum"]),)),
+    Flag("--epochs", "epochs", "train.recipe", (("type", int),)),
+    Flag("--lr", "lr", "train.recipe", (("type", float),)),
+    Flag("--batch-size", "batch_size", "train.recipe", (("type", int),)),
+    Flag("--seed", "seed", "train.recipe", (("type", int),)),
+    Flag("--lora-r", "r", "train.lora", (("type", int),)),
+)
+
+
+def train_config(a: argparse.Namespace) -> TrainRunConfig:
+    v = flag_values(a, TRAIN_FLAGS)
+    base = TrainRunConfig()
+    return TrainRunConfig(**v["train"], gast=GastConfig(**{**asdict(base.gast), **v["train.gast"]}),
+             recipe=TrainConfig(**{**asdict(base.recipe), **v["train.recipe"]}),
+             lora=LoraSettings(**{**asdict(base.lora), **v["train.lora"]}))
 
 
 def expert_config(a: argparse.Namespace) -> ExpertConfig:

@@ -214,6 +214,29 @@ def cmd_experts(a) -> int:
     return 0
 
 
+def cmd_train(a) -> int:
+    from gist_core.cli.args import train_config
+    from gist_core.runner.train import run_ablation, run_train
+    from gist_core.store.layout import TrainLayout
+    cfg = train_config(a)
+    if a.ablation:
+        rep = run_ablation(cfg, a.out, seeds=a.seeds, quiet=a.quiet)
+        print(f"{'run':<16} {'test loss':>15} {'exact match':>15} {'ms/step':>9} {'held MB/step':>13}")
+        for name, v in rep["table"].items():
+            print(f"{name:<16} {v['test_loss']:>8.3f} ± {v['test_loss_std']:.3f} {v['exact_match']:>8.3f} ± "
+                  f"{v['exact_match_std']:.3f} {v['step_ms_median']:>9.1f} {v['held_bytes_per_step'] / 2**20:>13.2f}")
+        print(f"written: {TrainLayout(a.out).ablation_report}")
+        return 0
+    rep = run_train(cfg, a.out, quiet=a.quiet)
+    print(f"{rep['method']} ({rep['implementation']}), seed {rep['seed']}: {rep['steps']} steps on {rep['n_train']} "
+          f"examples; test loss {rep['test_loss']:.3f}, exact match {rep['exact_match']:.3f}; "
+          f"{rep['step_ms_median']:.1f} ms/step, {rep['train_wall_s']:.0f} s training")
+    for s, v in sorted(rep["per_subtask"].items()):
+        print(f"  {s:<16} loss {v['loss']:.3f}  exact match {v['exact_match']:.3f}")
+    print(f"written: {TrainLayout(a.out).report}")
+    return 0
+
+
 def cmd_geometry(a) -> int:
     from gist_core.cli.args import geometry_config
     from gist_core.runner.geometry import run_geometry

@@ -20,6 +20,12 @@ One run = one folder:
     experts/                    `gist-lab experts`: experts.json, adapters/s{seed}/NAME/, router-METHOD.safetensors,
                                 features (prompt embeddings, query gradients) .npy, evals/s{seed}.json
 
+A `gist-lab train` folder (TrainLayout; not a select run):
+    train.json                  the recipe, the selection settings, test loss and exact match per subtask, walls
+    selection.safetensors       layer × example selection counts, per-step cosines to the support gradient, losses
+    adapter/                    the trained LoRA adapter
+and `gist-lab train --ablation` puts one such folder per METHOD-IMPL-sSEED under its folder, with ablation.json.
+
 Paths come in two forms: `rel_*` names relative to the run (what the manifest records) and `Path`s.
 """
 from __future__ import annotations
@@ -248,6 +254,32 @@ class RunLayout:
 
     def experts_eval(self, seed: int) -> Path:
         return self.experts_dir / "evals" / f"s{seed}.json"
+
+
+class TrainLayout:
+    """One `gist-lab train` folder, or an ablation folder holding one per run."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @property
+    def report(self) -> Path:
+        return self.root / "train.json"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / "selection.safetensors"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def ablation_report(self) -> Path:
+        return self.root / "ablation.json"
+
+    def member(self, method: str, implementation: str, seed: int) -> TrainLayout:
+        return TrainLayout(self.root / f"{method}-{implementation}-s{seed}")
 
 
 EMBED_REL = rel_compare("embed.npy")
