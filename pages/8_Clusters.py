@@ -64,18 +64,14 @@ st.caption(f"One LoRA expert per cluster ({', '.join(cfg['clusterings'])}; k = {
            f"weight β = {cfg['base_weight']}. Evaluated on {ex['n_tests']:,} test examples "
            f"({', '.join(ex['test_sets'])}), {ex['seeds_done']} seed(s); latency on one query at a time, "
            "median, this machine's CPU.")
-table = clusters.expert_table(ex)
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in table.columns if c != "rule"})
+ui.number_table(clusters.expert_table(ex), "rule")
 st.caption("Test loss: mean token cross-entropy on the answer tokens, per test group (set/skill), then over groups "
            "(lower is better); exact match: greedy decode equals the reference answer; ± is the standard deviation "
            "over seeds. Oracle: each query sent to the cluster with most rows of its true skill (a perfect router).")
 if steps := clusters.steps_line(ex):
     st.caption(steps)
 st.subheader("Routing against the ground truth")
-routing = clusters.routing_frame(ex)
-st.dataframe(routing, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.3f") for c in routing.columns if c != "clustering"})
+ui.number_table(clusters.routing_frame(ex), "clustering")
 st.caption("A query is routed correctly when the chosen cluster's majority skill is the query's true skill "
            "(every bundled target's test example carries the pool skill it exercises).")
 routed = st.radio("Router of", clusters.routed_methods(ex), horizontal=True, key="experts_router",

@@ -176,19 +176,49 @@ def test_train_command_stores_what_an_independent_evaluation_finds(tmp_path, mic
     assert cli_main(argv) == 0  # the same config: skipped
 
 
-def test_ablation_table_aggregates_its_members(tmp_path, micro_model_dir, micro_corpus):
+def test_ablation_table_aggregates_its_members_and_the_layers_page_shows_it(tmp_path, micro_model_dir, micro_corpus,
+                                                                            monkeypatch):
+    import json
+    import sys
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
     from gist_core.runner.train import load_ablation_report, load_selection, load_train_report, run_ablation
     from gist_core.store.layout import TrainLayout
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fake_run import plotly_array
+    folder = tmp_path / "abl"
     cfg = micro_train_cfg(micro_model_dir, micro_corpus)
-    rep = run_ablation(cfg, tmp_path, seeds=2, runs=(("gast", "cached"), ("lora", "cached")))
-    assert load_ablation_report(tmp_path)["table"] == json_round(rep["table"])
+    rep = run_ablation(cfg, folder, seeds=2, runs=(("gast", "cached"), ("lora", "cached")))
+    assert load_ablation_report(folder)["table"] == json_round(rep["table"])
     for row in rep["table"].values():
-        members = [load_train_report(TrainLayout(tmp_path).root / m) for m in row["members"]]
+        members = [load_train_report(folder / m) for m in row["members"]]
         assert [m["seed"] for m in members] == [0, 1]
         assert row["test_loss"] == pytest.approx(np.mean([m["test_loss"] for m in members]))
-    lora = load_train_report(TrainLayout(tmp_path).member("lora", "cached", 0).root)
-    arrays, _ = load_selection(TrainLayout(tmp_path).member("lora", "cached", 0).root)
+    lora = load_train_report(TrainLayout(folder).member("lora", "cached", 0).root)
+    arrays, _ = load_selection(TrainLayout(folder).member("lora", "cached", 0).root)
     assert (arrays["selected"] == arrays["seen"][None]).all() and lora["held_bytes_per_step"] == 0
+
+    monkeypatch.setenv("GIST_LAB_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "9_Layers.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table["test loss"].round(6).tolist() == [round(v["test_loss"], 6) for v in rep["table"].values()]
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    heat = next(c for c in charts if c["layout"]["title"]["text"].startswith("Selection frequency"))["data"][0]
+    member = TrainLayout(folder).member("gast", "cached", 0).root
+    sel, layers = load_selection(member)
+    assert heat["y"] == layers
+    z = plotly_array(heat["z"])
+    assert z.shape == (len(layers), int((sel["seen"] > 0).sum()))
+    assert np.isclose(np.sort(z.ravel()), np.sort((sel["selected"] / np.maximum(sel["seen"], 1))[:, sel["seen"] > 0]
+                                                  .ravel())).all()
+    assert any(c["layout"]["title"]["text"].startswith("Per-layer cosine") for c in charts)
+    at.radio(key="layers_sort").set_value("frequency").run()
+    at.selectbox(key="layers_member").set_value("lora-cached-s1").run()
+    assert not at.exception, at.exception
 
 
 def json_round(obj):

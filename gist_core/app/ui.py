@@ -29,6 +29,13 @@ def page_setup(title: str) -> None:
     st.set_page_config(page_title=f"{title} · GIST Lab", layout="wide")
 
 
+def number_table(frame, label_column: str, container=st) -> None:
+    """A table whose numeric columns show 3 decimals; `label_column` stays text."""
+    container.dataframe(frame, hide_index=True, width="stretch",
+                        column_config={c: st.column_config.NumberColumn(format="%.3f") for c in frame.columns
+                                       if c != label_column})
+
+
 # ----------------------------------------------------------------------------- run selection
 def run_dir_of(name: str) -> Path:
     """A run's folder: runs_root()/name; RunNameError for anything that is not a plain run name

@@ -32,7 +32,7 @@ from gist_core.methods.gradientspace import ensemble
 from gist_core.methods.gradientspace.router import PromptRouter, cluster_skills, confusion, oracle_routes, routing_accuracy
 from gist_core.model.mixture import AdapterBank, decode, rule_losses
 from gist_core.runner.cluster import Cluster, cached_npy
-from gist_core.runner.experts_report import aggregate, first_per_group, summarise
+from gist_core.runner.experts_report import aggregate, first_per_group, summarise, train_steps
 from gist_core.store.artefacts import load_npy, load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import RunLayout
@@ -403,16 +403,6 @@ class Experts:
 
 
 # ---------------------------------------------------------------------------- the inference rules
-def train_steps(train: dict[str, dict], clusterings) -> dict:
-    """Optimizer steps of seed 0's adapters: the single LoRA's, and per clustering its experts' min / median / max
-    (how much training an expert got next to the single LoRA: the table's first confounder)."""
-    out = {"single": train["single"]["steps"]}
-    for m in clusterings:
-        st = [v["steps"] for k, v in train.items() if k.startswith(f"{m}-c")]
-        out[m] = {"min": int(min(st)), "median": float(np.median(st)), "max": int(max(st))} if st else None
-    return out
-
-
 def run_experts(run_dir, cfg: ExpertConfig, quiet: bool = False) -> dict:
     return Experts(run_dir, cfg, quiet=quiet).execute()
 

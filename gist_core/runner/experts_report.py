@@ -60,3 +60,13 @@ def aggregate(per_seed: list[dict]) -> dict:
                                     "exact_match": ms([x["per_group"][g]["exact_match"] for x in runs])[0]}
                                 for g in runs[0]["per_group"]}}
     return out
+
+
+def train_steps(train: dict[str, dict], clusterings) -> dict:
+    """Optimizer steps of seed 0's adapters: the single LoRA's, and per clustering its experts' min / median / max
+    (how much training an expert got next to the single LoRA: the table's first confounder)."""
+    out = {"single": train["single"]["steps"]}
+    for m in clusterings:
+        st = [v["steps"] for k, v in train.items() if k.startswith(f"{m}-c")]
+        out[m] = {"min": int(min(st)), "median": float(np.median(st)), "max": int(max(st))} if st else None
+    return out

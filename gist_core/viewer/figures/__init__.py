@@ -17,6 +17,7 @@ from gist_core.viewer.figures.clusters import (
 )
 from gist_core.viewer.figures.compare import agreement_heatmap, cost_bars, metric_bars, per_subtask_heatmap
 from gist_core.viewer.figures.curvature import curvature_heatmap, curvature_trend, diagonals
+from gist_core.viewer.figures.layers import cosine_histograms, frequency_heatmap, loss_curves, skill_heatmap
 from gist_core.viewer.figures.palette import FAMILY_COLORS, MARKS, SCALES, TRUTH_COLORS, family_color, group_color
 from gist_core.viewer.figures.pool_map import TARGET_TRACE, pool_map
 from gist_core.viewer.figures.scores import (
@@ -34,4 +35,5 @@ __all__ = [
     "column_violins", "cost_bars", "curvature_heatmap", "curvature_trend", "diagonals", "example_cosines",
     "explained_variance", "family_color", "group_color", "intrinsic_dimension", "metric_bars", "per_subtask_heatmap",
     "pool_map", "score_histogram", "singular_values", "subtask_cosine_bars", "winners_by_rank_bars",
+    "cosine_histograms", "frequency_heatmap", "loss_curves", "skill_heatmap",
 ]
