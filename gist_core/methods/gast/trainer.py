@@ -16,19 +16,16 @@ from gist_core.config import GastConfig, TrainConfig
 from gist_core.grads.per_example import GradientEngine, causal_lm_losses, pad_batch
 from gist_core.methods.gast.selection import layer_groups, select_counts
 from gist_core.methods.gast.step import STEPS, params_of, support_gradient
+from gist_core.model.training import _Rows
 
 RULE_OF = {"gast": "stochastic", "topk": "topk", "random": "random"}
 
 
-class _IndexedRows(torch.utils.data.Dataset):
-    def __init__(self, input_ids, labels):
-        self.input_ids, self.labels = input_ids, labels
-
-    def __len__(self):
-        return len(self.input_ids)
+class _IndexedRows(_Rows):
+    """The training rows with their index, so the selection log knows which example each batch row is."""
 
     def __getitem__(self, i):
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i], "idx": i}
+        return {**super().__getitem__(i), "idx": i}
 
 
 def _collator(pad_id: int):

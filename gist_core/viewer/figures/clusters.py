@@ -7,15 +7,21 @@ import plotly.graph_objects as go
 from gist_core.viewer.figures.palette import SCALES
 
 
-def composition_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
-    """Counts per cluster (rows) and ground-truth skill (columns), each row as a share of its cluster."""
+def _share_heatmap(frame: pd.DataFrame, title: str, hover: str, margin: dict, min_height: int, pad: int) -> go.Figure:
+    """Counts as a heatmap of each row's shares (the counts on hover)."""
     share = frame.div(frame.sum(axis=1).where(lambda s: s > 0, 1), axis=0)
     fig = go.Figure(go.Heatmap(z=share.values, x=list(frame.columns), y=list(frame.index), customdata=frame.values,
                                colorscale=SCALES["share"], zmin=0, zmax=1, colorbar=dict(title="share"),
-                               hovertemplate="%{y} · %{x}: %{customdata} examples (%{z:.0%})<extra></extra>"))
-    fig.update_layout(title=title, height=max(320, 22 * len(frame) + 160), xaxis_tickangle=-45,
-                      yaxis=dict(autorange="reversed"), margin=dict(l=60, r=20, t=50, b=120))
+                               hovertemplate=hover))
+    fig.update_layout(title=title, height=max(min_height, 22 * len(frame) + pad), xaxis_tickangle=-45,
+                      yaxis=dict(autorange="reversed"), margin=margin)
     return fig
+
+
+def composition_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
+    """Counts per cluster (rows) and ground-truth skill (columns), each row as a share of its cluster."""
+    return _share_heatmap(frame, title, "%{y} · %{x}: %{customdata} examples (%{z:.0%})<extra></extra>",
+                          dict(l=60, r=20, t=50, b=120), 320, 160)
 
 
 def k_curve(curve: list[dict], chosen: int) -> go.Figure:
@@ -47,13 +53,8 @@ def cluster_scatter(pts: pd.DataFrame, title: str) -> go.Figure:
 
 def confusion_heatmap(frame: pd.DataFrame, title: str) -> go.Figure:
     """Rows: the query's true skill; columns: the routed cluster (its majority skill); each row as a share."""
-    share = frame.div(frame.sum(axis=1).where(lambda s: s > 0, 1), axis=0)
-    fig = go.Figure(go.Heatmap(z=share.values, x=list(frame.columns), y=list(frame.index), customdata=frame.values,
-                               colorscale=SCALES["share"], zmin=0, zmax=1, colorbar=dict(title="share"),
-                               hovertemplate="%{y} → %{x}: %{customdata} queries (%{z:.0%})<extra></extra>"))
-    fig.update_layout(title=title, height=max(360, 22 * len(frame) + 180), xaxis_tickangle=-45,
-                      yaxis=dict(autorange="reversed"), margin=dict(l=110, r=20, t=50, b=160))
-    return fig
+    return _share_heatmap(frame, title, "%{y} → %{x}: %{customdata} queries (%{z:.0%})<extra></extra>",
+                          dict(l=110, r=20, t=50, b=160), 360, 180)
 
 
 def per_group_bars(frame: pd.DataFrame, metric: str) -> go.Figure:
