@@ -35,6 +35,7 @@ then read it back with `gist_core.viewer` (the numbers the dashboard shows) and 
 7. the curvature of one LoRA block (`run_geometry`)
 8. GIST next to LESS and the baselines (`run_compare`, without downstream fine-tuning)
 9. GradientSpace: clusters in LoRA-gradient space, one expert per cluster, a router (`run_cluster`, `run_experts`)
+10. GAST: per-layer data selection inside LoRA training, against plain LoRA (`run_ablation`)
 
 Everything runs on a CPU in a few minutes (2 cores). The run folder goes under `$GIST_LAB_RUNS` (the dashboard's
 runs folder; default `runs/` at the repository root), so `streamlit run app.py` lists it too.""", []),
@@ -48,10 +49,11 @@ from IPython.display import Markdown, display
 
 import gist_core
 from gist_core import CompareConfig, GeometryConfig, RunConfig, demo_config, rescore, run_compare, run_geometry, run_select
-from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig
+from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig, TrainRunConfig
 from gist_core.runner.cluster import run_cluster
 from gist_core.runner.experts import run_experts
-from gist_core.viewer import clusters, figures, views
+from gist_core.runner.train import run_ablation
+from gist_core.viewer import clusters, figures, layers, views
 
 ROOT = Path(gist_core.__file__).resolve().parents[1]
 RUNS = Path(os.environ.get("GIST_LAB_RUNS") or ROOT / "runs").resolve()
@@ -224,8 +226,26 @@ display(clusters.routing_frame(erep))
 clusters.expert_table(erep)""", ["experts"]),
     ("code", """figures.confusion_heatmap(clusters.confusion_frame(erep, "gradientspace"),
                           "Router confusion: true skill → routed cluster (its majority skill)")""", []),
+    ("md", """## 10. GAST: per-layer data selection inside LoRA training
+
+GAST (Yao et al., EACL 2026) changes training, not the dataset: at every step, each transformer layer keeps its
+own K of the batch's B examples, sampled by a softmax over the cosine between the example's gradient *at that
+layer* and the batch's support gradient (here the mean gradient of K_s random batch examples), and only those
+rows update that layer's LoRA weights. `run_ablation` trains GAST next to plain LoRA (every example, every
+layer) with the same recipe and evaluates both on the target's test split. Small settings here (400 rows,
+1 epoch, one seed); `gist-lab train --ablation` defaults to 2,000 rows, 3 epochs, 3 seeds and adds top-K and
+random-K. **How to read it.** Test loss: lower is better; the heatmap: the share of an example's batches in
+which a layer selected it (K/B = 0.5 is what random selection gives every cell).""", []),
+    ("code", """GAST_DIR = RUNS / "notebook-gast"
+gcfg = TrainRunConfig(pool_size=400, recipe=TrainConfig(epochs=1, lr=1e-3, batch_size=16, seed=0), n_em=2)
+arep = run_ablation(gcfg, GAST_DIR, seeds=1, runs=(("lora", "cached"), ("gast", "cached")))
+layers.ablation_frame(arep)[["run", "test loss", "exact match", "ms / step", "held MB / step"]]""", ["gast"]),
+    ("code", """member = GAST_DIR / next(m for v in arep["table"].values() if v["method"] == "gast" for m in v["members"])
+grep = layers.load_train(member)
+freq = layers.frequency_frame(member, grep, "skill")
+figures.skill_heatmap(layers.frequency_by(freq, "skill"), "GAST: mean selection frequency per layer and skill")""", []),
     ("md", """The same folder opens in the dashboard (`streamlit run app.py`, with the same `GIST_LAB_RUNS`):
-the Spectrum, Scores, Examples, Map, Curvature, Compare and Clusters pages draw these figures with their
+the Spectrum, Scores, Examples, Map, Curvature, Compare, Clusters and Layers pages draw these figures with their
 widgets.""", []),
 ]
 
