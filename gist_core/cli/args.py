@@ -63,10 +63,19 @@ class Flag:
     def config_class(self) -> type:
         return SECTIONS[self.section]
 
+    def default(self):
+        """The value the command uses when the flag is unset: a nested section's default comes from its container
+        (TrainRunConfig's recipe trains 3 epochs although a bare TrainConfig says 4)."""
+        parent, _, child = self.section.rpartition(".")
+        if parent and parent in SECTIONS:
+            return getattr(getattr(SECTIONS[parent](), child), self.field)
+        f = next(f for f in fields(self.config_class()) if f.name == self.field)
+        return f.default if f.default is not MISSING else None
+
     def help(self) -> str:
         f = next(f for f in fields(self.config_class()) if f.name == self.field)
         text = f.metadata.get("help", "")
-        default = f.default if f.default is not MISSING else None
+        default = self.default()
         if isinstance(default, tuple):
             default = ",".join(map(str, default)) or None
         shown = f" (default {default})" if default not in (None, MISSING) and not isinstance(default, bool) else ""

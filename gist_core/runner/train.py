@@ -83,6 +83,7 @@ def run_train(cfg: TrainRunConfig, out, quiet: bool = True) -> dict:
         "layers": summary["layers"], "loss_curve": sel.losses,
         "step_ms_median": float(np.median(steps_s) * 1000) if len(steps_s) else None,
         "held_bytes_per_step": summary["held_bytes_per_step"], "cuda_peak_bytes": summary["cuda_peak_bytes"],
+        "cpu_peak_rss_bytes": summary["cpu_peak_rss_bytes"],
         "device": str(next(peft.parameters()).device), "torch": torch.__version__,
         "train_wall_s": summary["wall_s"], "wall_s": time.time() - t0})
     atomic_write_json(lay.report, rep)
@@ -125,11 +126,18 @@ def run_ablation(cfg: TrainRunConfig, out, seeds: int = 3, runs=ABLATION_RUNS, q
             "train_wall_s": float(np.mean([r["train_wall_s"] for r in reps])),
             "held_bytes_per_step": int(np.median([r["held_bytes_per_step"] for r in reps])),
             "cuda_peak_bytes": reps[0]["cuda_peak_bytes"], "steps": reps[0]["steps"],
+            "cpu_peak_rss_bytes": _median_or_none([r.get("cpu_peak_rss_bytes") for r in reps]),
             "members": [lay.member(method, impl, s).root.name for s in range(seeds)]}
     rep = stamp("ablation", {"config": asdict(cfg), "seeds": seeds, "table": table,
                              "device": members[next(iter(members))]["device"]})
     atomic_write_json(lay.ablation_report, rep)
     return rep
+
+
+def _median_or_none(values: list) -> int | None:
+    """Median of the measured values (None where none was measured: an older train.json, or not Linux)."""
+    got = [v for v in values if v is not None]
+    return int(np.median(got)) if got else None
 
 
 def load_train_report(folder) -> dict:

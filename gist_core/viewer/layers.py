@@ -46,10 +46,15 @@ def ablation_frame(rep: dict) -> pd.DataFrame:
     for v in rep["table"].values():
         row = {"run": label(v["method"], v["implementation"]), "test loss": v["test_loss"], "± loss": v["test_loss_std"],
                "exact match": v["exact_match"], "± EM": v["exact_match_std"], "ms / step": v["step_ms_median"],
-               "held MB / step": v["held_bytes_per_step"] / 2**20, "training s": v["train_wall_s"]}
+               "held MB / step": v["held_bytes_per_step"] / 2**20,
+               "peak RSS MB": _mb(v.get("cpu_peak_rss_bytes")), "training s": v["train_wall_s"]}
         row.update({f"loss · {s}": x["loss"] for s, x in v["per_subtask"].items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mb(n: int | None) -> float | None:
+    return None if n is None else n / 2**20
 
 
 def per_subtask_frame(rep: dict, metric: str = "loss") -> pd.DataFrame:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gist_core import memory
 from gist_core.config import GastConfig, TrainConfig
 from gist_core.grads.per_example import GradientEngine, causal_lm_losses, pad_batch
 from gist_core.methods.gast.selection import layer_groups, select_counts
@@ -135,11 +136,13 @@ def train_gast(model, input_ids, labels, pad_id: int, recipe: TrainConfig, gast:
         trainer.setup_gast(gast, pad_id, support_rows, log, recipe.seed)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
+        rss_start = memory.reset_peak()
         t0 = time.perf_counter()
         result = trainer.train()
         wall = time.perf_counter() - t0
+        rss_peak = memory.peak_since(rss_start)
     model.eval()
     peak = int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
     return {"steps": int(result.global_step), "train_loss": float(result.training_loss), "wall_s": wall,
-            "layers": layers, "cuda_peak_bytes": peak,
+            "layers": layers, "cuda_peak_bytes": peak, "cpu_peak_rss_bytes": rss_peak,
             "held_bytes_per_step": int(np.median(log.held_bytes)) if log.held_bytes else 0}, log

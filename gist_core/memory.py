@@ -1,0 +1,38 @@
+"""Peak resident memory of this process on Linux, resettable, so one stage's peak can be read on a CPU (where
+torch has no allocator statistics). VmHWM is the kernel's high-water mark of the resident set; writing 5 to
+/proc/self/clear_refs resets it to the current RSS (Linux >= 4.0). Elsewhere every reading is None."""
+from __future__ import annotations
+
+from pathlib import Path
+
+_STATUS = Path("/proc/self/status")
+_CLEAR = Path("/proc/self/clear_refs")
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    return _status_kb("VmRSS")
+
+
+def reset_peak() -> int | None:
+    """Reset the high-water mark to the current RSS; that RSS (None: not measurable here)."""
+    try:
+        _CLEAR.write_text("5")
+    except OSError:
+        return None
+    return rss_bytes()
+
+
+def peak_since(start: int | None) -> int | None:
+    """How far the resident set rose above `start` (from reset_peak) at its highest since then."""
+    peak = _status_kb("VmHWM")
+    return None if start is None or peak is None else max(peak - start, 0)
