@@ -75,9 +75,13 @@ def load_base_model(spec: str, dtype: str = "float32", device: str = "auto",
     folder = model_folder(spec)
     if looks_local and not Path(folder).is_dir():
         raise ModelError(f"{spec}: not a model folder or .gguf file")
+    from gist_core.methods.iprox.store import is_proxy_folder, load_proxy
     try:
         tok = load_tokenizer(folder, trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+        if is_proxy_folder(folder):  # an Iprox proxy: factor layers the plain loader does not know
+            model = load_proxy(folder, DTYPES[dtype])
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{spec}: cannot load model ({first})") from e

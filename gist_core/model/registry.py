@@ -109,11 +109,23 @@ class ResolvedModel:
     gguf_file: str | None = None
     gguf_sha256: str | None = None
     registry_name: str | None = None
+    proxy_key: str | None = None  # an Iprox proxy's build key (its iprox.json)
 
     @property
     def fingerprint(self) -> str | None:
-        """A content key for run stages: the GGUF's hash whatever the file is called (None: not GGUF)."""
+        """A content key for run stages: the GGUF's hash whatever the file is called, a proxy's build key
+        (None: neither; the folder's files are hashed)."""
+        if self.proxy_key:
+            return f"proxy:{self.proxy_key}"
         return f"gguf:{self.gguf_sha256[:16]}" if self.gguf_sha256 else None
+
+
+def proxy_folder(spec: str) -> Path | None:
+    """The Iprox proxy a --model value names: a proxy model folder, or a `proxy build` folder (its model/)."""
+    for folder in (Path(spec), Path(spec) / "model"):
+        if (folder / "iprox.json").is_file():
+            return folder
+    return None
 
 
 def gguf_in(spec: str) -> Path | None:
@@ -147,6 +159,9 @@ def resolve(spec: str, convert: bool = True) -> ResolvedModel:
             kept = cache_root() / "gguf" / Path(entry.member).name
             gguf = str(kept) if kept.exists() else None
         return ResolvedModel(spec, str(out), gguf, entry.sha256, spec)
+    if (proxy := proxy_folder(spec)) is not None:
+        key = json.loads((proxy / "iprox.json").read_text()).get("key")
+        return ResolvedModel(spec, str(proxy), proxy_key=key)
     gguf = gguf_in(spec)
     if gguf is None:
         return ResolvedModel(spec, spec)

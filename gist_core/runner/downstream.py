@@ -27,7 +27,8 @@ class Downstream:
         test_key = file_hash(self.test_spec) if Path(self.test_spec).exists() else self.test_spec
         recipe = asdict(self.cmp.train)
         report["train_recipe"] = {**recipe, "full_epochs": self.cmp.full_epochs, "lora": asdict(self.cfg.lora),
-                                  "max_length": self.cfg.max_length, "seeds": list(range(self.cmp.seeds))}
+                                  "max_length": self.cfg.max_length, "seeds": list(range(self.cmp.seeds)),
+                                  "trained_model": self.trained_model()}
         report["base"] = self._eval_cached("base", None, None, test, test_key)
         for row in rows:
             runs = []
@@ -49,6 +50,13 @@ class Downstream:
                      f"exact match {e['exact_match']:.3f} ± {e['exact_match_std']:.3f}")
             atomic_write_json(self.run.paths.compare_report, report)  # partial table, readable while it runs
 
+    def trained_model(self) -> str:
+        """The model fine-tuned on each selection: the run's own, or, when the run selected with an Iprox
+        proxy, the target the proxy was built from (the point of a proxy: select cheaply, train the target)."""
+        from gist_core.methods.iprox.store import is_proxy_folder, read_plan
+        path = self.run.model_source.path
+        return read_plan(path)["target_folder"] if is_proxy_folder(path) else path
+
     def _eval_cached(self, name, idx, seed, test, test_key, epochs=None) -> dict:
         from gist_core.model.evaluate import evaluate_on_target, finetune_and_evaluate
         cfg = self.cmp.train if seed is None else TrainConfig(**{**asdict(self.cmp.train), "seed": seed,
@@ -63,12 +71,16 @@ class Downstream:
                 return old
         path.parent.mkdir(parents=True, exist_ok=True)
         with self.run.progress.stage(f"compare/eval/{name}"):
-            if idx is None:
+            if idx is None and self.trained_model() == self.run.model_source.path:
                 tok, _ = self.run.tokenizer_and_model()
                 res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.max_length, self.cmp.n_em),
                        "steps": 0, "train_s": 0.0}
+            elif idx is None:
+                from gist_core.model.load import load_base_model
+                model, tok = load_base_model(self.trained_model())
+                res = {**evaluate_on_target(model, tok, test, self.cfg.max_length, self.cmp.n_em), "steps": 0, "train_s": 0.0}
             else:
-                res = finetune_and_evaluate(self.run.model_source.path, [self.run.inputs.pool[i] for i in idx], test, cfg,
+                res = finetune_and_evaluate(self.trained_model(), [self.run.inputs.pool[i] for i in idx], test, cfg,
                                             self.cfg.lora,
                                             self.cfg.max_length, self.cmp.n_em)
         res["key"] = key

@@ -305,3 +305,28 @@ def ckpt_meta(ckpt: str | os.PathLike) -> Path:
 
 def ckpt_moments(ckpt: str | os.PathLike) -> Path:
     return Path(ckpt) / CKPT_MOMENTS
+
+
+class ProxyLayout:
+    """One `gist-lab proxy build` folder: the proxy model, its ablations, the selection runs that evaluate them."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    @property
+    def report(self) -> Path:
+        return self.root / "proxy.json"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    def candidate(self, name: str) -> Path:
+        return self.root / "candidates" / name
+
+    def evaluation(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+    def extraction_meta(self, name: str) -> Path:
+        """A layer-extraction baseline's build record (an ordinary model folder has no iprox.json)."""
+        return self.candidate(name) / "layers.json"

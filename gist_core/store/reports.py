@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 from gist_core.errors import StoreError
 
-REPORT_VERSIONS = {"summary": 1, "compare": 1, "geometry": 1, "clusters": 1, "experts": 1, "train": 1, "ablation": 1}
+REPORT_VERSIONS = {"summary": 1, "compare": 1, "geometry": 1, "clusters": 1, "experts": 1, "train": 1, "ablation": 1, "proxy": 1}
 
 
 class SummaryReport(TypedDict, total=False):

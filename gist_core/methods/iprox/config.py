@@ -1,0 +1,67 @@
+"""What `gist-lab proxy build` runs: the proxy, its ablations, and the side-by-side evaluation against the target.
+Written into proxy.json."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gist_core.config import DEFAULT_DEMO_TARGET, SAMPLE_DATA, LoraSettings
+from gist_core.errors import ConfigError
+
+INITS = ("ipsvd", "svd", "random")  # factor initialisations: IPSVD and the reference's two ablations
+CANDIDATES = ("ipsvd-noalign", "svd", "random", "layers")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    model: str = field(default=str(SAMPLE_DATA / "tiny-lm"), metadata={"help": "target model (any --model value)"})
+    train: str = field(default=str(SAMPLE_DATA / "pool.jsonl"), metadata={"help": "pool: probe, alignment and scored rows"})
+    target: str = field(default=str(SAMPLE_DATA / "targets" / DEFAULT_DEMO_TARGET / "val.jsonl"),
+                        metadata={"help": "target validation examples (what the agreement scores are computed for)"})
+    rho: float = field(default=0.5, metadata={"help": "sparsity: share of each compressed layer's parameters removed"})
+    rank_multiple: int = field(default=16, metadata={
+        "help": "ranks rounded up to a multiple of this (the reference: 128, which keeps a small model's layers dense)"})
+    init: str = field(default="ipsvd", metadata={"help": "ipsvd | svd | random (factor initialisation)"})
+    probe_examples: int = field(default=32, metadata={"help": "pool rows whose tokens are the IPSVD probes"})
+    max_probes: int = field(default=1024, metadata={"help": "probe tokens per layer (N)"})
+    align_examples: int = field(default=128, metadata={"help": "pool rows for stage 2 (disjoint from the probes)"})
+    align_epochs: int = field(default=5, metadata={"help": "stage-2 epochs (0 = IPSVD only)"})
+    align_batch: int = field(default=4, metadata={"help": "stage-2 batch size"})
+    align_lr: float = field(default=1e-4, metadata={"help": "stage-2 AdamW learning rate (weight decay 0.01)"})
+    lambda_kd: float = field(default=0.0, metadata={"help": "weight of the τ²·KL(target ‖ proxy) logit anchor"})
+    tau: float = field(default=2.0, metadata={"help": "distillation temperature"})
+    max_length: int = field(default=128, metadata={"help": "tokens per example"})
+    seed: int = field(default=0, metadata={"help": "row sampling, probe positions and random init"})
+    evaluate: bool = field(default=True, metadata={"help": "score the pool on the target and on every proxy"})
+    candidates: tuple[str, ...] = field(default=("ipsvd-noalign", "svd", "layers"), metadata={
+        "help": f"ablations evaluated beside the proxy: {', '.join(CANDIDATES)}"})
+    sweep: tuple[float, ...] = field(default=(), metadata={"help": "further ρ values built and evaluated (IPSVD + stage 2)"})
+    eval_pool: int = field(default=1000, metadata={"help": "pool rows scored by every model (the file's first rows)"})
+    methods: tuple[str, ...] = field(default=("gist", "less"), metadata={"help": "selection methods compared"})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA of the selection runs"})
+    warmup_epochs: int = field(default=4, metadata={"help": "warm-up epochs of the selection runs"})
+    downstream: bool = field(default=False, metadata={
+        "help": "fine-tune the TARGET on each model's selection and evaluate it on the target's test split"})
+    dtype: str = field(default="float32", metadata={"help": "model dtype"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", LoraSettings(**self.lora))
+        for name in ("candidates", "sweep", "methods"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for r in (self.rho, *self.sweep):
+            if not 0.0 < r < 1.0:
+                raise ConfigError(f"rho must be in (0, 1), got {r}")
+        if self.init not in INITS:
+            raise ConfigError(f"unknown init '{self.init}' (use one of {', '.join(INITS)})")
+        bad = [c for c in self.candidates if c not in CANDIDATES]
+        if bad:
+            raise ConfigError(f"unknown candidate '{bad[0]}' (use any of {', '.join(CANDIDATES)})")
+        bad = [m for m in self.methods if m not in ("gist", "less", "rawcos")]
+        if bad:
+            raise ConfigError(f"proxy evaluation compares score-based methods gist, less, rawcos; got '{bad[0]}'")
+        for name in ("rank_multiple", "probe_examples", "max_probes", "align_batch", "max_length", "eval_pool"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.align_epochs < 0 or self.align_examples < 0 or self.lambda_kd < 0 or self.tau <= 0:
+            raise ConfigError("align_epochs, align_examples and lambda_kd must be >= 0 and tau > 0")
