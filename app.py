@@ -1,6 +1,7 @@
 """GIST Lab dashboard, home page: the runs under runs_root() and a one-click bundled demo.
 
-Pages live in pages/ (Streamlit multipage): Run, Spectrum, Scores, Examples, Map, Curvature, Compare.
+Pages live in pages/ (Streamlit multipage): Run, Spectrum, Scores, Examples, Map, Curvature, Compare, Clusters,
+Layers, Proxy.
 Run with `gist-lab app` or `streamlit run app.py`; GIST_LAB_RUNS picks the runs folder.
 """
 from __future__ import annotations

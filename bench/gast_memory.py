@@ -2,7 +2,7 @@
 process (so no allocator cache from an earlier run hides a peak).
 
     python bench/gast_memory.py --out runs/bench-gast                                   # bundled tiny LM, ~2 min
-    python bench/gast_memory.py --out runs/bench-gast-smollm2 --model smollm2-135m --pool-size 48 --epochs 1
+    python bench/gast_memory.py --out runs/bench-gast-smollm2 --model smollm2-135m --pool-size 64 --epochs 1   # ~5 min
 
 Each row is one `gist-lab train` run; the figures come from its train.json: ms per step (median), the bytes each
 implementation holds for the selection (held MB), and the peak resident set during training above the resident

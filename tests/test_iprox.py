@@ -240,3 +240,106 @@ def test_proxy_takes_lora_and_its_gradients_match_a_loop(micro_model_dir, micro_
     fast, _ = GradientEngine(peft, tok.pad_token_id).flat_grads(ids, labs)
     slow = loop_grads(peft, ids, labs, tok.pad_token_id)
     assert fast.shape == slow.shape and (fast - slow).abs().max() <= 1e-5
+
+
+def _naive_spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of average ranks, written out (ties share their mean rank)."""
+    def ranks(x):
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(1, len(x) + 1)
+        for v in np.unique(x):
+            r[x == v] = r[x == v].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra**2).sum() * (rb**2).sum()))
+
+
+def _micro_proxy_config(micro_model_dir, micro_corpus, **kw):
+    from gist_core.config import LoraSettings
+    from gist_core.methods.iprox.config import ProxyConfig
+    base = dict(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]), rho=0.5,
+                rank_multiple=4, probe_examples=8, max_probes=128, align_examples=8, align_epochs=1, align_batch=4,
+                align_lr=1e-3, max_length=64, eval_pool=80, less_dim=64, warmup_epochs=1, candidates=("svd", "layers"),
+                sweep=(0.7,), lora=LoraSettings(r=4))
+    return ProxyConfig(**{**base, **kw})
+
+
+def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeypatch):
+    """`gist-lab proxy build` on the micro model: every model is built and loadable, the agreement figures equal a
+    naive recomputation from the selection runs' own score files, a rerun rebuilds nothing and keeps the measured
+    costs, and the Proxy page shows the stored figures."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from gist_core.methods.iprox.proxy import factor_layers
+    from gist_core.methods.iprox.store import read_plan
+    from gist_core.model.load import load_base_model
+    from gist_core.model.registry import resolve
+    from gist_core.runner.proxy import load_proxy_report, run_proxy
+    from gist_core.store.layout import ProxyLayout, RunLayout
+    cfg = _micro_proxy_config(micro_model_dir, micro_corpus)
+    out = tmp_path / "px"
+    rep = run_proxy(cfg, out)
+    lay = ProxyLayout(out)
+    assert load_proxy_report(out)["evaluation"].keys() == {"target", "proxy", "svd", "layers", "rho-0.7"}
+    assert rep["models"]["rho-0.7"]["params"] < rep["models"]["proxy"]["params"] < rep["target_params"]
+    assert rep["models"]["layers"]["kept_layers"] == [0]  # round(0.5 · 2) of 2 layers: the first of each bucket
+    assert read_plan(lay.model)["aligned"] and len(rep["models"]["proxy"]["align_curve"]) == 2  # 8 rows / batch 4
+    scores = {n: pd.read_parquet(RunLayout(lay.evaluation(n)).compare_scores) for n in rep["evaluation"]}
+    k = rep["k_top"]
+    assert k == 4  # 5 % of the 80 scored rows
+    for name in ("proxy", "svd", "layers", "rho-0.7"):
+        for m in ("gist", "less"):
+            a, b = scores["target"][f"score:{m}"].to_numpy(), scores[name][f"score:{m}"].to_numpy()
+            assert (scores["target"]["id"] == scores[name]["id"]).all()
+            got = rep["evaluation"][name]["agreement"][m]
+            assert got["spearman"] == pytest.approx(_naive_spearman(a, b), abs=1e-9)
+            top_a = set(scores["target"]["id"][np.argsort(-a, kind="stable")[:k]])
+            top_b = set(scores[name]["id"][np.argsort(-b, kind="stable")[:k]])
+            assert got["top_overlap"] == pytest.approx(len(top_a & top_b) / k)
+    model, _ = load_base_model(str(out))  # a build folder is a --model: its proxy
+    assert set(factor_layers(model)) == {p["name"] for p in rep["models"]["proxy"]["plan"] if p["rank"]}
+    assert resolve(str(out)).fingerprint == f"proxy:{read_plan(lay.model)['key']}"
+    # a rerun through the CLI rebuilds nothing and keeps the costs measured when the runs did compute
+    stamps = {p: p.stat().st_mtime_ns for p in (lay.model / "iprox.json", lay.candidate("svd") / "iprox.json")}
+    argv = ["proxy", "build", "--out", str(out), "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
+            "--target", str(micro_corpus["val"]), "--rank-multiple", "4", "--probe-examples", "8", "--max-probes", "128",
+            "--align-examples", "8", "--align-epochs", "1", "--align-lr", "1e-3", "--max-length", "64",
+            "--eval-pool", "80", "--less-dim", "64", "--warmup-epochs", "1", "--candidates", "svd,layers",
+            "--sweep", "0.7", "--lora-r", "4", "--quiet"]
+    from gist_core.cli import build_parser
+    from gist_core.cli.args import proxy_config
+    assert proxy_config(build_parser().parse_args(argv)) == cfg  # the flags map onto the same config
+    from gist_core.cli import main
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    again = load_proxy_report(out)
+    for name, ev in rep["evaluation"].items():
+        assert again["evaluation"][name]["wall_s"] == pytest.approx(ev["wall_s"])
+        assert again["evaluation"][name].get("agreement") == json.loads(json.dumps(ev.get("agreement")))
+
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("GIST_LAB_RUNS", str(tmp_path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "10_Proxy.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert table["model"].tolist() == ["target", "proxy", "svd", "layers", "rho-0.7"]
+    assert table["gist Spearman"].round(9).tolist()[1:] == [
+        round(again["evaluation"][n]["agreement"]["gist"]["spearman"], 9) for n in ("proxy", "svd", "layers", "rho-0.7")]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fake_run import plotly_array
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    sweep = charts["ρ sweep: IPSVD + alignment proxies"]["data"][0]
+    assert plotly_array(sweep["x"]).tolist() == [0.0, 0.5, 0.7]  # the target, the proxy, the sweep point
+    ranks = next(c for t, c in charts.items() if "rank kept per layer" in t)["data"][1]
+    plan = [p["rank"] for p in again["models"]["proxy"]["plan"]]
+    full = [min(p["out_features"], p["in_features"]) for p in again["models"]["proxy"]["plan"]]
+    assert plotly_array(ranks["y"]).tolist() == [r or f for r, f in zip(plan, full)]
+    at.selectbox(key="proxy_model").set_value("rho-0.7").run()
+    assert not at.exception, at.exception

@@ -1,4 +1,5 @@
-"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, cluster, experts, bench, models, app.
+"""`gist-lab` command line: demo, select, merge, rescore, compare, geometry, cluster, experts, train,
+proxy, bench, models, app.
 
 The flags of a run's configuration come from the config dataclasses (cli/args.py); the commands are in
 cli/commands.py. Every user error is a GistError: one line on stderr, exit 2.
@@ -14,6 +15,7 @@ from gist_core.cli.args import (  # noqa: F401
     COMPARE_FLAGS,
     EXPERT_FLAGS,
     GEOMETRY_FLAGS,
+    PROXY_FLAGS,
     TRAIN_FLAGS,
     _budget,
     add_flags,
@@ -32,6 +34,7 @@ from gist_core.cli.commands import (  # noqa: F401
     cmd_geometry,
     cmd_merge,
     cmd_models,
+    cmd_proxy,
     cmd_rescore,
     cmd_select,
     cmd_train,
@@ -101,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(t, TRAIN_FLAGS)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
+    px = sub.add_parser("proxy", help="Iprox: a low-rank proxy of the target model (IPSVD + gradient alignment) for "
+                        "cheaper selection; its agreement with the target and its cost, side by side")
+    px.add_argument("action", choices=["build"])
+    px.add_argument("--out", required=True, type=Path, help="folder for the proxy model, its ablations and proxy.json")
+    add_flags(px, PROXY_FLAGS)
+    px.add_argument("--quiet", action="store_true")
+    px.set_defaults(func=cmd_proxy)
     b = sub.add_parser("bench", help="gradient throughput, batching speed-up, rescore latency, memory scaling")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--n-small", type=int, default=10_000, help="pool size of the small memory run")

@@ -20,6 +20,7 @@ from gist_core.config import (
     TrainConfig,
     TrainRunConfig,
 )
+from gist_core.methods.iprox.config import INITS, ProxyConfig
 
 
 def _budget(text: str) -> float:
@@ -33,6 +34,13 @@ def _tuple_of_names(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _tuple_of_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in _tuple_of_names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers") from None
+
+
 def _tuple_of_ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in _tuple_of_names(text))
@@ -44,7 +52,7 @@ def _tuple_of_ints(text: str) -> tuple[int, ...]:
 SECTIONS = {"": RunConfig, "lora": LoraSettings, "warmup": TrainConfig, "compare": CompareConfig,
             "compare.train": TrainConfig, "geometry": GeometryConfig, "cluster": ClusterConfig,
             "experts": ExpertConfig, "experts.train": TrainConfig, "train": TrainRunConfig, "train.gast": GastConfig,
-            "train.recipe": TrainConfig, "train.lora": LoraSettings}
+            "train.recipe": TrainConfig, "train.lora": LoraSettings, "proxy": ProxyConfig, "proxy.lora": LoraSettings}
 
 
 @dataclass(frozen=True)
@@ -280,3 +288,40 @@ def compare_config(a: argparse.Namespace) -> CompareConfig:
 
 def geometry_config(a: argparse.Namespace) -> GeometryConfig:
     return GeometryConfig(**flag_values(a, GEOMETRY_FLAGS)["geometry"])
+
+
+PROXY_FLAGS = (
+    Flag("--model", "model", "proxy"), Flag("--train", "train", "proxy"), Flag("--target", "target", "proxy"),
+    Flag("--rho", "rho", "proxy", (("type", float),)),
+    Flag("--sweep", "sweep", "proxy", (("type", _tuple_of_floats),), "; comma-separated"),
+    Flag("--rank-multiple", "rank_multiple", "proxy", (("type", int),)),
+    Flag("--init", "init", "proxy", (("choices", list(INITS)),)),
+    Flag("--candidates", "candidates", "proxy", (("type", _tuple_of_names),),
+         "; comma-separated ('' for none)"),
+    Flag("--probe-examples", "probe_examples", "proxy", (("type", int),)),
+    Flag("--max-probes", "max_probes", "proxy", (("type", int),)),
+    Flag("--align-examples", "align_examples", "proxy", (("type", int),)),
+    Flag("--align-epochs", "align_epochs", "proxy", (("type", int),)),
+    Flag("--align-batch", "align_batch", "proxy", (("type", int),)),
+    Flag("--align-lr", "align_lr", "proxy", (("type", float),)),
+    Flag("--lambda-kd", "lambda_kd", "proxy", (("type", float),)),
+    Flag("--tau", "tau", "proxy", (("type", float),)),
+    Flag("--max-length", "max_length", "proxy", (("type", int),)),
+    Flag("--seed", "seed", "proxy", (("type", int),)),
+    Flag("--eval-pool", "eval_pool", "proxy", (("type", int),)),
+    Flag("--methods", "methods", "proxy", (("type", _tuple_of_names),), "; comma-separated"),
+    Flag("--warmup-epochs", "warmup_epochs", "proxy", (("type", int),)),
+    Flag("--less-dim", "less_dim", "proxy", (("type", int),)),
+    Flag("--no-evaluate", "evaluate", "proxy", (("action", "store_false"), ("default", None), ("dest", "evaluate")),
+         ": off = build only"),
+    Flag("--downstream", "downstream", "proxy", (("action", "store_true"), ("default", None))),
+    Flag("--dtype", "dtype", "proxy", (("choices", ["float32", "bfloat16", "float16"]),)),
+    Flag("--device", "device", "proxy"),
+    Flag("--lora-r", "r", "proxy.lora", (("type", int),), " (selection runs)"),
+    Flag("--lora-layers", "last_layers", "proxy.lora", (("type", int), ("metavar", "L")), " (selection runs)"),
+)
+
+
+def proxy_config(a: argparse.Namespace) -> ProxyConfig:
+    v = flag_values(a, PROXY_FLAGS)
+    return ProxyConfig(**v["proxy"], lora=LoraSettings(**{**asdict(ProxyConfig().lora), **v["proxy.lora"]}))

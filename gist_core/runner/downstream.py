@@ -53,9 +53,8 @@ class Downstream:
     def trained_model(self) -> str:
         """The model fine-tuned on each selection: the run's own, or, when the run selected with an Iprox
         proxy, the target the proxy was built from (the point of a proxy: select cheaply, train the target)."""
-        from gist_core.methods.iprox.store import is_proxy_folder, read_plan
-        path = self.run.model_source.path
-        return read_plan(path)["target_folder"] if is_proxy_folder(path) else path
+        from gist_core.methods.iprox.store import proxy_target
+        return proxy_target(self.run.model_source.path) or self.run.model_source.path
 
     def _eval_cached(self, name, idx, seed, test, test_key, epochs=None) -> dict:
         from gist_core.model.evaluate import evaluate_on_target, finetune_and_evaluate

@@ -59,27 +59,40 @@ class Builder:
     """Holds the target, its probes and the alignment batches; builds proxies from them."""
 
     def __init__(self, cfg: ProxyConfig, quiet: bool = True):
-        from gist_core.data.formatting import tokenize_examples
-        from gist_core.grads.per_example import pad_batch
-        from gist_core.methods.iprox.proxy import collect_probes, target_linears
         from gist_core.model.load import load_base_model
         from gist_core.model.registry import resolve
         self.cfg, self.quiet = cfg, quiet
         self.source = resolve(cfg.model)
         self.target, self.tok = load_base_model(cfg.model, cfg.dtype, cfg.device)
         self.target_fp = self.source.fingerprint or stable_hash(cfg.model)
-        probe_rows, align_rows = sample_rows(cfg)
         self.suffixes = layer_suffixes(self.target)
-        t0 = time.time()
-        probe_tok = tokenize_examples(probe_rows, self.tok, cfg.max_length)
-        self.probes = collect_probes(self.target, list(probe_tok.input_ids), target_linears(self.target, self.suffixes),
-                                     cfg.max_probes, cfg.seed)
-        self.probe_s = time.time() - t0
-        device = next(self.target.parameters()).device
-        at = tokenize_examples(align_rows, self.tok, cfg.max_length)
-        ids, labs = list(at.input_ids), list(at.labels)
-        self.batches = [pad_batch(ids[i:i + cfg.align_batch], labs[i:i + cfg.align_batch], self.tok.pad_token_id, device)
-                        for i in range(0, len(ids), cfg.align_batch)]
+        self._probes, self._batches, self.probe_s = None, None, 0.0
+
+    @property
+    def probes(self):
+        """The IPSVD probes (H, Δ per layer), collected on first use: a rerun with every model built needs none."""
+        from gist_core.data.formatting import tokenize_examples
+        from gist_core.methods.iprox.proxy import collect_probes, target_linears
+        if self._probes is None:
+            t0 = time.time()
+            probe_tok = tokenize_examples(sample_rows(self.cfg)[0], self.tok, self.cfg.max_length)
+            self._probes = collect_probes(self.target, list(probe_tok.input_ids),
+                                          target_linears(self.target, self.suffixes), self.cfg.max_probes, self.cfg.seed)
+            self.probe_s = time.time() - t0
+        return self._probes
+
+    @property
+    def batches(self) -> list:
+        """Stage-2 batches (input ids, labels, attention mask), padded, on the target's device."""
+        from gist_core.data.formatting import tokenize_examples
+        from gist_core.grads.per_example import pad_batch
+        if self._batches is None:
+            cfg, device = self.cfg, next(self.target.parameters()).device
+            at = tokenize_examples(sample_rows(cfg)[1], self.tok, cfg.max_length)
+            ids, labs = list(at.input_ids), list(at.labels)
+            self._batches = [pad_batch(ids[i:i + cfg.align_batch], labs[i:i + cfg.align_batch], self.tok.pad_token_id,
+                                       device) for i in range(0, len(ids), cfg.align_batch)]
+        return self._batches
 
     def build(self, folder: Path, rho: float, init: str, aligned: bool) -> dict:
         """The proxy in `folder` (built unless a folder with the same key is there); its iprox.json."""
@@ -92,7 +105,7 @@ class Builder:
         t0 = time.time()
         proxy = copy.deepcopy(self.target)
         plan = plan_ranks(target_linears(proxy, self.suffixes), rho, self.cfg.rank_multiple)
-        compress(proxy, plan, init, self.probes, self.cfg.seed)
+        compress(proxy, plan, init, self.probes if init == "ipsvd" else None, self.cfg.seed)
         init_s = time.time() - t0
         steps = []
         if aligned and self.cfg.align_epochs and self.batches:
@@ -101,7 +114,7 @@ class Builder:
         meta = {"key": key, "target": self.cfg.model, "target_folder": self.source.path, "rho": rho, "init": init,
                 "aligned": bool(steps), "rank_multiple": self.cfg.rank_multiple, "lambda_kd": self.cfg.lambda_kd,
                 "params": count_params(proxy), "target_params": count_params(self.target),
-                "plan": [asdict(p) for p in plan], "n_probe_columns": self.probes.n_columns,
+                "plan": [asdict(p) for p in plan], "n_probe_columns": self.probes.n_columns if init == "ipsvd" else 0,
                 "probe_s": self.probe_s if init == "ipsvd" else 0.0, "init_s": init_s,
                 "align_s": float(sum(s.seconds for s in steps)),
                 "align_curve": [{"loss": s.loss, "align": s.align, "kd": s.kd} for s in steps]}
@@ -127,7 +140,8 @@ class Builder:
         extract_layers(model, keep)
         model.save_pretrained(folder)
         self.tok.save_pretrained(folder)
-        meta = {"key": key, "init": "layers", "rho": rho, "kept_layers": keep, "params": count_params(model),
+        meta = {"key": key, "init": "layers", "rho": rho, "kept_layers": keep, "target_folder": self.source.path,
+                "params": count_params(model),
                 "target_params": count_params(self.target), "init_s": time.time() - t0, "aligned": False}
         atomic_write_json(meta_path, meta)
         return meta
@@ -147,25 +161,29 @@ def selection_configs(cfg: ProxyConfig, model: str):
     run = RunConfig(model=model, train=cfg.train, target=cfg.target, limit_train=cfg.eval_pool,
                     max_length=cfg.max_length, lora=cfg.lora, warmup=TrainConfig(epochs=cfg.warmup_epochs),
                     dtype=cfg.dtype, device=cfg.device)
-    return run, CompareConfig(methods=cfg.methods, downstream=cfg.downstream, seeds=1 if not cfg.downstream else 3)
+    return run, CompareConfig(methods=cfg.methods, downstream=cfg.downstream, seeds=1 if not cfg.downstream else 3,
+                              less_dim=cfg.less_dim)
 
 
 def evaluate_model(cfg: ProxyConfig, model: str, folder: Path) -> dict:
     """One compare run on `model`; its scores, precision and costs."""
     import pandas as pd
 
+    from gist_core import memory
     from gist_core.runner.compare import run_compare
     run, cmp = selection_configs(cfg, model)
-    t0 = time.time()
-    rep = run_compare(run, cmp, folder, quiet=True)
-    wall = time.time() - t0
+    t0, rss0 = time.time(), memory.reset_peak()
+    rep = run_compare(run, cmp, folder, quiet=True, overwrite=True)  # eval/ is this command's: follow its config
+    wall, peak = time.time() - t0, memory.peak_since(rss0)
     scores = pd.read_parquet(RunLayout(folder).compare_scores)
-    out = {"n_pool": rep["n_pool"], "n_selected": rep["n_selected"], "wall_s": wall, "methods": {}}
+    out = {"n_pool": rep["n_pool"], "n_selected": rep["n_selected"], "wall_s": wall, "peak_rss_bytes": peak,
+           "methods": {}}
     for m in cfg.methods:
         e = rep["methods"].get(m, {})
         out["methods"][m] = {"precision": e.get("precision"), "wall_s": e.get("wall_s"), "stage_wall_s": e.get("stage_wall_s"),
                              "test_loss": e.get("test_loss"), "exact_match": e.get("exact_match"),
                              "scores": scores[f"score:{m}"].to_numpy().tolist()}
+    out["scores_hash"] = stable_hash([out["methods"][m]["scores"] for m in cfg.methods])
     proj_s = (rep["methods"].get("gist", {}).get("stage_wall_s") or {}).get("pool_features")
     out["grad_s_per_example"] = proj_s / rep["n_pool"] if proj_s else None  # GIST's pool pass: forward + backward
     return out
@@ -194,25 +212,46 @@ def run_proxy(cfg: ProxyConfig, out, quiet: bool = True) -> dict:
     if "layers" in cfg.candidates:
         built["layers"] = builder.layer_extraction(lay, "layers", cfg.rho)
         folders["layers"] = lay.candidate("layers")
+    from gist_core.methods.iprox.proxy import count_params
+    target_params = count_params(builder.target)
     del builder  # the target and the probes: freed before the selection runs load their models
-    rep = {"config": asdict(cfg), "target": cfg.model, "models": {}, "build_s": time.time() - t0}
+    rep = {"config": asdict(cfg), "target": cfg.model, "target_params": target_params, "models": {},
+           "build_s": time.time() - t0}
     for name, meta in built.items():
         rep["models"][name] = {k: v for k, v in meta.items() if k != "key"}
     if cfg.evaluate:
-        target_eval = evaluate_model(cfg, cfg.model, lay.evaluation("target"))
+        old = _previous_evaluation(lay)
+        target_eval = _kept_costs(evaluate_model(cfg, cfg.model, lay.evaluation("target")), old.get("target"))
         k = max(1, round(0.05 * target_eval["n_pool"]))
         rep["k_top"] = k
         rep["evaluation"] = {"target": _without_scores(target_eval)}
+        atomic_write_json(lay.report, stamp("proxy", rep))  # partial: the target's costs survive an interruption
         for name in built:
-            ev = evaluate_model(cfg, str(folders[name]), lay.evaluation(name))
+            ev = _kept_costs(evaluate_model(cfg, str(folders[name]), lay.evaluation(name)), old.get(name))
             rep["evaluation"][name] = {**_without_scores(ev), "agreement": agreement(target_eval, ev, k)}
+            atomic_write_json(lay.report, stamp("proxy", rep))
             if not quiet:
-                log.info("%s: %s", name, ", ".join(f"{m} ρs {a['spearman']:.3f} top-5%% {a['top_overlap']:.2f}"
+                log.info("%s: %s", name, ", ".join(f"{m} ρs {a['spearman']:.3f} top-5% {a['top_overlap']:.2f}"
                                                    for m, a in rep["evaluation"][name]["agreement"].items()))
     rep["wall_s"] = time.time() - t0
     report = stamp("proxy", rep)
     atomic_write_json(lay.report, report)
     return report
+
+
+def _previous_evaluation(lay: ProxyLayout) -> dict:
+    try:
+        return read_report(lay.report, "proxy").get("evaluation", {}) if lay.report.is_file() else {}
+    except Exception:  # noqa: BLE001 - an unreadable old report only means the costs are measured again
+        return {}
+
+
+def _kept_costs(ev: dict, old: dict | None) -> dict:
+    """A resumed selection run computes nothing, so its wall time and memory say nothing: keep the figures measured
+    when it did run (same pool and same scores, so the same run)."""
+    if old and old.get("n_pool") == ev["n_pool"] and old.get("scores_hash") == ev["scores_hash"]:
+        return {**ev, "wall_s": old["wall_s"], "peak_rss_bytes": old.get("peak_rss_bytes")}
+    return ev
 
 
 def _without_scores(ev: dict) -> dict:

@@ -328,5 +328,9 @@ class ProxyLayout:
         return self.root / "eval" / name
 
     def extraction_meta(self, name: str) -> Path:
-        """A layer-extraction baseline's build record (an ordinary model folder has no iprox.json)."""
-        return self.candidate(name) / "layers.json"
+        return extraction_meta(self.candidate(name))
+
+
+def extraction_meta(model_folder: str | os.PathLike) -> Path:
+    """A layer-extraction baseline's build record inside its model folder (an ordinary model has no iprox.json)."""
+    return Path(model_folder) / "layers.json"

@@ -38,6 +38,7 @@ class ProxyConfig:
     eval_pool: int = field(default=1000, metadata={"help": "pool rows scored by every model (the file's first rows)"})
     methods: tuple[str, ...] = field(default=("gist", "less"), metadata={"help": "selection methods compared"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA of the selection runs"})
+    less_dim: int = field(default=8192, metadata={"help": "LESS's projection dimension in the selection runs"})
     warmup_epochs: int = field(default=4, metadata={"help": "warm-up epochs of the selection runs"})
     downstream: bool = field(default=False, metadata={
         "help": "fine-tune the TARGET on each model's selection and evaluate it on the target's test split"})
@@ -60,7 +61,7 @@ class ProxyConfig:
         bad = [m for m in self.methods if m not in ("gist", "less", "rawcos")]
         if bad:
             raise ConfigError(f"proxy evaluation compares score-based methods gist, less, rawcos; got '{bad[0]}'")
-        for name in ("rank_multiple", "probe_examples", "max_probes", "align_batch", "max_length", "eval_pool"):
+        for name in ("rank_multiple", "probe_examples", "max_probes", "align_batch", "max_length", "eval_pool", "less_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.align_epochs < 0 or self.align_examples < 0 or self.lambda_kd < 0 or self.tau <= 0:

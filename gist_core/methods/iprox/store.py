@@ -45,6 +45,18 @@ def save_proxy(model, tokenizer, folder: str | os.PathLike, meta: dict) -> None:
             shutil.rmtree(tmp)
 
 
+def proxy_target(folder: str | os.PathLike) -> str | None:
+    """The target model a proxy (Iprox or a layer-extraction baseline) was built from; None for any other model."""
+    from gist_core.store.layout import extraction_meta
+    for path in (Path(folder) / PLAN_FILE, extraction_meta(folder)):
+        if path.is_file():
+            try:
+                return json.loads(path.read_text())["target_folder"]
+            except (OSError, ValueError, KeyError) as e:
+                raise ModelError(f"{path}: unreadable proxy record ({e})") from None
+    return None
+
+
 def read_plan(folder: str | os.PathLike) -> dict:
     path = Path(folder) / PLAN_FILE
     try:

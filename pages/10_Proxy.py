@@ -1,0 +1,59 @@
+"""Proxy: Iprox's low-rank proxy of the target model, its ablations and how far their selection agrees with the
+target's (from `gist-lab proxy build`)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from gist_core.app import ui
+from gist_core.store.runs import runs_root
+from gist_core.viewer import figures, proxy
+
+ui.page_setup("Proxy")
+st.title("Proxy")
+names = proxy.proxy_folders(runs_root())
+if not names:
+    st.info(f"No `gist-lab proxy build` folder under `{runs_root()}` yet. Run `gist-lab proxy build --out "
+            f"{runs_root()}/proxy` (the bundled tiny LM, a few minutes) or `gist-lab proxy build --model smollm2-135m "
+            f"--rho 0.5 --sweep 0.7 --out {runs_root()}/proxy-smollm2` for a real model.")
+    st.stop()
+name = st.sidebar.selectbox("Proxy folder", names, key="proxy_folder")
+rep = proxy.load_report(ui.run_dir_of(name))
+if rep is None:
+    st.warning(f"`{name}` has an unreadable proxy.json: rerun `gist-lab proxy build` with the same --out.")
+    st.stop()
+cfg = rep["config"]
+methods = list(cfg["methods"])
+st.caption(
+    f"Iprox (arXiv 2602.17835): the target `{rep['target']}` compressed to rank-r factors per linear layer "
+    f"(IPSVD from {cfg['max_probes']} probe tokens per layer out of {cfg['probe_examples']} pool rows; ranks rounded "
+    f"up to a multiple of {cfg['rank_multiple']}), then stage 2 aligns the factor gradients with the target's "
+    f"({cfg['align_examples']} rows × {cfg['align_epochs']} epochs, λ_KL {cfg['lambda_kd']:g}). Each model then runs "
+    f"the same selection ({', '.join(methods)}; LoRA warm-up {cfg['warmup_epochs']} epochs) on the pool's first "
+    f"{cfg['eval_pool']} rows; agreement compares its pool scores with the target's: Spearman's ρs over the pool and "
+    f"the share of the target's top {rep.get('k_top', '?')} (5 %) it also ranks top.")
+frame = proxy.models_frame(rep)
+if "evaluation" not in rep:
+    st.info("Built with --no-evaluate: sizes and build times only.")
+ui.number_table(frame, "model")
+sweep = proxy.sweep_frame(rep)
+if "evaluation" in rep:
+    left, right = st.columns(2)
+    metric = left.radio("Agreement", ["Spearman", "top-5% overlap"], horizontal=True, key="proxy_metric")
+    left.plotly_chart(figures.proxy_agreement_bars(frame, methods, metric), width="stretch")
+    right.plotly_chart(figures.rho_sweep(sweep), width="stretch")
+    if sweep["ρ"].nunique() <= 2:
+        right.caption("One ρ so far: add points with `--sweep 0.3,0.7` (the built models are kept).")
+built = [n for n, m in rep["models"].items() if m.get("plan")]
+if built:
+    pick = st.selectbox("Model to inspect", built, key="proxy_model")
+    meta = rep["models"][pick]
+    ranks = proxy.ranks_frame(rep, pick)
+    st.plotly_chart(figures.rank_bars(ranks, f"{pick}: rank kept per layer ({proxy.describe(meta)}, ρ {meta['rho']:g})"),
+                    width="stretch")
+    st.caption(f"{int(ranks['dense'].sum())} of {len(ranks)} layers stay dense (rank ≥ min(m, n) after rounding); "
+               f"{meta['params']:,} of {meta['target_params']:,} parameters ({meta['params'] / meta['target_params']:.0%}).")
+    curve = proxy.curve_frame(rep, pick)
+    if len(curve):
+        st.plotly_chart(figures.stage2_curve(curve), width="stretch")
+    else:
+        st.caption("No stage 2 for this model.")
