@@ -36,6 +36,7 @@ then read it back with `gist_core.viewer` (the numbers the dashboard shows) and 
 8. GIST next to LESS and the baselines (`run_compare`, without downstream fine-tuning)
 9. GradientSpace: clusters in LoRA-gradient space, one expert per cluster, a router (`run_cluster`, `run_experts`)
 10. GAST: per-layer data selection inside LoRA training, against plain LoRA (`run_ablation`)
+11. Iprox: a low-rank proxy of the model, and how far selection on it agrees with the model's own (`run_proxy`)
 
 Everything runs on a CPU in a few minutes (2 cores). The run folder goes under `$GIST_LAB_RUNS` (the dashboard's
 runs folder; default `runs/` at the repository root), so `streamlit run app.py` lists it too.""", []),
@@ -50,10 +51,12 @@ from IPython.display import Markdown, display
 import gist_core
 from gist_core import CompareConfig, GeometryConfig, RunConfig, demo_config, rescore, run_compare, run_geometry, run_select
 from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig, TrainRunConfig
+from gist_core.methods.iprox.config import ProxyConfig
 from gist_core.runner.cluster import run_cluster
 from gist_core.runner.experts import run_experts
+from gist_core.runner.proxy import run_proxy
 from gist_core.runner.train import run_ablation
-from gist_core.viewer import clusters, figures, layers, views
+from gist_core.viewer import clusters, figures, layers, proxy, views
 
 ROOT = Path(gist_core.__file__).resolve().parents[1]
 RUNS = Path(os.environ.get("GIST_LAB_RUNS") or ROOT / "runs").resolve()
@@ -244,9 +247,28 @@ layers.ablation_frame(arep)[["run", "test loss", "exact match", "ms / step", "he
 grep = layers.load_train(member)
 freq = layers.frequency_frame(member, grep, "skill")
 figures.skill_heatmap(layers.frequency_by(freq, "skill"), "GAST: mean selection frequency per layer and skill")""", []),
-    ("md", """The same folder opens in the dashboard (`streamlit run app.py`, with the same `GIST_LAB_RUNS`):
-the Spectrum, Scores, Examples, Map, Curvature, Compare, Clusters and Layers pages draw these figures with their
-widgets.""", []),
+    ("md", """## 11. Iprox: a low-rank proxy of the model for cheaper selection
+
+Iprox (arXiv 2602.17835, ICLR 2026) builds the proxy *from the model itself*: every linear layer W becomes two
+factors A·B (stage 1, IPSVD: the rank-r factors that change the layer's gradient influence least, weighted by
+probe inputs and output gradients; r from the sparsity ρ), then stage 2 trains the factors so that their gradients
+point where the model's own do. `run_proxy` builds the proxy (ρ = 0.5), a plain-SVD ablation and a sweep point
+(ρ = 0.7), runs the same selection (GIST and LESS) on the model and on each proxy, and compares their pool scores.
+On the tiny LM there is little to compress and nothing to save (a proxy's gradient costs about the same); the
+README has SmolLM2-135M's table. **How to read it.** Spearman: rank agreement of a proxy's scores with the
+model's over the pool (1 = the same order); top-5 % overlap: the share of the model's top 5 % the proxy also puts
+in its top 5 %; grad time vs target: below 1 is a saving.""", []),
+    ("code", """PROXY_DIR = RUNS / "notebook-proxy"
+pcfg = ProxyConfig(rho=0.5, sweep=(0.7,), candidates=("svd",), eval_pool=400, less_dim=1024, warmup_epochs=2,
+                   align_examples=64, align_epochs=2)
+prep = run_proxy(pcfg, PROXY_DIR)
+proxy.models_frame(prep)[["model", "how", "ρ", "share of target", "gist Spearman", "gist top-5% overlap",
+                          "less Spearman", "less top-5% overlap", "grad time vs target"]]""", ["proxy"]),
+    ("code", """figures.rho_sweep(proxy.sweep_frame(prep))""", []),
+    ("code", """figures.stage2_curve(proxy.curve_frame(prep, "proxy"))""", []),
+    ("md", """The same folders open in the dashboard (`streamlit run app.py`, with the same `GIST_LAB_RUNS`):
+the Spectrum, Scores, Examples, Map, Curvature, Compare, Clusters, Layers and Proxy pages draw these figures with
+their widgets.""", []),
 ]
 
 

@@ -30,26 +30,30 @@ st.caption(
     f"({cfg['align_examples']} rows × {cfg['align_epochs']} epochs, λ_KL {cfg['lambda_kd']:g}). Each model then runs "
     f"the same selection ({', '.join(methods)}; LoRA warm-up {cfg['warmup_epochs']} epochs) on the pool's first "
     f"{cfg['eval_pool']} rows; agreement compares its pool scores with the target's: Spearman's ρs over the pool and "
-    f"the share of the target's top {rep.get('k_top', '?')} (5 %) it also ranks top.")
+    f"the share of the target's top {rep.get('k_top', '?')} (5 %) it also ranks top (chance: 0.05). Precision (bundled "
+    f"pools): the share of a model's own top 5 % with the target's skill and a correct answer.")
 frame = proxy.models_frame(rep)
 if "evaluation" not in rep:
     st.info("Built with --no-evaluate: sizes and build times only.")
-ui.number_table(frame, "model")
+formats = {"params": "%d", "share of target": "%.2f", "ρ": "%.2f", "build s": "%.1f", "grad ms / example": "%.1f",
+           "grad time vs target": "%.2f", "selection peak RSS MB": "%.0f"}
+st.dataframe(frame, hide_index=True, width="stretch", column_config={
+    c: st.column_config.NumberColumn(format=formats.get(c, "%.3f")) for c in frame.columns if c not in ("model", "how")})
 sweep = proxy.sweep_frame(rep)
 if "evaluation" in rep:
-    left, right = st.columns(2)
-    metric = left.radio("Agreement", ["Spearman", "top-5% overlap"], horizontal=True, key="proxy_metric")
-    left.plotly_chart(figures.proxy_agreement_bars(frame, methods, metric), width="stretch")
-    right.plotly_chart(figures.rho_sweep(sweep), width="stretch")
+    st.plotly_chart(figures.rho_sweep(sweep), width="stretch")
     if sweep["ρ"].nunique() <= 2:
-        right.caption("One ρ so far: add points with `--sweep 0.3,0.7` (the built models are kept).")
-built = [n for n, m in rep["models"].items() if m.get("plan")]
+        st.caption("One ρ so far: add points with `--sweep 0.3,0.7` (the built models are kept).")
+    metric = st.radio("Agreement", ["Spearman", "top-5% overlap"], horizontal=True, key="proxy_metric")
+    st.plotly_chart(figures.proxy_agreement_bars(frame, methods, metric), width="stretch")
+built = [n for n in frame["model"] if rep["models"].get(n, {}).get("plan")]  # the table's order: the proxy first
 if built:
     pick = st.selectbox("Model to inspect", built, key="proxy_model")
     meta = rep["models"][pick]
     ranks = proxy.ranks_frame(rep, pick)
-    st.plotly_chart(figures.rank_bars(ranks, f"{pick}: rank kept per layer ({proxy.describe(meta)}, ρ {meta['rho']:g})"),
-                    width="stretch")
+    share, grid = proxy.rank_grid(rep, pick)
+    st.plotly_chart(figures.rank_heatmap(share, grid, f"{pick}: rank kept per layer ({proxy.describe(meta)}, "
+                                                      f"ρ {meta['rho']:g})"), width="stretch")
     st.caption(f"{int(ranks['dense'].sum())} of {len(ranks)} layers stay dense (rank ≥ min(m, n) after rounding); "
                f"{meta['params']:,} of {meta['target_params']:,} parameters ({meta['params'] / meta['target_params']:.0%}).")
     curve = proxy.curve_frame(rep, pick)

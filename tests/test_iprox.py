@@ -162,6 +162,26 @@ def _batches(tok, micro_corpus, n=16, size=4):
     return [pad_batch(ids[i:i + size], labs[i:i + size], tok.pad_token_id, "cpu") for i in range(0, n, size)]
 
 
+def test_alignment_loss_is_zero_when_the_proxy_is_the_target(micro_model_dir, micro_corpus):
+    """A full-rank IPSVD proxy computes the target's function, so its factor gradients are exactly the target's
+    mapped by the chain rule: the alignment term (1 − cos) and the KL anchor vanish on every batch."""
+    import copy
+
+    from gist_core.methods.iprox.align import Alignment
+    from gist_core.methods.iprox.proxy import LayerPlan, collect_probes, compress, target_linears
+    target, tok = _load(micro_model_dir)
+    layers = target_linears(target, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    probes = collect_probes(target, _probe_sequences(tok, micro_corpus["pool"])[:40], layers, max_probes=1024, seed=0)
+    proxy = copy.deepcopy(target)
+    compress(proxy, [LayerPlan(n, m.out_features, m.in_features, min(m.out_features, m.in_features))
+                     for n, m in layers.items()], "ipsvd", probes)
+    pairing = Alignment.of(target, proxy)
+    assert len(pairing.pairs) == 14
+    for batch in _batches(tok, micro_corpus, n=8):
+        _, parts = pairing.loss(*batch, lambda_kd=0.1)
+        assert parts["align"] <= 1e-5 and abs(parts["kd"]) <= 1e-6, parts
+
+
 def test_alignment_loss_decreases(micro_model_dir, micro_corpus):
     from gist_core.methods.iprox.align import Alignment, align
     target, proxy, tok, _ = _micro_proxy(micro_model_dir, micro_corpus, init="random")
@@ -337,9 +357,13 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
     charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
     sweep = charts["ρ sweep: IPSVD + alignment proxies"]["data"][0]
     assert plotly_array(sweep["x"]).tolist() == [0.0, 0.5, 0.7]  # the target, the proxy, the sweep point
-    ranks = next(c for t, c in charts.items() if "rank kept per layer" in t)["data"][1]
-    plan = [p["rank"] for p in again["models"]["proxy"]["plan"]]
-    full = [min(p["out_features"], p["in_features"]) for p in again["models"]["proxy"]["plan"]]
-    assert plotly_array(ranks["y"]).tolist() == [r or f for r, f in zip(plan, full)]
+    heat = next(c for t, c in charts.items() if "rank kept per layer" in t)["data"][0]
+    plan = {(p["name"].split(".")[2], p["name"].rsplit(".", 1)[-1]): p for p in again["models"]["proxy"]["plan"]}
+    assert len(plan) == 14 and heat["y"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    shown = plotly_array(heat["text"])
+    for i, kind in enumerate(heat["y"]):
+        for j, layer in enumerate(heat["x"]):
+            p = plan[(layer, kind)]
+            assert shown[i, j] == (p["rank"] or min(p["out_features"], p["in_features"]))
     at.selectbox(key="proxy_model").set_value("rho-0.7").run()
     assert not at.exception, at.exception

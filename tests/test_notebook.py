@@ -42,12 +42,12 @@ def test_stored_notebook_has_no_outputs_and_matches_its_generator():
         assert c.outputs == [] and c.execution_count is None, c.source[:60]
     assert nb.metadata["kernelspec"]["name"] == "python3"
     headings = [c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## ")]
-    assert [h.split(". ", 1)[0] for h in headings] == [f"## {i}" for i in range(1, 11)]
+    assert [h.split(". ", 1)[0] for h in headings] == [f"## {i}" for i in range(1, 12)]
     src = "\n".join(c.source for c in code)
     for name in ("run_select", "rescore", "demo_config", "run_geometry", "GeometryConfig", "run_compare",
                  "CompareConfig", "RunConfig", "IntSlider", "interact", "figures.", "views.", "run_cluster",
                  "ClusterConfig", "run_experts", "ExpertConfig", "clusters.", "run_ablation",
-                 "TrainRunConfig", "layers."):
+                 "TrainRunConfig", "layers.", "run_proxy", "ProxyConfig", "proxy."):
         assert name in src, name
     assert "downstream=False" in src and "GIST_LAB_RUNS" in src
     spec = importlib.util.spec_from_file_location("build_walkthrough", ROOT / "notebooks" / "build_walkthrough.py")
@@ -75,6 +75,7 @@ def test_walkthrough_executes_top_to_bottom(tmp_path, monkeypatch):
     assert (run / "compare.json").is_file()
     assert (run / "clusters" / "clusters.json").is_file() and (run / "experts" / "experts.json").is_file()
     assert (runs / "notebook-gast" / "ablation.json").is_file()
+    assert (runs / "notebook-proxy" / "proxy.json").is_file() and (runs / "notebook-proxy" / "model" / "iprox.json").is_file()
 
     summary = json.loads((run / "summary.json").read_text())
     shown = _text(_tagged(nb, "summary"))
@@ -96,7 +97,10 @@ def test_walkthrough_executes_top_to_bottom(tmp_path, monkeypatch):
     assert "router accuracy" in experts and "one LoRA on everything" in experts and "ELREA ensemble" in experts
     gast = _text(_tagged(nb, "gast"))
     assert "plain LoRA" in gast and "GAST" in gast and "test loss" in gast
-    # spectrum x2, histograms x2, map, curvature heatmap, precision, cost, composition, confusion, GAST frequency
-    assert len(figs) == 11
+    shown = _text(_tagged(nb, "proxy"))
+    assert "gist Spearman" in shown and "rho-0.7" in shown and "plain SVD" in shown
+    # spectrum x2, histograms x2, map, curvature heatmap, precision, cost, composition, confusion, GAST frequency,
+    # the proxy's ρ sweep and stage-2 curve
+    assert len(figs) == 13
     # about three minutes on 2 idle cores; the bound only catches settings grown by mistake (a busy machine is slower)
     assert wall < 900, f"the walkthrough took {wall:.0f} s"

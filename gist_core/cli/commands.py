@@ -244,27 +244,12 @@ def cmd_proxy(a) -> int:
     from gist_core.cli.args import proxy_config
     from gist_core.runner.proxy import run_proxy
     from gist_core.store.layout import ProxyLayout
+    from gist_core.viewer.proxy import models_frame
     rep = run_proxy(proxy_config(a), a.out, quiet=a.quiet)
-    print(f"{'model':<16} {'params':>11} {'built s':>8}  " + "  ".join(
-        f"{m + ' ρs':>9} {m + ' top5%':>11}" for m in rep["config"]["methods"]) + f" {'grad ms/ex':>11} {'peak RSS MB':>12}")
-    for name in ("target", *rep["models"]):
-        build = rep["models"].get(name, {})
-        params = build.get("params", rep["target_params"])
-        built = build.get("init_s", 0.0) + build.get("align_s", 0.0) + build.get("probe_s", 0.0)
-        ev = rep.get("evaluation", {}).get(name, {})
-        agree = ev.get("agreement", {})
-        cells = "  ".join(f"{_fmt(agree.get(m, {}).get('spearman'), 9)} {_fmt(agree.get(m, {}).get('top_overlap'), 11)}"
-                          for m in rep["config"]["methods"])
-        grad = ev.get("grad_s_per_example")
-        peak = ev.get("peak_rss_bytes")
-        print(f"{name:<16} {params:>11,} {built:>8.1f}  {cells} {_fmt(grad and grad * 1e3, 11, '.1f')} "
-              f"{_fmt(peak and peak / 2**20, 12, '.0f')}")
+    frame = models_frame(rep).drop(columns=["how"]).set_index("model")
+    print(frame.to_string(float_format=lambda x: f"{x:.3f}", na_rep="-"))
     print(f"written: {ProxyLayout(a.out).report} (proxy model: {ProxyLayout(a.out).model})")
     return 0
-
-
-def _fmt(x, width: int, spec: str = ".3f") -> str:
-    return f"{'-' if x is None else format(x, spec):>{width}}"
 
 
 def cmd_geometry(a) -> int:

@@ -1,6 +1,7 @@
 """What the Proxy page and the notebook read from a `gist-lab proxy build` folder (Iprox): one row per model
-(the target, the proxy, its ablations, the ρ sweep) with its size, build cost, selection cost and how far its
-GIST / LESS scores agree with the target's; the per-layer ranks; the stage-2 loss curve."""
+(the target, the proxy, its ablations, the ρ sweep) with its size, build cost, selection cost, how far its
+GIST / LESS scores agree with the target's and the precision of its own selection (where the pool has ground
+truth); the per-layer ranks; the stage-2 loss curve."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -71,6 +72,8 @@ def _row(name: str, meta: dict, target_params: int, rep: dict, ev: dict | None, 
     peak = (ev or {}).get("peak_rss_bytes")
     row["selection peak RSS MB"] = None if peak is None else peak / 2**20
     for m in rep["config"]["methods"]:
+        row[f"{m} precision"] = (ev or {}).get("methods", {}).get(m, {}).get("precision")
+    for m in rep["config"]["methods"]:
         loss = (ev or {}).get("methods", {}).get(m, {}).get("test_loss")
         if loss is not None:
             row[f"{m} target test loss"] = loss
@@ -104,6 +107,18 @@ def ranks_frame(rep: dict, name: str) -> pd.DataFrame:
                      "rank": min(m, n) if r is None else r, "full rank": min(m, n), "dense": r is None,
                      "params kept": kept / (m * n)})
     return pd.DataFrame(rows)
+
+
+def rank_grid(rep: dict, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ranks as a kind × transformer-layer grid (q_proj … down_proj by layer index): the share of the full rank
+    kept, and the rank itself (the full rank where a layer stayed dense)."""
+    frame = ranks_frame(rep, name)
+    frame["index"] = frame["layer"].str.extract(r"\.(\d+)\.", expand=False).astype(float).astype("Int64")
+    frame["share"] = frame["rank"] / frame["full rank"]
+    kinds = list(dict.fromkeys(frame["kind"]))
+    share = frame.pivot_table(index="kind", columns="index", values="share", aggfunc="first").reindex(kinds)
+    ranks = frame.pivot_table(index="kind", columns="index", values="rank", aggfunc="first").reindex(kinds)
+    return share, ranks
 
 
 def curve_frame(rep: dict, name: str) -> pd.DataFrame:

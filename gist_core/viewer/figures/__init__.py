@@ -21,7 +21,7 @@ from gist_core.viewer.figures.layers import cosine_histograms, frequency_heatmap
 from gist_core.viewer.figures.palette import FAMILY_COLORS, MARKS, SCALES, TRUTH_COLORS, family_color, group_color
 from gist_core.viewer.figures.pool_map import TARGET_TRACE, pool_map
 from gist_core.viewer.figures.proxy import agreement_bars as proxy_agreement_bars
-from gist_core.viewer.figures.proxy import rank_bars, rho_sweep, stage2_curve
+from gist_core.viewer.figures.proxy import rank_heatmap, rho_sweep, stage2_curve
 from gist_core.viewer.figures.scores import (
     column_violins,
     example_cosines,
@@ -37,6 +37,6 @@ __all__ = [
     "column_violins", "cost_bars", "curvature_heatmap", "curvature_trend", "diagonals", "example_cosines",
     "explained_variance", "family_color", "group_color", "intrinsic_dimension", "metric_bars", "per_subtask_heatmap",
     "pool_map", "score_histogram", "singular_values", "subtask_cosine_bars", "winners_by_rank_bars",
-    "cosine_histograms", "frequency_heatmap", "loss_curves", "skill_heatmap", "proxy_agreement_bars", "rank_bars",
+    "cosine_histograms", "frequency_heatmap", "loss_curves", "skill_heatmap", "proxy_agreement_bars", "rank_heatmap",
     "rho_sweep", "stage2_curve",
 ]

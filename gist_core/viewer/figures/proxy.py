@@ -1,11 +1,11 @@
-"""Proxy figures (Iprox): agreement and cost against ρ, agreement per model, per-layer ranks, the stage-2 curve."""
+"""Proxy figures (Iprox): agreement and cost against ρ, agreement per model, the ranks per layer, the stage-2 curve."""
 from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gist_core.viewer.figures.palette import FAMILY_COLORS, MARKS, NEUTRAL
+from gist_core.viewer.figures.palette import BROWN, FAMILY_COLORS, NEUTRAL, SCALES, SLATE
 
 
 def rho_sweep(frame: pd.DataFrame) -> go.Figure:
@@ -20,13 +20,14 @@ def rho_sweep(frame: pd.DataFrame) -> go.Figure:
                                  name=f"{method} top-5% overlap", line=dict(color=color, dash="dash")), 1, 1)
     cost = frame.drop_duplicates("ρ")
     fig.add_trace(go.Scatter(x=cost["ρ"], y=cost["params share"], mode="lines+markers", name="parameters",
-                             line=dict(color=MARKS["curve"])), 1, 2)
+                             line=dict(color=SLATE)), 1, 2)
     fig.add_trace(go.Scatter(x=cost["ρ"], y=cost["grad time share"], mode="lines+markers",
-                             name="gradient time per example", line=dict(color=MARKS["curve"], dash="dot")), 1, 2)
-    fig.update_xaxes(title_text="ρ (share of each layer's parameters removed)")
+                             name="gradient time per example", line=dict(color=BROWN, dash="dot")), 1, 2)
+    fig.update_xaxes(title_text="ρ (share of each compressed layer's parameters removed; 0 = the target)")
     fig.update_yaxes(range=[0, 1.05], row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
-    fig.update_layout(title="ρ sweep: IPSVD + alignment proxies", height=420)
+    fig.update_layout(title="ρ sweep: IPSVD + alignment proxies", height=460,
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
     return fig
 
 
@@ -41,17 +42,16 @@ def agreement_bars(frame: pd.DataFrame, methods: list[str], metric: str = "Spear
     return fig
 
 
-def rank_bars(frame: pd.DataFrame, title: str) -> go.Figure:
-    """The rank kept per compressed layer against its full rank (dense layers at full rank, hatched)."""
-    fig = go.Figure([
-        go.Bar(x=frame["layer"], y=frame["full rank"], name="full rank", marker_color="rgba(0,0,0,0.12)"),
-        go.Bar(x=frame["layer"], y=frame["rank"], name="rank kept", marker_color=MARKS["curve"],
-               marker_pattern_shape=["/" if d else "" for d in frame["dense"]],
-               customdata=frame[["shape", "params kept"]].values,
-               hovertemplate="%{x} (%{customdata[0]}): rank %{y}, %{customdata[1]:.0%} of its parameters<extra></extra>"),
-    ])
-    fig.update_layout(barmode="overlay", title=title, xaxis_showticklabels=len(frame) <= 40, xaxis_title="layer",
-                      yaxis_title="rank", height=380)
+def rank_heatmap(share: pd.DataFrame, ranks: pd.DataFrame, title: str) -> go.Figure:
+    """Rows: the projection kinds; columns: transformer layers; colour: the share of the full rank kept (1 = dense);
+    the rank itself as the cell's text and on hover."""
+    fig = go.Figure(go.Heatmap(z=share.values, x=[str(c) for c in share.columns], y=list(share.index), zmin=0, zmax=1,
+                               text=ranks.values, texttemplate="%{text}", colorscale=SCALES["share"],
+                               colorbar=dict(title="rank / full"),
+                               hovertemplate="layer %{x} · %{y}: rank %{text} (%{z:.0%} of full)<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="transformer layer", yaxis_autorange="reversed",
+                      height=max(260, 36 * len(share) + 150),
+                      margin=dict(l=90, r=20, t=50, b=50))
     return fig
 
 
