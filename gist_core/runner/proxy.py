@@ -22,6 +22,7 @@ import numpy as np
 
 from gist_core.config import TrainConfig
 from gist_core.methods.iprox.config import ProxyConfig
+from gist_core.runner.keys import input_fingerprint
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import ProxyLayout, RunLayout
 from gist_core.store.manifest import stable_hash
@@ -32,8 +33,10 @@ BUILD_FIELDS = ("model", "train", "rank_multiple", "probe_examples", "max_probes
                 "align_batch", "align_lr", "lambda_kd", "tau", "max_length", "seed", "dtype")
 
 
-def build_key(cfg: ProxyConfig, rho: float, init: str, aligned: bool, target_fp: str) -> str:
-    return stable_hash([{k: getattr(cfg, k) for k in BUILD_FIELDS}, rho, init, aligned, target_fp])
+def build_key(cfg: ProxyConfig, rho: float, init: str, aligned: bool, inputs_fp: list[str]) -> str:
+    """What a proxy depends on: the build settings and the content of the target and of the pool (probe and
+    alignment rows), so an edited model folder or pool file is rebuilt, not reused."""
+    return stable_hash([{k: getattr(cfg, k) for k in BUILD_FIELDS}, rho, init, aligned, inputs_fp])
 
 
 def layer_suffixes(model) -> list[str]:
@@ -64,7 +67,8 @@ class Builder:
         self.cfg, self.quiet = cfg, quiet
         self.source = resolve(cfg.model)
         self.target, self.tok = load_base_model(cfg.model, cfg.dtype, cfg.device)
-        self.target_fp = self.source.fingerprint or stable_hash(cfg.model)
+        self.target_fp = self.source.fingerprint or input_fingerprint(cfg.model)  # content, as the run stages key it
+        self.pool_fp = input_fingerprint(cfg.train)
         self.suffixes = layer_suffixes(self.target)
         self._probes, self._batches, self.probe_s = None, None, 0.0
 
@@ -99,7 +103,7 @@ class Builder:
         from gist_core.methods.iprox.align import align
         from gist_core.methods.iprox.proxy import compress, count_params, plan_ranks, target_linears
         from gist_core.methods.iprox.store import is_proxy_folder, read_plan, save_proxy
-        key = build_key(self.cfg, rho, init, aligned, self.target_fp)
+        key = build_key(self.cfg, rho, init, aligned, [self.target_fp, self.pool_fp])
         if is_proxy_folder(folder) and read_plan(folder).get("key") == key:
             return read_plan(folder)
         t0 = time.time()
