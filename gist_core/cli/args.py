@@ -315,6 +315,7 @@ PROXY_FLAGS = (
     Flag("--no-evaluate", "evaluate", "proxy", (("action", "store_false"), ("default", None), ("dest", "evaluate")),
          ": off = build only"),
     Flag("--downstream", "downstream", "proxy", (("action", "store_true"), ("default", None))),
+    Flag("--n-em", "n_em", "proxy", (("type", int),)),
     Flag("--dtype", "dtype", "proxy", (("choices", ["float32", "bfloat16", "float16"]),)),
     Flag("--device", "device", "proxy"),
     Flag("--lora-r", "r", "proxy.lora", (("type", int),), " (selection runs)"),

@@ -166,7 +166,7 @@ def selection_configs(cfg: ProxyConfig, model: str):
                     max_length=cfg.max_length, lora=cfg.lora, warmup=TrainConfig(epochs=cfg.warmup_epochs),
                     dtype=cfg.dtype, device=cfg.device)
     return run, CompareConfig(methods=cfg.methods, downstream=cfg.downstream, seeds=1 if not cfg.downstream else 3,
-                              less_dim=cfg.less_dim)
+                              less_dim=cfg.less_dim, n_em=cfg.n_em)
 
 
 def evaluate_model(cfg: ProxyConfig, model: str, folder: Path) -> dict:

@@ -44,6 +44,8 @@ class ProxyConfig:
     warmup_epochs: int = field(default=4, metadata={"help": "warm-up epochs of the selection runs"})
     downstream: bool = field(default=False, metadata={
         "help": "fine-tune the TARGET on each model's selection and evaluate it on the target's test split"})
+    n_em: int | None = field(default=None, metadata={
+        "help": "with --downstream: exact-match prompts per test subtask (None = all; generation is the slow part)"})
     dtype: str = field(default="float32", metadata={"help": "model dtype"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
 
@@ -66,5 +68,7 @@ class ProxyConfig:
         for name in ("rank_multiple", "probe_examples", "max_probes", "align_batch", "max_length", "eval_pool", "less_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_em is not None and self.n_em < 1:
+            raise ConfigError(f"n_em must be >= 1 (or unset for every test prompt), got {self.n_em}")
         if self.align_epochs < 0 or self.align_examples < 0 or self.lambda_kd < 0 or self.tau <= 0:
             raise ConfigError("align_epochs, align_examples and lambda_kd must be >= 0 and tau > 0")
