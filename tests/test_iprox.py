@@ -367,3 +367,22 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
             assert shown[i, j] == (p["rank"] or min(p["out_features"], p["in_features"]))
     at.selectbox(key="proxy_model").set_value("rho-0.7").run()
     assert not at.exception, at.exception
+
+
+def test_proxy_downstream_trains_the_target_on_the_proxy_selection(micro_model_dir, micro_corpus, tmp_path):
+    """--downstream: every model's selection is used to fine-tune the *target* (the point of a proxy), and the
+    reported test loss is that compare run's own."""
+    import json
+
+    from gist_core.runner.proxy import run_proxy
+    from gist_core.store.layout import ProxyLayout, RunLayout
+    cfg = _micro_proxy_config(micro_model_dir, micro_corpus, candidates=("layers",), sweep=(), eval_pool=40,
+                              downstream=True, n_em=1)
+    rep = run_proxy(cfg, tmp_path / "px")
+    lay = ProxyLayout(tmp_path / "px")
+    for name in ("target", "proxy", "layers"):
+        cmp = json.loads(RunLayout(lay.evaluation(name)).compare_report.read_text())
+        assert cmp["train_recipe"]["trained_model"] == str(micro_model_dir)
+        assert cmp["train_recipe"]["seeds"] == [0, 1, 2]
+        for m in ("gist", "less"):
+            assert rep["evaluation"][name]["methods"][m]["test_loss"] == pytest.approx(cmp["methods"][m]["test_loss"])

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -177,8 +177,12 @@ def evaluate_model(cfg: ProxyConfig, model: str, folder: Path) -> dict:
     from gist_core.runner.compare import run_compare
     run, cmp = selection_configs(cfg, model)
     t0, rss0 = time.time(), memory.reset_peak()
-    rep = run_compare(run, cmp, folder, quiet=True, overwrite=True)  # eval/ is this command's: follow its config
+    # the selection alone first, so its time and memory are not the downstream fine-tuning's; eval/ is this
+    # command's own, so it follows the config (overwrite)
+    rep = run_compare(run, replace(cmp, downstream=False), folder, quiet=True, overwrite=True)
     wall, peak = time.time() - t0, memory.peak_since(rss0)
+    if cmp.downstream:  # resumes the selection, adds the target's fine-tuning on it
+        rep = run_compare(run, cmp, folder, quiet=True, overwrite=True)
     scores = pd.read_parquet(RunLayout(folder).compare_scores)
     out = {"n_pool": rep["n_pool"], "n_selected": rep["n_selected"], "wall_s": wall, "peak_rss_bytes": peak,
            "methods": {}}
