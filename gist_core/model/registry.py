@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from gist_core.errors import ModelSourceError  # noqa: F401  (raised here; re-exported)
+from gist_core.store.layout import ProxyLayout, proxy_plan
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,8 @@ class ResolvedModel:
 
 def proxy_folder(spec: str) -> Path | None:
     """The Iprox proxy a --model value names: a proxy model folder, or a `proxy build` folder (its model/)."""
-    for folder in (Path(spec), Path(spec) / "model"):
-        if (folder / "iprox.json").is_file():
+    for folder in (Path(spec), ProxyLayout(spec).model):
+        if proxy_plan(folder).is_file():
             return folder
     return None
 
@@ -160,7 +161,7 @@ def resolve(spec: str, convert: bool = True) -> ResolvedModel:
             gguf = str(kept) if kept.exists() else None
         return ResolvedModel(spec, str(out), gguf, entry.sha256, spec)
     if (proxy := proxy_folder(spec)) is not None:
-        key = json.loads((proxy / "iprox.json").read_text()).get("key")
+        key = json.loads(proxy_plan(proxy).read_text()).get("key")
         return ResolvedModel(spec, str(proxy), proxy_key=key)
     gguf = gguf_in(spec)
     if gguf is None:

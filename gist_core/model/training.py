@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -55,14 +54,12 @@ def _moments(model, optimizer) -> dict[str, torch.Tensor]:
 def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
     """Write ckpt folder atomically: build it beside, then rename into place."""
     from gist_core.store.artefacts import save_torch_tensors
+    from gist_core.store.atomic import atomic_folder
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    model.save_pretrained(tmp)
-    save_torch_tensors(ckpt_moments(tmp), _moments(model, optimizer))
-    ckpt_meta(tmp).write_text(json.dumps(meta, indent=2) + "\n")
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    with atomic_folder(path) as tmp:
+        model.save_pretrained(tmp)
+        save_torch_tensors(ckpt_moments(tmp), _moments(model, optimizer))
+        ckpt_meta(tmp).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def checkpoint_exists(path: Path) -> bool:

@@ -16,9 +16,6 @@ Writes RUN/experts/experts.json.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, replace
@@ -34,7 +31,7 @@ from gist_core.model.mixture import AdapterBank, decode, rule_losses
 from gist_core.runner.cluster import Cluster, cached_npy
 from gist_core.runner.experts_report import aggregate, first_per_group, summarise, train_steps
 from gist_core.store.artefacts import load_npy, load_tensors, save_tensors
-from gist_core.store.atomic import atomic_write_json
+from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import RunLayout
 from gist_core.store.manifest import file_hash, stable_hash
 from gist_core.store.reports import check_report, read_report, stamp
@@ -210,15 +207,11 @@ class Experts:
         pool_tok = self.run.inputs.pool_tok
         res = train_lora(peft_model, [pool_tok.input_ids[r] for r in rows], [pool_tok.labels[r] for r in rows],
                          tok.pad_token_id, cfg)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=path.parent))
-        peft_model.save_pretrained(tmp)
-        (tmp / TRAIN_FILE).write_text(json.dumps({"n_examples": len(rows), "steps": res["steps"],
-                                                  "train_loss": res["train_loss"], "wall_s": time.time() - t0}) + "\n")
-        (tmp / KEY_FILE).write_text(key)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with atomic_folder(path) as tmp:
+            peft_model.save_pretrained(tmp)
+            (tmp / TRAIN_FILE).write_text(json.dumps({"n_examples": len(rows), "steps": res["steps"],
+                                                      "train_loss": res["train_loss"], "wall_s": time.time() - t0}) + "\n")
+            (tmp / KEY_FILE).write_text(key)
         return path
 
     def members(self) -> list[tuple[str, str | None, np.ndarray]]:

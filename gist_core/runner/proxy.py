@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from gist_core.config import TrainConfig
+from gist_core.errors import StoreError
 from gist_core.methods.iprox.config import ProxyConfig
 from gist_core.runner.keys import input_fingerprint
-from gist_core.store.atomic import atomic_write_json
-from gist_core.store.layout import ProxyLayout, RunLayout
+from gist_core.store.atomic import atomic_folder, atomic_write_json
+from gist_core.store.layout import ProxyLayout, RunLayout, extraction_meta
 from gist_core.store.manifest import stable_hash
 from gist_core.store.reports import check_report, read_report, stamp
 
@@ -135,19 +136,21 @@ class Builder:
         from gist_core.methods.iprox.proxy import count_params, extract_layers, kept_layers
         folder, meta_path = lay.candidate(name), lay.extraction_meta(name)
         key = stable_hash([self.target_fp, rho, "layers"])
-        if meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
-            return json.loads(meta_path.read_text())
+        old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if old.get("key") == key:
+            return old
         t0 = time.time()
         model = copy.deepcopy(self.target)
         n = model.config.num_hidden_layers
         keep = kept_layers(n, round((1 - rho) * n))
         extract_layers(model, keep)
-        model.save_pretrained(folder)
-        self.tok.save_pretrained(folder)
         meta = {"key": key, "init": "layers", "rho": rho, "kept_layers": keep, "target_folder": self.source.path,
-                "params": count_params(model),
-                "target_params": count_params(self.target), "init_s": time.time() - t0, "aligned": False}
-        atomic_write_json(meta_path, meta)
+                "params": count_params(model), "target_params": count_params(self.target), "aligned": False}
+        with atomic_folder(folder) as tmp:
+            model.save_pretrained(tmp)
+            self.tok.save_pretrained(tmp)
+            meta["init_s"] = time.time() - t0
+            atomic_write_json(extraction_meta(tmp), meta)
         return meta
 
 
@@ -214,9 +217,9 @@ def run_proxy(cfg: ProxyConfig, out, quiet: bool = True) -> dict:
     lay.root.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     builder = Builder(cfg, quiet)
-    built = {name: builder.build(folder, rho, init, aligned) for name, folder, rho, init, aligned
-             in models_to_build(cfg, lay)}
-    folders = {name: folder for name, folder, *_ in models_to_build(cfg, lay)}
+    built, folders = {}, {}
+    for name, folder, rho, init, aligned in models_to_build(cfg, lay):
+        built[name], folders[name] = builder.build(folder, rho, init, aligned), folder
     if "layers" in cfg.candidates:
         built["layers"] = builder.layer_extraction(lay, "layers", cfg.rho)
         folders["layers"] = lay.candidate("layers")
@@ -250,7 +253,7 @@ def run_proxy(cfg: ProxyConfig, out, quiet: bool = True) -> dict:
 def _previous_evaluation(lay: ProxyLayout) -> dict:
     try:
         return read_report(lay.report, "proxy").get("evaluation", {}) if lay.report.is_file() else {}
-    except Exception:  # noqa: BLE001 - an unreadable old report only means the costs are measured again
+    except StoreError:  # an unreadable old report only means the costs are measured again
         return {}
 
 

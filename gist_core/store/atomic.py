@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temp file in the same folder, fsync, rename.
+"""Atomic file and folder writes: write to a temp file (or folder) in the same folder, rename.
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one,
 never a torn write; a failed write (full disk, kill) leaves the old file untouched.
@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,23 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp folder next to `path`; on success it replaces `path` (a model, adapter or checkpoint folder:
+    a reader sees the old folder or the complete new one, never a half-written one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -331,6 +331,11 @@ class ProxyLayout:
         return extraction_meta(self.candidate(name))
 
 
+def proxy_plan(model_folder: str | os.PathLike) -> Path:
+    """An Iprox proxy model folder's plan and build record (its factor layers, ranks, build key)."""
+    return Path(model_folder) / "iprox.json"
+
+
 def extraction_meta(model_folder: str | os.PathLike) -> Path:
     """A layer-extraction baseline's build record inside its model folder (an ordinary model has no iprox.json)."""
     return Path(model_folder) / "layers.json"

@@ -16,9 +16,8 @@ METHOD_LABELS = {"gast": "GAST (softmax sampling)", "topk": "top-K", "random": "
 def train_folders(root: Path) -> list[str]:
     """Names of the folders under `root` that `gist-lab train` wrote (a run or an ablation)."""
     from gist_core.runner.train import is_train_folder
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_train_folder(p))
+    from gist_core.viewer.rundir import folders_under
+    return folders_under(root, is_train_folder)
 
 
 def load_ablation(folder: Path) -> dict | None:

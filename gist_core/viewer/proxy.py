@@ -16,9 +16,8 @@ INIT_LABELS = {"ipsvd": "IPSVD", "svd": "plain SVD", "random": "random", "layers
 def proxy_folders(root: Path) -> list[str]:
     """Names of the folders under `root` that `gist-lab proxy build` wrote."""
     from gist_core.runner.proxy import is_proxy_run
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_proxy_run(p))
+    from gist_core.viewer.rundir import folders_under
+    return folders_under(root, is_proxy_run)
 
 
 def load_report(folder: Path) -> dict | None:

@@ -22,6 +22,13 @@ from gist_core.store import artefacts
 from gist_core.store.layout import CKPT_GLOB, RunLayout, ckpt_epoch
 
 
+def folders_under(root: Path, is_kind) -> list[str]:
+    """Names of the folders directly under `root` for which `is_kind(folder)` holds (a train or proxy folder)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and is_kind(p))
+
+
 def file_stamp(path: str | Path) -> int:
     """Cache key part: a file's mtime (ns); 0 while there is none."""
     p = Path(path)

@@ -8,47 +8,36 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from gist_core.errors import ModelError
 from gist_core.methods.iprox.proxy import LayerPlan, factor_layers, skeleton
+from gist_core.store.atomic import atomic_folder
+from gist_core.store.layout import extraction_meta, proxy_plan
 
-PLAN_FILE = "iprox.json"
 WEIGHTS = "model.safetensors"
 
 
 def is_proxy_folder(folder: str | os.PathLike) -> bool:
-    return (Path(folder) / PLAN_FILE).is_file()
+    return proxy_plan(folder).is_file()
 
 
 def save_proxy(model, tokenizer, folder: str | os.PathLike, meta: dict) -> None:
     """Write the proxy atomically: a temp folder beside `folder`, renamed into place when complete."""
     from safetensors.torch import save_model
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         save_model(model, str(tmp / WEIGHTS))  # shared (tied) tensors stored once
         layers = {n: {"rank": m.rank, "out_features": m.out_features, "in_features": m.in_features,
                       "bias": m.bias is not None} for n, m in factor_layers(model).items()}
-        (tmp / PLAN_FILE).write_text(json.dumps({**meta, "layers": layers}, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        proxy_plan(tmp).write_text(json.dumps({**meta, "layers": layers}, indent=1))
 
 
 def proxy_target(folder: str | os.PathLike) -> str | None:
     """The target model a proxy (Iprox or a layer-extraction baseline) was built from; None for any other model."""
-    from gist_core.store.layout import extraction_meta
-    for path in (Path(folder) / PLAN_FILE, extraction_meta(folder)):
+    for path in (proxy_plan(folder), extraction_meta(folder)):
         if path.is_file():
             try:
                 return json.loads(path.read_text())["target_folder"]
@@ -58,7 +47,7 @@ def proxy_target(folder: str | os.PathLike) -> str | None:
 
 
 def read_plan(folder: str | os.PathLike) -> dict:
-    path = Path(folder) / PLAN_FILE
+    path = proxy_plan(folder)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -79,5 +68,5 @@ def load_proxy(folder: str | os.PathLike, dtype=None):
         load_model(model, str(folder / WEIGHTS), strict=True)
     except (RuntimeError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"{folder / WEIGHTS}: does not match {PLAN_FILE} ({first})") from None
+        raise ModelError(f"{folder / WEIGHTS}: does not match {proxy_plan(folder).name} ({first})") from None
     return model.eval()
