@@ -44,8 +44,10 @@ if rep is None:
     st.warning(f"`{member}` has no train.json.")
     st.stop()
 st.subheader(f"What {layers.label(rep['method'], rep['implementation'])} selected (seed {rep['seed']})")
-st.caption(f"{rep['steps']} steps on {rep['n_train']} examples; test loss {rep['test_loss']:.3f}, exact match "
-           f"{rep['exact_match']:.3f}; {rep['step_ms_median']:.0f} ms a step.")
+peak = rep.get("cpu_peak_rss_bytes")
+st.caption(f"{rep['steps']} steps on {rep['n_train']} examples (support set: {rep['config']['gast']['support']}); test "
+           f"loss {rep['test_loss']:.3f}, exact match {rep['exact_match']:.3f}; {rep['step_ms_median']:.0f} ms a step"
+           + ("." if peak is None else f"; peak resident memory during training {peak / 2**20:.0f} MB above its start."))
 sort_by = st.radio("Sort examples by", ["skill", "kind", "frequency"], horizontal=True, key="layers_sort")
 freq = layers.frequency_frame(member, rep, sort_by)
 st.plotly_chart(figures.frequency_heatmap(freq, "Selection frequency: layer × training example"), width="stretch")

@@ -322,6 +322,13 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
             top_a = set(scores["target"]["id"][np.argsort(-a, kind="stable")[:k]])
             top_b = set(scores[name]["id"][np.argsort(-b, kind="stable")[:k]])
             assert got["top_overlap"] == pytest.approx(len(top_a & top_b) / k)
+    # the layer-extraction baseline read back from disk: the target's layer 0 and everything around the stack
+    target, _ = load_base_model(str(micro_model_dir), device="cpu")
+    layers_model, _ = load_base_model(str(lay.candidate("layers")), device="cpu")
+    assert layers_model.config.num_hidden_layers == 1
+    kept = layers_model.state_dict()
+    assert set(kept) == {k for k in target.state_dict() if not k.startswith("model.layers.1.")}
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in kept.items())
     model, _ = load_base_model(str(out))  # a build folder is a --model: its proxy
     assert set(factor_layers(model)) == {p["name"] for p in rep["models"]["proxy"]["plan"] if p["rank"]}
     assert resolve(str(out)).fingerprint == f"proxy:{read_plan(lay.model)['key']}"
