@@ -87,6 +87,10 @@ class RunConfig:
     tau: float = field(default=0.95, metadata={"help": "explained-variance threshold for the tau rank rule"})
     r_max: int = field(default=64, metadata={"help": "directions stored per pool example (>= rank)"})
     aggregation: str = field(default="subtask_mean", metadata={"help": "subtask_mean (code) | example_max (paper)"})
+    score: str = field(default=scoring.DEFAULT_SCORE, metadata={
+        "help": "normaware = the projected pool gradient against the projected target direction, divided by the pool "
+                "gradient's whole norm (keeps how much of it lies outside the target subspace; the default, chosen "
+                "on evidence) | subspace = the cosine inside the subspace (the GIST reference code)"})
     balance: str = field(default=scoring.DEFAULT_RULE, metadata={
         "help": "selection rule: subtask = round-robin quota (the default, chosen on evidence) | global = top-k of "
                 "the max subtask cosine (the GIST paper's and LESS's rule) | zscore / quantile = top-k of the max of "
@@ -113,6 +117,9 @@ class RunConfig:
     model_sha256: str | None = field(default=None, metadata={
         "help": "sha256 of the GGUF file behind `model`, recorded when the run starts; a replay of this config "
                 "refuses a different file (None: not a GGUF model)"})
+    model_revision: str | None = field(default=None, metadata={
+        "help": "Hugging Face hub revision of `model` (a branch, tag or commit); the run records the commit it "
+                "resolved to, and a replay of its config loads that commit (None: the main branch; local models)"})
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -129,6 +136,8 @@ class RunConfig:
             raise ConfigError(f"tau must lie in (0, 1], got {self.tau}")
         if self.rank_rule not in RANK_RULES:
             raise ConfigError(f"rank_rule must be one of {RANK_RULES}, got '{self.rank_rule}'")
+        if self.score not in scoring.SCORE_KINDS:
+            raise ConfigError(f"score must be one of {scoring.SCORE_KINDS}, got '{self.score}'")
         if self.aggregation not in scoring.AGGREGATIONS:
             raise ConfigError(f"aggregation must be one of {scoring.AGGREGATIONS}, got '{self.aggregation}'")
         if self.balance not in scoring.BALANCES:
@@ -147,13 +156,18 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict) -> RunConfig:
+    def from_json(cls, d: dict, **overrides) -> RunConfig:
+        """A config read back from a file, with `overrides` (the flags) on top. `trust_remote_code` is never
+        taken from the file: a run folder is data, so remote code runs only on the person's own flag, passed
+        in `overrides`."""
         known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        unknown = (set(d) | set(overrides)) - known
         if unknown:
             raise ConfigError(f"config.json: unknown field(s) {sorted(unknown)}")
-        # a config written before rank rules existed ranked by tau: its replay keeps that, whatever the default
-        return cls(**{"rank_rule": "tau", **d})
+        from_file = {k: v for k, v in d.items() if k != "trust_remote_code"}
+        # a config written before rank rules (score kinds) existed ranked by tau (scored in the subspace): its
+        # replay keeps that, whatever the default
+        return cls(**{"rank_rule": "tau", "score": "subspace", **from_file, **overrides})
 
 
 def demo_config(target: str = DEFAULT_DEMO_TARGET, **overrides) -> RunConfig:

@@ -31,6 +31,10 @@ class StoreError(GistError, RuntimeError):
     """A run folder that cannot be read or written as recorded."""
 
 
+class RunLockedError(StoreError):
+    """Another process is writing the run folder (one writer per run folder)."""
+
+
 class ArtefactError(StoreError):
     """A stored array is not what was written (wrong dtype or shape, missing tensor, unreadable file)."""
 

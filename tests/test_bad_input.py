@@ -159,7 +159,19 @@ def test_nan_gradients_name_the_rows_and_keep_earlier_stages(case, capsys):
     name = next(k for k in weights if k.endswith("norm.weight"))
     weights[name][:] = float("inf")
     save_file(weights, str(case / "model" / "model.safetensors"), metadata={"format": "pt"})
-    run_fails(case, [*_argv(), "--overwrite"], "training loss became nan", capsys)
+    before = snapshot(case / "run")
+    capsys.readouterr()
+    assert cli_main([*_argv(), "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "training loss became nan" in err and len(err.splitlines()) == 1, err
+    # found only while training: the folder is marked as a run that did not finish, and the earlier run's
+    # results wait in .previous/ (a failed run never presents them as its own, and loses nothing)
+    after = snapshot(case / "run")
+    results = {"summary.json", "selected.jsonl", "scores.parquet", "advisor.json"}
+    assert {k: v for k, v in after.items() if not k.startswith(".") and k != "manifest.json"} == \
+        {k: v for k, v in before.items() if not k.startswith(".") and k not in results | {"manifest.json"}}
+    assert {k: after[f".previous/{k}"] for k in results} == {k: before[k] for k in results}
+    assert json.loads((case / "run" / "manifest.json").read_text())["status"]["state"] == "running"
 
 
 def test_nan_in_pool_gradients_names_rows(micro_model_dir, micro_corpus, tmp_path, monkeypatch, capsys):
@@ -172,8 +184,8 @@ def test_nan_in_pool_gradients_names_rows(micro_model_dir, micro_corpus, tmp_pat
                     "--target": str(micro_corpus["val"]), "--out": str(out)})
     real = gradients.GradientEngine.projected_grads
 
-    def overflowing(self, ids, lab, basis):
-        out, losses = real(self, ids, lab, basis)
+    def overflowing(self, ids, lab, basis, with_norms=False):
+        out, losses = real(self, ids, lab, basis, with_norms)
         if any(len(x) == max(map(len, ids)) for x in ids):  # poison one example per batch: its loss overflows
             raise gradients.GradientError("non-finite loss or gradient for 1 of 8 examples in a batch", positions=[0])
         return out, losses
@@ -218,8 +230,12 @@ def test_full_disk(case, capsys, monkeypatch, where):
     assert "No space left on device writing" in err and "rerun the same command" in err
     assert len(err.splitlines()) == 1
     after = snapshot(case / "run")
-    keep = {k: v for k, v in before.items() if not k.startswith("train_proj") and k != "manifest.json"}
+    results = {"summary.json", "selected.jsonl", "scores.parquet", "advisor.json"}
+    keep = {k: v for k, v in before.items() if not k.startswith(("train_proj", ".")) and k != "manifest.json"
+            and k not in results}
     assert {k: after.get(k) for k in keep} == keep  # every earlier artefact byte for byte
+    # the earlier run's results wait in .previous/ (the folder is marked as an unfinished run)
+    assert {k: after.get(f".previous/{k}") for k in results if k in before} == {k: before[k] for k in results if k in before}
     assert not list((case / "run").glob(".*.tmp*"))  # no temp files left behind
     monkeypatch.undo()
     monkeypatch.chdir(case)

@@ -3,6 +3,8 @@ move the rank slider on Spectrum and check that the Scores page changes; screens
 
 Slow (the demo trains and scores for a few minutes on 2 CPU cores): `pytest -m slow tests/test_browser.py`.
 Needs Debian's chromium (`apt-get install -y chromium`) and `pip install playwright`; never `playwright install`.
+Where either is missing the test skips with a reason, except with GIST_LAB_REQUIRE_BROWSER=1 (set by .ci/run):
+then it fails with the same one-line install hint, so CI cannot pass without having run it.
 Screenshots go to $GIST_LAB_SCREENSHOTS when set.
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+REQUIRE_ENV = "GIST_LAB_REQUIRE_BROWSER"  # "1": a missing browser fails the test instead of skipping it
 DEMO_RUN = "demo-transform-quick"
 DEMO_TIMEOUT_S = 900
 SLIDER = '[data-testid="stSlider"] input[type="range"]'
@@ -36,11 +39,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _missing(hint: str) -> None:
+    """Skip with the install hint; fail with it where the browser test is required (REQUIRE_ENV=1)."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{hint} ({REQUIRE_ENV}=1)", pytrace=False)
+    pytest.skip(hint)
+
+
+def _require_browser() -> None:
+    if not Path(CHROMIUM).exists():
+        _missing(f"{CHROMIUM} missing: apt-get install -y chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("playwright missing: pip install playwright (no `playwright install`)")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} missing: apt-get install -y chromium")
-    pytest.importorskip("playwright.sync_api", reason="playwright missing: pip install playwright (no `playwright install`)")
+    _require_browser()
     runs = tmp_path_factory.mktemp("browser-runs")
     port = _free_port()
     env = {**os.environ, "GIST_LAB_RUNS": str(runs)}

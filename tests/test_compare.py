@@ -47,11 +47,68 @@ def test_compare_json_has_every_method_both_rules_oracle_and_the_ratios(compared
         assert 0 < rep[key] < 1
     # LESS stores N x checkpoints x d float16; GIST N x r_max float32
     assert rep["methods"]["less"]["bytes"] == rep["n_pool"] * 2 * 64 * 2
-    assert rep["methods"]["gist"]["bytes"] == rep["n_pool"] * rep["gist"]["r_max"] * 4
+    assert rep["methods"]["gist"]["bytes"] == rep["n_pool"] * (rep["gist"]["r_max"] + 1) * 4  # coordinates and |g|
     # random is resampled per seed, deterministic methods are not
     assert rep["overlap"]["gist"]["gist"] == 1.0
     assert rep["train_recipe"]["epochs"] == 1 and rep["train_recipe"]["seeds"] == [0, 1]
     assert "gist" in format_table(rep) and "base (no LoRA)" in format_table(rep)
+
+
+def test_stored_downstream_numbers_equal_a_plain_loop(compared, micro_model_dir, micro_corpus):
+    """compare/evals/{base,random-s0,random-s1}.json and compare.json's random row against test loss and exact match
+    recomputed one example at a time (tests/test_evaluate.py's plain loop). The downstream adapters are not stored:
+    each is retrained here with the run's recipe (seeded LoRA init and Trainer: the same adapter again)."""
+    from dataclasses import asdict
+
+    import pandas as pd
+    from test_evaluate import TOL, naive_greedy, naive_test_loss
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gist_core.data.examples import load_examples
+    from gist_core.data.formatting import tokenize_examples
+    from gist_core.methods.baselines import random_selection
+    from gist_core.model.load import attach_lora, load_base_model
+    from gist_core.model.training import train_lora
+    out, rep = compared
+    run_cfg = _run_cfg(micro_model_dir, micro_corpus)
+    assert rep["test"] == str(micro_corpus["test"])
+    assert rep["train_recipe"]["lora"] == json.loads(json.dumps(asdict(run_cfg.lora)))
+    assert {k: rep["train_recipe"][k] for k in asdict(CMP.train)} == {**asdict(CMP.train), "seed": 0}
+    test, pool = load_examples(micro_corpus["test"]), load_examples(micro_corpus["pool"])
+    assert [ex.id for ex in pool] == pd.read_parquet(out / "examples.parquet")["id"].tolist()
+
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)  # the loop's own tokenizer and base model, straight from HF
+
+    def check(name, model):
+        stored = json.loads((out / "compare" / "evals" / f"{name}.json").read_text())
+        want, per = naive_test_loss(model, tok, test)
+        assert stored["test_loss"] == pytest.approx(want, abs=TOL), name
+        assert set(stored["per_subtask"]) == set(per), name
+        for s, v in per.items():
+            assert stored["per_subtask"][s]["loss"] == pytest.approx(v, abs=TOL), (name, s)
+        # with the EOS in the mean the number moves far past the tolerance (the test split has one-token answers
+        # and the same count per subtask, so the pooling mutations are tests/test_evaluate.py's to catch)
+        assert abs(naive_test_loss(model, tok, test, include_eos=True)[0] - stored["test_loss"]) > 100 * TOL
+        preds = [naive_greedy(model, tok, ex) for ex in test]
+        assert [e["pred"] for e in stored["examples"]] == preds[: len(stored["examples"])], name
+        em = {s: float(np.mean([p == ex.response.strip() for p, ex in zip(preds, test) if ex.subtask == s])) for s in per}
+        assert {s: v["exact_match"] for s, v in stored["per_subtask"].items()} == em, name
+        assert stored["exact_match"] == pytest.approx(float(np.mean(list(em.values()))), abs=1e-12)
+        return want
+
+    base_loss = check("base", AutoModelForCausalLM.from_pretrained(micro_model_dir, dtype=torch.float32))
+    losses = []
+    for s in range(CMP.seeds):
+        model, run_tok = load_base_model(str(micro_model_dir), device="cpu")  # finetune_and_evaluate's recipe
+        peft = attach_lora(model, run_cfg.lora, seed=s)
+        idx = random_selection(len(pool), rep["n_selected"], run_cfg.seed + s)
+        toks = tokenize_examples([pool[i] for i in idx], run_tok, run_cfg.max_length)
+        train_lora(peft, toks.input_ids, toks.labels, run_tok.pad_token_id, TrainConfig(**{**asdict(CMP.train), "seed": s}))
+        losses.append(check(f"random-s{s}", peft))
+        assert abs(losses[-1] - base_loss) > 10 * TOL  # the trained adapter is in the number (3 steps: ~1e-3)
+    row = rep["methods"]["random"]
+    assert row["test_loss"] == pytest.approx(float(np.mean(losses)), abs=TOL)
+    assert [r["test_loss"] for r in row["per_seed"]] == pytest.approx(losses, abs=TOL)
 
 
 def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
@@ -113,7 +170,8 @@ def test_rerun_recomputes_nothing(compared, micro_model_dir, micro_corpus):
 
 def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model_dir, micro_corpus):
     """gist_mean / gist_max rows cost no gradients and equal a naive numpy rescoring of the stored projections:
-    subtask means of the validation coordinates, or every validation example, each its own direction."""
+    subtask means of the validation coordinates, or every validation example, each its own direction, under the
+    run's (default) norm-aware score: the projected gradient over its whole norm |g|."""
     import pandas as pd
 
     from gist_core.store.artefacts import load_npy, load_subspace
@@ -124,19 +182,22 @@ def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model
     started = {e["stage"] for e in read_events(out)[n_before:] if e["status"] == "start"}
     assert started <= {"data", "scores"}, started
     assert {"gist_max", "gist_max_subtask", "gist_mean", "gist_mean_subtask"} <= set(rep["methods"])
-    X = load_npy(out / "train_proj.npy", np.float32, ndim=2).astype(np.float64)[:, :4]
+    stored_rows = load_npy(out / "train_proj.npy", np.float32, ndim=2).astype(np.float64)
+    X, norms = stored_rows[:, :4], stored_rows[:, -1]
     Y = load_subspace(out / "checkpoints" / "ckpt-1" / "subspace.safetensors").val_coords.astype(np.float64)[:, :4]
     target = pd.read_parquet(out / "target.parquet")
     means = np.stack([Y[(target["subtask"] == s).to_numpy()].mean(0) for s in dict.fromkeys(target["subtask"])])
 
     def naive_max_cosine(D):
-        return np.array([max(float(x @ d) / (np.linalg.norm(x) * np.linalg.norm(d)) for d in D) for x in X])
+        return np.array([max(float(x @ d) / (n * np.linalg.norm(d)) for d in D) for x, n in zip(X, norms)])
 
     stored = pd.read_parquet(out / "compare" / "scores.parquet")
     np.testing.assert_allclose(stored["score:gist_max"], naive_max_cosine(Y), atol=1e-5)
     np.testing.assert_allclose(stored["score:gist_mean"], naive_max_cosine(means), atol=1e-5)
     np.testing.assert_allclose(stored["score:gist"], stored["score:gist_mean"], atol=0)  # the run's own: subtask mean
-    assert rep["methods"]["gist_max"]["wall_s"] >= rep["methods"]["gist"]["wall_s"]  # same features, same cost
+    gm, g = rep["methods"]["gist_max"], rep["methods"]["gist"]  # same features, same cost: GIST's stages are charged
+    assert (gm["flops"], gm["bytes"]) == (g["flops"], g["bytes"]) and g["flops"] > 0 and g["bytes"] > 0
+    assert set(gm["stage_wall_s"]) == set(g["stage_wall_s"]) and "scoring" in g["stage_wall_s"]
 
 
 def test_rules_apply_to_every_score_based_family():

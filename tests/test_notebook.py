@@ -6,14 +6,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "walkthrough.ipynb"
-TIMEOUT_S = 600  # per cell; the whole notebook takes about three minutes on 2 idle cores
+TIMEOUT_S = 600  # per cell, so a hung cell fails; how long the whole notebook takes is no pass/fail matter
 
 
 def _load(path: Path = NOTEBOOK):
@@ -64,9 +63,7 @@ def test_walkthrough_executes_top_to_bottom(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     monkeypatch.setenv("GIST_LAB_RUNS", str(runs))  # the kernel inherits it: nothing written outside tmp_path
     nb = _load()
-    t0 = time.perf_counter()
     NotebookClient(nb, timeout=TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    wall = time.perf_counter() - t0
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
     (tmp_path / "executed.ipynb").write_text(json.dumps(nb))  # for a look when something is off
@@ -102,5 +99,3 @@ def test_walkthrough_executes_top_to_bottom(tmp_path, monkeypatch):
     # spectrum x2, histograms x2, map, curvature heatmap, precision, cost, composition, confusion, GAST frequency,
     # the proxy's ρ sweep and stage-2 curve
     assert len(figs) == 13
-    # about three minutes on 2 idle cores; the bound only catches settings grown by mistake (a busy machine is slower)
-    assert wall < 900, f"the walkthrough took {wall:.0f} s"

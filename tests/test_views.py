@@ -487,13 +487,23 @@ def test_geometry_args(tmp_path):
 
 
 def test_geometry_running_from_a_terminal(tmp_path):
+    """A `gist-lab geometry` started from a terminal holds the folder's writer lock: the page sees it while that
+    process lives, and not once it is gone (the kernel drops the lock with the process)."""
+    import subprocess
+    import sys
     (tmp_path / "config.json").write_text("{}")
     assert not views.geometry_running(tmp_path)
-    with open(tmp_path / "progress.jsonl", "w") as fh:  # as `gist-lab geometry` appends them
-        fh.write(json.dumps({"t": time.time(), "stage": "geometry/ckpt-1", "status": "start"}) + "\n")
-    assert views.geometry_running(tmp_path)
-    with open(tmp_path / "progress.jsonl", "a") as fh:
-        fh.write(json.dumps({"t": time.time(), "stage": "geometry/ckpt-1", "status": "end", "wall_s": 2.0}) + "\n")
+    code = ("import sys, time\nfrom gist_core.store.lock import writer_lock\n"
+            "with writer_lock(sys.argv[1], cmd=['gist-lab', 'geometry', '--run', sys.argv[1]]):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        assert views.geometry_running(tmp_path)
+        assert views.run_state(tmp_path)["status"] == "running"
+    finally:
+        p.kill()
+        p.wait()
     assert not views.geometry_running(tmp_path)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
 from gist_core.errors import LaunchError  # noqa: F401  (raised here; re-exported)
+from gist_core.store import lock
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import LAUNCH, LAUNCH_LOG, RunLayout
 
@@ -101,9 +102,12 @@ def read_launch(run_dir: str | Path) -> dict | None:
 def launch(run_dir: str | Path, args: list[str], cmd: list[str] | None = None) -> dict:
     """Start `gist-lab <args>` (or `cmd`) detached; returns the launch record. Refuses a second live run."""
     d = Path(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
     if state(d).alive:
         raise LaunchError(f"a run is already going in {d}; cancel it first")
+    writer = lock.holder(d)
+    if writer is not None:  # started elsewhere (a terminal): its folder is not ours to write, log included
+        raise LaunchError(f"{d} is being written by {lock.describe(writer)}; wait for it to finish or stop it there")
+    d.mkdir(parents=True, exist_ok=True)
     cmd = cmd or cli_command(args)
     with open(RunLayout(d).launch_log, "wb") as log:  # a fresh log per launch: old errors must not be re-reported
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

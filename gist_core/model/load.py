@@ -49,19 +49,43 @@ def model_folder(spec: str) -> str:
         raise ModelError(str(e)) from None
 
 
-def load_tokenizer(spec: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+# what a loadable model folder holds: its config, its weights in one of these forms, and a tokenizer's vocabulary
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """A one-line ModelError naming what a local model folder lacks (config.json, weights, tokenizer files),
+    before anything is loaded; an Iprox proxy folder has a format of its own and is checked by its loader."""
+    from gist_core.methods.iprox.store import is_proxy_folder
+    p = Path(folder)
+    if not p.is_dir() or is_proxy_folder(p):
+        return
+    missing = []
+    if not (p / "config.json").is_file():  # a model folder's, not a run folder's
+        missing.append("config.json")  # a model folder's, not a run folder's
+    if not any((p / f).is_file() for f in WEIGHT_FILES) and not any(p.glob("*.safetensors")):
+        missing.append(f"weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if not any((p / f).is_file() for f in TOKENIZER_FILES):
+        missing.append(f"tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
+    if missing:
+        raise ModelError(f"{folder}: not a complete model folder: no {'; no '.join(missing)}")
+
+
+def load_tokenizer(spec: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_folder(spec), trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(model_folder(spec), trust_remote_code=trust_remote_code, revision=revision)
     if tok.pad_token_id is None:  # many causal LMs ship without one; padding is masked anyway
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_base_model(spec: str, dtype: str = "float32", device: str = "auto",
-                    trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model, tokenizer) from a Hugging Face id, a local folder, a .gguf file or a registry name
-    (gist_core.model.registry), with a one-line error if it fails."""
+def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False,
+                    revision: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) from a Hugging Face id (at `revision`: the commit a run recorded), a local folder, a
+    .gguf file or a registry name (gist_core.model.registry), with a one-line error if it fails."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -69,19 +93,22 @@ def load_base_model(spec: str, dtype: str = "float32", device: str = "auto",
 
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
-    looks_local = os.sep in spec or spec.startswith(".") or Path(spec).exists()
+    from gist_core.model.registry import looks_local as local_path
+    looks_local = local_path(spec)
     if looks_local and not Path(spec).exists():
         raise ModelError(f"{spec}: model folder or .gguf file not found")
     folder = model_folder(spec)
     if looks_local and not Path(folder).is_dir():
         raise ModelError(f"{spec}: not a model folder or .gguf file")
+    check_model_folder(folder)
     from gist_core.methods.iprox.store import is_proxy_folder, load_proxy
     try:
-        tok = load_tokenizer(folder, trust_remote_code)
+        tok = load_tokenizer(folder, trust_remote_code, revision)
         if is_proxy_folder(folder):  # an Iprox proxy: factor layers the plain loader does not know
             model = load_proxy(folder, DTYPES[dtype])
         else:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                                                         revision=revision)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"{spec}: cannot load model ({first})") from e

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from gist_core.store.atomic import atomic_write_json
+from gist_core.store.lock import writer_lock
+from gist_core.store.runs import check_out_folder
 
 
 @dataclass(frozen=True)
@@ -248,9 +250,13 @@ def memory_scaling(cfg: BenchConfig, work: Path) -> dict:
 
 
 def run_bench(cfg: BenchConfig, out: str | os.PathLike) -> dict:
+    out = check_out_folder(out)
+    with writer_lock(out):
+        return _bench(cfg, out)
+
+
+def _bench(cfg: BenchConfig, out: Path) -> dict:
     import torch
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     rep = {"config": asdict(cfg), "device": "cuda" if torch.cuda.is_available() else "cpu",
            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}

@@ -16,6 +16,7 @@ compare reruns only what is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from gist_core.config import CompareConfig, TrainConfig  # noqa: F401  (CompareConfig: callers import it here too)
 from gist_core.data.examples import examples_to_frame, subtask_groups
+from gist_core.data.registry import resolve_spec
 from gist_core.data.truth import truth_masks
 from gist_core.methods import baselines, scoring
 from gist_core.methods.registry import (  # noqa: F401
@@ -41,15 +43,16 @@ from gist_core.runner.baseline_features import BaselineFeatures
 from gist_core.runner.compare_report import CompareReport, agreement, format_table  # noqa: F401  (re-exported)
 from gist_core.runner.costs import CostBook
 from gist_core.runner.downstream import Downstream
-from gist_core.runner.pipeline import ConfigError, Run, RunConfig, choose_rank, load_subspace, rank_advice
+from gist_core.runner.pipeline import RESULT_FILES, ConfigError, Run, RunConfig, choose_rank, load_subspace, rank_advice
 from gist_core.runner.reports import stamp
 from gist_core.runner.sharding import Layout, single_process_env
-from gist_core.store.artefacts import load_npy
+from gist_core.store.artefacts import load_projections
 from gist_core.store.atomic import atomic_path, atomic_write_json
+from gist_core.store.layout import COMPARE_REPORT, SCORES, rel_compare
 
 
 def default_test_split(target: str) -> str | None:
-    p = Path(target)
+    p = Path(resolve_spec(target))  # a data registry name (gsm8k): its cached val.jsonl, with test.jsonl beside it
     cand = p.with_name("test.jsonl") if p.is_file() else None
     return str(cand) if cand is not None and cand.exists() and cand != p else None
 
@@ -73,7 +76,15 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
     # ------------------------------------------------------------------ main
     def execute(self) -> dict | None:
         t0 = time.time()
-        gist_summary = self.run.execute()
+        self.run.check_inputs()
+        with contextlib.ExitStack() as held:
+            self.run.take_folder(held, [*RESULT_FILES, COMPARE_REPORT, rel_compare(SCORES)])
+            report = self._execute(t0)
+            self.run.finish()
+        return report
+
+    def _execute(self, t0: float) -> dict | None:
+        gist_summary = self.run.stages(t0)
         layout = self.run.layout
         if self.run.until == "prepare":
             return None
@@ -134,7 +145,7 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
 
     def length_scores(self) -> scoring.Scores:
         t0 = time.time()
-        sc = baselines.length_scores(np.asarray(self.run.inputs.pool_tok.n_response_tokens), list(self.groups))
+        sc = baselines.length_scores(np.asarray(self.run.inputs.pool_tok.n_response_tokens), self.groups)
         self.costs["length"] = {"scoring": time.time() - t0}
         return sc
 
@@ -143,10 +154,12 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
         gradient cost (the same features, another way of combining the target directions)."""
         t0 = time.time()
         sub = load_subspace(self.run.paths.subspace(self.cfg.checkpoint))
-        X = load_npy(self.run.paths.train_proj, np.float32, ndim=2, mmap=True)
-        rank = choose_rank(self.cfg, sub, rank_advice(self.cfg, sub, X, self.groups) if self.cfg.rank_rule == "advisor"
-                           else None)
-        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, aggregation or self.cfg.aggregation)
+        stored = load_projections(self.run.paths.train_proj)
+        X = stored.coords
+        rank = choose_rank(self.cfg, sub, rank_advice(self.cfg, sub, stored, self.groups)
+                           if self.cfg.rank_rule == "advisor" else None)
+        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, aggregation or self.cfg.aggregation,
+                                 self.cfg.score, stored.norms)
         if name != "gist":
             self.costs[name] = {**self.costs["gist"], "scoring": self.costs["gist"]["scoring"] + time.time() - t0}
             self.flops[name], self.bytes[name] = self.flops["gist"], self.bytes["gist"]
@@ -160,7 +173,7 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
                               "scoring": st.get("scores", {}).get("wall_s", 0.0) + time.time() - t0}
         self.flops["gist"] = (warm_f + 6 * self.n_params * self.tokens["target"] + 2 * nv * nv * D + 2 * D * nv * R
                               + 6 * self.n_params * self.tokens["pool"] + 2 * n * D * R + 2 * n * R * len(self.groups))
-        self.bytes["gist"] = int(np.prod(X.shape)) * X.dtype.itemsize
+        self.bytes["gist"] = (int(np.prod(X.shape)) + n) * X.dtype.itemsize  # the coordinates and |g|
         self.gist_rank, self.dim = rank, D
         return sc
 

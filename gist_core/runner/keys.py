@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gist_core.config import RunConfig
+from gist_core.data.registry import registry_file
 from gist_core.errors import ConfigError
 from gist_core.store.manifest import file_hash, stable_hash
 
@@ -17,11 +18,13 @@ if TYPE_CHECKING:  # annotations only
 def model_source(cfg: RunConfig) -> ResolvedModel:
     """What --model names (a GGUF file is converted here, once per file, before any stage runs); a config that
     recorded another GGUF file's hash is refused."""
+    from gist_core.model.load import check_model_folder
     from gist_core.model.registry import ModelSourceError, resolve
     try:
-        src = resolve(cfg.model)
+        src = resolve(cfg.model, revision=cfg.model_revision, hub=True)
     except ModelSourceError as e:
         raise ConfigError(str(e)) from None
+    check_model_folder(src.path)
     if cfg.model_sha256 and src.gguf_sha256 != cfg.model_sha256:
         found = f"sha256 {src.gguf_sha256[:12]}..." if src.gguf_sha256 else "not a GGUF file"
         raise ConfigError(f"--model {cfg.model}: {found}, but the config recorded GGUF sha256 "
@@ -30,7 +33,7 @@ def model_source(cfg: RunConfig) -> ResolvedModel:
 
 
 def input_fingerprint(spec: str) -> str:
-    p = Path(spec)
+    p = registry_file(spec) or Path(spec)  # a fetched data registry name: the content of its cached file
     return file_hash(p) if p.exists() else f"name:{spec}"
 
 
@@ -50,6 +53,6 @@ def stage_keys(c: RunConfig, fp: dict[str, str]) -> dict[str, str]:
     val = warm if c.target_eos else stable_hash([warm, "no-target-eos"])
     proj = stable_hash([val, c.checkpoint, c.r_max] + ([c.proj_dtype] if c.proj_dtype != "float32" else []))
     # (a rank rule other than tau joins the key: a folder scored by tau before rank rules existed keeps its key)
-    scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed]
+    scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed, c.score]
                          + ([c.rank_rule] if c.rank_rule != "tau" and c.rank is None else []))
     return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores}

@@ -24,7 +24,7 @@ class ModelCache:
             from gist_core.model.load import load_base_model
             torch.manual_seed(self.cfg.seed)
             self._model, self._tok = load_base_model(self.folder, self.cfg.dtype, self.cfg.device,
-                                                     self.cfg.trust_remote_code)
+                                                     self.cfg.trust_remote_code, self.cfg.model_revision)
         return self._tok, self._model
 
     def replace_base(self, model: Any) -> None:

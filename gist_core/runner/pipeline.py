@@ -10,6 +10,7 @@ Stages and artefacts (DESIGN §2):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -33,11 +34,12 @@ from gist_core.data.examples import (
     write_selected_jsonl,
 )
 from gist_core.data.formatting import Tokenized
-from gist_core.errors import ConfigError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import ConfigError, StoreError  # noqa: F401  (ConfigError raised here; re-exported)
 from gist_core.methods import scoring
 from gist_core.methods.gist.advisor import choose_rank, rank_advice  # noqa: F401  (re-exported)
 from gist_core.runner.keys import input_fingerprints, model_source, stage_keys
 from gist_core.runner.model_cache import ModelCache
+from gist_core.runner.preflight import check_target
 from gist_core.runner.progress import Progress, skipped
 from gist_core.runner.reports import build_summary, ground_truth_metrics, scores_frame, stamp  # noqa: F401  (re-exported)
 from gist_core.runner.rows import FLUSH_EVERY, RowFilling, ShardRows, StoreSpec, relabel_store  # noqa: F401  (re-exported)
@@ -45,19 +47,27 @@ from gist_core.runner.sharding import Layout  # noqa: F401  (Compare passes one 
 from gist_core.runner.subspace_stage import SubspaceStage
 from gist_core.store import layout
 from gist_core.store.artefacts import (
+    NORM_META,
     array_digest,
-    load_npy,
+    load_npy,  # noqa: F401  (re-exported)
+    load_projections,
     load_subspace,
     save_subspace,  # noqa: F401  (re-exported)
 )
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.layout import RunLayout
-from gist_core.store.manifest import FeatureStore, RunStore, stable_hash
+from gist_core.store.lock import command_line, writer_lock
+from gist_core.store.manifest import DONE, PREPARED, FeatureStore, RunStore, stable_hash
+from gist_core.store.runs import check_out_folder
 
 if TYPE_CHECKING:  # annotations only
     pass
 
 log = logging.getLogger(__name__)
+
+# the scores stage's files: moved aside when a run starts, so a folder never presents an earlier run's result
+RESULT_FILES = [layout.SUMMARY, layout.SELECTED, layout.SCORES, layout.ADVISOR]
+
 
 class RunInputs(NamedTuple):
     pool: ExampleTable
@@ -80,6 +90,8 @@ class Run(SubspaceStage, RowFilling):
         self.model_source = model_source(cfg)
         if self.model_source.gguf_sha256:
             cfg = replace(cfg, model_sha256=self.model_source.gguf_sha256)
+        if self.model_source.revision:  # a hub id: this commit is recorded and loaded, now and on every replay
+            cfg = replace(cfg, model_revision=self.model_source.revision)
         self.cfg, self.store, self.paths = cfg, RunStore(out), RunLayout(out)
         self.quiet = quiet or not (self.layout.main or self.layout.shard_job)
         self.progress = Progress(self.store, self.quiet, rank=self.layout.rank if self.layout.sharded else None)
@@ -96,8 +108,11 @@ class Run(SubspaceStage, RowFilling):
                 old = json.loads(json.dumps(RunConfig.from_json(old).to_json()))
             except (ConfigError, TypeError):
                 pass
-            if old != json.loads(json.dumps(self.cfg.to_json())):
-                changed = sorted(k for k in set(old) | set(self.cfg.to_json()) if old.get(k) != self.cfg.to_json().get(k))
+            new = json.loads(json.dumps(self.cfg.to_json()))
+            for d in (old, new):  # permission to run remote code is the person's, not part of the results
+                d.pop("trust_remote_code", None)
+            if old != new:
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise ConfigError(f"{self.store.root} already holds a run with a different config "
                                   f"(changed: {', '.join(changed)}); use another --out or --overwrite")
 
@@ -132,8 +147,44 @@ class Run(SubspaceStage, RowFilling):
 
     def execute(self) -> dict | None:
         """Run or resume every stage. Returns the summary on the process that scores (None on other
-        torchrun ranks, on `--shard` jobs and with until='prepare')."""
+        torchrun ranks, on `--shard` jobs and with until='prepare').
+
+        Every check of the inputs runs before the run folder is touched; then the folder's writer lock is
+        taken and the run marked as running (an earlier result moved aside) before any stage writes."""
         t0 = time.time()
+        self.check_inputs()
+        with contextlib.ExitStack() as held:
+            self.take_folder(held, RESULT_FILES)
+            summary = self.stages(t0)
+            self.finish()
+        return summary
+
+    def check_inputs(self) -> RunInputs:
+        """Every refusal of the inputs (output folder, data, model, settings), before the folder is touched."""
+        check_out_folder(self.store.root)
+        return self.inputs
+
+    def take_folder(self, held: contextlib.ExitStack, results: list[str]) -> None:
+        """The writer lock (shared for `--shard` jobs, which write disjoint rows beside each other) and, on the
+        process that writes the results, the 'running' mark with the earlier `results` moved aside."""
+        if self.layout.shard_job:
+            held.enter_context(writer_lock(self.store.root, shared=True))
+            return
+        if self.layout.torchrun and not self.layout.main:
+            return self.layout.on_main(lambda: None)  # rank 0 takes it; a refusal there reaches every rank
+
+        def take() -> None:
+            held.enter_context(writer_lock(self.store.root))
+            self.store.begin(results, command_line())
+        self.layout.on_main(take)
+
+    def finish(self) -> None:
+        """Every result is written: the run is done (or prepared), the earlier results are dropped."""
+        if self.layout.main:
+            self.store.finish(PREPARED if self.until == "prepare" else DONE)
+
+    def stages(self, t0: float) -> dict | None:
+        """The stages in order, each skipped when done (the folder must be taken: take_folder)."""
         pool, target, pool_tok, target_tok = self.inputs
         if self.layout.shard_job:
             self._require_prepared()
@@ -153,7 +204,9 @@ class Run(SubspaceStage, RowFilling):
         return summary
 
     def preflight(self, pool, target) -> None:
-        """Checks that would otherwise fail hours in: rank vs target size, budget vs pool, model, context."""
+        """Checks that would otherwise fail hours in: target size, rank vs target size, budget vs pool, model,
+        context. All of them run before the run folder is created or touched."""
+        check_target(target, self.cfg.aggregation)
         if self.cfg.rank is not None and self.cfg.rank > len(target):
             raise ConfigError(f"rank {self.cfg.rank} exceeds the {len(target)} directions the {len(target)} "
                               f"validation examples can span; use --rank {len(target)} or fewer")
@@ -275,8 +328,7 @@ class Run(SubspaceStage, RowFilling):
         sub = load_subspace(sub_path)
         # The basis's content digest in the store's meta: rows projected onto an older, different basis
         # (say, before a corrupted warm-up was recomputed) are never reused.
-        spec = StoreSpec(layout.TRAIN_PROJ, len(pool_tok.input_ids), sub.r_max,
-                         {"key": key, "basis": sub.basis_digest or array_digest(sub.basis)})
+        spec = self.projection_spec(key, len(pool_tok.input_ids), sub)
 
         def work(rows: list[int], fs: FeatureStore, st) -> None:
             import torch
@@ -286,11 +338,27 @@ class Run(SubspaceStage, RowFilling):
             engine = GradientEngine(self.adapter_model(self.cfg.checkpoint), tok.pad_token_id)
             basis = torch.from_numpy(sub.basis).to(engine.device, getattr(torch, self.cfg.proj_dtype))
             stream(engine, pool_tok, rows, self.cfg.grad_batch_size, self.row_writer(fs), project=basis,
-                   on_batch=st.advance)
+                   on_batch=st.advance, with_norms=True)
 
         return self.fill_rows("train_proj", key, spec, work,
-                              extra=lambda wall, k: {"n": spec.n, "r_max": spec.r,
+                              extra=lambda wall, k: {"n": spec.n, "r_max": sub.r_max,
                                                      "examples_per_s": round(k / max(wall, 1e-9), 2)})
+
+    def projection_spec(self, key: str, n: int, sub) -> StoreSpec:
+        """Each row: the r_max coordinates, then |g| (the norm-aware score's denominator, from the same gradient).
+        A complete store made before |g| was kept serves the in-subspace score as it is; the norm-aware score
+        needs the norms, so there the pool is projected again."""
+        meta = {"key": key, "basis": sub.basis_digest or array_digest(sub.basis)}
+        if self.cfg.score == "subspace":
+            older = StoreSpec(layout.TRAIN_PROJ, n, sub.r_max, meta)
+            try:
+                older.open(self.store.root, create=False)
+                self.log("note: the pool projections were stored before each gradient's norm was kept; the "
+                         "in-subspace score uses them as they are (the norm-aware score would project again)")
+                return older
+            except StoreError:
+                pass
+        return StoreSpec(layout.TRAIN_PROJ, n, sub.r_max + 1, {**meta, NORM_META: "last column"})
 
     def stage_scores(self, pool, target, proj: FeatureStore, pool_tok, target_tok) -> dict:
         t0 = time.time()
@@ -299,12 +367,14 @@ class Run(SubspaceStage, RowFilling):
         groups = subtask_groups(target)
         k = scoring.budget_to_count(self.cfg.budget, len(pool))
         with self.progress.stage("scores"):
-            advice = rank_advice(self.cfg, sub, proj.data, groups)  # the memmap: a sample of rows is read
+            stored = load_projections(proj.path)
+            advice = rank_advice(self.cfg, sub, stored, groups)  # the memmap: a sample of rows is read
             rank = choose_rank(self.cfg, sub, advice)
             atomic_write_json(self.paths.advisor, {
                 "checkpoint": self.cfg.checkpoint, **(advice.to_json() if advice else
                                                       {"suggested": None, "notes": ["no subtask has two validation examples"]})})
-            sc = scoring.gist_scores(proj.rows(), sub.val_coords, groups, rank, self.cfg.aggregation)
+            sc = scoring.gist_scores(proj.rows(), sub.val_coords, groups, rank, self.cfg.aggregation, self.cfg.score,
+                                     stored.norms)
             picked = {b: scoring.select(sc, k, b, groups) for b in scoring.BALANCES}
             selections = {b: idx for b, (idx, _) in picked.items()}
             chosen = selections[self.cfg.balance]
@@ -313,6 +383,7 @@ class Run(SubspaceStage, RowFilling):
                 frame.to_parquet(tmp, index=False)
             write_selected_jsonl(pool.take(chosen), sc.score[chosen], self.paths.selected)
         summary = build_summary(self.cfg, pool, target, picked, sub, rank, k, groups)
+        summary["score"] = sc.kind  # the kind these scores are (a store from before |g| was kept: subspace)
         summary["n_truncated"] = {"pool": pool_tok.n_truncated, "target": target_tok.n_truncated}
         summary["stage_wall_s"] = {name: e.get("wall_s") for name, e in self.store.manifest()["stages"].items()}
         summary["rank_rule"] = "explicit" if self.cfg.rank is not None else self.cfg.rank_rule
@@ -326,7 +397,8 @@ def run_select(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False, over
     return Run(cfg, out, quiet=quiet, overwrite=overwrite).execute()
 
 
-def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = None) -> scoring.Scores:
+def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = None,
+            kind: str | None = None) -> scoring.Scores:
     """Scores at another rank from the stored projections: no gradients recomputed."""
     paths = RunLayout(run_dir)
     cfg = RunConfig.from_json(json.loads(paths.config.read_text()))
@@ -335,5 +407,8 @@ def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = Non
                         ("sigma", "val_coords"))
     target = pd.read_parquet(paths.target)
     groups = scoring.groups_from_labels(target["id"], target["subtask"])
-    X = load_npy(paths.train_proj, np.float32, ndim=2, mmap=True)
-    return scoring.gist_scores(X, sub.val_coords, groups, rank, aggregation or cfg.aggregation)
+    stored = load_projections(paths.train_proj)
+    if kind is None and stored.norms is None and cfg.score == "normaware":
+        kind = "subspace"  # made before |g| was stored: the in-subspace score is all it holds (summary says which)
+    return scoring.gist_scores(stored.coords, sub.val_coords, groups, rank, aggregation or cfg.aggregation,
+                               kind or cfg.score, stored.norms)

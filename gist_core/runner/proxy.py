@@ -26,8 +26,10 @@ from gist_core.methods.iprox.config import ProxyConfig
 from gist_core.runner.keys import input_fingerprint
 from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import ProxyLayout, RunLayout, extraction_meta
+from gist_core.store.lock import writer_lock
 from gist_core.store.manifest import stable_hash
 from gist_core.store.reports import check_report, read_report, stamp
+from gist_core.store.runs import check_out_folder
 
 log = logging.getLogger(__name__)
 BUILD_FIELDS = ("model", "train", "rank_multiple", "probe_examples", "max_probes", "align_examples", "align_epochs",
@@ -213,8 +215,12 @@ def agreement(target: dict, other: dict, k: int) -> dict:
 
 def run_proxy(cfg: ProxyConfig, out, quiet: bool = True) -> dict:
     """Build the proxy and its ablations in `out`, evaluate each against the target, write proxy.json."""
-    lay = ProxyLayout(out)
-    lay.root.mkdir(parents=True, exist_ok=True)
+    check_out_folder(out)
+    with writer_lock(out):
+        return _build_and_evaluate(cfg, ProxyLayout(out), quiet)
+
+
+def _build_and_evaluate(cfg: ProxyConfig, lay: ProxyLayout, quiet: bool) -> dict:
     t0 = time.time()
     builder = Builder(cfg, quiet)
     built, folders = {}, {}

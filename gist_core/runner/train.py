@@ -16,8 +16,10 @@ from gist_core.config import GAST_METHODS, ConfigError, TrainRunConfig
 from gist_core.store.artefacts import load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import TrainLayout
+from gist_core.store.lock import writer_lock
 from gist_core.store.manifest import stable_hash
 from gist_core.store.reports import check_report, read_report, stamp
+from gist_core.store.runs import check_out_folder
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,18 @@ def encode(tok, examples, max_length):
 
 def run_train(cfg: TrainRunConfig, out, quiet: bool = True) -> dict:
     """Train, evaluate, save; skipped when `out` holds a finished run of the same config."""
+    check_out_folder(out)
+    with writer_lock(out):
+        return _train(cfg, TrainLayout(out), quiet)
+
+
+def _train(cfg: TrainRunConfig, lay: TrainLayout, quiet: bool) -> dict:
     import torch
 
     from gist_core.data.examples import load_examples
     from gist_core.methods.gast.trainer import train_gast
     from gist_core.model.evaluate import evaluate_on_target
     from gist_core.model.load import attach_lora, load_base_model
-    lay = TrainLayout(out)
     key = stable_hash(asdict(cfg))
     if lay.report.exists():
         old = check_report(read_report(lay.report, "train"), "train", str(lay.report))
@@ -104,7 +111,12 @@ ABLATION_RUNS = tuple((m, "cached") for m in GAST_METHODS) + (("gast", "twopass"
 def run_ablation(cfg: TrainRunConfig, out, seeds: int = 3, runs=ABLATION_RUNS, quiet: bool = True) -> dict:
     """Every (method, implementation) × seed at equal steps and equal batches (one data order per seed),
     then ablation.json: mean ± std over seeds per run, per subtask, and time / memory per step."""
-    lay = TrainLayout(out)
+    check_out_folder(out)
+    with writer_lock(out):
+        return _ablation(cfg, TrainLayout(out), seeds, runs, quiet)
+
+
+def _ablation(cfg: TrainRunConfig, lay: TrainLayout, seeds: int, runs, quiet: bool) -> dict:
     members = {}
     for method, impl in runs:
         for seed in range(seeds):

@@ -5,6 +5,7 @@ One run = one folder:
     manifest.json               per stage: key, files with size and sha256, versions, wall time
     progress.jsonl              one JSON event per line, for the dashboard
     launch.json                 how the dashboard launched the job (pid, command, log)
+    .lock                       the writer's advisory lock: pid and command of the process writing the folder
     examples.parquet            the pool as loaded (id, source, skill, ... prompt, response)
     target.parquet              the target (validation) examples
     checkpoints/ckpt-E/         warm-up LoRA adapter after epoch E, its optimizer moments, and
@@ -40,6 +41,9 @@ MANIFEST = "manifest.json"
 PROGRESS = "progress.jsonl"
 LAUNCH = "launch.json"
 LAUNCH_LOG = "launch.log"   # the launched job's stdout and stderr (gist_core.app.launcher)
+LOCK = ".lock"              # the writer's advisory lock and its record (gist_core.store.lock)
+PREVIOUS = ".previous"      # an earlier run's results while the folder is rewritten (RunStore.begin)
+MANIFEST_LOCK = ".manifest.lock"  # held for each read-modify-write of manifest.json (shard jobs share a folder)
 SUMMARY = "summary.json"
 EXAMPLES = "examples.parquet"
 TARGET = "target.parquet"

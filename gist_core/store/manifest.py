@@ -9,13 +9,17 @@ The orchestrator decides skip/compute/resume from the manifest; stage code never
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import mmap
 import os
 import platform
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ import numpy as np
 
 from gist_core.errors import StoreError  # noqa: F401  (raised here; re-exported)
 from gist_core.store import layout
-from gist_core.store.atomic import DISK_FULL, atomic_path, atomic_write_json, named_os_error
+from gist_core.store.atomic import DISK_FULL, atomic_path, atomic_write_json, fsync_dir, named_os_error
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 # Artefact format of what a stage writes (recorded per manifest entry; no entry = 1): 2 = arrays written
 # C-ordered with dtype and shape checked on load (gist_core.store.artefacts).
 ARTEFACT_FORMAT = 2
+RUNNING, DONE, PREPARED = "running", "done", "prepared"  # the run's status in the manifest
 
 
 def stable_hash(obj: Any) -> str:
@@ -90,11 +95,14 @@ def verify_artefacts(root: Path, entry: dict, hashes: bool = True) -> str | None
 
 
 class RunStore:
-    """A run directory: manifest bookkeeping and progress events."""
+    """A run directory: manifest bookkeeping, the run's status and progress events.
+
+    Creating a RunStore writes nothing: the folder is made by the writer's lock (gist_core.store.lock), which
+    every writing command takes only after its inputs passed their checks, so a refused input leaves no folder.
+    """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self._verified: set[tuple] = set()
 
     def path(self, *parts: str) -> Path:
@@ -124,19 +132,58 @@ class RunStore:
         self._verified.add(stamp)
         return "done"
 
+    @contextlib.contextmanager
+    def _editing_manifest(self) -> Iterator[dict]:
+        """Read, change and write the manifest under a short exclusive lock of its own: `--shard` jobs share a
+        folder and each records its part, so their read-modify-writes must not interleave."""
+        fd = os.open(self.path(layout.MANIFEST_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            m = self.manifest()
+            yield m
+            atomic_write_json(self.path(layout.MANIFEST), m)
+        finally:
+            os.close(fd)
+
     def record_stage(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
-        m = self.manifest()
         digests = artefact_digests(self.root, files)
-        m["stages"][stage] = {"key": key, "done": True, "format": ARTEFACT_FORMAT, "files": files, "wall_s": round(wall_s, 3),
-                              "bytes": sum(d["bytes"] for d in digests.values()), "digests": digests,
-                              "versions": versions(),
-                              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
-        atomic_write_json(self.path(layout.MANIFEST), m)
+        with self._editing_manifest() as m:
+            m["stages"][stage] = {"key": key, "done": True, "format": ARTEFACT_FORMAT, "files": files,
+                                  "wall_s": round(wall_s, 3), "bytes": sum(d["bytes"] for d in digests.values()),
+                                  "digests": digests, "versions": versions(),
+                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
 
     def forget_stage(self, stage: str) -> None:
-        m = self.manifest()
-        if m["stages"].pop(stage, None) is not None:
-            atomic_write_json(self.path(layout.MANIFEST), m)
+        if stage in self.manifest()["stages"]:
+            with self._editing_manifest() as m:
+                m["stages"].pop(stage, None)
+
+    # ---- the run's status: a folder being (re)written never presents an earlier result as its own
+    def begin(self, results: list[str], cmd: list[str]) -> None:
+        """Mark the run as running, then move the result files of the earlier run aside into .previous/ (in that
+        order: a kill in between leaves a folder marked running, which readers show as incomplete, never as
+        done). Nothing is lost: a run that fails leaves the earlier result in .previous/; one that finishes
+        removes it."""
+        with self._editing_manifest() as m:
+            m["status"] = {"state": RUNNING, "pid": os.getpid(), "cmd": cmd, "started_at": round(time.time(), 3)}
+        present = [rel for rel in results if self.path(rel).exists()]
+        if present:
+            aside = self.path(layout.PREVIOUS)
+            for rel in present:
+                (aside / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.path(rel), aside / rel)
+            fsync_dir(aside)
+        fsync_dir(self.root)
+
+    def finish(self, state: str = DONE) -> None:
+        """The run's new results are all written: mark it `state` and drop the earlier run's results."""
+        with self._editing_manifest() as m:
+            m["status"] = {**m.get("status", {}), "state": state, "finished_at": round(time.time(), 3)}
+        shutil.rmtree(self.path(layout.PREVIOUS), ignore_errors=True)
+
+    def status(self) -> dict:
+        """{'state': running | done | prepared, ...}; {} for a folder written before the status existed."""
+        return self.manifest().get("status") or {}
 
     # ---- progress events
     def event(self, stage: str, status: str, **fields) -> None:

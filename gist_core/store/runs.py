@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
-from gist_core.errors import RunNameError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import ConfigError, RunNameError  # noqa: F401  (RunNameError raised here; re-exported)
 
 NAME_MAX = 100
 NAME_RULE = f"1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.'"
@@ -72,3 +73,25 @@ def upload_path(run_name: str, filename: str, root: str | os.PathLike | None = N
     run = run_path(run_name, root)
     inputs = _inside(run / UPLOAD_DIR, run, "upload folder")
     return _inside(inputs / safe_upload_name(filename), inputs, "upload")
+
+
+def check_out_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Refuse, before anything is written, an output folder that cannot be one: an existing file, or a place
+    this process cannot create files in (the folder itself, or its nearest existing parent). Creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file, not a folder; name a folder (it is created if missing)")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{flag} {path}: {probe} is a file, so no folder can be made under it")
+    try:  # os.access ignores read-only mounts and root's privileges: try the real thing, then clean up
+        fd, tmp = tempfile.mkstemp(prefix=".gist-lab-write-check.", dir=probe)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot write in {probe} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(tmp)
+    return path

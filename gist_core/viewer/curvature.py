@@ -12,10 +12,9 @@ import pandas as pd
 
 from gist_core.analysis.curvature import correlation_matrix
 from gist_core.app import launcher
-from gist_core.store import artefacts
+from gist_core.store import artefacts, lock
 from gist_core.store.layout import RunLayout
 from gist_core.store.reports import readable_report
-from gist_core.viewer.progress import run_state, stage_progress
 from gist_core.viewer.rundir import checkpoint_epochs, file_stamp, json_number, read_json
 from gist_core.viewer.spectrum import spectra
 
@@ -72,15 +71,13 @@ def geometry_job(run_dir: str | Path) -> launcher.LaunchState | None:
 
 
 def geometry_running(run_dir: str | Path) -> bool:
-    """`gist-lab geometry` is going in this folder: launched from the dashboard and alive, or a running
-    stage named geometry/... (started from a terminal)."""
+    """`gist-lab geometry` is going in this folder: launched from the dashboard and alive, or (started from a
+    terminal) the live writer holding the folder's lock is a geometry command."""
     job = geometry_job(run_dir)
     if job is not None and job.alive:
         return True
-    if not Path(run_dir).exists() or run_state(run_dir)["status"] != "running":
-        return False
-    prog = stage_progress(run_dir)
-    return bool(prog.loc[prog["status"] == "running", "stage"].str.startswith("geometry/").any())
+    writer = lock.holder(run_dir)
+    return writer is not None and "geometry" in (writer.get("cmd") or [])
 
 
 def curvature_matrices(run_dir: str | Path, epoch: int) -> dict:

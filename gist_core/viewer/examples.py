@@ -55,10 +55,12 @@ def example_detail(rs: Rescored, row: int) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def run_tokenizer(model: str, trust_remote_code: bool = False):
-    """The run's own tokenizer (a GGUF or registry model: its converted folder), loaded once per model."""
+def run_tokenizer(model: str):
+    """The run's own tokenizer (a GGUF or registry model: its converted folder), loaded once per model. Never
+    with remote code: a run folder is data, and whoever can drop one into the runs folder must not be able to
+    make the dashboard run a model folder's Python (a tokenizer that needs it fails to load instead)."""
     from gist_core.model.load import load_tokenizer
-    return load_tokenizer(model, trust_remote_code)
+    return load_tokenizer(model, trust_remote_code=False)
 
 
 def model_input(run_dir: str | Path, row: int) -> dict:
@@ -68,7 +70,7 @@ def model_input(run_dir: str | Path, row: int) -> dict:
     cfg = run_config(run_dir)
     if not cfg.get("model"):
         raise FileNotFoundError(f"{run_dir}: no {RunLayout(run_dir).config.name} naming the model")
-    tok = run_tokenizer(cfg["model"], bool(cfg.get("trust_remote_code", False)))
+    tok = run_tokenizer(cfg["model"])
     ex = base_frame(run_dir).iloc[int(row)]  # the page's own cached frame: no second read of the text
     # examples.parquet keeps a chat row's last user turn as its prompt, not the turns before it
     ids, labels, cut = encode_pair(tok, ex["prompt"], ex["response"], int(cfg.get("max_length", 256)))

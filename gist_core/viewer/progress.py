@@ -1,17 +1,15 @@
 """Runs and progress: the stages of a run from its progress events, its status, and the table of all runs."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from gist_core.app import launcher
-from gist_core.store.layout import CONFIG, LAUNCH, LAUNCH_LOG, RunLayout
+from gist_core.store import lock
+from gist_core.store.layout import CONFIG, LAUNCH, LAUNCH_LOG, PREVIOUS, RunLayout
 from gist_core.store.manifest import read_events
-from gist_core.viewer.rundir import run_config, run_summary
-
-EXTERNAL_QUIET_S = 120  # a CLI-started run (no launch.json) counts as running while its events are this fresh
+from gist_core.viewer.rundir import read_json, run_config, run_summary
 
 
 def stage_plan(config: dict) -> list[str]:
@@ -80,9 +78,14 @@ def _apply_event(s: dict, e: dict) -> None:
 
 
 def run_state(run_dir: str | Path) -> dict:
-    """{'status': running | done | failed | cancelled | stopped | empty, 'message': str | None, 'launch': ...}."""
+    """{'status': running | done | failed | cancelled | stopped | empty, 'message': str | None, 'launch': ...}.
+
+    A live writer (the folder's lock record, gist_core.store.lock) means running, whoever started it; a run the
+    manifest marks as running with no live writer stopped before finishing: incomplete, never done."""
     d = Path(run_dir)
     ls = launcher.state(d)
+    writer = lock.holder(d)
+    marked = (read_json(RunLayout(d).manifest, {}) or {}).get("status") or {}
     events = current_events(d)
     summary = RunLayout(d).summary
     t_start = (ls.started_at if ls.launched else (events[0]["t"] if events else 0)) or 0
@@ -92,6 +95,11 @@ def run_state(run_dir: str | Path) -> dict:
     err_events = [e for e in events if e.get("status") == "error"]
     if ls.alive:
         status, msg = "running", None
+    elif writer is not None:
+        status, msg = "running", f"started outside the dashboard by {lock.describe(writer)} (stop it where it was started)"
+    elif marked.get("state") == "running" and not (ls.cancelled or ls.error or ls.returncode not in (None, 0)):
+        status, msg = "stopped", ("incomplete: the run stopped before finishing (an earlier result, if any, is kept in "
+                                  f"{PREVIOUS}/); run the same command again to resume")
     elif fresh and ls.returncode in (None, 0):
         status, msg = "done", None
     elif ls.cancelled:
@@ -100,8 +108,6 @@ def run_state(run_dir: str | Path) -> dict:
         status = "failed"
         msg = ls.error or (err_events[-1].get("error") if err_events else None) or \
             f"the run exited with code {ls.returncode}; see {LAUNCH_LOG}"
-    elif not ls.launched and events and time.time() - events[-1].get("t", 0) < EXTERNAL_QUIET_S:
-        status, msg = "running", "started outside the dashboard (cancel it where it was started)"
     elif events:
         status, msg = "stopped", "the run stopped before finishing; launch the same settings again to resume"
     elif ls.launched:

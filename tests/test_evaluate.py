@@ -1,0 +1,160 @@
+"""Downstream evaluation (gist_core/model/evaluate.py) against a plain loop that shares none of its code.
+
+The loop follows the documented conventions, written out here again: the plain prompt template
+(formatting.py; the bundled tokenizer has no chat template and adds no BOS), the response after one
+space, then EOS; test loss = mean cross-entropy over the response tokens with the final EOS left
+out, per example, then per subtask, then over subtasks. Exact match = greedy `model.generate` on one
+prompt at a time (no padding at all), stripped text equal to the reference.
+
+`naive_test_loss` and `naive_greedy` are also used by tests/test_compare.py on a real compare run.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import torch
+
+TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:"  # formatting.PLAIN_TEMPLATE, as documented
+TOL = 1e-5  # float32 batched (right-padded) forward vs one unpadded float32 forward, log-softmax in float64
+
+
+def naive_ids(tok, ex) -> tuple[list[int], int]:
+    """(ids, index of the first response token) for one example, built by hand."""
+    assert not getattr(tok, "chat_template", None) and not getattr(tok, "add_bos_token", False), \
+        "the plain loop writes out the plain template only"
+    p = tok(TEMPLATE.format(prompt=ex.prompt), add_special_tokens=False)["input_ids"]
+    r = tok(" " + ex.response, add_special_tokens=False)["input_ids"]
+    ids = p + r + [tok.eos_token_id]
+    assert len(ids) <= 256, "no truncation in the plain loop"
+    return ids, len(p)
+
+
+@torch.no_grad()
+def naive_token_nll(model, tok, ex, include_eos: bool = False) -> list[float]:
+    """Negative log-likelihood of each response token (and of the final EOS when `include_eos`)."""
+    ids, start = naive_ids(tok, ex)
+    logits = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits[0]
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    end = len(ids) if include_eos else len(ids) - 1
+    return [-float(logp[t - 1, ids[t]]) for t in range(start, end)]
+
+
+def naive_test_loss(model, tok, examples, include_eos: bool = False, pooling: str = "subtask") -> tuple[float, dict]:
+    """(test loss, {subtask: loss}). pooling: 'subtask' (the documented one), or the mutations 'examples'
+    (mean over all examples) and 'tokens' (mean over all response tokens)."""
+    model.eval()
+    nll = [(ex.subtask or "all", naive_token_nll(model, tok, ex, include_eos)) for ex in examples]
+    if pooling == "tokens":
+        return float(np.mean([x for _, xs in nll for x in xs])), {}
+    if pooling == "examples":
+        return float(np.mean([np.mean(xs) for _, xs in nll])), {}
+    by_sub: dict = defaultdict(list)
+    for sub, xs in nll:
+        by_sub[sub].append(float(np.mean(xs)))
+    per = {s: float(np.mean(v)) for s, v in by_sub.items()}
+    return float(np.mean(list(per.values()))), per
+
+
+@torch.no_grad()
+def naive_greedy(model, tok, ex, max_new_tokens: int = 16) -> str:
+    """Greedy answer to one prompt, unbatched, unpadded."""
+    model.eval()
+    p = tok(TEMPLATE.format(prompt=ex.prompt), add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0, len(p):], skip_special_tokens=True).strip()
+
+
+@pytest.fixture(scope="module")
+def perturbed(micro_model_dir):
+    """The micro model + a rank-4 LoRA whose B is random (nonzero), so the adapter changes every output."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gist_core.model.load import LoraSettings, attach_lora
+    tok = AutoTokenizer.from_pretrained(micro_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(micro_model_dir, dtype=torch.float32)
+    model = attach_lora(base, LoraSettings(r=4), seed=0)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model.eval(), tok
+
+
+def uneven_examples(micro_corpus):
+    """The micro test split cut to 4/3/2/1 examples per subtask, responses of 1 to 4 words (several tokens
+    each): per-subtask, per-example and per-token means then all differ."""
+    from gist_core.data.examples import load_examples
+    tests = load_examples(micro_corpus["test"])
+    subs = list(dict.fromkeys(ex.subtask for ex in tests))
+    out = []
+    for k, sub in enumerate(subs):
+        rows = [ex for ex in tests if ex.subtask == sub][: len(subs) - k]
+        for j, ex in enumerate(rows):
+            words = [ex.response, "then", "zebra", "quokkas"][: 1 + (j + k) % 4]
+            out.append(type(ex)(id=ex.id, prompt=ex.prompt, response=" ".join(words), subtask=sub))
+    return out
+
+
+def test_test_loss_equals_a_plain_loop_and_the_loop_catches_mutations(perturbed, micro_corpus):
+    from gist_core.model.evaluate import evaluate_on_target
+    model, tok = perturbed
+    exs = uneven_examples(micro_corpus)
+    assert sorted(np.unique([ex.subtask for ex in exs], return_counts=True)[1].tolist()) == [1, 2, 3, 4]
+    assert len({len(naive_ids(tok, ex)[0]) - naive_ids(tok, ex)[1] for ex in exs}) > 2  # response lengths vary
+    got = evaluate_on_target(model, tok, exs, n_em=1)
+    want, per = naive_test_loss(model, tok, exs)
+    assert got["test_loss"] == pytest.approx(want, abs=TOL)
+    assert set(got["per_subtask"]) == set(per)
+    for s, v in per.items():
+        assert got["per_subtask"][s]["loss"] == pytest.approx(v, abs=TOL), s
+
+    # the adapter is live: without it the loss is another number
+    with model.disable_adapter():
+        assert abs(naive_test_loss(model, tok, exs)[0] - want) > 100 * TOL
+    # each plausible mistake in the convention moves the number far beyond the tolerance
+    mutations = {"EOS included": naive_test_loss(model, tok, exs, include_eos=True)[0],
+                 "mean over examples": naive_test_loss(model, tok, exs, pooling="examples")[0],
+                 "mean over tokens": naive_test_loss(model, tok, exs, pooling="tokens")[0]}
+    for name, value in mutations.items():
+        assert abs(value - got["test_loss"]) > 100 * TOL, name
+
+
+def test_batched_left_padded_greedy_equals_one_prompt_at_a_time(perturbed, micro_corpus):
+    from gist_core.data.examples import load_examples
+    from gist_core.model.evaluate import evaluate_on_target, greedy_answers
+    model, tok = perturbed
+    exs = load_examples(micro_corpus["test"])[::2]  # 10 prompts, all subtasks, in one batch
+    lengths = [len(tok(TEMPLATE.format(prompt=ex.prompt), add_special_tokens=False)["input_ids"]) for ex in exs]
+    assert len(set(lengths)) >= 4, lengths  # real left padding in the batch
+    want = [naive_greedy(model, tok, ex) for ex in exs]
+    assert len({a for a in want if a}) >= 3, want  # answers that can differ, not one empty string
+    assert greedy_answers(model, tok, exs) == want
+    assert greedy_answers(model, tok, exs, batch_size=3) == want
+
+    # the mutation the left padding guards against: right padding continues from a pad token
+    T = max(lengths)
+    ids = torch.full((len(exs), T), tok.pad_token_id, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for i, ex in enumerate(exs):
+        p = tok(TEMPLATE.format(prompt=ex.prompt), add_special_tokens=False)["input_ids"]
+        ids[i, : len(p)], att[i, : len(p)] = torch.tensor(p), 1
+    with torch.no_grad():
+        gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=16, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    assert [tok.decode(g[T:], skip_special_tokens=True).strip() for g in gen] != want
+
+    # exact match from those answers: half the references set to the model's own answer
+    gold = [type(ex)(id=ex.id, prompt=ex.prompt, response=a if i % 2 == 0 else ex.response, subtask=ex.subtask)
+            for i, (ex, a) in enumerate(zip(exs, want))]
+    got = evaluate_on_target(model, tok, gold)
+    by_sub: dict = defaultdict(list)
+    for ex, a in zip(gold, want):
+        by_sub[ex.subtask].append(float(a == ex.response.strip()))
+    assert {s: v["exact_match"] for s, v in got["per_subtask"].items()} == {s: np.mean(v) for s, v in by_sub.items()}
+    assert got["exact_match"] == pytest.approx(np.mean([np.mean(v) for v in by_sub.values()]), abs=1e-12)
+    assert 0 < got["exact_match"] < 1
