@@ -1,4 +1,4 @@
-"""Selection rule x aggregation x rank rule x model, on ground truth: the evidence behind the defaults.
+"""Score x selection rule x aggregation x rank rule x model, on ground truth: the evidence behind the defaults.
 
     gist-lab models fetch smollm2-135m
     python bench/selection_rules.py            # resumes every stage; ~75 min on 2 cores from nothing
@@ -6,9 +6,11 @@
 For each model (the bundled tiny LM on the whole pool; SmolLM2-135M-Instruct on the pool's first 1,000 rows,
 LoRA on its last 4 layers) and each bundled target it runs (or resumes) one `gist-lab compare --no-downstream
 --rules all` with GIST, LESS, raw-gradient cosine and embedding similarity, then re-scores GIST from the run's
-stored projections under every aggregation (subtask means, example max) x rank rule (tau = 0.95, the rank
-advisor, all stored directions) x selection rule (global, quota, z-score, quantile). LESS, raw cosine and
-embedding have no rank; they are scored under every selection rule by the same `scoring.select`.
+stored projections under every score (norm-aware, in-subspace cosine) x aggregation (subtask means, example
+max, and the contrastive subtask direction: a feature-level remedy for look-alike subtasks) x rank rule (tau =
+0.95, the rank advisor, all stored directions, and fixed ranks 1, 2, 4, 8, 16) x selection rule (global, quota,
+z-score, quantile, round-robin over target examples). LESS, raw cosine and embedding have no rank; they are
+scored under every selection rule by the same `scoring.select`.
 
 Reported per cell: precision (target skill and correct answer) and per-subtask coverage; a subtask is starved
 when its correct selected examples are fewer than a third of its proportional share (scoring.starved_by_coverage,
@@ -29,8 +31,10 @@ import numpy as np
 MODELS = {"tiny": {"model": None, "pool_size": None, "lora_layers": None, "prefix": "runs/compare"},
           "smollm2": {"model": "smollm2-135m", "pool_size": 1000, "lora_layers": 4, "prefix": "runs/real-smollm2"}}
 TARGETS = ("transform", "lookup", "facts")
-AGGREGATIONS = {"gist_mean": "subtask_mean", "gist_max": "example_max"}
+AGGREGATIONS = {"gist_mean": "subtask_mean", "gist_max": "example_max", "gist_contrast": "contrast"}
+SCORE_KINDS = ("normaware", "subspace")
 RANK_RULES = ("tau", "advisor", "full")
+FIXED_RANKS = (1, 2, 4, 8, 16)
 BASELINES = ("less", "rawcos", "embedding")
 
 
@@ -46,14 +50,31 @@ def compare_command(model: str, target: str, out: Path, a) -> list[str]:
     return cmd
 
 
+def contrastive_scores(X, val_coords, groups, r, kind, norms):
+    """GIST with each subtask's direction made contrastive: its subtask-mean direction minus its projection on
+    the span of the other subtasks' directions (inside the rank-r subspace), so what a look-alike subtask
+    shares with it no longer counts in its column."""
+    from gist_core.methods import scoring
+    names, dirs = scoring.target_directions(val_coords, groups, r, "subtask_mean")
+    out = np.empty_like(dirs)
+    for t in range(len(dirs)):
+        others = np.delete(dirs, t, axis=0)
+        q = np.linalg.qr(others.T)[0] if len(others) else np.zeros((r, 0))
+        d = dirs[t] - q @ (q.T @ dirs[t])
+        out[t] = d / max(np.linalg.norm(d), 1e-30)
+    cols = scoring.cosine_matrix(X, out, r, norms if kind == "normaware" else None)
+    return scoring.Scores(score=cols.max(1), columns=cols, column_names=names, rank=r, aggregation="subtask_mean",
+                          kind=kind)
+
+
 def gist_grid(run_dir: Path) -> dict:
-    """(family, rank rule, selection rule) -> metrics, from the run's stored projections."""
+    """(family, score, rank rule, selection rule) -> metrics, from the run's stored projections."""
     import pandas as pd
 
     from gist_core.data.truth import metrics_from, truth_masks
     from gist_core.methods import scoring
     from gist_core.runner.pipeline import RunConfig, choose_rank, rank_advice
-    from gist_core.store.artefacts import load_npy, load_subspace
+    from gist_core.store.artefacts import load_projections, load_subspace
     cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
                         ("sigma", "val_coords"))
@@ -61,23 +82,77 @@ def gist_grid(run_dir: Path) -> dict:
     groups = scoring.groups_from_labels(target["id"], target["subtask"])
     pool = pd.read_parquet(run_dir / "examples.parquet", columns=["skill", "kind"])
     truth = truth_masks(pool, list(groups))
-    X = load_npy(run_dir / "train_proj.npy", np.float32, ndim=2, mmap=True)
+    stored = load_projections(run_dir / "train_proj.npy")
+    X = stored.coords
     k = scoring.budget_to_count(cfg.budget, len(X))
     out = {}
     for family, agg in AGGREGATIONS.items():
-        for rank_rule in RANK_RULES:
-            c = replace(cfg, aggregation=agg, rank_rule=rank_rule, rank=None)
-            advice = rank_advice(c, sub, X, groups)
-            r = choose_rank(c, sub, advice)
-            sc = scoring.gist_scores(X, sub.val_coords, groups, r, agg)
-            for rule in scoring.BALANCES:
-                idx, _ = scoring.select(sc, k, rule, groups)
-                mask = np.zeros(len(X), dtype=bool)
-                mask[idx] = True
-                m = metrics_from(truth, mask)
-                out[f"{family}|{rank_rule}|{rule}"] = {"rank": r, "precision": m["precision"], "coverage": m["coverage"],
-                                                       "starved": scoring.starved_by_coverage(m["coverage"]),
-                                                       "base_rate": m["base_rate"]}
+        for kind in SCORE_KINDS:
+            for rank_rule in (*RANK_RULES, *(f"r{r}" for r in FIXED_RANKS if r <= sub.r_max)):
+                c = replace(cfg, aggregation="subtask_mean" if agg == "contrast" else agg, score=kind,
+                            rank_rule="full" if rank_rule.startswith("r") else rank_rule,
+                            rank=int(rank_rule[1:]) if rank_rule.startswith("r") else None)
+                r = choose_rank(c, sub, rank_advice(c, sub, stored, groups) if rank_rule == "advisor" else None)
+                sc = contrastive_scores(X, sub.val_coords, groups, r, kind, stored.norms) if agg == "contrast" else \
+                    scoring.gist_scores(X, sub.val_coords, groups, r, agg, kind, stored.norms)
+                for rule in scoring.BALANCES:
+                    if rule == "examples" and agg == "contrast":
+                        continue  # per-example columns are not contrastive: the same cells as gist_mean's
+                    idx, _ = scoring.select(sc, k, rule, groups)
+                    mask = np.zeros(len(X), dtype=bool)
+                    mask[idx] = True
+                    m = metrics_from(truth, mask)
+                    out[f"{family}|{kind}|{rank_rule}|{rule}"] = {
+                        "rank": r, "precision": m["precision"], "coverage": m["coverage"],
+                        "starved": scoring.starved_by_coverage(m["coverage"]), "base_rate": m["base_rate"]}
+    return out
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive outscores a negative), ties counted half."""
+    if not len(pos) or not len(neg):
+        return float("nan")
+    from scipy.stats import rankdata
+    ranks = rankdata(np.concatenate([pos, neg]))  # average ranks over ties
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def lookalike_aucs(run_dir: Path) -> dict:
+    """Per target subtask t: its look-alike (the non-target skill whose pool rows score highest, by median, in
+    t's own column at full rank), then AUC(t's correct rows vs the look-alike's rows) in t's column at every rank,
+    for each family and score. Below 0.5 the column itself prefers the look-alike: no selection rule can fix it."""
+    import pandas as pd
+
+    from gist_core.methods import scoring
+    from gist_core.runner.pipeline import RunConfig
+    from gist_core.store.artefacts import load_projections, load_subspace
+    cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
+    sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
+                        ("sigma", "val_coords"))
+    target = pd.read_parquet(run_dir / "target.parquet")
+    groups = scoring.groups_from_labels(target["id"], target["subtask"])
+    pool = pd.read_parquet(run_dir / "examples.parquet", columns=["skill", "kind"])
+    stored = load_projections(run_dir / "train_proj.npy")
+    ranks = list(range(1, sub.r_max + 1))
+    full = scoring.gist_scores(stored.coords, sub.val_coords, groups, sub.r_max, "subtask_mean", "subspace")
+    out = {}
+    for t, name in enumerate(full.column_names):
+        others = pool.loc[~pool["skill"].isin(list(groups)), "skill"]
+        med = pd.Series(full.columns[others.index, t]).groupby(others.to_numpy()).median()
+        look = str(med.idxmax())
+        pos = ((pool["skill"] == name) & (pool["kind"].fillna("correct") == "correct")).to_numpy()
+        neg = (pool["skill"] == look).to_numpy()
+        curves = {}
+        for family in ("gist_mean", "gist_contrast"):
+            for kind in SCORE_KINDS:
+                vals = []
+                for r in ranks:
+                    sc = contrastive_scores(stored.coords, sub.val_coords, groups, r, kind, stored.norms) \
+                        if family == "gist_contrast" else \
+                        scoring.gist_scores(stored.coords, sub.val_coords, groups, r, "subtask_mean", kind, stored.norms)
+                    vals.append(round(auc(sc.columns[pos, t], sc.columns[neg, t]), 4))
+                curves[f"{family}|{kind}"] = vals
+        out[name] = {"lookalike": look, "n_pos": int(pos.sum()), "n_neg": int(neg.sum()), "ranks": ranks, "auc": curves}
     return out
 
 
@@ -88,7 +163,7 @@ def baseline_cells(rep: dict) -> dict:
     for row, e in rep["methods"].items():
         family, rule = split_row(row)
         if family in BASELINES and "precision" in e:
-            out[f"{family}|-|{rule}"] = {"rank": None, "precision": e["precision"], "coverage": e["coverage"],
+            out[f"{family}|-|-|{rule}"] = {"rank": None, "precision": e["precision"], "coverage": e["coverage"],
                                          "starved": scoring.starved_by_coverage(e["coverage"])}
     return out
 
@@ -131,10 +206,10 @@ def table(results: dict) -> str:
     runs = [(m, t) for m in MODELS for t in TARGETS if t in results.get(m, {})]
     keys = list(dict.fromkeys(k for m, t in runs for k in results[m][t]["cells"]))
     head = " | ".join(f"{m} {t[:5]}" for m, t in runs)
-    lines = [f"| method | rank rule | selection rule | {head} | tiny mean | SmolLM2 mean | starved (tiny / SmolLM2) |",
-             "|" + "---|" * (6 + len(runs))]
+    lines = [f"| method | score | rank rule | selection rule | {head} | tiny mean | SmolLM2 mean | starved (tiny / SmolLM2) |",
+             "|" + "---|" * (7 + len(runs))]
     for key in keys:
-        family, rank_rule, rule = key.split("|")
+        family, kind, rank_rule, rule = key.split("|")
         cells = [results[m][t]["cells"].get(key) for m, t in runs]
         vals = [f"{c['precision']:.3f}" + (f" (r{c['rank']})" if c and c["rank"] else "") if c else "–" for c in cells]
         means, starved = [], []
@@ -142,7 +217,7 @@ def table(results: dict) -> str:
             ps = [results[model][t]["cells"][key] for t in TARGETS if key in results.get(model, {}).get(t, {}).get("cells", {})]
             means.append(f"{np.mean([c['precision'] for c in ps]):.3f}" if ps else "–")
             starved.append(str(sum(len(c["starved"]) for c in ps)) if ps else "–")
-        lines.append(f"| {family} | {rank_rule} | {rule} | {' | '.join(vals)} | {means[0]} | {means[1]} | "
+        lines.append(f"| {family} | {kind} | {rank_rule} | {rule} | {' | '.join(vals)} | {means[0]} | {means[1]} | "
                      f"{' / '.join(starved)} |")
     return "\n".join(lines)
 
@@ -186,10 +261,11 @@ def main() -> None:
             rep = json.loads((out / "compare.json").read_text())
             cells = {**gist_grid(out), **baseline_cells(rep)}
             wins = who_wins(out, rep["gist"]["rank"])
+            looks = lookalike_aucs(out)
             results.setdefault(model, {})[target] = {
                 "command": " ".join(["gist-lab"] + cmd[3:]), "run": str(out), "n_pool": rep["n_pool"],
                 "n_selected": rep["n_selected"], "wall_s": round(time.time() - t0, 1), "cells": cells,
-                "base_rate": next(iter(cells.values()))["base_rate"], "who_wins": wins}
+                "base_rate": next(iter(cells.values()))["base_rate"], "who_wins": wins, "lookalikes": looks}
             print(f"{model} {target}: {len(cells)} cells, {time.time() - t0:.0f} s", flush=True)
     from gist_core.store.atomic import atomic_write_json
     atomic_write_json(a.json, results)

@@ -17,8 +17,10 @@ gist_epoch = int(run.config.get("checkpoint", 1))
 st.caption("Singular values σ of the validation-gradient matrix G (N_v × D) at each warm-up checkpoint. "
            f"GIST scores with checkpoint {gist_epoch}; the rank r is how many of its top directions the cosine uses.")
 
-rank = ui.rank_slider(run_dir, key="rank_spectrum")
-s = {**ui.settings(run_dir), "rank": rank}
+sc = st.columns([3, 2])
+rank = ui.rank_slider(run_dir, key="rank_spectrum", container=sc[0])
+kind = ui.score_radio(run_dir, key="score_spectrum", container=sc[1])
+s = {**ui.settings(run_dir), "rank": rank, "kind": kind}
 rs = ui.rescored(run_dir, s)
 
 left, right = st.columns(2)
@@ -33,7 +35,7 @@ if specs:
                                      for sp in specs]), hide_index=True, width="stretch")
 
 st.subheader("Rank advisor: do unseen target examples rise to the top?")
-adv = ui.advisor_curve(run_dir)
+adv = ui.advisor_curve(run_dir, kind)
 if adv is None:
     st.caption("No subtask has two validation examples: the advisor holds one out and needs another to aim at.")
 else:

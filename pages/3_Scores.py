@@ -14,14 +14,15 @@ run_dir = ui.require_scores(ui.run_picker())
 run = ui.load_run(run_dir)
 ui.semantics_caption()
 
-c = st.columns([3, 2, 2, 1])
+c = st.columns([3, 3, 2, 1])
 budget = ui.budget_slider(run_dir, key="budget_scores", container=c[0])
 balance = ui.balance_radio(run_dir, key="balance_scores", container=c[1])
+kind = ui.score_radio(run_dir, key="score_scores", container=c[1])
 by_options = {"ground truth": "truth", "skill": "skill", "selected": "selected"} if run.has_truth else \
     {"skill": "skill", "selected": "selected"}
 second_by = c[2].selectbox("Second histogram by", list(by_options), key="hist_by")
 log_y = c[3].toggle("log counts", value=False, key="logy_scores")
-s = {**ui.settings(run_dir), "budget": budget, "balance": balance}
+s = {**ui.settings(run_dir), "budget": budget, "balance": balance, "kind": kind}
 rs = ui.rescored(run_dir, s)
 ui.settings_caption(s, rs)
 st.page_link(ui.PAGES["spectrum"], label="Change the rank on the Spectrum page", icon=":material/show_chart:")

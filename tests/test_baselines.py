@@ -51,5 +51,5 @@ def test_random_and_oracle_selections():
 
 
 def test_length_scores_prefer_long_responses():
-    sc = baselines.length_scores(np.array([3, 10, 1]), ["a", "b"])
+    sc = baselines.length_scores(np.array([3, 10, 1]), {"a": [0], "b": [1]})
     assert sc.columns.shape == (3, 2) and int(np.argmax(sc.score)) == 1

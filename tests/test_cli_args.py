@@ -28,7 +28,7 @@ def test_parsed_flags_give_the_hand_built_configs():
     a = build_parser().parse_args(["compare", "--methods", "gist, less", "--rules", "all", "--seeds", "2",
                                    "--less-dim", "64", "--train-epochs", "2", "--no-downstream", "--n-em", "5",
                                    "--lora-r", "4", "--epochs", "2", "--lr", "5e-3", "--no-target-eos", "--budget", "5%"])
-    want = CompareConfig(methods=("gist", "less"), rules=("global", "subtask", "zscore", "quantile"), seeds=2,
+    want = CompareConfig(methods=("gist", "less"), rules=("global", "subtask", "zscore", "quantile", "examples"), seeds=2,
                          less_dim=64, downstream=False, n_em=5, train=TrainConfig(epochs=2, lr=1e-3, seed=0))
     assert compare_config(a) == want
     got = overrides(a)

@@ -103,3 +103,22 @@ def test_non_finite_gradients_are_refused():
 def test_model_without_trainable_parameters_is_refused():
     with pytest.raises(GradientError, match="no trainable"):
         param_blocks(_llama().requires_grad_(False))
+
+
+def test_stored_norm_equals_a_one_at_a_time_loop():
+    """The projection pass keeps each pool gradient's whole norm beside its coordinates: the same number as
+    |g| of plain autograd, one example at a time, and the same definition as raw cosine's feature store."""
+    from gist_core.grads.per_example import loop_grads
+    from gist_core.methods.baselines import rawcos_features
+    model = attach_lora(_llama(), LoraSettings(r=4))
+    _perturb_lora_b(model)
+    ids, labels = _batch(97, [6, 11, 8, 3])
+    engine = GradientEngine(model, 0)
+    basis = torch.linalg.qr(torch.randn(engine.dim, 5, generator=torch.Generator().manual_seed(0)))[0]
+    proj, _ = engine.projected_grads(ids, labels, basis, with_norms=True)
+    naive = loop_grads(model, ids, labels, 0).double()
+    assert proj.shape == (4, 6)
+    torch.testing.assert_close(proj[:, -1].double(), naive.norm(dim=1), rtol=1e-5, atol=0)
+    torch.testing.assert_close(proj[:, :5].double(), naive @ basis.double(), rtol=1e-4, atol=1e-6)
+    raw = rawcos_features(naive.float(), naive[:2].float())
+    torch.testing.assert_close(raw[:, -1], proj[:, -1], rtol=1e-6, atol=0)

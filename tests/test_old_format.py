@@ -19,7 +19,7 @@ import pytest
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "old_format_run"
 ARGS = ["select", "--model", "model", "--train", "pool.jsonl", "--target", "val.jsonl", "--budget", "0.1",
         "--rank", "3", "--r-max", "8", "--epochs", "2", "--lr", "5e-3", "--batch-size", "8", "--max-length", "64",
-        "--out", "run", "--balance", "global", "--rank-rule", "tau"]  # the rule the folder was made under
+        "--out", "run", "--balance", "global", "--rank-rule", "tau", "--score", "subspace"]  # the rule it was made under
 
 
 @pytest.fixture
@@ -105,3 +105,5 @@ def test_a_config_from_before_rank_rules_replays_with_tau():
     old = {"model": "m", "train": "t", "target": "v", "tau": 0.9}
     assert RunConfig.from_json(old).rank_rule == "tau"
     assert RunConfig.from_json({**old, "rank_rule": "full"}).rank_rule == "full"
+    assert RunConfig.from_json(old).score == "subspace"  # nor one from before the norm-aware score
+    assert RunConfig.from_json({**old, "score": "normaware"}).score == "normaware"

@@ -89,17 +89,25 @@ def cos(a, b) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def naive_columns(X: np.ndarray, Y: np.ndarray, subtasks: list[str], aggregation: str) -> tuple[list, np.ndarray]:
-    """Per-subtask columns: cos to the subtask mean (subtask_mean) or max cos over its examples (example_max)."""
+def normaware(x, c, g_norm: float) -> float:
+    """The projected gradient against the projected target, over the *whole* gradient's norm."""
+    return float(x @ c / (g_norm * np.linalg.norm(c)))
+
+
+def naive_columns(X: np.ndarray, Y: np.ndarray, subtasks: list[str], aggregation: str,
+                  norms: np.ndarray | None = None) -> tuple[list, np.ndarray]:
+    """Per-subtask columns: cos to the subtask mean (subtask_mean) or max cos over its examples (example_max);
+    with `norms` (each pool gradient's whole norm) the norm-aware score instead of the cosine."""
     names = list(dict.fromkeys(subtasks))
     cols = np.zeros((len(X), len(names)))
     for t, name in enumerate(names):
         members = [j for j, s in enumerate(subtasks) if s == name]
         for i, x in enumerate(X):
+            sim = (lambda c: cos(x, c)) if norms is None else (lambda c: normaware(x, c, norms[i]))  # noqa: B023
             if aggregation == "subtask_mean":
-                cols[i, t] = cos(x, Y[members].mean(0))
+                cols[i, t] = sim(Y[members].mean(0))
             else:
-                cols[i, t] = max(cos(x, Y[j]) for j in members)
+                cols[i, t] = max(sim(Y[j]) for j in members)
     return names, cols
 
 
@@ -120,9 +128,11 @@ def naive_calibrated(cols: np.ndarray, rule: str) -> np.ndarray:
     return out
 
 
-def naive_advisor(X: np.ndarray, Y: np.ndarray, subtasks: list[str], aggregation: str) -> np.ndarray:
+def naive_advisor(X: np.ndarray, Y: np.ndarray, subtasks: list[str], aggregation: str,
+                  norms: np.ndarray | None = None, val_norms: np.ndarray | None = None) -> np.ndarray:
     """(folds, ranks): hold out each validation example of a subtask with others, SVD the rest, and count at
-    each rank the pool rows that score below it against its subtask's direction from the others."""
+    each rank the pool rows that score below it against its subtask's direction from the others (norm-aware
+    with the whole gradients' norms)."""
     rows = []
     for j, sj in enumerate(subtasks):
         others = [i for i, s in enumerate(subtasks) if s == sj and i != j]
@@ -136,8 +146,12 @@ def naive_advisor(X: np.ndarray, Y: np.ndarray, subtasks: list[str], aggregation
             B = Vt[:r].T
             dirs = [np.mean([Y[i] @ B for i in others], axis=0)] if aggregation == "subtask_mean" else \
                 [Y[i] @ B for i in others]
-            mine = max(cos(Y[j] @ B, c) for c in dirs)
-            curve.append(sum(max(cos(x @ B, c) for c in dirs) < mine for x in X) / len(X))
+            if norms is None:
+                mine = max(cos(Y[j] @ B, c) for c in dirs)
+                curve.append(sum(max(cos(x @ B, c) for c in dirs) < mine for x in X) / len(X))
+            else:
+                mine = max(normaware(Y[j] @ B, c, val_norms[j]) for c in dirs)
+                curve.append(sum(max(normaware(x @ B, c, n) for c in dirs) < mine for x, n in zip(X, norms)) / len(X))
         rows.append(curve)
     width = min(map(len, rows))
     return np.array([c[:width] for c in rows])
@@ -169,7 +183,7 @@ def oracle(oracle_inputs, micro_model_dir, tmp_path_factory):
     return {"run": run, "pool": pool, "target": target, "grads": grads, "d": d, "model": micro_model_dir}
 
 
-def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str) -> None:
+def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str, kind: str) -> None:
     Gv, Gp, _ = o["grads"][1]  # select's GIST checkpoint: warm-up epoch 1
     V, S = naive_subspace(Gv, R_MAX)
     assert V.shape[1] == R_MAX < len(Gv)
@@ -178,7 +192,11 @@ def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str)
     X_all, Y_all = Gp @ V, Gv @ V
     subtasks = [r["subtask"] for r in o["target"]]
     assert sorted(Counter(subtasks).values()) == [1, 2, 3, 3]
-    names, cols = naive_columns(X, Y, subtasks, aggregation)
+    g_norms, val_norms = np.linalg.norm(Gp, axis=1), np.linalg.norm(Gv, axis=1)
+    stored = np.load(run / "train_proj.npy")  # each row: the coordinates, then the whole gradient's norm
+    np.testing.assert_allclose(stored[:, -1], g_norms, rtol=1e-5)
+    norms = g_norms if kind == "normaware" else None
+    names, cols = naive_columns(X, Y, subtasks, aggregation, norms)
     score = cols.max(1)
     frame = pd.read_parquet(run / "scores.parquet")
     assert frame["id"].tolist() == [r["id"] for r in o["pool"]]
@@ -194,6 +212,10 @@ def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str)
     assert all(abs(score[i] - boundary) < 1e-6 for i in set(got_top) ^ set(top)), (got_top, top)
     assert len(set(got_top) ^ set(top)) <= 2
     assert np.flatnonzero(frame["selected_subtask"].to_numpy()).tolist() == quota
+    # round-robin over the target examples: each in turn takes its best remaining pool row, by its own column
+    _, per_example = naive_columns(X, Y, [str(j) for j in range(len(Y))], "example_max", norms)
+    by_examples = naive_quota(per_example, k)
+    assert np.flatnonzero(frame["selected_examples"].to_numpy()).tolist() == by_examples
     calibrated = {}
     for rule in ("zscore", "quantile"):  # calibrated columns, then the global top-k of their max
         cal = naive_calibrated(cols, rule).max(1)
@@ -205,9 +227,9 @@ def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str)
         assert len(set(got) ^ set(calibrated[rule])) <= 2, (rule, got, calibrated[rule])
         assert all(abs(cal[i] - edge) < 1e-5 for i in set(got) ^ set(calibrated[rule])), rule
     top = got_top
-    chosen = {"global": top, "subtask": quota, **calibrated}[balance]
+    chosen = {"global": top, "subtask": quota, "examples": by_examples, **calibrated}[balance]
     adv = json.loads((run / "advisor.json").read_text())  # the rank advisor, from the naive projections
-    want = naive_advisor(X_all, Y_all, subtasks, aggregation)
+    want = naive_advisor(X_all, Y_all, subtasks, aggregation, norms, val_norms if norms is not None else None)
     # the pool holds copies of the targets: a copy ties its held-out original, and float32 storage may put it
     # one row either side of the tie
     np.testing.assert_allclose(adv["per_example"], want, atol=1.01 / len(X))
@@ -229,28 +251,37 @@ def check_against_naive(o, run: Path, rank: int, aggregation: str, balance: str)
 
 
 def test_gist_subtask_mean_global_rank_3(oracle):
-    check_against_naive(oracle, oracle["run"], 3, "subtask_mean", "global")
+    """The default score (norm-aware) under the paper's global rule."""
+    check_against_naive(oracle, oracle["run"], 3, "subtask_mean", "global", "normaware")
+
+
+def test_round_robin_over_target_examples_writes_its_selection(oracle):
+    from gist_core.cli import main
+    assert main(_argv(oracle["model"], oracle["d"], oracle["run"], "--rank", "3", "--aggregation", "subtask_mean",
+                      "--balance", "examples", "--overwrite")) == 0
+    check_against_naive(oracle, oracle["run"], 3, "subtask_mean", "examples", "normaware")
 
 
 @pytest.fixture(scope="module")
 def run_b(oracle):
-    """The same folder re-scored as the paper writes it: example_max, r 5, per-subtask quota."""
+    """The same folder re-scored as the paper writes it: example_max, the in-subspace cosine, r 5, per-subtask
+    quota."""
     from gist_core.cli import main
     assert main(_argv(oracle["model"], oracle["d"], oracle["run"], "--rank", "5", "--aggregation", "example_max",
-                      "--balance", "subtask", "--overwrite")) == 0
+                      "--balance", "subtask", "--score", "subspace", "--overwrite")) == 0
     return oracle["run"]
 
 
 def test_gist_example_max_quota_rank_5(oracle, run_b):
-    check_against_naive(oracle, run_b, 5, "example_max", "subtask")
+    check_against_naive(oracle, run_b, 5, "example_max", "subtask", "subspace")
 
 
 def test_calibrated_rule_writes_its_selection(oracle, run_b):
     """--balance quantile: selected.jsonl holds the naive quantile rule's examples (scores stay cosines)."""
     from gist_core.cli import main
     assert main(_argv(oracle["model"], oracle["d"], run_b, "--rank", "5", "--aggregation", "example_max",
-                      "--balance", "quantile", "--overwrite")) == 0
-    check_against_naive(oracle, run_b, 5, "example_max", "quantile")
+                      "--balance", "quantile", "--score", "subspace", "--overwrite")) == 0
+    check_against_naive(oracle, run_b, 5, "example_max", "quantile", "subspace")
 
 
 def test_dashboard_rescore_map_and_nearest_targets(oracle, run_b):
@@ -278,7 +309,7 @@ def test_dashboard_rescore_map_and_nearest_targets(oracle, run_b):
 def compared(oracle, run_b):
     from gist_core.cli import main
     argv = _argv(oracle["model"], oracle["d"], run_b, "--rank", "5", "--aggregation", "example_max",
-                 "--balance", "subtask")
+                 "--balance", "subtask", "--score", "subspace")
     argv[0] = "compare"
     assert main(argv + ["--methods", "gist,less,rawcos", "--no-downstream", "--less-dim", "64", "--seeds", "1",
                         "--rules", "all", "--overwrite"]) == 0

@@ -175,3 +175,95 @@ def test_paper_flag_sets_the_papers_exact_rule_and_explicit_flags_win():
     got = _overrides(build_parser().parse_args(base + ["--paper", "--balance", "quantile"]))
     assert got["balance"] == "quantile" and got["aggregation"] == "example_max"
     assert "aggregation" not in _overrides(build_parser().parse_args(base))
+
+
+# ----------------------------------------------------------------------------- the norm-aware score
+def _norm_setup(seed=4, n_pool=250, d=300, n_val=8, r_max=8):
+    rng = np.random.default_rng(seed)
+    G = rng.standard_normal((n_val, d))
+    G[:4] += 2.0 * rng.standard_normal(d)  # a shared direction in one subtask: unequal singular values
+    pool = rng.standard_normal((n_pool, d))
+    pool[:40] += 0.5 * G[:4].mean(0)  # pool rows that do lie (partly) along the target
+    groups = {"a": [0, 1, 2, 3], "b": [4, 5], "c": [6, 7]}
+    sub = fit_subspace(G, r_max=r_max)
+    return G, groups, pool, sub, pool @ sub.basis
+
+
+@pytest.mark.parametrize("aggregation", ["subtask_mean", "example_max"])
+@pytest.mark.parametrize("r", [1, 3, 8])
+def test_normaware_equals_the_naive_formula(aggregation, r):
+    """(V_r^T g)·(V_r^T c_t) / (|g| |V_r^T c_t|), computed in gradient space one row at a time."""
+    G, groups, pool, sub, X = _norm_setup()
+    norms = np.linalg.norm(pool, axis=1)
+    sc = scoring.gist_scores(X, sub.val_coords, groups, r, aggregation, "normaware", norms)
+    V = sub.basis[:, :r].astype(np.float64)
+    targets = [G[idx].mean(0) for idx in groups.values()] if aggregation == "subtask_mean" else list(G)
+    for t, c in enumerate(targets):
+        pc = V.T @ c
+        want = [float((V.T @ g) @ pc / (np.linalg.norm(g) * np.linalg.norm(pc))) for g in pool]
+        np.testing.assert_allclose(sc.columns[:, t], want, atol=1e-5)
+    subspace = scoring.gist_scores(X, sub.val_coords, groups, r, aggregation, "subspace")
+    assert (np.abs(sc.columns) <= np.abs(subspace.columns) + 1e-6).all()  # |V_r^T g| <= |g|
+
+
+def test_normaware_at_full_rank_is_raw_gradient_cosine():
+    """At r = N_v the subspace spans every validation gradient: the norm-aware score is cos(g, c_t) exactly,
+    as compare's raw-cosine baseline computes it from its own features."""
+    from gist_core.methods.baselines import rawcos_columns
+    G, groups, pool, sub, X = _norm_setup()
+    norms = np.linalg.norm(pool, axis=1)
+    sc = scoring.gist_scores(X, sub.val_coords, groups, len(G), "subtask_mean", "normaware", norms)
+    raw = rawcos_columns(np.column_stack([pool @ G.T, norms]), G @ G.T, groups)
+    np.testing.assert_allclose(sc.columns, raw, atol=1e-5)
+    below = scoring.gist_scores(X, sub.val_coords, groups, 3, "subtask_mean", "normaware", norms)
+    assert np.abs(below.columns - raw).max() > 1e-2  # below full rank it is a different score
+
+
+def test_normaware_without_stored_norms_is_one_clear_line():
+    G, groups, pool, sub, X = _norm_setup()
+    with pytest.raises(ValueError, match="needs each pool gradient's norm"):
+        scoring.gist_scores(X, sub.val_coords, groups, 3, "subtask_mean", "normaware", None)
+    with pytest.raises(ValueError, match="unknown score"):
+        scoring.gist_scores(X, sub.val_coords, groups, 3, "subtask_mean", "cosine", None)
+
+
+# ----------------------------------------------------------------------------- round-robin over target examples
+def _naive_round_robin(per_example: np.ndarray, k: int) -> tuple[list[int], list[int]]:
+    """Each target example in turn takes its best pool row not yet taken (ties: the lower row)."""
+    taken, turns = [], []
+    for turn in range(k):
+        j = turn % per_example.shape[1]
+        best = max((i for i in range(len(per_example)) if i not in taken), key=lambda i: (per_example[i, j], -i))
+        taken.append(best)
+        turns.append(j)
+    return taken, turns
+
+
+@pytest.mark.parametrize("aggregation", ["subtask_mean", "example_max"])
+def test_round_robin_over_target_examples_equals_a_naive_loop(aggregation):
+    G, groups, pool, sub, X = _norm_setup(5)
+    norms = np.linalg.norm(pool, axis=1)
+    sc = scoring.gist_scores(X, sub.val_coords, groups, 5, aggregation, "normaware", norms)
+    V = sub.basis[:, :5].astype(np.float64)
+    per_example = np.array([[float((V.T @ g) @ (V.T @ c) / (np.linalg.norm(g) * np.linalg.norm(V.T @ c)))
+                             for c in G] for g in pool])
+    k = 37
+    taken, turns = _naive_round_robin(per_example, k)
+    idx, counts = scoring.select(sc, k, "examples", groups)
+    assert idx.tolist() == sorted(taken)
+    owner = {j: name for name, members in groups.items() for j in members}
+    want = {name: sum(owner[j] == name for j in turns) for name in groups}
+    assert counts == want  # 'a' has 4 of the 8 examples: about half the turns
+
+
+def test_round_robin_over_examples_for_any_method_with_per_example_columns():
+    """LESS, raw cosine and embeddings hand their (N, N_v) matrix to columns_as_scores: the same rule applies."""
+    rng = np.random.default_rng(7)
+    per_example = rng.normal(size=(60, 5))
+    groups = {"x": [0, 1, 2], "y": [3, 4]}
+    cols = np.stack([per_example[:, idx].mean(1) for idx in groups.values()], axis=1)
+    sc = scoring.columns_as_scores(cols, list(groups), per_example, groups)
+    taken, _ = _naive_round_robin(per_example, 12)
+    assert scoring.select(sc, 12, "examples", groups)[0].tolist() == sorted(taken)
+    with pytest.raises(ValueError, match="per-target-example"):
+        scoring.select(scoring.columns_as_scores(cols, list(groups)), 12, "examples", groups)

@@ -148,12 +148,12 @@ def model_input(run_dir: Path, row: int) -> dict:
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _rescored(run_dir: str, mtime: int, rank: int, balance: str, budget: float) -> views.Rescored:
-    return views.rescored_frame(run_dir, rank, balance, budget)
+def _rescored(run_dir: str, mtime: int, rank: int, balance: str, budget: float, kind: str) -> views.Rescored:
+    return views.rescored_frame(run_dir, rank, balance, budget, kind)
 
 
 def rescored(run_dir: Path, s: dict) -> views.Rescored:
-    return _rescored(str(run_dir), views.stamp(run_dir), s["rank"], s["balance"], s["budget"])
+    return _rescored(str(run_dir), views.stamp(run_dir), s["rank"], s["balance"], s["budget"], s["kind"])
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -176,12 +176,12 @@ def compare_columns(run_dir: Path) -> dict:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _advisor(run_dir: str, mtime: int):
-    return views.advisor_curve(run_dir)
+def _advisor(run_dir: str, mtime: int, kind: str):
+    return views.advisor_curve(run_dir, kind)
 
 
-def advisor_curve(run_dir: Path):
-    return _advisor(str(run_dir), views.stamp(run_dir))
+def advisor_curve(run_dir: Path, kind: str):
+    return _advisor(str(run_dir), views.stamp(run_dir), kind)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -215,6 +215,7 @@ def settings(run_dir: Path) -> dict:
     run = load_run(run_dir)
     d = views.default_settings(run)
     d["rank"] = min(max(1, d["rank"]), views.r_max(run_dir))
+    d["kind"] = views.arrays(run_dir).kind  # an older run without stored norms: the in-subspace score only
     return {k: st.session_state.get(_skey(run_dir, k), v) for k, v in d.items()}
 
 
@@ -244,6 +245,18 @@ def budget_slider(run_dir: Path, key: str, container=st) -> float:
     return pct / 100
 
 
+def score_radio(run_dir: Path, key: str, container=st) -> str:
+    """The GIST score kind, shared across pages; an older run without stored norms says why it has one kind."""
+    kinds = views.arrays(run_dir).kinds
+    if len(kinds) == 1:
+        container.caption(views.OLD_SCORE_NOTE)
+        return kinds[0]
+    skey, cur = _skey(run_dir, "kind"), settings(run_dir)["kind"]
+    st.session_state[key] = cur
+    return container.radio("Score", list(kinds), key=key, horizontal=True, on_change=_persist(key, skey),
+                           format_func=views.SCORE_NAMES.get, help=views.SCORE_HELP)
+
+
 def balance_radio(run_dir: Path, key: str, container=st) -> str:
     skey, cur = _skey(run_dir, "balance"), settings(run_dir)["balance"]
     st.session_state[key] = cur
@@ -256,8 +269,8 @@ def semantics_caption() -> None:
 
 
 def settings_caption(s: dict, rs: views.Rescored) -> None:
-    st.caption(f"rank r = {s['rank']} · budget {s['budget'] * 100:.1f}% = {rs.k} examples · rule: {s['balance']} · "
-               f"re-scored in {rs.ms:.0f} ms")
+    st.caption(f"rank r = {s['rank']} · score: {views.SCORE_NAMES.get(rs.kind, rs.kind)} · budget "
+               f"{s['budget'] * 100:.1f}% = {rs.k} examples · rule: {s['balance']} · re-scored in {rs.ms:.0f} ms")
 
 
 # ----------------------------------------------------------------------------- compare

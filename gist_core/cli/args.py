@@ -20,6 +20,7 @@ from gist_core.config import (
     TrainConfig,
     TrainRunConfig,
 )
+from gist_core.methods import scoring
 from gist_core.methods.iprox.config import INITS, ProxyConfig
 
 
@@ -96,8 +97,9 @@ RUN_FLAGS = (
     Flag("--rank-rule", "rank_rule", kwargs=(("choices", ["tau", "advisor", "full"]),)),
     Flag("--tau", "tau", kwargs=(("type", float),)),
     Flag("--r-max", "r_max", kwargs=(("type", int),)),
-    Flag("--balance", "balance", kwargs=(("choices", ["global", "subtask", "zscore", "quantile"]),)),
-    Flag("--aggregation", "aggregation", kwargs=(("choices", ["subtask_mean", "example_max"]),)),
+    Flag("--balance", "balance", kwargs=(("choices", list(scoring.BALANCES)),)),
+    Flag("--score", "score", kwargs=(("choices", list(scoring.SCORE_KINDS)),)),
+    Flag("--aggregation", "aggregation", kwargs=(("choices", list(scoring.AGGREGATIONS)),)),
     Flag("--checkpoint", "checkpoint", kwargs=(("type", int),)),
     Flag("--epochs", "epochs", "warmup", (("type", int),), " (warm-up)"),
     Flag("--lr", "lr", "warmup", (("type", float),), " (warm-up)"),
@@ -120,7 +122,7 @@ RUN_FLAGS = (
          extra_help="use the first N rows of the pool (default: all)"),
 )
 
-PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "tau", "tau": 0.95}
+PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "tau", "tau": 0.95, "score": "subspace"}
 
 
 def add_flags(p: argparse.ArgumentParser, flags: tuple[Flag, ...]) -> None:
@@ -143,8 +145,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     add_flags(p, RUN_FLAGS)
     p.add_argument("--paper", action="store_true",
                    help="the GIST paper's exact rule: max over individual target examples (--aggregation example_max), "
-                        "global top-k (--balance global), rank by 95%% explained variance (--rank-rule tau --tau 0.95); "
-                        "flags given beside it still win")
+                        "global top-k (--balance global), rank by 95%% explained variance (--rank-rule tau --tau 0.95), "
+                        "the cosine inside the subspace (--score subspace); flags given beside it still win")
     p.add_argument("--overwrite", action="store_true", help="replace a run with a different config in --out")
     p.add_argument("--quiet", action="store_true")
 

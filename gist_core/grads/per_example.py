@@ -170,14 +170,30 @@ class GradientEngine:
         grads, losses = self.module_grads(input_ids, labels)
         return torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1), losses
 
-    def projected_grads(self, input_ids, labels, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, R) = g @ basis without materialising the (B, D) matrix: one module slice at a time.
-        A bfloat16 basis gets bfloat16 gradients (the GIST reference's projection); the sum is float32."""
+    def projected_grads(self, input_ids, labels, basis: torch.Tensor,
+                        with_norms: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, R) = g @ basis without materialising the (B, D) matrix: one module slice at a time; with_norms:
+        (B, R + 1), |g| in the last column. A bfloat16 basis gets bfloat16 gradients (the GIST reference's
+        projection; the sum is float32); the norm is always taken of the float32 gradient."""
         grads, losses = self.module_grads(input_ids, labels)
         out = torch.zeros(len(input_ids), basis.shape[1], dtype=torch.float32, device=basis.device)
+        sq = torch.zeros(len(input_ids), dtype=torch.float64, device=basis.device)
         for b, g in zip(self.blocks, grads):
-            out += (g.reshape(g.shape[0], -1).to(basis.device, basis.dtype) @ basis[b.offset:b.offset + b.size]).float()
-        return out, losses
+            flat = g.reshape(g.shape[0], -1)
+            out += (flat.to(basis.device, basis.dtype) @ basis[b.offset:b.offset + b.size]).float()
+            if with_norms:
+                sq += squared_norms(flat).to(basis.device)
+        return (torch.cat([out, norms_from_squares(sq)[:, None]], dim=1) if with_norms else out), losses
+
+
+def squared_norms(g: torch.Tensor) -> torch.Tensor:
+    """(B,) float64 sum of squares of each row of g (B, ...): summed per module, then over modules, these make
+    the one definition of a pool gradient's norm |g| (GIST's projection store and compare's raw cosine)."""
+    return g.reshape(g.shape[0], -1).double().pow(2).sum(1)
+
+
+def norms_from_squares(sq: torch.Tensor) -> torch.Tensor:
+    return sq.sqrt().float()
 
 
 def loop_grads(model, input_ids, labels, pad_id: int) -> torch.Tensor:
@@ -202,14 +218,16 @@ def length_sorted_batches(lengths: Sequence[int], indices: Sequence[int], batch_
 
 def stream(engine: GradientEngine, tokenized, indices: Sequence[int], batch_size: int,
            consume: Callable[[list[int], torch.Tensor], None], project: torch.Tensor | None = None,
-           on_batch: Callable[[int], None] | None = None) -> None:
-    """Compute gradients (or their projections) batch by batch and hand each to `consume`."""
+           on_batch: Callable[[int], None] | None = None, with_norms: bool = False) -> None:
+    """Compute gradients (or their projections, with |g| last when `with_norms`) batch by batch and hand each
+    to `consume`."""
     lengths = [len(x) for x in tokenized.input_ids]
     for batch in length_sorted_batches(lengths, indices, batch_size):
         ids = [tokenized.input_ids[i] for i in batch]
         lab = [tokenized.labels[i] for i in batch]
         try:
-            out, _ = engine.projected_grads(ids, lab, project) if project is not None else engine.flat_grads(ids, lab)
+            out, _ = engine.projected_grads(ids, lab, project, with_norms) if project is not None \
+                else engine.flat_grads(ids, lab)
         except GradientError as e:
             if e.positions is None:
                 raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gist_core.grads.per_example import norms_from_squares, squared_norms
 from gist_core.methods import scoring
 
 
@@ -29,16 +30,28 @@ def oracle_selection(relevant: np.ndarray, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, size=k, replace=False))
 
 
-def length_scores(response_tokens: np.ndarray, names: list[str]) -> scoring.Scores:
-    """Response length in tokens, the same value in every subtask column (it ignores the target)."""
+def length_scores(response_tokens: np.ndarray, groups: dict[str, list[int]]) -> scoring.Scores:
+    """Response length in tokens, the same value in every column (it ignores the target)."""
     col = np.asarray(response_tokens, dtype=np.float32)[:, None]
-    return scoring.columns_as_scores(np.repeat(col, len(names), axis=1), names)
+    n_val = sum(len(idx) for idx in groups.values())
+    return scoring.columns_as_scores(np.repeat(col, len(groups), axis=1), list(groups),
+                                     np.repeat(col, n_val, axis=1), groups)
 
 
 # ----------------------------------------------------------------------------- raw-gradient cosine
 def rawcos_features(g: torch.Tensor, G_val: torch.Tensor) -> torch.Tensor:
-    """(B, N_v + 1): dot products with every validation gradient, then the gradient's norm."""
-    return torch.cat([g @ G_val.T, g.norm(dim=1, keepdim=True)], dim=1)
+    """(B, N_v + 1): dot products with every validation gradient, then the gradient's norm (the same definition
+    as the norm GIST's projection store keeps)."""
+    return torch.cat([g @ G_val.T, norms_from_squares(squared_norms(g))[:, None]], dim=1)
+
+
+def rawcos_per_example(features: np.ndarray, val_gram: np.ndarray) -> np.ndarray:
+    """(N, N_v) cos(g, g_j) with every validation gradient, from <g, g_j>, |g| and the validation Gram matrix."""
+    F = np.asarray(features, dtype=np.float64)
+    norms = F[:, -1:]
+    val_norms = np.sqrt(np.clip(np.diag(val_gram), 0.0, None))[None, :]
+    denom = np.where(norms > 0, norms, 1.0) * np.where(val_norms > 0, val_norms, 1e-30)
+    return (F[:, :-1] / denom).astype(np.float32)
 
 
 def rawcos_columns(features: np.ndarray, val_gram: np.ndarray, groups: dict[str, list[int]]) -> np.ndarray:
@@ -76,13 +89,16 @@ def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch
     return out
 
 
+def embedding_per_example(pool_emb: np.ndarray, target_emb: np.ndarray, block_rows: int = 1 << 15) -> np.ndarray:
+    """(N, N_v): cosine of every pool embedding with every target embedding."""
+    T = scoring._unit_rows(np.asarray(target_emb, dtype=np.float64))
+    out = np.empty((len(pool_emb), len(T)), dtype=np.float32)
+    for s in range(0, len(pool_emb), block_rows):
+        out[s:s + block_rows] = scoring._unit_rows(np.asarray(pool_emb[s:s + block_rows], dtype=np.float64)) @ T.T
+    return out
+
+
 def embedding_columns(pool_emb: np.ndarray, target_emb: np.ndarray, groups: dict[str, list[int]],
                       block_rows: int = 1 << 15) -> np.ndarray:
     """(N, T): per subtask, mean cosine of a pool embedding to the subtask's target embeddings."""
-    T = scoring._unit_rows(np.asarray(target_emb, dtype=np.float64))
-    cols = np.empty((len(pool_emb), len(groups)), dtype=np.float32)
-    for s in range(0, len(pool_emb), block_rows):
-        sims = scoring._unit_rows(np.asarray(pool_emb[s:s + block_rows], dtype=np.float64)) @ T.T
-        for t, idx in enumerate(groups.values()):
-            cols[s:s + block_rows, t] = sims[:, idx].mean(1)
-    return cols
+    return scoring.group_means(embedding_per_example(pool_emb, target_emb, block_rows), groups)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gist_core.errors import MomentsError  # noqa: F401  (raised here; re-exported)
+from gist_core.methods.scoring import group_means
 from gist_core.store.layout import ckpt_meta, ckpt_moments
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
@@ -87,22 +88,26 @@ def unit_rows(X: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
 
 
 # ----------------------------------------------------------------------------- scores
-def less_columns(train_feats: list[np.ndarray], val_feats: list[np.ndarray], weights: list[float],
-                 groups: dict[str, list[int]], block_rows: int = 2048) -> np.ndarray:
-    """(N, T): per subtask t, mean over its validation examples of the weighted cosine sum."""
+def less_per_example(train_feats: list[np.ndarray], val_feats: list[np.ndarray], weights: list[float],
+                     block_rows: int = 2048) -> np.ndarray:
+    """(N, N_v): the weighted cosine sum of every pool row with every validation example."""
     w = np.asarray(weights, dtype=np.float64)
     if len(train_feats) != len(val_feats) or len(train_feats) != len(w):
         raise ValueError("one train feature set, one val feature set and one weight per checkpoint")
     w = w / w.sum()
     n = train_feats[0].shape[0]
-    cols = np.zeros((n, len(groups)), dtype=np.float64)
+    out = np.zeros((n, val_feats[0].shape[0]), dtype=np.float64)
     for Xi, Vi, wi in zip(train_feats, val_feats, w):
         V = unit_rows(np.asarray(Vi, dtype=np.float64))
         for s in range(0, n, block_rows):
-            sims = unit_rows(np.asarray(Xi[s:s + block_rows], dtype=np.float64)) @ V.T
-            for t, idx in enumerate(groups.values()):
-                cols[s:s + block_rows, t] += wi * sims[:, idx].mean(1)
-    return cols.astype(np.float32)
+            out[s:s + block_rows] += wi * (unit_rows(np.asarray(Xi[s:s + block_rows], dtype=np.float64)) @ V.T)
+    return out.astype(np.float32)
+
+
+def less_columns(train_feats: list[np.ndarray], val_feats: list[np.ndarray], weights: list[float],
+                 groups: dict[str, list[int]], block_rows: int = 2048) -> np.ndarray:
+    """(N, T): per subtask t, mean over its validation examples of the weighted cosine sum."""
+    return group_means(less_per_example(train_feats, val_feats, weights, block_rows), groups)
 
 
 def lr_weights(mean_lrs: list[float | None]) -> tuple[list[float], str]:

@@ -20,7 +20,7 @@ SCORED_METHODS = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding"
 FAMILY_LABELS = {"gist": "GIST", "gist_mean": "GIST (subtask means)", "gist_max": "GIST (example max)",
                  "less": "LESS", "rawcos": "raw-gradient cosine", "embedding": "embedding similarity"}
 RULE_LABELS = {"global": "global top-k", "subtask": "per-subtask quota", "zscore": "z-scored max",
-               "quantile": "quantile max"}
+               "quantile": "quantile max", "examples": "round-robin over target examples"}
 LABELS = {"random": "random", "length": "longest responses", "full": "full pool", "oracle": "oracle (true target examples)"}
 
 

@@ -1,10 +1,16 @@
 """GIST scores and selection from stored projections. Pure math on arrays: no paths, no torch.
 
-Score semantics: a cosine in [-1, 1] between an example's gradient projected onto the first r
-task directions and a target direction; higher = better aligned with the target.
-- aggregation 'subtask_mean' (GIST code, default): target of subtask t = normalised mean of
-  the raw projected validation gradients of t; score = max_t cos(x, c_t).
-- aggregation 'example_max' (GIST paper): score = max over validation examples of cos(x, y_j).
+Score semantics: a cosine in [-1, 1] between an example's gradient g and a target direction inside the
+rank-r task subspace V_r; higher = better aligned with the target. Two kinds (`score`):
+- 'normaware': (V_r^T g) . (V_r^T c_t) / (|g| |V_r^T c_t|): the target side denoised in the subspace, the pool
+  gradient's *whole* length kept. A gradient mostly outside the subspace scores low. At r = N_v (the subspace
+  spans every validation gradient) it equals the raw-gradient cosine cos(g, c_t) exactly.
+- 'subspace' (the GIST reference code): cos(V_r^T g, V_r^T c_t), both sides normalised *after* projecting, so
+  how much of g lies outside the subspace is ignored.
+The two differ only in the pool side's norm: |g| (stored per example with its projection) against |V_r^T g|.
+- aggregation 'subtask_mean' (GIST code, default): target of subtask t = the mean of the raw projected
+  validation gradients of t; score = max_t of the cosine with it.
+- aggregation 'example_max' (GIST paper): score = max over validation examples of the cosine with y_j.
 Changing r is a slice of the stored projections plus one small matrix product: no gradients.
 
 Selection rules (`balance`), the same for GIST, LESS and raw cosine (any (N, T) subtask columns):
@@ -13,15 +19,21 @@ Selection rules (`balance`), the same for GIST, LESS and raw cosine (any (N, T) 
 - 'zscore': top-k of max_t (cos_t - mean_pool cos_t) / std_pool cos_t.
 - 'quantile': top-k of max_t q_t, q_t(x) = share of the pool whose column-t cosine is <= x's: each
   column's own pool distribution is its scale, so a column with uniformly high cosines no longer wins.
+- 'examples': round-robin over the target *examples* (RDS+, arXiv 2503.01807; the TIS study, arXiv
+  2602.14696): each validation example in turn takes its best pool example not yet taken, by that example's
+  own score column. An example is counted for the subtask of the validation example whose turn took it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 AGGREGATIONS = ("subtask_mean", "example_max")
-BALANCES = ("global", "subtask", "zscore", "quantile")
+SCORE_KINDS = ("normaware", "subspace")
+DEFAULT_SCORE = "normaware"  # chosen on evidence (bench/selection_rules.py, docs: the defaults); the paper's code: subspace
+BALANCES = ("global", "subtask", "zscore", "quantile", "examples")
 DEFAULT_RULE = "subtask"  # chosen on evidence (bench/selection_rules.py, README: Selection rules); the paper: global
 CALIBRATED = ("zscore", "quantile")
 BLOCK_ROWS = 1 << 16  # rows scored at a time: memory stays flat in the pool size
@@ -53,12 +65,17 @@ def target_directions(val_coords: np.ndarray, groups: dict[str, list[int]], r: i
     raise ValueError(f"unknown aggregation '{aggregation}' (use one of {', '.join(AGGREGATIONS)})")
 
 
-def cosine_matrix(X: np.ndarray, directions: np.ndarray, r: int) -> np.ndarray:
-    """(N, T) cosines of the first r coordinates of every row of X with each direction."""
+def cosine_matrix(X: np.ndarray, directions: np.ndarray, r: int, norms: np.ndarray | None = None) -> np.ndarray:
+    """(N, T) cosines of the first r coordinates of every row of X with each unit direction: normalised by
+    each row's first r coordinates, or (norms given) by the whole gradient's norm |g| (the norm-aware score)."""
     out = np.empty((X.shape[0], directions.shape[0]), dtype=np.float32)
     for s in range(0, X.shape[0], BLOCK_ROWS):
         block = np.asarray(X[s:s + BLOCK_ROWS, :r], dtype=np.float64)
-        out[s:s + BLOCK_ROWS] = _unit_rows(block) @ directions.T
+        if norms is None:
+            out[s:s + BLOCK_ROWS] = _unit_rows(block) @ directions.T
+        else:
+            n = np.asarray(norms[s:s + BLOCK_ROWS], dtype=np.float64)[:, None]
+            out[s:s + BLOCK_ROWS] = (block @ directions.T) / np.where(n > 0, n, 1.0)
     return out
 
 
@@ -69,16 +86,61 @@ class Scores:
     column_names: list[str]
     rank: int
     aggregation: str
+    kind: str = "subspace"      # GIST's score kind (SCORE_KINDS); other methods' cosines are their own
+    # (N, N_v) score against each validation example, for the 'examples' rule; a callable computes it on demand
+    per_example: np.ndarray | Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    example_subtasks: list[str] | None = None  # the subtask of each validation example (the columns' owners)
+
+    def example_columns(self) -> np.ndarray:
+        if self.per_example is None:
+            raise ValueError("these scores have no per-target-example columns (the 'examples' rule needs them)")
+        if callable(self.per_example):
+            self.per_example = self.per_example()
+        return self.per_example
 
 
-def gist_scores(X: np.ndarray, val_coords: np.ndarray, groups: dict[str, list[int]], r: int,
-                aggregation: str = "subtask_mean") -> Scores:
+def check_score_inputs(X, val_coords: np.ndarray, r: int, kind: str, norms) -> int:
+    """The stored directions r_max; a one-line ValueError for a rank outside them, an unknown kind, or the
+    norm-aware score without stored gradient norms."""
     r_max = min(X.shape[1], val_coords.shape[1])
     if not 1 <= r <= r_max:
         raise ValueError(f"rank r={r} outside 1..{r_max} (the stored projections hold {r_max} directions)")
+    if kind not in SCORE_KINDS:
+        raise ValueError(f"unknown score '{kind}' (use one of {', '.join(SCORE_KINDS)})")
+    if kind == "normaware" and norms is None:
+        raise ValueError("the norm-aware score needs each pool gradient's norm, which this run did not store "
+                         "(made before it existed): rerun the run's command, or use --score subspace")
+    return r_max
+
+
+def gist_scores(X: np.ndarray, val_coords: np.ndarray, groups: dict[str, list[int]], r: int,
+                aggregation: str = "subtask_mean", kind: str = "subspace", norms: np.ndarray | None = None) -> Scores:
+    """GIST's scores at rank r from stored coordinates X (N, >= r) and validation coordinates (N_v, >= r);
+    `norms` (N,): each pool gradient's whole norm |g|, which the norm-aware kind divides by."""
+    check_score_inputs(X, val_coords, r, kind, norms)
+    by = norms if kind == "normaware" else None
     names, dirs = target_directions(val_coords, groups, r, aggregation)
-    cols = cosine_matrix(X, dirs, r)
-    return Scores(score=cols.max(1), columns=cols, column_names=names, rank=r, aggregation=aggregation)
+    cols = cosine_matrix(X, dirs, r, by)
+    _, example_dirs = target_directions(val_coords, groups, r, "example_max")
+    owners = example_owners(groups, len(val_coords))
+    per_example = cols if aggregation == "example_max" else (lambda: cosine_matrix(X, example_dirs, r, by))
+    return Scores(score=cols.max(1), columns=cols, column_names=names, rank=r, aggregation=aggregation, kind=kind,
+                  per_example=per_example, example_subtasks=owners)
+
+
+def group_means(per_example: np.ndarray, groups: dict[str, list[int]]) -> np.ndarray:
+    """(N, T) float32: per subtask, the mean of its validation examples' columns of an (N, N_v) matrix."""
+    M = np.asarray(per_example, dtype=np.float64)
+    return np.stack([M[:, idx].mean(1) for idx in groups.values()], axis=1).astype(np.float32)
+
+
+def example_owners(groups: dict[str, list[int]], n_val: int) -> list[str]:
+    """The subtask of each validation example, in validation-row order."""
+    owner = [""] * n_val
+    for name, idx in groups.items():
+        for i in idx:
+            owner[i] = name
+    return owner
 
 
 def check_budget(budget: float) -> None:
@@ -110,18 +172,36 @@ def select_balanced(columns: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 
     Returns (indices sorted, owner column of each of those indices)."""
     T = columns.shape[1]
-    orders = [np.lexsort((np.arange(len(columns)), -columns[:, t])) for t in range(T)]
+    # each column needs about k/T rows plus the ones others took first: sort only its best few, the whole
+    # column only if those run out (hundreds of target examples x 100,000 rows would otherwise be full sorts)
+    head = min(len(columns), 2 * (-(-k // T)) + 16)
+    orders = [best_rows(columns[:, t], head) for t in range(T)]
     pos = [0] * T
     owner = np.full(len(columns), -1)
     n_taken = 0
     while n_taken < k:
         t = n_taken % T
-        while owner[orders[t][pos[t]]] >= 0:
+        while True:
+            if pos[t] == len(orders[t]):
+                orders[t] = best_rows(columns[:, t], len(columns))
+            if owner[orders[t][pos[t]]] < 0:
+                break
             pos[t] += 1
         owner[orders[t][pos[t]]] = t
         n_taken += 1
     idx = np.flatnonzero(owner >= 0)
     return idx, owner[idx]
+
+
+def best_rows(col: np.ndarray, m: int) -> np.ndarray:
+    """At least the m highest rows of `col`, best first, ties by row index (every row tied with the m-th is
+    kept, so the order never depends on how a partition broke ties)."""
+    n = len(col)
+    if m >= n:
+        return np.lexsort((np.arange(n), -col))
+    cut = np.partition(col, n - m)[n - m]  # the m-th largest value
+    rows = np.flatnonzero(col >= cut)
+    return rows[np.lexsort((rows, -col[rows]))]
 
 
 def subtask_columns(scores: Scores, groups: dict[str, list[int]]) -> tuple[list[str], np.ndarray]:
@@ -166,6 +246,11 @@ def select_owned(scores: Scores, k: int, balance: str, groups: dict[str, list[in
         cal = calibrate(cols, balance)
         idx = select_global(cal.max(1), k)
         return idx, cal[idx].argmax(1)
+    if balance == "examples":
+        idx, turn = select_balanced(scores.example_columns(), k)
+        names = subtask_columns(scores, groups)[0]
+        owners = scores.example_subtasks or []
+        return idx, np.array([names.index(owners[j]) if owners and owners[j] in names else 0 for j in turn], dtype=int)
     raise ValueError(f"unknown balance '{balance}' (use one of {', '.join(BALANCES)})")
 
 
@@ -176,10 +261,14 @@ def select(scores: Scores, k: int, balance: str, groups: dict[str, list[int]]) -
     return idx, {name: int((owner == t).sum()) for t, name in enumerate(names)}
 
 
-def columns_as_scores(columns: np.ndarray, names: list[str]) -> Scores:
-    """Any method's (N, T) subtask columns as Scores (score = their max), so every rule applies to them."""
+def columns_as_scores(columns: np.ndarray, names: list[str], per_example: np.ndarray | None = None,
+                      groups: dict[str, list[int]] | None = None) -> Scores:
+    """Any method's (N, T) subtask columns as Scores (score = their max), so every rule applies to them;
+    `per_example` (N, N_v) with `groups`: its score against each validation example (the 'examples' rule)."""
     columns = np.asarray(columns, dtype=np.float32)
-    return Scores(score=columns.max(1), columns=columns, column_names=list(names), rank=0, aggregation="subtask_mean")
+    owners = example_owners(groups, per_example.shape[1]) if per_example is not None and groups else None
+    return Scores(score=columns.max(1), columns=columns, column_names=list(names), rank=0, aggregation="subtask_mean",
+                  per_example=per_example, example_subtasks=owners)
 
 
 def starved(counts: dict[str, int], k: int, floor: float = 1 / 3) -> list[str]:

@@ -37,7 +37,7 @@ class BaselineFeatures:
         return [self.run.ckpt_dir(e) for e in range(1, self.cfg.warmup.epochs + 1)]
 
     def less_scores(self) -> scoring.Scores:
-        from gist_core.methods.less import checkpoint_mean_lr, less_columns, lr_weights
+        from gist_core.methods.less import checkpoint_mean_lr, less_per_example, lr_weights
         ckpts = self.less_checkpoint_dirs()
         n, d = len(self.run.inputs.pool), self.cmp.less_dim
         own = not self.cmp.less_checkpoints
@@ -55,14 +55,15 @@ class BaselineFeatures:
                       + 2 * dim * d * (n + len(self.run.inputs.target)) + 10 * dim * n)
         t3 = time.time()
         weights, weight_rule = lr_weights(lrs)
-        cols = less_columns(train_feats, val_feats, weights, self.groups)
+        per_example = less_per_example(train_feats, val_feats, weights)
+        cols = scoring.group_means(per_example, self.groups)
         walls["scoring"] = time.time() - t3
         self.costs["less"] = walls
         self.flops["less"] = flops + 2 * n * d * len(self.run.inputs.target) * len(ckpts)
         self.bytes["less"] = sum(int(np.prod(f.shape)) * f.dtype.itemsize for f in train_feats)
         self.less_info = {"d": d, "checkpoints": [str(c) for c in ckpts], "mean_lr": lrs, "weights": weights,
                           "weighting": weight_rule, "projector_seed": self.cmp.less_seed}
-        return scoring.columns_as_scores(cols, list(self.groups))
+        return scoring.columns_as_scores(cols, list(self.groups), per_example, self.groups)
 
     def _less_engine(self, e: int, ckpt: Path, own: bool):
         """Gradient engine at a LESS checkpoint, with the checkpoint's Adam moments in gradient order."""
@@ -188,7 +189,9 @@ class BaselineFeatures:
 
         fs = self.run.fill_rows(stage, key, spec, work)
         t1 = time.time()
-        cols = baselines.rawcos_columns(np.asarray(fs.data), G.astype(np.float64) @ G.T.astype(np.float64), self.groups)
+        gram = G.astype(np.float64) @ G.T.astype(np.float64)
+        cols = baselines.rawcos_columns(np.asarray(fs.data), gram, self.groups)
+        per_example = baselines.rawcos_per_example(np.asarray(fs.data), gram)
         warm_s, warm_f = self._warmup_cost(e)
         D = G.shape[1]
         self.costs["rawcos"] = {"warmup": warm_s, "val_grads": self._val_cost(e)[0],
@@ -196,7 +199,7 @@ class BaselineFeatures:
         self.flops["rawcos"] = (warm_f + 6 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
                                 + 2 * n * D * (G.shape[0] + 1))
         self.bytes["rawcos"] = n * (G.shape[0] + 1) * 4
-        return scoring.columns_as_scores(cols, list(self.groups))
+        return scoring.columns_as_scores(cols, list(self.groups), per_example, self.groups)
 
     def embedding_scores(self) -> scoring.Scores:
         tok, _ = self.run.tokenizer_and_model()
@@ -215,8 +218,9 @@ class BaselineFeatures:
             skipped(self.store, stage)
         t1 = time.time()
         E, Et = (load_npy(p, np.float32, ndim=2) for p in paths)
-        cols = baselines.embedding_columns(E, Et, self.groups)
+        per_example = baselines.embedding_per_example(E, Et)
+        cols = scoring.group_means(per_example, self.groups)
         self.costs["embedding"] = {"pool_features": self._stage_walls()[stage]["wall_s"], "scoring": time.time() - t1}
         self.flops["embedding"] = 2 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
         self.bytes["embedding"] = int(E.nbytes)
-        return scoring.columns_as_scores(cols, list(self.groups))
+        return scoring.columns_as_scores(cols, list(self.groups), per_example, self.groups)

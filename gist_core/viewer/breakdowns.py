@@ -123,7 +123,7 @@ def winners_by_rank(run_dir: str | Path, ranks: list[int], rule: str = "global",
     k = scoring.budget_to_count(budget, len(base))
     rows = []
     for r in ranks:
-        idx, _ = scoring.select(scoring.gist_scores(a.X, a.val_coords, a.groups, r, a.aggregation), k, rule, a.groups)
+        idx, _ = scoring.select(a.scores(r), k, rule, a.groups)
         g = group_column(base.iloc[idx], by, list(a.groups)) if by in base else pd.Series(UNKNOWN, index=idx)
         rows += [{"rank": r, "group": name, "count": int(c)} for name, c in g.value_counts().items()]
     out = pd.DataFrame(rows)

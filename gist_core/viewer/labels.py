@@ -6,15 +6,23 @@ import pandas as pd
 
 from gist_core.data.truth import has_ground_truth
 
-SCORE_SEMANTICS = ("Score = cosine in [-1, 1] between an example's projected gradient and a target direction; "
-                   "higher = better aligned with the target.")
+SCORE_SEMANTICS = ("Score = cosine in [-1, 1] between an example's gradient and a target direction in the rank-r target "
+                   "subspace; higher = better aligned with the target. Norm-aware (the default) divides by the gradient's "
+                   "whole length, so a gradient mostly outside the subspace scores low; in-subspace (the GIST code) "
+                   "normalises after projecting and ignores that part.")
+SCORE_NAMES = {"normaware": "norm-aware", "subspace": "in-subspace (GIST code)"}
+SCORE_HELP = ("norm-aware: (Vᵣᵀg)·(Vᵣᵀc) / (‖g‖ ‖Vᵣᵀc‖), the target side denoised in the subspace, the pool gradient's "
+              "whole length kept; at the full rank it equals raw-gradient cosine. in-subspace: cos(Vᵣᵀg, Vᵣᵀc), the GIST "
+              "reference code's score, which ignores how much of g lies outside the subspace.")
 TRUTH_LABELS = ("target skill · correct", "target skill · wrong answer", "target skill · look-alike", "other skill")
 UNKNOWN = "(unknown)"
 METHOD_NAMES = {"less": "LESS", "rawcos": "raw-gradient cosine", "embedding": "embedding similarity"}
-RULE_NAMES = {"global": "global (paper)", "subtask": "quota", "zscore": "z-score", "quantile": "quantile"}
+RULE_NAMES = {"global": "global (paper)", "subtask": "quota", "zscore": "z-score", "quantile": "quantile",
+              "examples": "per example"}
 RULE_HELP = ("global: top-k of the max subtask cosine (the GIST paper's and LESS's rule); quota: each subtask column "
              "takes its best example in turn; z-score / quantile: each column standardised over the pool (z-score, or "
-             "the share of the pool at or below), then the top-k of their max")
+             "the share of the pool at or below), then the top-k of their max; per example: each target example "
+             "takes its best pool example in turn (RDS+, the TIS study)")
 # One definition of the random baseline on every page and in the CLI: the *expected* precision of a
 # uniformly random selection of the same size (the pool's share of correct target examples), not one draw.
 RANDOM_BASELINE_HELP = ("'vs random': this precision minus the expected precision of a random selection of the same "

@@ -32,6 +32,7 @@ class Rescored:
     metrics: dict[str, dict | None]     # rule -> ground-truth metrics (None without labels)
     ms: float                           # time the re-score took
     starved_basis: str = "best-aligned subtask column"  # or "ground-truth coverage": the CLI's rule
+    kind: str = "subspace"              # the GIST score kind these scores are
 
     @property
     def selection(self) -> pd.DataFrame:
@@ -43,19 +44,20 @@ def budget_count(budget: float, n: int) -> int:
     return scoring.budget_to_count(budget, n)
 
 
-def scores_at(run_dir: str | Path, rank: int) -> scoring.Scores:
-    """Same result as pipeline.rescore(run_dir, rank), from cached arrays (no basis reload, no torch)."""
-    a = arrays(run_dir)
-    return scoring.gist_scores(a.X, a.val_coords, a.groups, rank, a.aggregation)
+def scores_at(run_dir: str | Path, rank: int, kind: str | None = None) -> scoring.Scores:
+    """Same result as pipeline.rescore(run_dir, rank, kind=kind), from cached arrays (no basis reload, no torch)."""
+    return arrays(run_dir).scores(rank, kind)
 
 
-def rescored_frame(run_dir: str | Path, rank: int, balance: str = "global", budget: float = 0.05) -> Rescored:
-    """Scores, ranks and both selection rules at `rank` and `budget`; `balance` picks `selected`."""
+def rescored_frame(run_dir: str | Path, rank: int, balance: str = "global", budget: float = 0.05,
+                   kind: str | None = None) -> Rescored:
+    """Scores (the run's kind unless `kind`), ranks and every selection rule at `rank` and `budget`; `balance`
+    picks `selected`."""
     t0 = time.perf_counter()
     if balance not in scoring.BALANCES:
         raise ValueError(f"balance must be one of {scoring.BALANCES}")
     a, base = arrays(run_dir), base_frame(run_dir)
-    sc = scoring.gist_scores(a.X, a.val_coords, a.groups, rank, a.aggregation)
+    sc = a.scores(rank, kind)
     n = len(sc.score)
     k = scoring.budget_to_count(budget, n)
     order = np.lexsort((np.arange(n), -sc.score))
@@ -82,7 +84,7 @@ def rescored_frame(run_dir: str | Path, rank: int, balance: str = "global", budg
         starved, basis = {r: scoring.starved(p, k) for r, p in picked.items()}, "best-aligned subtask column"
     return Rescored(frame=frame, rank=rank, balance=balance, k=k, subtasks=names, picked=picked, starved=starved,
                     threshold=float(sc.score[order[k - 1]]), metrics=metrics,
-                    ms=(time.perf_counter() - t0) * 1000, starved_basis=basis)
+                    ms=(time.perf_counter() - t0) * 1000, starved_basis=basis, kind=sc.kind)
 
 
 def default_settings(run: RunData) -> dict:
@@ -93,4 +95,5 @@ def default_settings(run: RunData) -> dict:
     n = len(run.frame) if run.frame is not None else summ.get("n_pool", 1)
     if budget > 1:  # a count: show it as a fraction of the pool
         budget = budget / max(n, 1)
-    return {"rank": int(rank), "budget": float(budget), "balance": cfg.get("balance", "global")}
+    return {"rank": int(rank), "budget": float(budget), "balance": cfg.get("balance", "global"),
+            "kind": cfg.get("score", "subspace")}

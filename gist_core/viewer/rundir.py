@@ -125,16 +125,33 @@ def target_groups(target: pd.DataFrame) -> dict[str, list[int]]:
     return scoring.groups_from_labels(target["id"], target["subtask"])
 
 
+OLD_SCORE_NOTE = ("this run was made before each pool gradient's norm was stored, so its GIST scores are the "
+                  "in-subspace cosine ('subspace'), not the norm-aware score; rerun its command to get both")
+
+
 @dataclass
 class Arrays:
     X: np.ndarray            # (N, R) memmap of projected pool gradients
     val_coords: np.ndarray   # (N_v, R) validation coordinates
     groups: dict[str, list[int]]
     aggregation: str
+    norms: np.ndarray | None = None      # (N,) each pool gradient's whole norm (None: an older run)
+    val_norms: np.ndarray | None = None  # (N_v,) each validation gradient's whole norm
+    kind: str = "subspace"               # the run's score kind (an older run: always subspace)
 
     @property
     def r_max(self) -> int:
         return min(self.X.shape[1], self.val_coords.shape[1])
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The score kinds this run's arrays support."""
+        return scoring.SCORE_KINDS if self.norms is not None else ("subspace",)
+
+    def scores(self, rank: int, kind: str | None = None, aggregation: str | None = None) -> scoring.Scores:
+        """GIST's scores at `rank` (the run's score kind unless `kind`): a slice and a small product, no torch."""
+        return scoring.gist_scores(self.X, self.val_coords, self.groups, rank, aggregation or self.aggregation,
+                                   kind or self.kind, self.norms)
 
 
 def subspace_path(run_dir: str | Path) -> Path:
@@ -157,10 +174,13 @@ def stale_problem(run_dir: str | Path) -> str | None:
 @functools.lru_cache(maxsize=4)
 def arrays_at(run_dir: str, _stamp: int) -> Arrays:
     lay, cfg = RunLayout(run_dir), run_config(run_dir)
-    val = artefacts.load_subspace(subspace_path(run_dir), ("val_coords",)).val_coords  # the basis is never needed here
-    return Arrays(X=artefacts.load_npy(lay.train_proj, ndim=2, mmap=True), val_coords=val,
-                  groups=target_groups(target_frame_at(run_dir, _stamp)),
-                  aggregation=cfg.get("aggregation", "subtask_mean"))
+    sub = artefacts.load_subspace(subspace_path(run_dir), ("val_coords",))  # the basis is never needed here
+    stored = artefacts.load_projections(lay.train_proj)
+    # a config written before score kinds existed scored in the subspace; without norms nothing else is possible
+    kind = cfg.get("score", "subspace") if stored.norms is not None else "subspace"
+    return Arrays(X=stored.coords, val_coords=sub.val_coords, groups=target_groups(target_frame_at(run_dir, _stamp)),
+                  aggregation=cfg.get("aggregation", "subtask_mean"), norms=stored.norms,
+                  val_norms=sub.val_norms, kind=kind)
 
 
 def arrays(run_dir: str | Path) -> Arrays:

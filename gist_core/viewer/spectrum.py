@@ -42,17 +42,19 @@ def _spectra(run_dir: str, _stamp: int) -> list[Spectrum]:
     return sorted(out, key=lambda s: s.epoch)
 
 
-def advisor_curve(run_dir: str | Path):
-    """The rank advisor's curve for the run's checkpoint and aggregation: advisor.json when it matches,
-    else computed from the stored coordinates (cheap); None when no subtask has two validation examples."""
-    return _advisor_curve(str(run_dir), stamp(run_dir))
+def advisor_curve(run_dir: str | Path, kind: str | None = None):
+    """The rank advisor's curve for the run's checkpoint and aggregation under score `kind` (the run's unless
+    given), computed from the stored coordinates (cheap); None when no subtask has two validation examples."""
+    return _advisor_curve(str(run_dir), stamp(run_dir), kind)
 
 
 @functools.lru_cache(maxsize=4)
-def _advisor_curve(run_dir: str, _stamp: int):
+def _advisor_curve(run_dir: str, _stamp: int, kind: str | None):
     from gist_core.methods.gist import advisor
     a, cfg = arrays_at(run_dir, _stamp), run_config(run_dir)
-    return advisor.advise(a.val_coords, a.X, a.groups, a.aggregation, seed=cfg.get("seed", 0))
+    normaware = (kind or a.kind) == "normaware" and a.norms is not None
+    return advisor.advise(a.val_coords, a.X, a.groups, a.aggregation, seed=cfg.get("seed", 0),
+                          norms=a.norms if normaware else None, val_norms=a.val_norms if normaware else None)
 
 
 def rank_ranges(ranks: list[int]) -> str:

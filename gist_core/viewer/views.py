@@ -99,6 +99,8 @@ from gist_core.viewer.labels import (
     RANDOM_BASELINE_HELP,
     RULE_HELP,
     RULE_NAMES,
+    SCORE_HELP,
+    SCORE_NAMES,
     SCORE_SEMANTICS,
     TRUTH_LABELS,
     UNKNOWN,
@@ -117,7 +119,6 @@ from gist_core.viewer.pool_map import (
     umap_path,
 )
 from gist_core.viewer.progress import (
-    EXTERNAL_QUIET_S,
     current_events,
     run_state,
     runs_table,
@@ -132,6 +133,7 @@ from gist_core.viewer.rescore import (
     scores_at,
 )
 from gist_core.viewer.rundir import (
+    OLD_SCORE_NOTE,
     Arrays,
     RunData,
     arrays,
@@ -164,9 +166,10 @@ from gist_core.viewer.spectrum import (
 )
 
 __all__ = [  # every public name of the modules above, plus the re-exports at the top
-    "Arrays", "COMPARE_COLUMNS", "COST_STAGES", "DisplayMatrix", "EXPORT_FIELDS", "EXTERNAL_QUIET_S",
+    "Arrays", "COMPARE_COLUMNS", "COST_STAGES", "DisplayMatrix", "EXPORT_FIELDS",
     "GEOMETRY_COLUMNS", "MAP_MAX_POINTS", "MATRICES", "METHOD_NAMES", "METHOD_ORDER", "MapData",
     "RANDOM_BASELINE_HELP", "RATIO_LABELS", "RULE_HELP", "RULE_NAMES", "Rescored", "RunData", "SCORE_SEMANTICS",
+    "OLD_SCORE_NOTE", "SCORE_HELP", "SCORE_NAMES",
     "Spectrum", "TRUTH_LABELS", "Truth", "UNKNOWN", "advisor_curve", "arrays", "arrays_at", "base_frame",
     "base_frame_at", "brush_summary", "budget_count", "checkpoint_epochs", "column_distributions",
     "column_quantiles", "compare_columns", "compare_path", "compare_rules", "compare_stamp", "compare_table",

@@ -30,6 +30,7 @@ from gist_core.errors import ConfigError
 if TYPE_CHECKING:  # annotations only
     from gist_core.config import RunConfig
     from gist_core.methods.gist.subspace import Subspace
+    from gist_core.store.artefacts import Projections
 
 RANK_RULES = ("tau", "advisor", "full")
 DEFAULT_RANK_RULE = "full"  # chosen on evidence (bench/selection_rules.py, README: Selection rules); the paper: tau
@@ -81,15 +82,19 @@ def fold_basis(Y_rest: np.ndarray) -> np.ndarray:
     return Vt[keep].T
 
 
-def _cumulative_cosines(Z: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """(N, R') cosine of every row's first r coordinates with c's first r, for every r at once."""
+def _cumulative_cosines(Z: np.ndarray, c: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+    """(N, R') cosine of every row's first r coordinates with c's first r, for every r at once; with `norms`
+    (N,) each row is divided by its whole gradient's norm instead of its first r coordinates' (norm-aware)."""
     dots = np.cumsum(Z * c, axis=1)
-    norms = np.sqrt(np.cumsum(Z * Z, axis=1)) * np.sqrt(np.cumsum(c * c))
-    return dots / np.where(norms > 0, norms, 1.0)
+    rows = np.sqrt(np.cumsum(Z * Z, axis=1)) if norms is None else np.asarray(norms, dtype=np.float64)[:, None]
+    denom = rows * np.sqrt(np.cumsum(c * c))
+    return dots / np.where(denom > 0, denom, 1.0)
 
 
-def fold_percentiles(Y: np.ndarray, X_ref: np.ndarray, members: list[int], j: int, aggregation: str) -> np.ndarray:
-    """(R',) share of the reference pool rows that held-out validation row j outscores at each rank."""
+def fold_percentiles(Y: np.ndarray, X_ref: np.ndarray, members: list[int], j: int, aggregation: str,
+                     ref_norms: np.ndarray | None = None, val_norms: np.ndarray | None = None) -> np.ndarray:
+    """(R',) share of the reference pool rows that held-out validation row j outscores at each rank; with
+    `ref_norms` and `val_norms` (whole gradient norms) under the norm-aware score."""
     rest = [i for i in range(len(Y)) if i != j]
     W = fold_basis(Y[rest])
     Z, Yw = X_ref @ W, Y @ W
@@ -100,14 +105,17 @@ def fold_percentiles(Y: np.ndarray, X_ref: np.ndarray, members: list[int], j: in
         targets = [Yw[i] for i in others]
     else:
         raise ValueError(f"unknown aggregation '{aggregation}'")
-    pool = np.max([_cumulative_cosines(Z, c) for c in targets], axis=0)     # (N, R')
-    mine = np.max([_cumulative_cosines(Yw[j:j + 1], c)[0] for c in targets], axis=0)  # (R',)
+    mine_norm = None if val_norms is None else np.asarray(val_norms[j:j + 1])
+    pool = np.max([_cumulative_cosines(Z, c, ref_norms) for c in targets], axis=0)     # (N, R')
+    mine = np.max([_cumulative_cosines(Yw[j:j + 1], c, mine_norm)[0] for c in targets], axis=0)  # (R',)
     return (pool < mine).mean(0)
 
 
 def rank_curve(val_coords: np.ndarray, X_ref: np.ndarray, groups: dict[str, list[int]],
-               aggregation: str = "subtask_mean") -> AdvisorCurve:
-    """The advisor's curve over r = 1..R' (R' = the smallest fold's rank), from stored coordinates."""
+               aggregation: str = "subtask_mean", ref_norms: np.ndarray | None = None,
+               val_norms: np.ndarray | None = None) -> AdvisorCurve:
+    """The advisor's curve over r = 1..R' (R' = the smallest fold's rank), from stored coordinates; with the
+    whole gradient norms of the reference rows and of the validation examples, for the norm-aware score."""
     Y = np.asarray(val_coords, dtype=np.float64)
     X = np.asarray(X_ref, dtype=np.float64)
     folds = [(j, idx) for idx in groups.values() if len(idx) >= 2 for j in idx]
@@ -117,7 +125,7 @@ def rank_curve(val_coords: np.ndarray, X_ref: np.ndarray, groups: dict[str, list
         notes.append(f"{len(singles)} subtask(s) with one validation example have no held-out fold")
     if not folds:
         raise ValueError("the rank advisor needs a subtask with at least two validation examples")
-    rows = [fold_percentiles(Y, X, idx, j, aggregation) for j, idx in folds]
+    rows = [fold_percentiles(Y, X, idx, j, aggregation, ref_norms, val_norms) for j, idx in folds]
     width = min(len(r) for r in rows)
     P = np.stack([r[:width] for r in rows])
     curve = P.mean(0)
@@ -126,12 +134,16 @@ def rank_curve(val_coords: np.ndarray, X_ref: np.ndarray, groups: dict[str, list
 
 
 def advise(val_coords: np.ndarray, X: np.ndarray, groups: dict[str, list[int]], aggregation: str,
-           seed: int = 0, max_rows: int = REF_ROWS) -> AdvisorCurve | None:
-    """The curve against a seeded sample of the pool's stored coordinates; None without any fold."""
+           seed: int = 0, max_rows: int = REF_ROWS, norms: np.ndarray | None = None,
+           val_norms: np.ndarray | None = None) -> AdvisorCurve | None:
+    """The curve against a seeded sample of the pool's stored coordinates (norm-aware when the pool's and the
+    validation examples' whole norms are given); None without any fold."""
     if not any(len(idx) >= 2 for idx in groups.values()):
         return None
     ref = reference_rows(len(X), max_rows, seed)
-    return rank_curve(val_coords, np.asarray(X[ref]), groups, aggregation)
+    ref_norms = None if norms is None or val_norms is None else np.asarray(norms[ref])
+    return rank_curve(val_coords, np.asarray(X[ref]), groups, aggregation, ref_norms,
+                      None if ref_norms is None else val_norms)
 
 
 def choose_rank(cfg: RunConfig, sub: Subspace, advice: AdvisorCurve | None = None) -> int:
@@ -150,6 +162,10 @@ def choose_rank(cfg: RunConfig, sub: Subspace, advice: AdvisorCurve | None = Non
     return min(rank_for_variance(sub.sigma, cfg.tau), sub.r_max)
 
 
-def rank_advice(cfg: RunConfig, sub: Subspace, X: np.ndarray, groups: dict[str, list[int]]) -> AdvisorCurve | None:
-    """The rank advisor's curve on the stored coordinates (None when no subtask has two examples)."""
-    return advise(sub.val_coords, X, groups, cfg.aggregation, seed=cfg.seed)
+def rank_advice(cfg: RunConfig, sub: Subspace, stored: Projections,
+                groups: dict[str, list[int]]) -> AdvisorCurve | None:
+    """The rank advisor's curve on the stored coordinates, under the run's score (None when no subtask has two
+    examples)."""
+    normaware = cfg.score == "normaware" and stored.norms is not None
+    return advise(sub.val_coords, stored.coords, groups, cfg.aggregation, seed=cfg.seed,
+                  norms=stored.norms if normaware else None, val_norms=sub.val_norms if normaware else None)

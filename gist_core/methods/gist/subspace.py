@@ -25,6 +25,15 @@ class Subspace:
     val_coords: np.ndarray    # (N_v, R) = G V_R: the validation examples' coordinates, C-ordered
     ortho_error: float        # max |V^T V - I|
     basis_digest: str | None = None  # content hash of the basis: the projection store's identity
+    stored_val_norms: np.ndarray | None = None  # (N_v,) |g_j| of each validation gradient (None: an older file)
+
+    @property
+    def val_norms(self) -> np.ndarray:
+        """(N_v,) each validation gradient's whole norm; an older file without them: the norm of its stored
+        coordinates, which is the same when the stored directions span every validation gradient (r_max >= N_v)."""
+        if self.stored_val_norms is not None:
+            return self.stored_val_norms
+        return np.linalg.norm(np.asarray(self.val_coords, dtype=np.float64), axis=1)
 
     @property
     def explained(self) -> np.ndarray:
@@ -52,7 +61,8 @@ def fit_subspace(G: np.ndarray, r_max: int, chunk: int = 1 << 20) -> Subspace:
         raise SubspaceError("validation gradient matrix must be 2-D with at least one row")
     if not np.isfinite(np.asarray(G[:, : min(G.shape[1], chunk)])).all():
         raise SubspaceError("validation gradients contain NaN or inf")
-    lam, U = np.linalg.eigh(gram(G, chunk))
+    K = gram(G, chunk)
+    lam, U = np.linalg.eigh(K)
     order = np.argsort(lam)[::-1]
     lam, U = lam[order], U[:, order]
     sigma = np.sqrt(np.clip(lam, 0.0, None))
@@ -69,7 +79,8 @@ def fit_subspace(G: np.ndarray, r_max: int, chunk: int = 1 << 20) -> Subspace:
     # G V through the stored float32 basis (= U_k diag(sigma_k) up to rounding), so the targets' coordinates
     # are exactly the pool's projection rule applied to the validation gradients. A fresh C-ordered array:
     # U[:, order] is Fortran-ordered, and safetensors 0.8 scrambles such arrays (artefacts.py).
-    return Subspace(basis=basis, sigma=sigma, val_coords=project_rows(G, basis, chunk), ortho_error=err)
+    return Subspace(basis=basis, sigma=sigma, val_coords=project_rows(G, basis, chunk), ortho_error=err,
+                    stored_val_norms=np.sqrt(np.clip(np.diag(K), 0.0, None)))
 
 
 def project_rows(G: np.ndarray, basis: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
