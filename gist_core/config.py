@@ -201,7 +201,9 @@ class CompareConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3, seed=0),
                                metadata={"help": "downstream LoRA recipe (seed replaced per run)"})
     full_epochs: int = field(default=1, metadata={"help": "epochs for the full-pool row (20x the examples)"})
-    n_em: int | None = field(default=None, metadata={"help": "exact-match prompts per subtask (None = all)"})
+    n_em: int | None = field(default=None, metadata={"help": "exact-match prompts per subtask (None = all; 0 = none)"})
+    em_tokens: int = field(default=16, metadata={
+        "help": "greedy tokens generated per exact-match prompt (a worked GSM8K answer needs about 200)"})
     downstream: bool = field(default=True, metadata={"help": "fine-tune and evaluate on each selection"})
     projection_batch: int = field(default=128, metadata={"help": "rows per LESS projection matmul"})
     projector_cache_gb: float = field(default=4.0, metadata={"help": "keep R in memory up to this size"})

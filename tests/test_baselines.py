@@ -53,3 +53,23 @@ def test_random_and_oracle_selections():
 def test_length_scores_prefer_long_responses():
     sc = baselines.length_scores(np.array([3, 10, 1]), {"a": [0], "b": [1]})
     assert sc.columns.shape == (3, 2) and int(np.argmax(sc.score)) == 1
+
+
+def test_position_weighted_pooling_equals_a_naive_loop():
+    """RDS+'s pooling: the last hidden state of the i-th real token weighted by i, one example at a time, no
+    padding; batched right-padded rows must give the same vectors."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)).eval()
+    rows = [[5, 7, 9, 11, 2], [3, 4], [8, 8, 8, 1, 2, 3, 4, 6]]
+    got = baselines.mean_pooled_embeddings(model, rows, pad_id=0, batch_size=8, pooling="position")
+    plain = baselines.mean_pooled_embeddings(model, rows, pad_id=0, batch_size=8, pooling="mean")
+    for i, ids in enumerate(rows):
+        with torch.no_grad():
+            h = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-1][0].double()
+        w = torch.arange(1, len(ids) + 1, dtype=torch.float64)
+        np.testing.assert_allclose(got[i], ((h * w[:, None]).sum(0) / w.sum()).numpy(), atol=1e-5)
+        np.testing.assert_allclose(plain[i], h.mean(0).numpy(), atol=1e-5)
+    assert np.abs(got - plain).max() > 1e-3  # the weighting changes the vector

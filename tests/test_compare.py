@@ -136,7 +136,9 @@ def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
     np.testing.assert_allclose(stored, expect, atol=2e-3)  # float16 storage
 
 
-def test_rawcos_features_equal_a_naive_loop(compared, micro_model_dir):
+def test_rawcos_from_gist_projections_equals_a_naive_loop(compared, micro_model_dir):
+    """r_max (64) >= N_v: GIST's store spans every validation gradient, so raw cosine is read from it (no second
+    pass over the pool) and must equal cos(g, mean of the subtask's validation gradients) from plain autograd."""
     import pandas as pd
 
     from gist_core.data.examples import Example
@@ -152,9 +154,14 @@ def test_rawcos_features_equal_a_naive_loop(compared, micro_model_dir):
     toks = tokenize_examples(exs, tok, 256)
     g = loop_grads(model, toks.input_ids, toks.labels, tok.pad_token_id).double()
     G = torch.from_numpy(np.load(out / "checkpoints" / "ckpt-1" / "val_grads.npy")).double()
-    stored = np.load(out / "compare" / "rawcos.npy")[rows]
-    np.testing.assert_allclose(stored[:, :-1], (g @ G.T).numpy(), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(stored[:, -1], g.norm(dim=1).numpy(), rtol=1e-4)
+    rep = json.loads((out / "compare.json").read_text())
+    assert rep["rawcos_from"].startswith("GIST's projections") and not (out / "compare" / "rawcos.npy").exists()
+    target = pd.read_parquet(out / "target.parquet")
+    scores = pd.read_parquet(out / "compare" / "scores.parquet")
+    for sub in dict.fromkeys(target["subtask"]):
+        c = G[torch.from_numpy((target["subtask"] == sub).to_numpy())].mean(0)
+        want = (g @ c / (g.norm(dim=1) * c.norm())).numpy()
+        np.testing.assert_allclose(scores[f"col:rawcos:{sub}"].to_numpy()[rows], want, atol=1e-5)
 
 
 def test_rerun_recomputes_nothing(compared, micro_model_dir, micro_corpus):

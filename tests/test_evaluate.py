@@ -158,3 +158,18 @@ def test_batched_left_padded_greedy_equals_one_prompt_at_a_time(perturbed, micro
     assert {s: v["exact_match"] for s, v in got["per_subtask"].items()} == {s: np.mean(v) for s, v in by_sub.items()}
     assert got["exact_match"] == pytest.approx(np.mean([np.mean(v) for v in by_sub.values()]), abs=1e-12)
     assert 0 < got["exact_match"] < 1
+
+
+@pytest.mark.parametrize("pred, gold, match", [
+    ("She makes 9 * 2 = $18 every day.", "Janet sells 9 duck eggs.\n#### 18", True),
+    ("The answer is 1,234.50 dollars", "#### 1234.5", True),
+    ("18 eggs, then 20", "#### 18", False),      # the *last* number the model writes counts
+    ("no number at all", "#### 7", False),
+    ("-3", "#### -3", True),
+    ("Paris", "Paris", True),                    # no '#### N' line: the whole stripped text
+    (" Paris ", "Paris\n", True),
+    ("Paris, France", "Paris", False),
+])
+def test_exact_match_compares_final_numbers_for_gsm8k_style_answers(pred, gold, match):
+    from gist_core.model.evaluate import answer_matches
+    assert answer_matches(pred, gold) is match

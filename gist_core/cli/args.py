@@ -20,7 +20,7 @@ from gist_core.config import (
     TrainConfig,
     TrainRunConfig,
 )
-from gist_core.methods import scoring
+from gist_core.methods import registry, scoring
 from gist_core.methods.iprox.config import INITS, ProxyConfig
 
 
@@ -122,7 +122,7 @@ RUN_FLAGS = (
          extra_help="use the first N rows of the pool (default: all)"),
 )
 
-PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "tau", "tau": 0.95, "score": "subspace"}
+PAPER_RULE = registry.PAPER_RULE
 
 
 def add_flags(p: argparse.ArgumentParser, flags: tuple[Flag, ...]) -> None:
@@ -193,6 +193,7 @@ COMPARE_FLAGS = (
     Flag("--train-lr", "lr", "compare.train", (("type", float),), " (downstream LoRA)"),
     Flag("--full-epochs", "full_epochs", "compare", (("type", int),)),
     Flag("--n-em", "n_em", "compare", (("type", int),)),
+    Flag("--em-tokens", "em_tokens", "compare", (("type", int),)),
     Flag("--no-downstream", "downstream", "compare", (("action", "store_false"), ("default", None), ("dest", "downstream")),
          ": off = selection quality and cost only"),
 )

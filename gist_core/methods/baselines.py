@@ -6,6 +6,10 @@ so the two selection rules (global top-k, per-subtask quota) apply to it exactly
   GIST without the subspace (the ablation that says whether the subspace matters);
 - embedding similarity (RDS in the LESS paper): mean-pooled last hidden state of the base model,
   subtask mean of cosines to the target examples, max over subtasks;
+- RDS+ (Ivison et al., arXiv 2503.01807): the same hidden states pooled with weights that grow with the
+  token's position (w_i proportional to i, as SGPT does), cosines to each target example; its own rule is the
+  round-robin over target examples (`--balance examples`);
+- MiniLM: all-MiniLM-L6-v2 sentence embeddings (gist_core.model.embedder) of prompt and response;
 - length: longest responses first (a common, surprisingly strong heuristic);
 - random and full data need no scores.
 """
@@ -67,9 +71,16 @@ def rawcos_columns(features: np.ndarray, val_gram: np.ndarray, groups: dict[str,
 
 
 # ----------------------------------------------------------------------------- embeddings
+POOLINGS = ("mean", "position")
+
+
 @torch.no_grad()
-def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 32) -> np.ndarray:
-    """(N, H) mean over real tokens (prompt and response) of the base model's last hidden state."""
+def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 32,
+                           pooling: str = "mean") -> np.ndarray:
+    """(N, H) the base model's last hidden state pooled over the real tokens (prompt and response): their mean, or
+    (pooling 'position', RDS+) a weighted mean with weight i on the i-th real token (1-based)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling '{pooling}' (use one of {', '.join(POOLINGS)})")
     from gist_core.data.formatting import IGNORE
     from gist_core.grads.per_example import pad_batch
     model.eval()
@@ -81,8 +92,11 @@ def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch
         ids, _, att = pad_batch([input_ids[i] for i in rows], [[IGNORE] * len(input_ids[i]) for i in rows],
                                 pad_id, device)
         h = model(input_ids=ids, attention_mask=att, output_hidden_states=True).hidden_states[-1].float()
-        mask = att.unsqueeze(-1).float()
-        emb = ((h * mask).sum(1) / mask.sum(1).clamp_min(1.0)).cpu().numpy()
+        mask = att.float()
+        if pooling == "position":  # right padding: the real tokens are 1..len, the weights their positions
+            mask = mask * torch.cumsum(mask, dim=1)
+        w = mask.unsqueeze(-1)
+        emb = ((h * w).sum(1) / w.sum(1).clamp_min(1.0)).cpu().numpy()
         if out is None:
             out = np.zeros((len(input_ids), emb.shape[1]), dtype=np.float32)
         out[rows] = emb

@@ -293,7 +293,7 @@ def starved_by_coverage(coverage: dict[str, dict], floor: float = 1 / 3) -> list
 
 # ----------------------------------------------------------------------------- compare's table rows
 # score-based methods with per-subtask columns: every rule applies to them (compare and the dashboard)
-RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding")
+RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding", "rds", "minilm")
 
 
 def row_name(family: str, rule: str) -> str:

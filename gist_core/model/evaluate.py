@@ -2,7 +2,9 @@
 
 Test loss is the mean cross-entropy over the answer tokens (end-of-sequence excluded, so the
 metric measures content, not stopping), averaged per example, then per subtask, then over
-subtasks. Exact match: greedy decoding, stripped text equal to the reference answer.
+subtasks: the per-token negative log-likelihood of the gold answer. Exact match: greedy decoding;
+a gold answer that ends in a GSM8K-style final line `#### N` is matched on the final number (the
+last number the model writes against N), any other on the stripped text.
 
     python -m gist_core.model.evaluate --oracle --target lookup   # the bundled default's learnability check
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -65,20 +68,44 @@ def greedy_answers(model, tok, examples, max_new_tokens: int = 16, batch_size: i
     return answers
 
 
-def evaluate_on_target(model, tok, examples, max_length: int = 256, n_em: int | None = None) -> dict:
-    """Per-subtask and mean test loss and exact match."""
+FINAL_LINE = re.compile(r"####\s*(.+?)\s*$")
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def final_number(text: str) -> str | None:
+    """The last number in `text`, without thousands separators or a trailing '.0' ('1,234.50' -> '1234.5')."""
+    found = NUMBER.findall(text)
+    if not found:
+        return None
+    n = found[-1].replace(",", "")
+    return n.rstrip("0").rstrip(".") if "." in n else n
+
+
+def answer_matches(pred: str, gold: str) -> bool:
+    """A gold answer ending in '#### N' (GSM8K) matches when the prediction's last number is N; any other when
+    the stripped texts are equal."""
+    line = FINAL_LINE.search(gold.strip())
+    if line and final_number(line.group(1)) is not None:
+        return final_number(pred) == final_number(line.group(1))
+    return pred.strip() == gold.strip()
+
+
+def evaluate_on_target(model, tok, examples, max_length: int = 256, n_em: int | None = None,
+                       max_new_tokens: int = 16) -> dict:
+    """Per-subtask and mean test loss and exact match (greedy answers of up to `max_new_tokens` tokens)."""
     losses = test_losses(model, tok, examples, max_length)
     em_set = examples if n_em is None else _first_per_subtask(examples, n_em)
-    answers = greedy_answers(model, tok, em_set)
+    answers = greedy_answers(model, tok, em_set, max_new_tokens)
     by_sub = defaultdict(lambda: {"loss": [], "em": []})
     for ex, loss in zip(examples, losses):
         by_sub[ex.subtask or "all"]["loss"].append(float(loss))
     for ex, a in zip(em_set, answers):
-        by_sub[ex.subtask or "all"]["em"].append(float(a == ex.response.strip()))
+        by_sub[ex.subtask or "all"]["em"].append(float(answer_matches(a, ex.response)))
     per = {s: {"loss": float(np.mean(v["loss"])), "exact_match": float(np.mean(v["em"])) if v["em"] else None}
            for s, v in by_sub.items()}
+    ems = [v["exact_match"] for v in per.values() if v["exact_match"] is not None]
     return {"test_loss": float(np.mean([v["loss"] for v in per.values()])),
-            "exact_match": float(np.mean([v["exact_match"] for v in per.values() if v["exact_match"] is not None])),
+            "exact_match": float(np.mean(ems)) if ems else None,
             "per_subtask": per, "examples": [{"prompt": ex.prompt, "gold": ex.response, "pred": a}
                                              for ex, a in list(zip(em_set, answers))[:6]]}
 
@@ -94,7 +121,7 @@ def _first_per_subtask(examples, n: int):
 
 
 def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, lora, max_length: int = 256,
-                          n_em: int | None = None) -> dict:
+                          n_em: int | None = None, max_new_tokens: int = 16) -> dict:
     """Fresh LoRA from the base model on `train_examples`, then evaluate on the target test split."""
     from gist_core.data.formatting import tokenize_examples
     from gist_core.model.load import attach_lora, load_base_model
@@ -105,7 +132,7 @@ def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, l
     peft_model = attach_lora(model, lora, seed=cfg.seed)
     toks = tokenize_examples(train_examples, tok, max_length)
     result = train_lora(peft_model, toks.input_ids, toks.labels, tok.pad_token_id, cfg)
-    metrics = evaluate_on_target(peft_model, tok, test_examples, max_length, n_em)
+    metrics = evaluate_on_target(peft_model, tok, test_examples, max_length, n_em, max_new_tokens)
     return {**metrics, "train_loss": result["train_loss"], "steps": result["steps"], "train_s": time.time() - t0}
 
 

@@ -12,8 +12,8 @@ import numpy as np
 from gist_core.methods import baselines, scoring
 from gist_core.runner.progress import skipped
 from gist_core.runner.rows import FLUSH_EVERY, StoreSpec
-from gist_core.store.artefacts import load_npy, save_npy
-from gist_core.store.layout import EMBED_REL, EMBED_TARGET_REL, less_train_rel, less_val_rel, rel_compare
+from gist_core.store.artefacts import load_npy, load_projections, load_subspace, save_npy
+from gist_core.store.layout import embedding_rels, less_train_rel, less_val_rel, rel_compare
 from gist_core.store.manifest import stable_hash
 
 
@@ -168,9 +168,34 @@ class BaselineFeatures:
         return load_npy(fs.path, np.float16, ndim=2, mmap=True)
 
     def rawcos_scores(self) -> scoring.Scores:
+        """cos(g, c_t) over the whole gradient. When GIST's store spans every validation gradient (all of them
+        kept as directions) and holds |g|, that is GIST's norm-aware score at the full rank, exactly (one
+        definition, and no second pass over the pool); else its own pass computes the dot products and norms."""
+        from gist_core.methods.gist.subspace import REL_EPS
+        sub = load_subspace(self.run.paths.subspace(self.cfg.checkpoint), ("sigma", "val_coords"))
+        stored = load_projections(self.run.paths.train_proj)
+        if stored.norms is not None and sub.r_max == int((sub.sigma > REL_EPS * sub.sigma[0]).sum()):
+            return self._rawcos_from_gist(sub, stored)
+        return self._rawcos_pass()
+
+    def _rawcos_from_gist(self, sub, stored) -> scoring.Scores:
+        if "gist" not in self.costs:
+            self.gist_scores()
+        t0 = time.time()
+        sc = scoring.gist_scores(stored.coords, sub.val_coords, self.groups, sub.r_max, "subtask_mean", "normaware",
+                                 stored.norms)
+        per_example = sc.example_columns()
+        self.costs["rawcos"] = {**{k: v for k, v in self.costs["gist"].items() if k != "subspace"},
+                                "scoring": time.time() - t0}
+        self.flops["rawcos"], self.bytes["rawcos"] = self.flops["gist"], self.bytes["gist"]
+        self.rawcos_source = "GIST's projections at full rank (they span every validation gradient)"
+        return scoring.columns_as_scores(sc.columns, list(self.groups), per_example, self.groups)
+
+    def _rawcos_pass(self) -> scoring.Scores:
         import torch
 
         from gist_core.grads.per_example import GradientEngine
+        self.rawcos_source = "its own pass over the pool (dot products with each validation gradient, and |g|)"
         e, n = self.cfg.checkpoint, len(self.run.inputs.pool)
         G = load_npy(self.run.paths.val_grads(e), np.float32, ndim=2)
         key = stable_hash([self.run.keys["val_grads"], e, "rawcos"])  # = the warm-up key unless --no-target-eos
@@ -202,25 +227,53 @@ class BaselineFeatures:
         return scoring.columns_as_scores(cols, list(self.groups), per_example, self.groups)
 
     def embedding_scores(self) -> scoring.Scores:
-        tok, _ = self.run.tokenizer_and_model()
-        model = self.run.base_model()  # the base model, not the warm-up adapter
-        key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], self.cfg.max_length, "embed"])
-        stage = "compare/embedding"
-        paths = [self.run.paths.compare_embed, self.run.paths.compare_embed_target]
+        """The base model's last hidden state, mean-pooled (the LESS paper's RDS)."""
+        return self._embedding_method("embedding", self._hidden_states("mean"),
+                                      2 * self.n_params * (self.tokens["pool"] + self.tokens["target"]))
+
+    def rds_scores(self) -> scoring.Scores:
+        """RDS+: the same hidden states, pooled with weights that grow with position."""
+        return self._embedding_method("rds", self._hidden_states("position"),
+                                      2 * self.n_params * (self.tokens["pool"] + self.tokens["target"]))
+
+    def minilm_scores(self) -> scoring.Scores:
+        """all-MiniLM-L6-v2 sentence embeddings of each example's prompt and response (22.7 M parameters)."""
+        from gist_core.model.embedder import minilm_embeddings
+
+        def embed(examples, _tokenized) -> np.ndarray:
+            return minilm_embeddings([f"{ex.prompt}\n\n{ex.response}" for ex in examples])
+        return self._embedding_method("minilm", embed, 2 * 22.7e6 * 256 * (len(self.run.inputs.pool)
+                                                                          + len(self.run.inputs.target)))
+
+    def _hidden_states(self, pooling: str):
+        def embed(_examples, tokenized) -> np.ndarray:
+            tok, _ = self.run.tokenizer_and_model()
+            model = self.run.base_model()  # the base model, not the warm-up adapter
+            return baselines.mean_pooled_embeddings(model, tokenized.input_ids, tok.pad_token_id, pooling=pooling)
+        return embed
+
+    def _embedding_method(self, method: str, embed, flops: float) -> scoring.Scores:
+        """A resumable stage embedding the pool and the target (`embed(examples, tokenized) -> (N, H)`), then the
+        cosines of every pool row with every target example, averaged per subtask."""
+        key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], self.cfg.max_length,
+                           "embed" if method == "embedding" else method])
+        stage = f"compare/{method}"
+        paths = self.run.paths.compare_embeddings(method)
         if not self.store.stage_done(stage, key):
             t0 = time.time()
             with self.run.progress.stage(stage, total=len(self.run.inputs.pool)):
-                for path, toks in zip(paths, (self.run.inputs.pool_tok, self.run.inputs.target_tok)):
-                    E = baselines.mean_pooled_embeddings(model, toks.input_ids, tok.pad_token_id)
-                    save_npy(path, E, np.float32)
-            self.run.record(stage, key, [EMBED_REL, EMBED_TARGET_REL], time.time() - t0)
+                inputs = ((self.run.inputs.pool, self.run.inputs.pool_tok),
+                          (self.run.inputs.target, self.run.inputs.target_tok))
+                for path, (examples, toks) in zip(paths, inputs):
+                    save_npy(path, embed(examples, toks), np.float32)
+            self.run.record(stage, key, list(embedding_rels(method)), time.time() - t0)
         else:
             skipped(self.store, stage)
         t1 = time.time()
         E, Et = (load_npy(p, np.float32, ndim=2) for p in paths)
         per_example = baselines.embedding_per_example(E, Et)
         cols = scoring.group_means(per_example, self.groups)
-        self.costs["embedding"] = {"pool_features": self._stage_walls()[stage]["wall_s"], "scoring": time.time() - t1}
-        self.flops["embedding"] = 2 * self.n_params * (self.tokens["pool"] + self.tokens["target"])
-        self.bytes["embedding"] = int(E.nbytes)
+        self.costs[method] = {"pool_features": self._stage_walls()[stage]["wall_s"], "scoring": time.time() - t1}
+        self.flops[method] = flops
+        self.bytes[method] = int(E.nbytes)
         return scoring.columns_as_scores(cols, list(self.groups), per_example, self.groups)

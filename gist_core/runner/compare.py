@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,9 @@ from gist_core.data.registry import resolve_spec
 from gist_core.data.truth import truth_masks
 from gist_core.methods import baselines, scoring
 from gist_core.methods.registry import (  # noqa: F401
-    AGGREGATION_METHODS,
     DEFAULT_METHODS,
     FAMILY_LABELS,
+    GIST_VARIANTS,
     KNOWN_METHODS,
     LABELS,
     RULE_LABELS,
@@ -128,7 +129,7 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
         """Each requested score-based method's scores, in the registry's order (GIST first: the rows that
         re-aggregate its projections reuse its cost entries)."""
         wanted = set(self.cmp.methods)
-        if wanted & set(AGGREGATION_METHODS) and "gist" not in wanted:
+        if wanted & set(GIST_VARIANTS) and "gist" not in wanted:
             self.gist_scores()  # their costs are GIST's plus their own scoring
         out: dict[str, scoring.Scores] = {}
         for name in SCORED_METHODS:
@@ -138,10 +139,11 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
 
     def scorer(self, name: str) -> Callable[[], scoring.Scores]:
         """The registry's method name -> the code that computes its scores over the pool."""
-        if name in AGGREGATION_METHODS:
-            return lambda: self.gist_scores(AGGREGATION_METHODS[name], name)
+        if name in GIST_VARIANTS:
+            return lambda: self.gist_scores(GIST_VARIANTS[name], name)
         return {"gist": self.gist_scores, "less": self.less_scores, "rawcos": self.rawcos_scores,
-                "embedding": self.embedding_scores, "length": self.length_scores}[name]
+                "embedding": self.embedding_scores, "rds": self.rds_scores, "minilm": self.minilm_scores,
+                "length": self.length_scores}[name]
 
     def length_scores(self) -> scoring.Scores:
         t0 = time.time()
@@ -149,17 +151,17 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
         self.costs["length"] = {"scoring": time.time() - t0}
         return sc
 
-    def gist_scores(self, aggregation: str | None = None, name: str = "gist") -> scoring.Scores:
-        """GIST from the run's stored projections; `aggregation` other than the run's adds a row at no
-        gradient cost (the same features, another way of combining the target directions)."""
+    def gist_scores(self, variant: dict | None = None, name: str = "gist") -> scoring.Scores:
+        """GIST from the run's stored projections; a `variant` (other settings: aggregation, score, rank rule)
+        adds a row at no gradient cost (the same features, another way of scoring with them)."""
         t0 = time.time()
+        cfg = replace(self.cfg, **{k: v for k, v in (variant or {}).items() if k != "balance"})
         sub = load_subspace(self.run.paths.subspace(self.cfg.checkpoint))
         stored = load_projections(self.run.paths.train_proj)
         X = stored.coords
-        rank = choose_rank(self.cfg, sub, rank_advice(self.cfg, sub, stored, self.groups)
-                           if self.cfg.rank_rule == "advisor" else None)
-        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, aggregation or self.cfg.aggregation,
-                                 self.cfg.score, stored.norms)
+        rank = choose_rank(cfg, sub, rank_advice(cfg, sub, stored, self.groups) if cfg.rank_rule == "advisor" else None)
+        kind = cfg.score if stored.norms is not None else "subspace"  # an older store: the score it can give
+        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, cfg.aggregation, kind, stored.norms)
         if name != "gist":
             self.costs[name] = {**self.costs["gist"], "scoring": self.costs["gist"]["scoring"] + time.time() - t0}
             self.flops[name], self.bytes[name] = self.flops["gist"], self.bytes["gist"]

@@ -39,8 +39,10 @@ class CompareReport:
                "budget": self.cfg.budget, "target": self.cfg.target, "test": self.test_spec,
                "seeds": list(range(self.cmp.seeds)), "config": _jsonable(asdict(self.cmp)),
                "gist": {"rank": getattr(self, "gist_rank", None), "checkpoint": self.cfg.checkpoint,
-                        "r_max": gist_summary.get("r_max"), "aggregation": self.cfg.aggregation},
-               "less": getattr(self, "less_info", None), "methods": methods,
+                        "r_max": gist_summary.get("r_max"), "aggregation": self.cfg.aggregation,
+                        "score": gist_summary.get("score", self.cfg.score)},
+               "less": getattr(self, "less_info", None), "rawcos_from": getattr(self, "rawcos_source", None),
+               "methods": methods,
                "cost_notes": COST_NOTES}
         rep.update(cost_ratios(methods, self.costs.get("less", {})))
         rep["overlap"], rep["rank_correlation"] = agreement(selections, scores)
@@ -76,11 +78,12 @@ def format_table(rep: dict) -> str:
     for row, e in rep["methods"].items():
         prec = f"{e['precision']:.3f}" if "precision" in e else "-"
         loss = f"{e['test_loss']:.3f}±{e['test_loss_std']:.3f}" if "test_loss" in e else "-"
-        em = f"{e['exact_match']:.3f}±{e['exact_match_std']:.3f}" if "exact_match" in e else "-"
+        em = f"{e['exact_match']:.3f}±{e['exact_match_std']:.3f}" if e.get("exact_match") is not None else "-"
         lines.append(f"{row:16s} {prec:>9s} {loss:>15s} {em:>15s} {e['wall_s']:>8.1f} {e['bytes']:>12,d}")
     if "base" in rep:
+        base_em = rep["base"]["exact_match"]
         lines.append(f"{'base (no LoRA)':16s} {'-':>9s} {rep['base']['test_loss']:>15.3f} "
-                     f"{rep['base']['exact_match']:>15.3f}")
+                     f"{'-' if base_em is None else format(base_em, '.3f'):>15s}")
     for key in ("compute_ratio_gist_over_less", "storage_ratio_gist_over_less", "flops_ratio_gist_over_less",
                 "compute_ratio_gist_over_less_without_projection"):
         if key in rep:

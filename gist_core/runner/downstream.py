@@ -38,16 +38,15 @@ class Downstream:
             e = report["methods"][row]
             losses, ems = [r["test_loss"] for r in runs], [r["exact_match"] for r in runs]
             e.update({"test_loss": float(np.mean(losses)), "test_loss_std": float(np.std(losses)),
-                      "exact_match": float(np.mean(ems)), "exact_match_std": float(np.std(ems)),
+                      "exact_match": _mean(ems), "exact_match_std": _std(ems),
                       "train_steps": runs[0]["steps"], "train_s": float(np.mean([r["train_s"] for r in runs])),
                       "per_seed": [{"seed": s, "test_loss": r["test_loss"], "exact_match": r["exact_match"]}
                                    for s, r in enumerate(runs)],
                       "per_subtask": {sub: {"loss": float(np.mean([r["per_subtask"][sub]["loss"] for r in runs])),
-                                            "exact_match": float(np.mean([r["per_subtask"][sub]["exact_match"]
-                                                                          for r in runs]))}
+                                            "exact_match": _mean([r["per_subtask"][sub]["exact_match"] for r in runs])}
                                       for sub in runs[0]["per_subtask"]}})
-            self.log(f"{row:14s} test loss {e['test_loss']:.3f} ± {e['test_loss_std']:.3f}  "
-                     f"exact match {e['exact_match']:.3f} ± {e['exact_match_std']:.3f}")
+            em = "not measured" if e["exact_match"] is None else f"{e['exact_match']:.3f} ± {e['exact_match_std']:.3f}"
+            self.log(f"{row:14s} test loss {e['test_loss']:.3f} ± {e['test_loss_std']:.3f}  exact match {em}")
             atomic_write_json(self.run.paths.compare_report, report)  # partial table, readable while it runs
 
     def trained_model(self) -> str:
@@ -62,7 +61,8 @@ class Downstream:
                                                                    **({"epochs": epochs} if epochs else {})})
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], test_key, asdict(cfg),
                            self.cfg.lora.key(), self.cfg.max_length, self.cmp.n_em,
-                           None if idx is None else stable_hash(np.asarray(idx).tolist())])
+                           None if idx is None else stable_hash(np.asarray(idx).tolist())]
+                          + ([self.cmp.em_tokens] if self.cmp.em_tokens != 16 else []))
         path = self.run.paths.compare_eval(name)
         if path.exists():
             old = json.loads(path.read_text())
@@ -72,16 +72,25 @@ class Downstream:
         with self.run.progress.stage(f"compare/eval/{name}"):
             if idx is None and self.trained_model() == self.run.model_source.path:
                 tok, _ = self.run.tokenizer_and_model()
-                res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.max_length, self.cmp.n_em),
-                       "steps": 0, "train_s": 0.0}
+                res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.max_length, self.cmp.n_em,
+                                            self.cmp.em_tokens), "steps": 0, "train_s": 0.0}
             elif idx is None:
                 from gist_core.model.load import load_base_model
                 model, tok = load_base_model(self.trained_model())
-                res = {**evaluate_on_target(model, tok, test, self.cfg.max_length, self.cmp.n_em), "steps": 0, "train_s": 0.0}
+                res = {**evaluate_on_target(model, tok, test, self.cfg.max_length, self.cmp.n_em, self.cmp.em_tokens),
+                       "steps": 0, "train_s": 0.0}
             else:
                 res = finetune_and_evaluate(self.trained_model(), [self.run.inputs.pool[i] for i in idx], test, cfg,
-                                            self.cfg.lora,
-                                            self.cfg.max_length, self.cmp.n_em)
+                                            self.cfg.lora, self.cfg.max_length, self.cmp.n_em, self.cmp.em_tokens)
         res["key"] = key
         atomic_write_json(path, res)
         return res
+
+
+def _mean(values: list) -> float | None:
+    """Mean over seeds; None when a seed did not measure it (exact match with --n-em 0)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def _std(values: list) -> float | None:
+    return None if any(v is None for v in values) else float(np.std(values))

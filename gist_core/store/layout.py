@@ -210,6 +210,9 @@ class RunLayout:
     def compare_embed_target(self) -> Path:
         return self.root / EMBED_TARGET_REL
 
+    def compare_embeddings(self, method: str) -> tuple[Path, Path]:
+        return tuple(self.root / rel for rel in embedding_rels(method))
+
     def compare_eval(self, name: str) -> Path:
         return self.root / rel_compare("evals", f"{name}.json")
 
@@ -288,6 +291,14 @@ class TrainLayout:
 
 EMBED_REL = rel_compare("embed.npy")
 EMBED_TARGET_REL = rel_compare("embed-target.npy")
+
+
+def embedding_rels(method: str) -> tuple[str, str]:
+    """(pool, target) embedding stores of an embedding baseline: compare/embed*.npy for `embedding` (the name
+    folders have always used), compare/<method>.npy and compare/<method>-target.npy for the others."""
+    if method == "embedding":
+        return EMBED_REL, EMBED_TARGET_REL
+    return rel_compare(f"{method}.npy"), rel_compare(f"{method}-target.npy")
 
 
 def less_val_rel(epoch: int) -> str:
