@@ -35,7 +35,7 @@ AGGREGATIONS = {"gist_mean": "subtask_mean", "gist_max": "example_max", "gist_co
 SCORE_KINDS = ("normaware", "subspace")
 RANK_RULES = ("tau", "advisor", "full")
 FIXED_RANKS = (1, 2, 4, 8, 16)
-BASELINES = ("less", "rawcos", "embedding")
+BASELINES = ("less", "rawcos", "embedding", "rds", "minilm")
 
 
 def compare_command(model: str, target: str, out: Path, a) -> list[str]:
@@ -43,7 +43,7 @@ def compare_command(model: str, target: str, out: Path, a) -> list[str]:
     # the folders are made under the paper's rule and rank rule (their `gist` rows); the grid re-scores every other
     cmd = [sys.executable, "-m", "gist_core.cli", "compare", "--target", target, "--no-downstream", "--rules", "all",
            "--balance", "global", "--rank-rule", "tau",
-           "--methods", "gist,gist_max,less,rawcos,embedding,random", "--less-cache-gb", str(a.less_cache_gb),
+           "--methods", "gist,gist_max,less,rawcos,embedding,rds,minilm,random", "--less-cache-gb", str(a.less_cache_gb),
            "--out", str(out), "--quiet"]
     if m["model"]:
         cmd += ["--model", m["model"], "--pool-size", str(m["pool_size"]), "--lora-layers", str(m["lora_layers"])]
