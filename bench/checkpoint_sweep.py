@@ -21,7 +21,8 @@ import pandas as pd
 
 from gist_core.data.truth import metrics_from, truth_masks
 from gist_core.methods import scoring
-from gist_core.runner.pipeline import Run, demo_config, rescore
+from gist_core.runner.pipeline import Run, demo_config
+from gist_core.runner.rescore import rescore
 from gist_core.store.atomic import atomic_write_json
 
 RANK_RULES = ("tau95", "r8", "rmax")

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 # lazy: `import gist_core` stays cheap (no torch) until an entry point is used
 _EXPORTS = {
     "RunConfig": "gist_core.runner.pipeline", "run_select": "gist_core.runner.pipeline",
-    "rescore": "gist_core.runner.pipeline", "demo_config": "gist_core.runner.pipeline",
+    "rescore": "gist_core.runner.rescore", "demo_config": "gist_core.runner.pipeline",
     "CompareConfig": "gist_core.runner.compare", "run_compare": "gist_core.runner.compare",
     "GeometryConfig": "gist_core.runner.geometry", "run_geometry": "gist_core.runner.geometry",
     "ClusterConfig": "gist_core.config", "run_cluster": "gist_core.runner.cluster",

@@ -88,8 +88,7 @@ class RunConfig:
     r_max: int = field(default=64, metadata={"help": "directions stored per pool example (>= rank)"})
     aggregation: str = field(default="subtask_mean", metadata={"help": "subtask_mean (code) | example_max (paper)"})
     score: str = field(default=scoring.DEFAULT_SCORE, metadata={
-        "help": "normaware = the projected pool gradient against the projected target direction, divided by the pool "
-                "gradient's whole norm (keeps how much of it lies outside the target subspace; the default, chosen "
+        "help": "normaware = projected gradient . projected target over the gradient's whole norm (the default, chosen "
                 "on evidence) | subspace = the cosine inside the subspace (the GIST reference code)"})
     balance: str = field(default=scoring.DEFAULT_RULE, metadata={
         "help": "selection rule: subtask = round-robin quota (the default, chosen on evidence) | global = top-k of "
@@ -98,6 +97,8 @@ class RunConfig:
     checkpoint: int = field(default=1, metadata={"help": "warm-up epoch whose checkpoint GIST scores with"})
     warmup_fraction: float = field(default=0.05, metadata={"help": "random share of the pool for warm-up"})
     max_length: int = field(default=256, metadata={"help": "tokens per example (prompt cut first)"})
+    target_max_length: int | None = field(default=None, metadata={"help": "tokens per target example (validation, and "
+                                                                          "test downstream); None = max_length"})
     grad_batch_size: int = field(default=16, metadata={"help": "examples per per-example-gradient batch"})
     proj_dtype: str = field(default="float32", metadata={
         "help": "dtype of the pool projection g.V: float32, or bfloat16 as the GIST reference code does (basis "
@@ -150,10 +151,17 @@ class RunConfig:
             raise ConfigError(f"proj_dtype must be one of {PROJ_DTYPES}, got '{self.proj_dtype}'")
         if self.max_length < 8 or self.grad_batch_size < 1:
             raise ConfigError("max_length must be >= 8 and grad_batch_size >= 1")
+        if self.target_max_length is not None and self.target_max_length < 8:
+            raise ConfigError("target_max_length must be >= 8 (or None for max_length)")
         object.__setattr__(self, "r_max", max(self.r_max, self.rank or 1))
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def target_length(self) -> int:
+        """Tokens per target example."""
+        return self.target_max_length or self.max_length
 
     @classmethod
     def from_json(cls, d: dict, **overrides) -> RunConfig:

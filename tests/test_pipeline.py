@@ -12,6 +12,7 @@ from gist_core.methods import scoring
 from gist_core.model.training import TrainConfig
 from gist_core.runner import pipeline
 from gist_core.runner.pipeline import ConfigError, RunConfig, run_select
+from gist_core.runner.rescore import rescore
 
 
 def _cfg(micro_model_dir, micro_corpus, **kw):
@@ -58,10 +59,10 @@ def test_run_writes_every_artefact(finished_run, micro_corpus):
 
 def test_rescore_from_stored_projections_matches_run(finished_run):
     out, summary = finished_run
-    sc = pipeline.rescore(out, summary["rank"])
+    sc = rescore(out, summary["rank"])
     stored = pd.read_parquet(out / "scores.parquet")
     assert np.allclose(sc.score, stored["score"].to_numpy(), atol=1e-6)
-    assert not np.allclose(pipeline.rescore(out, 2).score, sc.score)
+    assert not np.allclose(rescore(out, 2).score, sc.score)
 
 
 def test_rerun_skips_done_stages(finished_run, micro_model_dir, micro_corpus):

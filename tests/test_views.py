@@ -32,7 +32,7 @@ def test_load_run_joins_text_and_drops_stale_cosines(run):
 
 
 def test_rescored_matches_pipeline_rescore_and_select(run):
-    from gist_core.runner.pipeline import rescore  # imports torch: only here
+    from gist_core.runner.rescore import rescore
     for r in (1, 3, 8):
         ref = rescore(run, r)
         rs = views.rescored_frame(run, r, "subtask", 0.1)

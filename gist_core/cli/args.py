@@ -110,6 +110,7 @@ RUN_FLAGS = (
     Flag("--lora-targets", "target_modules", "lora", (("type", _tuple_of_names),), "; comma-separated"),
     Flag("--lora-layers", "last_layers", "lora", (("type", int), ("metavar", "L"))),
     Flag("--max-length", "max_length", kwargs=(("type", int),)),
+    Flag("--target-max-length", "target_max_length", kwargs=(("type", int),)),
     Flag("--batch-size", "grad_batch_size", kwargs=(("type", int),)),
     Flag("--proj-dtype", "proj_dtype", kwargs=(("choices", ["float32", "bfloat16"]),)),
     Flag("--no-target-eos", "target_eos", kwargs=(("action", "store_false"), ("default", None), ("dest", "target_eos"))),

@@ -273,7 +273,7 @@ def cmd_geometry(a) -> int:
 def cmd_rescore(a) -> int:
     import numpy as np
 
-    from gist_core.runner.pipeline import rescore
+    from gist_core.runner.rescore import rescore
     sc = rescore(a.run, a.rank)
     top = np.argsort(-sc.score)[:10]
     print(json.dumps({"rank": sc.rank, "mean_score": float(sc.score.mean()), "top10_rows": top.tolist()}))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from gist_core.data.formatting import IGNORE, encode_pair, prompt_text
-from gist_core.grads.per_example import pad_batch, per_example_loss
+from gist_core.grads.per_example import accepts_logits_to_keep, causal_lm_losses, pad_batch
 
 
 def answer_only_labels(tokenized_labels: list[list[int]], eos_id: int) -> list[list[int]]:
@@ -36,16 +36,20 @@ def answer_only_labels(tokenized_labels: list[list[int]], eos_id: int) -> list[l
 
 @torch.no_grad()
 def test_losses(model, tok, examples, max_length: int = 256, batch_size: int = 32) -> np.ndarray:
+    """(N,) float32 per-example mean cross-entropy over each answer's tokens (its final EOS excluded)."""
     model.eval()
     device = next(model.parameters()).device
     enc = [encode_pair(tok, ex.prompt, ex.response, max_length, ex.messages) for ex in examples]
     ids = [e[0] for e in enc]
     labels = answer_only_labels([e[1] for e in enc], tok.eos_token_id)
-    out = []
+    trim = accepts_logits_to_keep(model)  # logits only where the answer is (a 49,152-word projection per token)
+    order = np.argsort([len(x) for x in ids], kind="stable")  # batches of similar length: less padding
+    losses = np.zeros(len(ids), dtype=np.float32)
     for s in range(0, len(ids), batch_size):
-        i, lab, att = pad_batch(ids[s:s + batch_size], labels[s:s + batch_size], tok.pad_token_id, device)
-        out.append(per_example_loss(model(input_ids=i, attention_mask=att).logits, lab).cpu())
-    return torch.cat(out).numpy()
+        rows = order[s:s + batch_size]
+        i, lab, att = pad_batch([ids[r] for r in rows], [labels[r] for r in rows], tok.pad_token_id, device)
+        losses[rows] = causal_lm_losses(model, i, lab, att, trim).float().cpu().numpy()
+    return losses
 
 
 @torch.no_grad()
@@ -121,8 +125,9 @@ def _first_per_subtask(examples, n: int):
 
 
 def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, lora, max_length: int = 256,
-                          n_em: int | None = None, max_new_tokens: int = 16) -> dict:
-    """Fresh LoRA from the base model on `train_examples`, then evaluate on the target test split."""
+                          n_em: int | None = None, max_new_tokens: int = 16, eval_length: int | None = None) -> dict:
+    """Fresh LoRA from the base model on `train_examples` (cut to `max_length` tokens), then evaluate on the
+    target test split (cut to `eval_length`, default the same)."""
     from gist_core.data.formatting import tokenize_examples
     from gist_core.model.load import attach_lora, load_base_model
     from gist_core.model.training import train_lora
@@ -132,7 +137,7 @@ def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, l
     peft_model = attach_lora(model, lora, seed=cfg.seed)
     toks = tokenize_examples(train_examples, tok, max_length)
     result = train_lora(peft_model, toks.input_ids, toks.labels, tok.pad_token_id, cfg)
-    metrics = evaluate_on_target(peft_model, tok, test_examples, max_length, n_em, max_new_tokens)
+    metrics = evaluate_on_target(peft_model, tok, test_examples, eval_length or max_length, n_em, max_new_tokens)
     return {**metrics, "train_loss": result["train_loss"], "steps": result["steps"], "train_s": time.time() - t0}
 
 

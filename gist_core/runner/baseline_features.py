@@ -12,9 +12,13 @@ import numpy as np
 from gist_core.methods import baselines, scoring
 from gist_core.runner.progress import skipped
 from gist_core.runner.rows import FLUSH_EVERY, StoreSpec
+from gist_core.store import shared
 from gist_core.store.artefacts import load_npy, load_projections, load_subspace, save_npy
-from gist_core.store.layout import embedding_rels, less_train_rel, less_val_rel, rel_compare
+from gist_core.store.layout import embedding_rels, less_train_rel, less_val_rel, meta_of, rel_compare
 from gist_core.store.manifest import stable_hash
+from gist_core.store.shared import rewrite_meta
+
+SHARED_FACTS = ("wall_s", "moments", "d", "projection_s")  # a LESS pool stage's facts another run may reuse
 
 
 class BaselineFeatures:
@@ -129,6 +133,10 @@ class BaselineFeatures:
         proj_s, source = [0.0], [None]
 
         spec = StoreSpec(rel, n, d, {"key": key}, "float16")
+        pool_key = stable_hash(["less-pool", self.run.keys["pool_warmup"], Path(ckpt).name, d, self.cmp.less_seed]) \
+            if own else None
+        if pool_key and not self.store.stage_done(stage, key) and self.run.take_shared(stage, key, pool_key, spec.files):
+            rewrite_meta(self.store.path(meta_of(rel)), spec.sidecar)
 
         def work(rows, fs, st):
             engine, moments = self._less_engine(e, ckpt, own)
@@ -163,6 +171,8 @@ class BaselineFeatures:
         if fs is None:
             return None
         entry = self._stage_walls()[stage]
+        if pool_key and "shared_from" not in entry:
+            shared.publish(self.store.root, pool_key, spec.files, {k: v for k, v in entry.items() if k in SHARED_FACTS})
         walls["pool_projection"] += entry.get("projection_s", 0.0)  # absent in runs made before it was timed
         walls["pool_features"] += entry["wall_s"] - entry.get("projection_s", 0.0)
         return load_npy(fs.path, np.float16, ndim=2, mmap=True)
@@ -256,7 +266,8 @@ class BaselineFeatures:
         """A resumable stage embedding the pool and the target (`embed(examples, tokenized) -> (N, H)`), then the
         cosines of every pool row with every target example, averaged per subtask."""
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], self.cfg.max_length,
-                           "embed" if method == "embedding" else method])
+                           "embed" if method == "embedding" else method]
+                          + ([self.cfg.target_max_length] if self.cfg.target_max_length else []))
         stage = f"compare/{method}"
         paths = self.run.paths.compare_embeddings(method)
         if not self.store.stage_done(stage, key):

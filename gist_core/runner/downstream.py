@@ -27,7 +27,8 @@ class Downstream:
         test_key = file_hash(self.test_spec) if Path(self.test_spec).exists() else self.test_spec
         recipe = asdict(self.cmp.train)
         report["train_recipe"] = {**recipe, "full_epochs": self.cmp.full_epochs, "lora": asdict(self.cfg.lora),
-                                  "max_length": self.cfg.max_length, "seeds": list(range(self.cmp.seeds)),
+                                  "max_length": self.cfg.max_length, "test_max_length": self.cfg.target_length,
+                                  "seeds": list(range(self.cmp.seeds)),
                                   "trained_model": self.trained_model()}
         report["base"] = self._eval_cached("base", None, None, test, test_key)
         for row in rows:
@@ -62,7 +63,8 @@ class Downstream:
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], test_key, asdict(cfg),
                            self.cfg.lora.key(), self.cfg.max_length, self.cmp.n_em,
                            None if idx is None else stable_hash(np.asarray(idx).tolist())]
-                          + ([self.cmp.em_tokens] if self.cmp.em_tokens != 16 else []))
+                          + ([self.cmp.em_tokens] if self.cmp.em_tokens != 16 else [])
+                          + ([self.cfg.target_max_length] if self.cfg.target_max_length else []))
         path = self.run.paths.compare_eval(name)
         if path.exists():
             old = json.loads(path.read_text())
@@ -72,16 +74,17 @@ class Downstream:
         with self.run.progress.stage(f"compare/eval/{name}"):
             if idx is None and self.trained_model() == self.run.model_source.path:
                 tok, _ = self.run.tokenizer_and_model()
-                res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.max_length, self.cmp.n_em,
+                res = {**evaluate_on_target(self.run.base_model(), tok, test, self.cfg.target_length, self.cmp.n_em,
                                             self.cmp.em_tokens), "steps": 0, "train_s": 0.0}
             elif idx is None:
                 from gist_core.model.load import load_base_model
                 model, tok = load_base_model(self.trained_model())
-                res = {**evaluate_on_target(model, tok, test, self.cfg.max_length, self.cmp.n_em, self.cmp.em_tokens),
+                res = {**evaluate_on_target(model, tok, test, self.cfg.target_length, self.cmp.n_em, self.cmp.em_tokens),
                        "steps": 0, "train_s": 0.0}
             else:
                 res = finetune_and_evaluate(self.trained_model(), [self.run.inputs.pool[i] for i in idx], test, cfg,
-                                            self.cfg.lora, self.cfg.max_length, self.cmp.n_em, self.cmp.em_tokens)
+                                            self.cfg.lora, self.cfg.max_length, self.cmp.n_em, self.cmp.em_tokens,
+                                            self.cfg.target_length)
         res["key"] = key
         atomic_write_json(path, res)
         return res

@@ -60,7 +60,7 @@ class Geometry:
             raise ConfigError(f"{self.dir}: no warm-up checkpoint for epoch(s) {missing}; finish the run first")
         tok, _ = self.run.tokenizer_and_model()
         target = load_examples(self.run_cfg.target, split=self.run_cfg.target_split)[: self.cfg.n_examples]
-        toks = tokenize_examples(target, tok, self.run_cfg.max_length, eos=self.run_cfg.target_eos)
+        toks = tokenize_examples(target, tok, self.run_cfg.target_length, eos=self.run_cfg.target_eos)
         self.out.mkdir(exist_ok=True)
         report_path = RunLayout(self.dir).geometry_report
         old = read_report(report_path, "geometry") or {}

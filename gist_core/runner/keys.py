@@ -49,10 +49,16 @@ def stage_keys(c: RunConfig, fp: dict[str, str]) -> dict[str, str]:
                         "limit": c.limit_train})
     model = stable_hash({"model": fp["model"], "dtype": c.dtype, "max_length": c.max_length})
     warm = stable_hash([data, model, c.lora.key(), asdict(c.warmup), c.warmup_fraction, c.seed])
+    # the same warm-up without the target: what run folders on one pool for other targets can share
+    pool = stable_hash({"train": fp["train"], "split": c.train_split, "limit": c.limit_train})
+    pool_warmup = stable_hash(["pool-warmup", pool, model, c.lora.key(), asdict(c.warmup), c.warmup_fraction, c.seed])
     # options off their defaults join the keys; at their defaults the keys are those of earlier versions
     val = warm if c.target_eos else stable_hash([warm, "no-target-eos"])
+    if c.target_max_length is not None:  # options off their defaults join the keys
+        val = stable_hash([val, "target-length", c.target_max_length])
     proj = stable_hash([val, c.checkpoint, c.r_max] + ([c.proj_dtype] if c.proj_dtype != "float32" else []))
     # (a rank rule other than tau joins the key: a folder scored by tau before rank rules existed keeps its key)
     scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed, c.score]
                          + ([c.rank_rule] if c.rank_rule != "tau" and c.rank is None else []))
-    return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores}
+    return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores,
+            "pool_warmup": pool_warmup}

@@ -45,7 +45,7 @@ from gist_core.runner.reports import build_summary, ground_truth_metrics, scores
 from gist_core.runner.rows import FLUSH_EVERY, RowFilling, ShardRows, StoreSpec, relabel_store  # noqa: F401  (re-exported)
 from gist_core.runner.sharding import Layout  # noqa: F401  (Compare passes one in)
 from gist_core.runner.subspace_stage import SubspaceStage
-from gist_core.store import layout
+from gist_core.store import layout, shared
 from gist_core.store.artefacts import (
     NORM_META,
     array_digest,
@@ -138,11 +138,11 @@ class Run(SubspaceStage, RowFilling):
         tok, _ = self.tokenizer_and_model()
         from gist_core.data.formatting import tokenize_examples
         pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
-        target_tok = tokenize_examples(target, tok, self.cfg.max_length, eos=self.cfg.target_eos)
-        for name, t in (("pool", pool_tok), ("target", target_tok)):
+        target_tok = tokenize_examples(target, tok, self.cfg.target_length, eos=self.cfg.target_eos)
+        for name, t, length in (("pool", pool_tok, self.cfg.max_length), ("target", target_tok, self.cfg.target_length)):
             if t.n_truncated:
-                self.log(f"note: {t.n_truncated} {name} example(s) longer than max_length {self.cfg.max_length} "
-                         "tokens were cut (prompt first, the response kept whole where it fits)")
+                self.log(f"note: {t.n_truncated} {name} example(s) longer than {length} tokens were cut (prompt first, "
+                         "the response kept whole where it fits)")
         return RunInputs(pool, target, pool_tok, target_tok)
 
     def execute(self) -> dict | None:
@@ -219,8 +219,9 @@ class Run(SubspaceStage, RowFilling):
         model = attach_lora(model, self.cfg.lora, seed=self.cfg.warmup.seed).unload()  # LoRA-able at all?
         self.models.replace_base(model)
         context = getattr(model.config, "max_position_embeddings", None)
-        if context and self.cfg.max_length > context:
-            raise ConfigError(f"max_length {self.cfg.max_length} exceeds the model's context of {context} tokens; "
+        longest = max(self.cfg.max_length, self.cfg.target_length)
+        if context and longest > context:
+            raise ConfigError(f"max_length {longest} exceeds the model's context of {context} tokens; "
                               f"use --max-length {context} or less (longer examples are cut, prompt first)")
 
     def _require_prepared(self) -> None:
@@ -286,6 +287,8 @@ class Run(SubspaceStage, RowFilling):
         state = self.store.check_stage("warmup", key)
         if state == "done" and all(checkpoint_exists(self.store.path(f)) for f in files):
             return skipped(self.store, "warmup")
+        if self.take_shared("warmup", key, self.keys["pool_warmup"], files):
+            return None
         from gist_core.model.load import attach_lora
         from gist_core.model.training import last_trainer_state
         tok, model = self.tokenizer_and_model()
@@ -306,9 +309,21 @@ class Run(SubspaceStage, RowFilling):
                                 tok.pad_token_id, self.cfg.warmup, ckpt_dir=self.paths.checkpoints,
                                 on_step=on_step, state_key=key)
         self.models.replace_base(peft_model.unload())  # the base weights back, LoRA layers removed
-        self.record("warmup", key, files, time.time() - t0,
-                                {"n_examples": len(idx), "train_loss": result["train_loss"], "steps": result["steps"]})
+        facts, wall = {"n_examples": len(idx), "train_loss": result["train_loss"], "steps": result["steps"]}, time.time() - t0
+        self.record("warmup", key, files, wall, facts)
+        shared.publish(self.store.root, self.keys["pool_warmup"], files, {"wall_s": round(wall, 3), **facts})
         self.log(f"warm-up: {len(idx)} examples, {result['steps']} steps, loss {result['train_loss']:.3f}")
+
+    def take_shared(self, stage: str, key: str, pool_key: str, files: list[str]) -> bool:
+        """Link a stage another run on the same pool already computed (gist_core.store.shared) into this folder and
+        record it with that run's wall time and facts; False when none is published."""
+        record = shared.take(self.store.root, pool_key, files)
+        if record is None:
+            return False
+        wall = float(record.pop("wall_s", 0.0))
+        self.record(stage, key, files, wall, {**record, "shared_from": pool_key})
+        self.log(f"{stage}: taken from a run on the same pool ({pool_key}; nothing recomputed)")
+        return True
 
     def base_model(self) -> Any:
         """The base model with any adapter taken out (peft injects its layers in place)."""
@@ -395,20 +410,3 @@ class Run(SubspaceStage, RowFilling):
 def run_select(cfg: RunConfig, out: str | os.PathLike, quiet: bool = False, overwrite: bool = False) -> dict:
     """The Python entry point: run (or resume) a selection and return the summary."""
     return Run(cfg, out, quiet=quiet, overwrite=overwrite).execute()
-
-
-def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = None,
-            kind: str | None = None) -> scoring.Scores:
-    """Scores at another rank from the stored projections: no gradients recomputed."""
-    paths = RunLayout(run_dir)
-    cfg = RunConfig.from_json(json.loads(paths.config.read_text()))
-    import pandas as pd
-    sub = load_subspace(paths.subspace(cfg.checkpoint),
-                        ("sigma", "val_coords"))
-    target = pd.read_parquet(paths.target)
-    groups = scoring.groups_from_labels(target["id"], target["subtask"])
-    stored = load_projections(paths.train_proj)
-    if kind is None and stored.norms is None and cfg.score == "normaware":
-        kind = "subspace"  # made before |g| was stored: the in-subspace score is all it holds (summary says which)
-    return scoring.gist_scores(stored.coords, sub.val_coords, groups, rank, aggregation or cfg.aggregation,
-                               kind or cfg.score, stored.norms)

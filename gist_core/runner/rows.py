@@ -18,7 +18,7 @@ from gist_core.runner.progress import skipped
 from gist_core.runner.sharding import shard_size
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import done_mask_of, meta_of, shard_rel
-from gist_core.store.manifest import FeatureStore
+from gist_core.store.manifest import FeatureStore, store_meta
 
 FLUSH_EVERY = 8  # batches between done-mask flushes: at most this many batches are redone after a kill
 
@@ -31,6 +31,11 @@ class StoreSpec:
     r: int
     meta: dict
     dtype: str = "float32"
+
+    @property
+    def sidecar(self) -> dict:
+        """The .json sidecar a store of this spec holds."""
+        return store_meta(self.n, self.r, self.meta, self.dtype)
 
     def open(self, root: Path, create: bool = True) -> FeatureStore:
         return FeatureStore(Path(root) / self.rel, self.n, self.r, self.meta, dtype=np.dtype(self.dtype), create=create)

@@ -42,6 +42,7 @@ PROGRESS = "progress.jsonl"
 LAUNCH = "launch.json"
 LAUNCH_LOG = "launch.log"   # the launched job's stdout and stderr (gist_core.app.launcher)
 LOCK = ".lock"              # the writer's advisory lock and its record (gist_core.store.lock)
+SHARED = ".shared"          # in the runs folder: stages that depend on the pool alone (gist_core.store.shared)
 PREVIOUS = ".previous"      # an earlier run's results while the folder is rewritten (RunStore.begin)
 MANIFEST_LOCK = ".manifest.lock"  # held for each read-modify-write of manifest.json (shard jobs share a folder)
 SUMMARY = "summary.json"

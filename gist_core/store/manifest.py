@@ -257,6 +257,12 @@ class RowReader:
         return block[:, cols]
 
 
+def store_meta(n: int, r: int, meta: dict, dtype) -> dict:
+    """What a row store's .json sidecar holds: its shape, the writer's meta, its dtype unless float32."""
+    dtype = np.dtype(dtype)
+    return {"n": n, "r": r, **meta, **({} if dtype == np.float32 else {"dtype": dtype.name})}
+
+
 class FeatureStore:
     """Preallocated memmap (N x R, float32 unless told) with a boolean done-mask: resumable row writes.
 
@@ -270,7 +276,7 @@ class FeatureStore:
         self.path, self.mask_path, self.meta_path = path, path.with_suffix(".done.npy"), path.with_suffix(".json")
         self.dtype = np.dtype(dtype)
         self.n, self.r = n, r
-        self.expect = {"n": n, "r": r, **meta, **({} if self.dtype == np.float32 else {"dtype": self.dtype.name})}
+        self.expect = store_meta(n, r, meta, self.dtype)
         if self.matches():
             self._open()
         elif create:
