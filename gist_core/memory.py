@@ -32,6 +32,11 @@ def reset_peak() -> int | None:
     return rss_bytes()
 
 
+def peak_bytes() -> int | None:
+    """The resident set's high-water mark since the last reset_peak (the whole process's, not a rise)."""
+    return _status_kb("VmHWM")
+
+
 def peak_since(start: int | None) -> int | None:
     """How far the resident set rose above `start` (from reset_peak) at its highest since then."""
     peak = _status_kb("VmHWM")

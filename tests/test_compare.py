@@ -99,13 +99,20 @@ def test_stored_downstream_numbers_equal_a_plain_loop(compared, micro_model_dir,
     base_loss = check("base", AutoModelForCausalLM.from_pretrained(micro_model_dir, dtype=torch.float32))
     losses = []
     for s in range(CMP.seeds):
-        model, run_tok = load_base_model(str(micro_model_dir), device="cpu")  # finetune_and_evaluate's recipe
-        peft = attach_lora(model, run_cfg.lora, seed=s)
-        idx = random_selection(len(pool), rep["n_selected"], run_cfg.seed + s)
-        toks = tokenize_examples([pool[i] for i in idx], run_tok, run_cfg.max_length)
-        train_lora(peft, toks.input_ids, toks.labels, run_tok.pad_token_id, TrainConfig(**{**asdict(CMP.train), "seed": s}))
+        stored = json.loads((out / "compare" / "evals" / f"random-s{s}.json").read_text())
+        from peft import PeftModel  # the adapter the number came from, read back as saved
+        peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(micro_model_dir, dtype=torch.float32),
+                                         stored["adapter"])
         losses.append(check(f"random-s{s}", peft))
         assert abs(losses[-1] - base_loss) > 10 * TOL  # the trained adapter is in the number (3 steps: ~1e-3)
+        if s == 0:  # and it is the adapter finetune's recipe trains on the seed's random rows
+            model, run_tok = load_base_model(str(micro_model_dir), device="cpu")
+            again = attach_lora(model, run_cfg.lora, seed=s)
+            idx = random_selection(len(pool), rep["n_selected"], run_cfg.seed + s)
+            toks = tokenize_examples([pool[i] for i in idx], run_tok, run_cfg.max_length)
+            train_lora(again, toks.input_ids, toks.labels, run_tok.pad_token_id,
+                       TrainConfig(**{**asdict(CMP.train), "seed": s}))
+            assert check(f"random-s{s}", again) == pytest.approx(losses[-1], abs=TOL)
     row = rep["methods"]["random"]
     assert row["test_loss"] == pytest.approx(float(np.mean(losses)), abs=TOL)
     assert [r["test_loss"] for r in row["per_seed"]] == pytest.approx(losses, abs=TOL)

@@ -74,3 +74,21 @@ def test_each_run_folder_stays_complete_on_its_own(two_targets, micro_model_dir,
     assert {s: e["key"] for s, e in _stages(copy).items()} == before
     events = [json.loads(x) for x in (copy / "progress.jsonl").read_text().splitlines()]
     assert not [e for e in events[-40:] if e["status"] == "start" and e["stage"].startswith(("warmup", "compare/less"))]
+
+
+def test_a_downstream_adapter_is_trained_once_for_every_target_that_selects_the_same_rows(
+        micro_model_dir, micro_corpus, tmp_path):
+    """random picks the same pool rows whatever the target: its adapter is trained once, each target evaluates it."""
+    rows = [json.loads(x) for x in micro_corpus["val"].read_text().splitlines()]
+    test = micro_corpus["test"]
+    half = write_jsonl(tmp_path / "half" / "val.jsonl", rows[: len(rows) // 2])
+    shutil.copy(test, half.parent / "test.jsonl")
+    runs = tmp_path / "runs"
+    common = ["--budget", "0.1", "--rank", "2", "--epochs", "1", "--methods", "random", "--seeds", "1",
+              "--train-epochs", "1", "--n-em", "1", "--quiet"]
+    for name, target in (("a", micro_corpus["val"]), ("b", half)):
+        assert main(["compare", "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]), "--target",
+                     str(target), "--test", str(test), "--out", str(runs / name), *common]) == 0
+    ea, eb = (json.loads((runs / n / "compare" / "evals" / "random-s0.json").read_text()) for n in "ab")
+    assert ea["adapter"] == eb["adapter"] and eb["adapter_shared"] and "adapter_shared" not in ea
+    assert eb["test_loss"] == pytest.approx(ea["test_loss"], abs=1e-6)  # the same adapter on the same test split

@@ -128,6 +128,14 @@ def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, l
                           n_em: int | None = None, max_new_tokens: int = 16, eval_length: int | None = None) -> dict:
     """Fresh LoRA from the base model on `train_examples` (cut to `max_length` tokens), then evaluate on the
     target test split (cut to `eval_length`, default the same)."""
+    peft_model, tok, facts = finetune(model_spec, train_examples, cfg, lora, max_length)
+    metrics = evaluate_on_target(peft_model, tok, test_examples, eval_length or max_length, n_em, max_new_tokens)
+    return {**metrics, **facts}
+
+
+def finetune(model_spec: str, train_examples, cfg, lora, max_length: int = 256):
+    """(LoRA model, tokenizer, {train_loss, steps, train_s}): a fresh adapter on the base model, trained on
+    `train_examples` cut to `max_length` tokens."""
     from gist_core.data.formatting import tokenize_examples
     from gist_core.model.load import attach_lora, load_base_model
     from gist_core.model.training import train_lora
@@ -137,8 +145,7 @@ def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, l
     peft_model = attach_lora(model, lora, seed=cfg.seed)
     toks = tokenize_examples(train_examples, tok, max_length)
     result = train_lora(peft_model, toks.input_ids, toks.labels, tok.pad_token_id, cfg)
-    metrics = evaluate_on_target(peft_model, tok, test_examples, eval_length or max_length, n_em, max_new_tokens)
-    return {**metrics, "train_loss": result["train_loss"], "steps": result["steps"], "train_s": time.time() - t0}
+    return peft_model, tok, {"train_loss": result["train_loss"], "steps": result["steps"], "train_s": time.time() - t0}
 
 
 def oracle_check(target: str, epochs: int, lr: float, seed: int = 0, budget: float = 0.05) -> dict:

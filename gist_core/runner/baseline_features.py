@@ -18,7 +18,7 @@ from gist_core.store.layout import embedding_rels, less_train_rel, less_val_rel,
 from gist_core.store.manifest import stable_hash
 from gist_core.store.shared import rewrite_meta
 
-SHARED_FACTS = ("wall_s", "moments", "d", "projection_s")  # a LESS pool stage's facts another run may reuse
+SHARED_FACTS = ("wall_s", "moments", "d", "projection_s", "peak_rss_bytes")  # a LESS pool stage's facts another run may reuse
 
 
 class BaselineFeatures:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gist_core.config import CompareConfig, TrainConfig  # noqa: F401  (CompareConfig: callers import it here too)
+from gist_core.data.domains import domain_labels
 from gist_core.data.examples import examples_to_frame, subtask_groups
 from gist_core.data.registry import resolve_spec
 from gist_core.data.truth import truth_masks
@@ -109,6 +110,7 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
         self.k = scoring.budget_to_count(self.cfg.budget, len(pool))
         frame = examples_to_frame(pool, ["id", "skill", "kind"])
         self.truth = truth_masks(frame, list(self.groups))
+        self.domains = np.array(domain_labels(pool))  # a reading aid for every selection: code / math / writing
         tok, model = self.run.tokenizer_and_model()
         self.n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)  # base model only
         self.tokens = {"pool": sum(map(len, self.run.inputs.pool_tok.input_ids)),

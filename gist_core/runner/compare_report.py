@@ -7,10 +7,14 @@ from dataclasses import asdict
 
 import numpy as np
 
+from gist_core.data.domains import DOMAINS, domain_shares
 from gist_core.data.truth import metrics_from
 from gist_core.methods.registry import row_label
 from gist_core.methods.scoring import split_row
 from gist_core.runner.costs import COST_NOTES, cost_ratios
+
+DOMAIN_NOTE = ("domains: a cheap keyword rule over prompt and response (code / math / writing / other; "
+               "gist_core.data.domains), a reading aid, not ground truth")
 
 
 class CompareReport:
@@ -34,6 +38,8 @@ class CompareReport:
             entry["wall_s"] = round(sum(stage_s.values()), 3)
             entry["flops"] = float(self.flops.get(family, 0.0))
             entry["bytes"] = int(self.bytes.get(family, 0))
+            entry["peak_rss_bytes"] = self.method_peak(family)
+            entry["domains"] = {d: float(np.mean([domain_shares(self.domains[s])[d] for s in sel])) for d in DOMAINS}
             methods[row] = entry
         rep = {"n_pool": len(self.run.inputs.pool), "n_target": len(self.run.inputs.target), "n_selected": self.k,
                "budget": self.cfg.budget, "target": self.cfg.target, "test": self.test_spec,
@@ -42,6 +48,7 @@ class CompareReport:
                         "r_max": gist_summary.get("r_max"), "aggregation": self.cfg.aggregation,
                         "score": gist_summary.get("score", self.cfg.score)},
                "less": getattr(self, "less_info", None), "rawcos_from": getattr(self, "rawcos_source", None),
+               "pool_domains": domain_shares(self.domains), "domain_note": DOMAIN_NOTE,
                "methods": methods,
                "cost_notes": COST_NOTES}
         rep.update(cost_ratios(methods, self.costs.get("less", {})))

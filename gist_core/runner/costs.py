@@ -11,11 +11,27 @@ COST_NOTES = ("wall_s: seconds measured on this machine, per stage; the warm-up 
               "feature store, the part that grows with the pool")
 
 
+# the run-folder stages behind each method's features (GIST's variants and raw cosine read GIST's store)
+METHOD_STAGES = {"gist": ("warmup", "val_grads/", "train_proj"), "less": ("warmup", "compare/less/"),
+                 "rawcos": ("warmup", "val_grads/", "train_proj", "compare/rawcos"), "embedding": ("compare/embedding",),
+                 "rds": ("compare/rds",), "minilm": ("compare/minilm",)}
+
+
 class CostBook:
     """Mixed into Compare: `costs` (stage -> seconds), `flops` and `bytes` per method family."""
 
     def _stage_walls(self) -> dict:
         return self.store.manifest()["stages"]
+
+    def method_peak(self, family: str) -> int | None:
+        """The process's peak resident bytes over the stages that computed a method's features (None: not
+        measured, off Linux or for a folder from before peaks were recorded)."""
+        prefixes = METHOD_STAGES.get("gist" if family.startswith("gist") else family)
+        if prefixes is None:
+            return None
+        peaks = [e["peak_rss_bytes"] for s, e in self._stage_walls().items()
+                 if s.startswith(prefixes) and e.get("peak_rss_bytes")]
+        return max(peaks) if peaks else None
 
     def _warmup_cost(self, epochs_used: int) -> tuple[float, float]:
         """(wall s, FLOPs) of the warm-up up to `epochs_used`, prorated by epochs (a later epoch is not needed)."""

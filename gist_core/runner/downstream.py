@@ -11,8 +11,11 @@ import numpy as np
 
 from gist_core.config import TrainConfig
 from gist_core.data.examples import load_examples
+from gist_core.store import shared
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.manifest import file_hash, stable_hash
+
+ADAPTER = "adapter"  # inside a shared downstream entry: the trained LoRA adapter (peft's save_pretrained)
 
 
 class Downstream:
@@ -57,7 +60,7 @@ class Downstream:
         return proxy_target(self.run.model_source.path) or self.run.model_source.path
 
     def _eval_cached(self, name, idx, seed, test, test_key, epochs=None) -> dict:
-        from gist_core.model.evaluate import evaluate_on_target, finetune_and_evaluate
+        from gist_core.model.evaluate import evaluate_on_target
         cfg = self.cmp.train if seed is None else TrainConfig(**{**asdict(self.cmp.train), "seed": seed,
                                                                    **({"epochs": epochs} if epochs else {})})
         key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], test_key, asdict(cfg),
@@ -82,12 +85,34 @@ class Downstream:
                 res = {**evaluate_on_target(model, tok, test, self.cfg.target_length, self.cmp.n_em, self.cmp.em_tokens),
                        "steps": 0, "train_s": 0.0}
             else:
-                res = finetune_and_evaluate(self.trained_model(), [self.run.inputs.pool[i] for i in idx], test, cfg,
-                                            self.cfg.lora, self.cfg.max_length, self.cmp.n_em, self.cmp.em_tokens,
-                                            self.cfg.target_length)
+                model, tok, facts, where = self.trained_adapter(idx, cfg)
+                res = {**evaluate_on_target(model, tok, test, self.cfg.target_length, self.cmp.n_em, self.cmp.em_tokens),
+                       **facts, "adapter": str(where)}
         res["key"] = key
         atomic_write_json(path, res)
         return res
+
+
+    def trained_adapter(self, idx, cfg: TrainConfig):
+        """(model with the adapter, tokenizer, training facts, the adapter's folder): the LoRA trained on pool rows
+        `idx` with `cfg`. Adapters are kept under the runs folder's .shared/ by what they depend on (model, pool,
+        rows, recipe, LoRA, length), so a selection two methods, budgets or targets share (random, the full pool,
+        identical rankings) is trained once, and the adapter behind every downstream number can be read back."""
+        from gist_core.model.evaluate import finetune
+        from gist_core.model.load import load_adapter, load_base_model
+        trained = self.trained_model()
+        model_key = self.run.fingerprints["model"] if trained == self.run.model_source.path else file_hash(trained)
+        key = "adapter-" + stable_hash([self.run.keys["pool"], model_key, asdict(cfg), self.cfg.lora.key(),
+                                        self.cfg.max_length, stable_hash(np.asarray(idx).tolist())])
+        found = shared.get(self.store.root, key)
+        if found is not None:
+            folder, facts = found
+            model, tok = load_base_model(trained)
+            return load_adapter(model, folder / ADAPTER).eval(), tok, {**facts, "adapter_shared": True}, folder / ADAPTER
+        model, tok, facts = finetune(trained, [self.run.inputs.pool[i] for i in idx], cfg, self.cfg.lora,
+                                     self.cfg.max_length)
+        folder = shared.put(self.store.root, key, lambda tmp: model.save_pretrained(tmp / ADAPTER), facts)
+        return model, tok, facts, folder / ADAPTER
 
 
 def _mean(values: list) -> float | None:

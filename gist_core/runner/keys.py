@@ -61,4 +61,4 @@ def stage_keys(c: RunConfig, fp: dict[str, str]) -> dict[str, str]:
     scores = stable_hash([proj, c.rank, c.tau, c.aggregation, c.balance, c.budget, c.seed, c.score]
                          + ([c.rank_rule] if c.rank_rule != "tau" and c.rank is None else []))
     return {"data": data, "warmup": warm, "val_grads": val, "subspace": val, "train_proj": proj, "scores": scores,
-            "pool_warmup": pool_warmup}
+            "pool_warmup": pool_warmup, "pool": stable_hash([pool, model])}

@@ -250,8 +250,9 @@ class Run(SubspaceStage, RowFilling):
         return stage_keys(self.cfg, self.fingerprints)
 
     def record(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
+        peak = {"peak_rss_bytes": self.progress.peaks[stage]} if stage in self.progress.peaks else {}
         self.store.record_stage(stage, key, files, wall_s, {"config_hash": stable_hash(self.cfg.to_json()),
-                                                            "input_hashes": self.fingerprints, **(extra or {})})
+                                                            "input_hashes": self.fingerprints, **peak, **(extra or {})})
 
     def load_data(self) -> tuple[ExampleTable, list[Example]]:
         pool = load_pool(self.cfg.train, split=self.cfg.train_split, limit=self.cfg.limit_train)
@@ -311,7 +312,8 @@ class Run(SubspaceStage, RowFilling):
         self.models.replace_base(peft_model.unload())  # the base weights back, LoRA layers removed
         facts, wall = {"n_examples": len(idx), "train_loss": result["train_loss"], "steps": result["steps"]}, time.time() - t0
         self.record("warmup", key, files, wall, facts)
-        shared.publish(self.store.root, self.keys["pool_warmup"], files, {"wall_s": round(wall, 3), **facts})
+        shared.publish(self.store.root, self.keys["pool_warmup"], files,
+                       {"wall_s": round(wall, 3), **facts, "peak_rss_bytes": self.progress.peaks.get("warmup")})
         self.log(f"warm-up: {len(idx)} examples, {result['steps']} steps, loss {result['train_loss']:.3f}")
 
     def take_shared(self, stage: str, key: str, pool_key: str, files: list[str]) -> bool:

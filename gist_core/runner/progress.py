@@ -1,8 +1,10 @@
-"""Progress of a stage: events into the run folder's progress.jsonl (the dashboard reads them) and a tqdm bar."""
+"""Progress of a stage: events into the run folder's progress.jsonl (the dashboard reads them) and a tqdm bar; each
+stage's peak resident memory on the way (Linux), which the stage's manifest entry then records."""
 from __future__ import annotations
 
 import time
 
+from gist_core import memory
 from gist_core.store.manifest import RunStore
 
 
@@ -11,6 +13,7 @@ class Progress:
 
     def __init__(self, store: RunStore, quiet: bool = False, rank: int | None = None):
         self.store, self.quiet, self.rank = store, quiet, rank
+        self.peaks: dict[str, int] = {}  # stage -> the process's peak resident bytes while it ran
 
     def stage(self, name: str, total: int | None = None, **info) -> _StageProgress:
         return _StageProgress(self, name, total, info if self.rank is None else {**info, "rank": self.rank})
@@ -22,6 +25,7 @@ class _StageProgress:
         self.bar, self.t0, self.last_event = None, time.time(), 0.0
 
     def __enter__(self):
+        memory.reset_peak()
         self.p.store.event(self.name, "start", total=self.total, **self.info)
         if not self.p.quiet and self.total:
             from tqdm.auto import tqdm
@@ -42,6 +46,9 @@ class _StageProgress:
             self.bar.close()
         status = "end" if exc_type is None else "error"
         extra = {} if exc is None else {"error": f"{type(exc).__name__}: {exc}"}
+        peak = memory.peak_bytes()
+        if peak is not None:
+            self.p.peaks[self.name] = extra["peak_rss_bytes"] = peak
         self.p.store.event(self.name, status, wall_s=round(time.time() - self.t0, 3), **extra)
         return False
 

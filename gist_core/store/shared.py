@@ -75,6 +75,25 @@ def take(run_root: str | os.PathLike, pool_key: str, rels: list[str]) -> dict | 
     return record
 
 
+def put(run_root: str | os.PathLike, key: str, write, record: dict) -> Path:
+    """Publish something that is not a run-folder file (a downstream adapter): `write(folder)` fills the entry."""
+    dest = entry_dir(run_root, key)
+    if not (dest / RECORD).exists():
+        with atomic_folder(dest) as tmp:
+            write(tmp)
+            (tmp / RECORD).write_text(json.dumps(record, sort_keys=True, default=str))
+    return dest
+
+
+def get(run_root: str | os.PathLike, key: str) -> tuple[Path, dict] | None:
+    """(entry folder, its record) of a published entry, None when there is none."""
+    src = entry_dir(run_root, key)
+    try:
+        return src, json.loads((src / RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def rewrite_meta(path: Path, meta: dict) -> None:
     """A row store's sidecar names the run's own stage key: written afresh, never linked."""
     path.unlink(missing_ok=True)
