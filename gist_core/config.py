@@ -200,6 +200,9 @@ class CompareConfig:
     methods: tuple[str, ...] = field(default=registry.DEFAULT_METHODS, metadata={"help": "methods to compare"})
     rules: tuple[str, ...] = field(default=registry.DEFAULT_RULES, metadata={
         "help": "selection rules applied to every score-based method (global = the paper's top-k of the max)"})
+    only: tuple[str, ...] = field(default=(), metadata={
+        "help": "exactly these table rows (method, or method_rule such as rds_examples) instead of every method under "
+                "every rule: each method at its own rule, one downstream run each"})
     seeds: int = field(default=3, metadata={"help": "downstream seeds (LoRA init, data order, random/oracle draw)"})
     less_dim: int = field(default=8192, metadata={"help": "LESS random-projection dimension d"})
     less_seed: int = field(default=0, metadata={"help": "seed of the Rademacher projection"})
@@ -222,6 +225,13 @@ class CompareConfig:
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "less_checkpoints", tuple(self.less_checkpoints))
         object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "only", tuple(self.only))
+        if self.only:
+            object.__setattr__(self, "methods", tuple(dict.fromkeys(scoring.split_row(r)[0] for r in self.only)))
+            ruled = [r for r in self.only if scoring.split_row(r)[1] != "global"
+                     and scoring.split_row(r)[0] not in scoring.RULE_FAMILIES]
+            if ruled:
+                raise ConfigError(f"row(s) {', '.join(ruled)}: only score-based methods take a selection rule")
         bad = [r for r in self.rules if r not in scoring.BALANCES]
         if bad or not self.rules:
             raise ConfigError(f"unknown selection rule(s) {', '.join(bad) or '(none given)'} "
@@ -235,7 +245,11 @@ class CompareConfig:
             raise ConfigError("seeds, less_dim and full_epochs must be >= 1")
 
     def rows(self, has_truth: bool) -> list[str]:
-        out = [scoring.row_name(m, r) for m in self.methods for r in (self.rules if m in scoring.RULE_FAMILIES else ("global",))]
+        if self.only:
+            out = list(self.only)
+        else:
+            out = [scoring.row_name(m, r) for m in self.methods
+                   for r in (self.rules if m in scoring.RULE_FAMILIES else ("global",))]
         if has_truth and "oracle" not in out:
             out.append("oracle")
         return out
@@ -351,69 +365,3 @@ class ExpertConfig:
             raise ConfigError("seeds and eval_batch must be >= 1")
         if min(self.per_skill, self.per_subtask, self.n_em, self.latency_queries) < 0:
             raise ConfigError("per_skill, per_subtask, n_em and latency_queries must be >= 0")
-
-
-GAST_METHODS = ("gast", "topk", "random", "lora")  # gast = the paper's stochastic rule; lora = plain LoRA
-
-
-@dataclass(frozen=True)
-class GastConfig:
-    """GAST's per-layer, per-step selection (arXiv 2603.09865); written into train.json."""
-    method: str = field(default="gast", metadata={
-        "help": "gast (softmax sampling, the paper) | topk (deterministic top K) | random (K uniformly) | lora "
-                "(plain LoRA: every example, one ordinary backward)"})
-    implementation: str = field(default="cached", metadata={
-        "help": "cached (compute-efficient: per-example per-layer gradients in memory, one pass) | twopass "
-                "(memory-efficient: score from activations, then a pass over the selected examples per layer group)"})
-    k_select: int = field(default=8, metadata={"help": "K_select: examples each layer's update uses, of the batch"})
-    k_support: int = field(default=4, metadata={"help": "K_sup: support mini-batch drawn each step"})
-    support: str = field(default="train", metadata={
-        "help": "support set: train (App. B.2's default) | target (the target's validation examples, §3's "
-                "'held-out')"})
-    temperature: float = field(default=1.0, metadata={"help": "softmax temperature (not stated by the paper)"})
-    replacement: bool = field(default=False, metadata={"help": "sample with replacement (not stated; default no)"})
-    aggregate: str = field(default="mean", metadata={
-        "help": "mean (over the K selected: the learning rate keeps its meaning) | sum (not stated by the paper)"})
-
-    def __post_init__(self):
-        if self.method not in GAST_METHODS:
-            raise ConfigError(f"method must be one of {', '.join(GAST_METHODS)}, got '{self.method}'")
-        if self.implementation not in ("cached", "twopass"):
-            raise ConfigError(f"implementation must be cached or twopass, got '{self.implementation}'")
-        if self.support not in ("train", "target"):
-            raise ConfigError(f"support must be train or target, got '{self.support}'")
-        if self.aggregate not in ("mean", "sum"):
-            raise ConfigError(f"aggregate must be mean or sum, got '{self.aggregate}'")
-        if self.k_select < 1 or self.k_support < 1:
-            raise ConfigError("k_select and k_support must be >= 1")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be positive, got {self.temperature}")
-
-
-@dataclass(frozen=True)
-class TrainRunConfig:
-    """What `gist-lab train` runs: one LoRA training (GAST or an ablation) and its evaluation; train.json."""
-    model: str = field(default=str(SAMPLE_DATA / "tiny-lm"), metadata={"help": "model (default: the bundled tiny LM)"})
-    train: str = field(default=str(SAMPLE_DATA / "pool.jsonl"), metadata={"help": "training examples"})
-    target: str = field(default=str(SAMPLE_DATA / "targets" / DEFAULT_DEMO_TARGET / "val.jsonl"), metadata={
-        "help": "target validation examples (the support set under --support target); its test.jsonl is the test"})
-    test: str | None = field(default=None, metadata={"help": "test split (default: test.jsonl next to the target)"})
-    pool_size: int = field(default=2000, metadata={"help": "seeded sample of the training file (0 = all of it)"})
-    max_length: int = field(default=128, metadata={"help": "tokens per example"})
-    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA adapter"})
-    recipe: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, lr=1e-3, batch_size=16, seed=0),
-                                metadata={"help": "optimizer recipe (batch 16 as in the paper)"})
-    gast: GastConfig = field(default_factory=GastConfig, metadata={"help": "the selection"})
-    n_em: int = field(default=10, metadata={"help": "exact-match prompts per test subtask"})
-    dtype: str = field(default="float32", metadata={"help": "model dtype"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-
-    def __post_init__(self):
-        for name, cls in (("lora", LoraSettings), ("recipe", TrainConfig), ("gast", GastConfig)):
-            if isinstance(getattr(self, name), dict):
-                object.__setattr__(self, name, cls(**getattr(self, name)))
-        if self.pool_size < 0 or self.n_em < 0:
-            raise ConfigError("pool_size and n_em must be >= 0")
-        if self.gast.k_select > self.recipe.batch_size and not self.gast.replacement:
-            raise ConfigError(f"k_select {self.gast.k_select} exceeds the batch size {self.recipe.batch_size} "
-                              "(sampling without replacement)")

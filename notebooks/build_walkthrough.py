@@ -50,7 +50,8 @@ from IPython.display import Markdown, display
 
 import gist_core
 from gist_core import CompareConfig, GeometryConfig, RunConfig, demo_config, rescore, run_compare, run_geometry, run_select
-from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig, TrainRunConfig
+from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig
+from gist_core.methods.gast.config import TrainRunConfig
 from gist_core.methods.iprox.config import ProxyConfig
 from gist_core.runner.cluster import run_cluster
 from gist_core.runner.experts import run_experts

@@ -2,9 +2,12 @@
 the parsed flags give exactly the config a caller would build by hand (unset flags: the config's defaults)."""
 from dataclasses import fields
 
+import pytest
+
 from gist_core.cli import build_parser
 from gist_core.cli.args import COMPARE_FLAGS, GEOMETRY_FLAGS, RUN_FLAGS, compare_config, geometry_config, overrides
 from gist_core.config import CompareConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
+from gist_core.errors import ConfigError
 
 
 def _help(cls, name):
@@ -37,3 +40,14 @@ def test_parsed_flags_give_the_hand_built_configs():
     assert cfg.lora.r == 4 and cfg.warmup.epochs == 2 and cfg.target_eos is False
     g = build_parser().parse_args(["geometry", "--run", "r", "--coords", "0", "--checkpoints", "1,3", "--module", "v_proj"])
     assert geometry_config(g) == GeometryConfig(n_coords=0, checkpoints=(1, 3), module="v_proj")
+
+
+def test_only_names_the_rows_each_method_at_its_own_rule():
+    from gist_core.cli import build_parser
+    from gist_core.cli.args import compare_config
+    a = build_parser().parse_args(["compare", "--only", "gist_examples,gist_paper,less,rds_examples,random,full"])
+    cmp = compare_config(a)
+    assert cmp.rows(has_truth=False) == ["gist_examples", "gist_paper", "less", "rds_examples", "random", "full"]
+    assert cmp.methods == ("gist", "gist_paper", "less", "rds", "random", "full")
+    with pytest.raises(ConfigError, match="only score-based methods take a selection rule"):
+        CompareConfig(only=("random_examples",))

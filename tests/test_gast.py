@@ -97,7 +97,8 @@ def test_per_layer_gradients_and_scores_equal_a_naive_loop(lora_model, micro_cor
 
 
 def train_steps(model, tok, ids, labels, steps, **gast_kw):
-    from gist_core.config import GastConfig, TrainConfig
+    from gist_core.config import TrainConfig
+    from gist_core.methods.gast.config import GastConfig
     from gist_core.methods.gast.trainer import train_gast
     m = copy.deepcopy(model)
     recipe = TrainConfig(epochs=1, lr=1e-2, batch_size=8, seed=0, warmup_ratio=0.0)
@@ -134,7 +135,8 @@ def test_cached_and_twopass_train_alike_under_one_rng(lora_model, micro_corpus):
 
 # ----------------------------------------------------------------------------- gist-lab train, end to end
 def micro_train_cfg(micro_model_dir, micro_corpus, **gast):
-    from gist_core.config import GastConfig, TrainConfig, TrainRunConfig
+    from gist_core.config import TrainConfig
+    from gist_core.methods.gast.config import GastConfig, TrainRunConfig
     return TrainRunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
                           test=str(micro_corpus["test"]), pool_size=48, max_length=64, n_em=2,
                           recipe=TrainConfig(epochs=1, lr=5e-3, batch_size=8, seed=0),
@@ -227,7 +229,8 @@ def json_round(obj):
 
 
 def test_train_config_errors_are_one_line():
-    from gist_core.config import ConfigError, GastConfig, TrainConfig, TrainRunConfig
+    from gist_core.config import ConfigError, TrainConfig
+    from gist_core.methods.gast.config import GastConfig, TrainRunConfig
     with pytest.raises(ConfigError, match="method must be one of gast, topk, random, lora, got 'greedy'"):
         GastConfig(method="greedy")
     with pytest.raises(ConfigError, match="k_select 32 exceeds the batch size 16"):

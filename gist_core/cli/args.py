@@ -13,14 +13,13 @@ from gist_core.config import (
     ClusterConfig,
     CompareConfig,
     ExpertConfig,
-    GastConfig,
     GeometryConfig,
     LoraSettings,
     RunConfig,
     TrainConfig,
-    TrainRunConfig,
 )
 from gist_core.methods import registry, scoring
+from gist_core.methods.gast.config import GastConfig, TrainRunConfig
 from gist_core.methods.iprox.config import INITS, ProxyConfig
 
 
@@ -184,6 +183,7 @@ COMPARE_FLAGS = (
          "(score-based methods are reported under every --rules rule; gist_mean / gist_max: GIST with that "
          "aggregation on the same projections; oracle is added with ground truth)"),
     Flag("--rules", "rules", "compare", (("type", rules),), "; comma-separated from global, subtask, zscore, quantile, or 'all'"),
+    Flag("--only", "only", "compare", (("type", _tuple_of_names),), "; comma-separated, e.g. gist_examples,less,random"),
     Flag("--seeds", "seeds", "compare", (("type", int),)),
     Flag("--test", "test", "compare"),
     Flag("--less-dim", "less_dim", "compare", (("type", int),)),

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core.config import GAST_METHODS, ConfigError, TrainRunConfig
+from gist_core.config import ConfigError
+from gist_core.methods.gast.config import GAST_METHODS, TrainRunConfig
 from gist_core.store.artefacts import load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import TrainLayout

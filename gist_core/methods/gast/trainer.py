@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from gist_core import memory
-from gist_core.config import GastConfig, TrainConfig
+from gist_core.config import TrainConfig
 from gist_core.grads.per_example import GradientEngine, causal_lm_losses, pad_batch
+from gist_core.methods.gast.config import GastConfig
 from gist_core.methods.gast.selection import layer_groups, select_counts
 from gist_core.methods.gast.step import STEPS, params_of, support_gradient
 from gist_core.model.training import _Rows
