@@ -18,8 +18,8 @@ c = st.columns([3, 3, 2, 1])
 budget = ui.budget_slider(run_dir, key="budget_scores", container=c[0])
 balance = ui.balance_radio(run_dir, key="balance_scores", container=c[1])
 kind = ui.score_radio(run_dir, key="score_scores", container=c[1])
-by_options = {"ground truth": "truth", "skill": "skill", "selected": "selected"} if run.has_truth else \
-    {"skill": "skill", "selected": "selected"}
+by_options = {"ground truth": "truth", "skill": "skill", "domain": "domain", "selected": "selected"} if run.has_truth \
+    else {"domain": "domain", "skill": "skill", "selected": "selected"}
 second_by = c[2].selectbox("Second histogram by", list(by_options), key="hist_by")
 log_y = c[3].toggle("log counts", value=False, key="logy_scores")
 s = {**ui.settings(run_dir), "budget": budget, "balance": balance, "kind": kind}

@@ -19,22 +19,24 @@ ui.settings_caption(s, rs)
 ui.semantics_caption()
 
 f = rs.frame
-c = st.columns([2, 2, 2, 2])
+c = st.columns([2, 2, 2, 2, 2])
 which = c[0].radio("Show", ["selected", "all", "not selected"], horizontal=True, key="ex_which")
 sources = c[1].multiselect("Source", views.options(f, "source"), key="ex_sources")
 skills = c[2].multiselect("Skill", views.options(f, "skill"), key="ex_skills")
 kinds = c[3].multiselect("Kind", views.options(f, "kind"), key="ex_kinds")
+domains = c[4].multiselect("Domain", views.options(f, "domain"), key="ex_domains",
+                           help="code / math / writing / other by a keyword rule: a reading aid, not ground truth")
 c2 = st.columns([3, 2, 1])
 text = c2[0].text_input("Search prompt / response / id", key="ex_text")
 sort_by = c2[1].selectbox("Sort by", ["score", "rank", "n_tokens", "id"], key="ex_sort")
 desc = c2[2].toggle("descending", value=True, key="ex_desc")
-rows = views.filter_frame(f, sources=sources, skills=skills, kinds=kinds, selected=which, text=text)
+rows = views.filter_frame(f, sources=sources, skills=skills, kinds=kinds, selected=which, text=text, domains=domains)
 rows = rows.sort_values(sort_by, ascending=not desc, kind="stable")
 shown = rows.head(MAX_ROWS)
 st.caption(f"{len(rows):,} matching examples" + (f"; showing the first {MAX_ROWS:,}" if len(rows) > MAX_ROWS else "")
            + ". Click a row for its details; click a column header to re-sort the shown rows.")
-cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "n_tokens", "selected", "selected_global",
-                    "selected_subtask", "prompt", "response"] if c in shown]
+cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "domain", "n_tokens", "selected",
+                    "selected_global", "selected_subtask", "prompt", "response"] if c in shown]
 event = st.dataframe(shown[cols], hide_index=True, width="stretch", height=380, key="ex_table",
                      on_select="rerun", selection_mode="single-row",
                      column_config={"score": st.column_config.NumberColumn(format="%.4f"),
@@ -57,14 +59,13 @@ else:
     st.stop()
 d = views.example_detail(rs, row)
 st.markdown(f"**{d['id']}** · score **{d['score']:.4f}** · rank {d['rank']:,} of {len(f):,} · "
-            f"source {d['source']} · skill {d['skill']} · kind {d['kind']} · {d['n_tokens']} tokens")
+            f"source {d['source']} · skill {d['skill']} · kind {d['kind']} · domain {d['domain']} · "
+            f"{d['n_tokens']} tokens")
 st.markdown("selected under global top-k: **{}** · under per-subtask quota: **{}**".format(
     "yes" if d["selected"]["global"] else "no", "yes" if d["selected"]["subtask"] else "no"))
 t1, t2 = st.columns(2)
-t1.markdown("Prompt")
-t1.code(d["prompt"], language=None, wrap_lines=True)
-t2.markdown("Response")
-t2.code(d["response"], language=None, wrap_lines=True)
+ui.long_text(t1, "Prompt", d["prompt"], key=f"ex_prompt_{row}")
+ui.long_text(t2, "Response", d["response"], key=f"ex_response_{row}")
 with st.expander("As the model sees it (the run's tokenizer and chat template)", icon=":material/code:"):
     try:
         mi = ui.model_input(run_dir, row)

@@ -17,7 +17,7 @@ c = st.columns([3, 2, 2])
 rank = ui.rank_slider(run_dir, key="rank_map", container=c[0])
 method = c[1].radio("Projection", ["PCA", "UMAP"], horizontal=True, key="map_method").lower()
 kind = ui.score_radio(run_dir, key="score_map", container=c[1])
-color_by = c[2].selectbox("Colour by", ["score", "source", "skill", "truth", "selected"], key="map_color")
+color_by = c[2].selectbox("Colour by", ["score", "source", "skill", "domain", "truth", "selected"], key="map_color")
 s = {**ui.settings(run_dir), "rank": rank, "kind": kind}
 rs = ui.rescored(run_dir, s)
 ui.settings_caption(s, rs)

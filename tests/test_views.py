@@ -674,3 +674,17 @@ def test_compare_rows_can_be_thinned_by_rule():
     assert views.compare_rules(rep) == ["global", "subtask", "zscore", "quantile"]
     table = views.compare_table(rep)
     assert views.rows_with_rules(table, rep, ["quantile"])["method"].tolist() == ["gist_quantile", "random"]
+
+
+def test_long_rows_are_previewed_at_a_line_end_without_leaving_a_code_block_open():
+    text = "Here is the program:\n```python\n" + "\n".join(f"x{i} = {i}" for i in range(400)) + "\n```\nDone."
+    head, cut = views.preview(text, 300)
+    assert cut and len(head) < len(text) and head.count("```") % 2 == 0 and text.startswith(head[:-4].rstrip("\n"))
+    assert views.preview("short", 300) == ("short", False)
+    assert views.looks_like_markdown(text) and views.looks_like_markdown("Steps:\n1. mix\n2. bake")
+    assert not views.looks_like_markdown("give the letters i l j in order *now*")
+
+
+def test_every_pool_row_has_a_domain(run):
+    frame = views.base_frame(run)
+    assert set(frame["domain"]) <= {"code", "math", "writing", "other"} and frame["domain"].notna().all()

@@ -264,6 +264,19 @@ def balance_radio(run_dir: Path, key: str, container=st) -> str:
                            on_change=_persist(key, skey), format_func=views.RULE_NAMES.get, help=views.RULE_HELP)
 
 
+def long_text(container, label: str, text: str, key: str) -> None:
+    """A prompt or response of any length: the first ~1,500 characters with a "show all" toggle; Markdown (fenced
+    code as code) when the text is written in Markdown, else plain wrapped text."""
+    head, cut = views.preview(text)
+    show_all = cut and container.toggle(f"show all ({len(text):,} characters)", key=f"{key}_all")
+    shown = text if show_all or not cut else head
+    container.markdown(f"**{label}**" + ("" if not cut or show_all else f" (first {len(head):,} of {len(text):,} characters)"))
+    if views.looks_like_markdown(text):
+        container.markdown(shown)
+    else:
+        container.code(shown, language=None, wrap_lines=True)
+
+
 def semantics_caption() -> None:
     st.caption(views.SCORE_SEMANTICS)
 

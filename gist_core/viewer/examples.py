@@ -19,10 +19,10 @@ EXPORT_FIELDS = ("id", "prompt", "response", "source", "skill", "subtask", "kind
 
 
 def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, selected: str = "all",
-                 text: str = "", score_range: tuple[float, float] | None = None) -> pd.DataFrame:
+                 text: str = "", score_range: tuple[float, float] | None = None, domains=None) -> pd.DataFrame:
     """Rows matching every given filter (None / empty = no filter on that column)."""
     m = np.ones(len(frame), dtype=bool)
-    for col, vals in (("source", sources), ("skill", skills), ("kind", kinds)):
+    for col, vals in (("source", sources), ("skill", skills), ("kind", kinds), ("domain", domains)):
         if vals:
             m &= group_column(frame, col, []).isin(vals).to_numpy()
     if selected == "selected":
@@ -40,6 +40,27 @@ def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, 
     return frame[m]
 
 
+PREVIEW_CHARS = 1500  # a long row (a ShareGPT answer, a program) shows this much until "show all"
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> tuple[str, bool]:
+    """(the text cut at a line end near `limit` characters, whether anything was cut). A cut never splits a
+    fenced code block open: an odd number of ``` fences gets a closing one."""
+    if len(text) <= limit:
+        return text, False
+    cut = text.rfind("\n", 0, limit)
+    head = text[: cut if cut > limit // 2 else limit]
+    if head.count("```") % 2:
+        head += "\n```"
+    return head, True
+
+
+def looks_like_markdown(text: str) -> bool:
+    """Text written in Markdown (chat answers: fenced code, headings, lists): rendered as Markdown, else as plain
+    wrapped text (a synthetic row's '*' or '#' must not turn into formatting)."""
+    return "```" in text or bool(re.search(r"^(#{1,6} |\s*[-*] |\s*\d+\. )", text, re.M))
+
+
 def options(frame: pd.DataFrame, col: str) -> list[str]:
     return sorted(group_column(frame, col, []).unique().tolist()) if col in frame else []
 
@@ -49,7 +70,8 @@ def example_detail(rs: Rescored, row: int) -> dict:
     r = rs.frame.iloc[row]
     cos = pd.DataFrame({"subtask": rs.subtasks, "cosine": [float(r[f"cos:{s}"]) for s in rs.subtasks]})
     return {"row": int(row), "id": r["id"], "prompt": r["prompt"], "response": r["response"],
-            "source": r.get("source"), "skill": r.get("skill"), "kind": r.get("kind"), "score": float(r["score"]),
+            "source": r.get("source"), "skill": r.get("skill"), "kind": r.get("kind"), "domain": r.get("domain"),
+            "score": float(r["score"]),
             "rank": int(r["rank"]), "n_tokens": int(r["n_tokens"]) if "n_tokens" in r else None,
             "selected": {rule: bool(r[f"selected_{rule}"]) for rule in scoring.BALANCES}, "cosines": cos}
 

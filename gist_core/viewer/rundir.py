@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gist_core.data.domains import domain_labels
 from gist_core.data.truth import has_ground_truth
 from gist_core.methods import scoring
 from gist_core.store import artefacts
@@ -102,7 +103,10 @@ def base_frame_at(run_dir: str, _stamp: int) -> pd.DataFrame:
     # cos:* columns hold the config rank; rescored_frame recomputes them at the chosen rank
     frame = scores.drop(columns=[c for c in scores.columns if c.startswith("cos:")]).reset_index(drop=True)
     frame.insert(0, "row", np.arange(len(frame)))
-    return pd.concat([frame, text], axis=1)
+    frame = pd.concat([frame, text], axis=1)
+    # a reading aid for pools without labels (code / math / writing / other: gist_core.data.domains), once per frame
+    frame["domain"] = domain_labels(frame[["prompt", "response"]])
+    return frame
 
 
 @functools.lru_cache(maxsize=4)

@@ -86,12 +86,15 @@ from gist_core.viewer.curvature import (
 )
 from gist_core.viewer.examples import (
     EXPORT_FIELDS,
+    PREVIEW_CHARS,
     example_detail,
     export_jsonl,
     filter_frame,
+    looks_like_markdown,
     model_input,
     nearest_targets,
     options,
+    preview,
     run_tokenizer,
 )
 from gist_core.viewer.labels import (
@@ -169,7 +172,7 @@ __all__ = [  # every public name of the modules above, plus the re-exports at th
     "Arrays", "COMPARE_COLUMNS", "COST_STAGES", "DisplayMatrix", "EXPORT_FIELDS",
     "GEOMETRY_COLUMNS", "MAP_MAX_POINTS", "MATRICES", "METHOD_NAMES", "METHOD_ORDER", "MapData",
     "RANDOM_BASELINE_HELP", "RATIO_LABELS", "RULE_HELP", "RULE_NAMES", "Rescored", "RunData", "SCORE_SEMANTICS",
-    "OLD_SCORE_NOTE", "SCORE_HELP", "SCORE_NAMES",
+    "OLD_SCORE_NOTE", "SCORE_HELP", "SCORE_NAMES", "PREVIEW_CHARS", "looks_like_markdown", "preview",
     "Spectrum", "TRUTH_LABELS", "Truth", "UNKNOWN", "advisor_curve", "arrays", "arrays_at", "base_frame",
     "base_frame_at", "brush_summary", "budget_count", "checkpoint_epochs", "column_distributions",
     "column_quantiles", "compare_columns", "compare_path", "compare_rules", "compare_stamp", "compare_table",

@@ -23,8 +23,10 @@ PAPER = "white"
 
 TRUTH_COLORS = {**dict(zip(TRUTH_LABELS, (GREEN, RED, AMBER, GREY))), UNKNOWN: NEUTRAL}
 SELECTED_COLORS = {"selected": GREEN, "not selected": GREY}
-FAMILY_COLORS = {"gist": GREEN, "gist_mean": GREEN, "gist_max": LIGHT_GREEN, "less": BLUE, "rawcos": PURPLE,
-                 "embedding": ORANGE, "length": BROWN, "random": GREY, "full": SLATE, "oracle": DARK_RED}
+DOMAIN_COLORS = {"code": BLUE, "math": ORANGE, "writing": PURPLE, "other": GREY}
+FAMILY_COLORS = {"gist": GREEN, "gist_mean": GREEN, "gist_max": LIGHT_GREEN, "gist_paper": LIGHT_GREEN, "less": BLUE,
+                 "rawcos": PURPLE, "embedding": ORANGE, "rds": AMBER, "minilm": BROWN, "length": BROWN, "random": GREY,
+                 "full": SLATE, "oracle": DARK_RED}
 MARKS = {"threshold": RED, "r95": GREEN, "r99": PURPLE, "suggested": GREEN, "curve": BLUE, "target": INK,
          "adam": INK, "random_reference": GREY}
 # one diverging scale for every correlation, blue for positive like the sequential "share" scale beside it
@@ -38,11 +40,13 @@ def family_color(row: str) -> str:
 
 
 def group_color(by: str, group: str) -> str | None:
-    """A group's colour when grouping by ground truth or selection; None (the theme's cycle) otherwise."""
+    """A group's colour when grouping by ground truth, selection or domain; None (the theme's cycle) otherwise."""
     if by == "truth":
         return TRUTH_COLORS.get(group, NEUTRAL)
     if by == "selected":
         return SELECTED_COLORS.get(group, NEUTRAL)
+    if by == "domain":
+        return DOMAIN_COLORS.get(group, NEUTRAL)
     return None
 
 
