@@ -26,7 +26,7 @@ from gist_core.methods.gradientspace.sketch import FrequentDirections, SketchSta
 from gist_core.store.artefacts import load_npy, save_npy
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.layout import RunLayout
-from gist_core.store.lock import writer_lock
+from gist_core.store.lock import refuse_if_held, writer_lock
 from gist_core.store.manifest import stable_hash
 from gist_core.store.reports import stamp
 
@@ -217,6 +217,7 @@ def instruction_labels(tok) -> list[list[int]]:
 
 
 def run_cluster(run_dir, cfg: ClusterConfig, quiet: bool = False) -> dict:
+    refuse_if_held(run_dir)  # at once, before the run's inputs are loaded
     job = Cluster(run_dir, cfg, quiet=quiet)
     with writer_lock(run_dir):
         return job.execute()

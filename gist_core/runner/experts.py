@@ -33,7 +33,7 @@ from gist_core.runner.experts_report import aggregate, first_per_group, summaris
 from gist_core.store.artefacts import load_npy, load_tensors, save_tensors
 from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import RunLayout
-from gist_core.store.lock import writer_lock
+from gist_core.store.lock import refuse_if_held, writer_lock
 from gist_core.store.manifest import file_hash, stable_hash
 from gist_core.store.reports import check_report, read_report, stamp
 
@@ -398,6 +398,7 @@ class Experts:
 
 # ---------------------------------------------------------------------------- the inference rules
 def run_experts(run_dir, cfg: ExpertConfig, quiet: bool = False) -> dict:
+    refuse_if_held(run_dir)  # at once, before the run's inputs are loaded
     job = Experts(run_dir, cfg, quiet=quiet)
     with writer_lock(run_dir):
         return job.execute()

@@ -19,7 +19,7 @@ from gist_core.runner.pipeline import ConfigError, Run, RunConfig, load_subspace
 from gist_core.store.artefacts import load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import RunLayout, ckpt_meta
-from gist_core.store.lock import writer_lock
+from gist_core.store.lock import refuse_if_held, writer_lock
 from gist_core.store.manifest import stable_hash
 from gist_core.store.reports import read_report, stamp
 
@@ -125,6 +125,7 @@ def geometry_exists(run_dir, epoch: int) -> bool:
 
 
 def run_geometry(run_dir, cfg: GeometryConfig, quiet: bool = False) -> dict:
+    refuse_if_held(run_dir)  # at once, before the run's inputs are loaded
     job = Geometry(run_dir, cfg, quiet)
     with writer_lock(run_dir):
         return job.execute()

@@ -56,7 +56,7 @@ from gist_core.store.artefacts import (
 )
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.layout import RunLayout
-from gist_core.store.lock import command_line, writer_lock
+from gist_core.store.lock import command_line, refuse_if_held, writer_lock
 from gist_core.store.manifest import DONE, PREPARED, FeatureStore, RunStore, stable_hash
 from gist_core.store.runs import check_out_folder
 
@@ -162,6 +162,8 @@ class Run(SubspaceStage, RowFilling):
     def check_inputs(self) -> RunInputs:
         """Every refusal of the inputs (output folder, data, model, settings), before the folder is touched."""
         check_out_folder(self.store.root)
+        if not (self.layout.torchrun and not self.layout.main):
+            refuse_if_held(self.store.root, shared=self.layout.shard_job)
         return self.inputs
 
     def take_folder(self, held: contextlib.ExitStack, results: list[str]) -> None:

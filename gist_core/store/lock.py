@@ -73,6 +73,15 @@ def holder(folder: str | os.PathLike) -> dict | None:
     return rec
 
 
+def refuse_if_held(folder: str | os.PathLike, shared: bool = False) -> None:
+    """Refuse at once, before any input is read, when a live writer holds the folder in a conflicting mode (the
+    flock taken later stays the guard against a race; this only makes the common case answer in a second)."""
+    rec = holder(folder)
+    if rec is not None and not (shared and rec.get("shared")):
+        raise RunLockedError(f"{folder} is being written by {describe(rec)}; wait for it to finish or stop it, then "
+                             "rerun (one writer per run folder)")
+
+
 def describe(rec: dict | None) -> str:
     if rec is None:
         return "another process"
@@ -113,8 +122,9 @@ def writer_lock(folder: str | os.PathLike, shared: bool = False, cmd: list[str] 
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise RunLockedError(f"{folder} is being written by {describe(holder(folder))}; wait for it to finish "
-                                 "or stop it, then rerun (one writer per run folder)") from None
+            refuse_if_held(folder, shared)
+            raise RunLockedError(f"{folder} is being written by another process; wait for it to finish or stop it, "
+                                 "then rerun (one writer per run folder)") from None
         _write_record(fd, {"pid": os.getpid(), "proc_start": _proc_start(os.getpid()), "cmd": cmd or command_line(),
                            "started_at": round(time.time(), 3), "shared": shared})
         _HELD[key] = 1
