@@ -67,13 +67,12 @@ def contrastive_scores(X, val_coords, groups, r, kind, norms):
                           kind=kind)
 
 
-def gist_grid(run_dir: Path) -> dict:
-    """(family, score, rank rule, selection rule) -> metrics, from the run's stored projections."""
+def stored_run(run_dir: Path):
+    """(config, subspace, subtask groups, the pool's labels, the stored projections) of a finished run."""
     import pandas as pd
 
-    from gist_core.data.truth import metrics_from, truth_masks
     from gist_core.methods import scoring
-    from gist_core.runner.pipeline import RunConfig, choose_rank, rank_advice
+    from gist_core.runner.pipeline import RunConfig
     from gist_core.store.artefacts import load_projections, load_subspace
     cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
@@ -81,8 +80,16 @@ def gist_grid(run_dir: Path) -> dict:
     target = pd.read_parquet(run_dir / "target.parquet")
     groups = scoring.groups_from_labels(target["id"], target["subtask"])
     pool = pd.read_parquet(run_dir / "examples.parquet", columns=["skill", "kind"])
+    return cfg, sub, groups, pool, load_projections(run_dir / "train_proj.npy")
+
+
+def gist_grid(run_dir: Path) -> dict:
+    """(family, score, rank rule, selection rule) -> metrics, from the run's stored projections."""
+    from gist_core.data.truth import metrics_from, truth_masks
+    from gist_core.methods import scoring
+    from gist_core.runner.pipeline import choose_rank, rank_advice
+    cfg, sub, groups, pool, stored = stored_run(run_dir)
     truth = truth_masks(pool, list(groups))
-    stored = load_projections(run_dir / "train_proj.npy")
     X = stored.coords
     k = scoring.budget_to_count(cfg.budget, len(X))
     out = {}
@@ -124,15 +131,7 @@ def lookalike_aucs(run_dir: Path) -> dict:
     import pandas as pd
 
     from gist_core.methods import scoring
-    from gist_core.runner.pipeline import RunConfig
-    from gist_core.store.artefacts import load_projections, load_subspace
-    cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
-    sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
-                        ("sigma", "val_coords"))
-    target = pd.read_parquet(run_dir / "target.parquet")
-    groups = scoring.groups_from_labels(target["id"], target["subtask"])
-    pool = pd.read_parquet(run_dir / "examples.parquet", columns=["skill", "kind"])
-    stored = load_projections(run_dir / "train_proj.npy")
+    _, sub, groups, pool, stored = stored_run(run_dir)
     ranks = list(range(1, sub.r_max + 1))
     full = scoring.gist_scores(stored.coords, sub.val_coords, groups, sub.r_max, "subtask_mean", "subspace")
     out = {}

@@ -140,6 +140,21 @@ for r in ranks:
                  "starved": ", ".join(x.starved[BALANCE]) or "-"})
 rank_table = pd.DataFrame(rows).set_index("rank")
 rank_table""", ["rank-table"]),
+    ("md", """**Which score.** GIST's reference code normalises the pool gradient *after* projecting it on the rank-r
+subspace, so a gradient that lies mostly outside the subspace scores as high as one inside it. The norm-aware
+score (the default) keeps the target side in the subspace but divides by the pool gradient's whole length
+‖g‖, stored beside its coordinates. At r = N_v (every validation gradient spanned) it *is* raw-gradient cosine;
+below that, the rank truncation denoises the target side only. The table puts both side by side at every rank
+(a run folder made before ‖g‖ was stored has only the in-subspace score).""", []),
+    ("code", """arrays = views.arrays(RUN)
+rows = []
+for r in ranks:
+    row = {"rank": r}
+    for kind in arrays.kinds:
+        x = views.rescored_frame(RUN, r, BALANCE, BUDGET, kind)
+        row[f"precision ({views.SCORE_NAMES[kind]})"] = round(x.metrics[BALANCE]["precision"], 3)
+    rows.append(row)
+pd.DataFrame(rows).set_index("rank")""", ["score-kinds"]),
     ("md", """## 4. Score histograms
 
 Every pool example's score at the run's rank, stacked by group, with the threshold of the global top-k.
