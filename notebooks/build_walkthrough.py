@@ -271,9 +271,9 @@ probe inputs and output gradients; r from the sparsity ρ), then stage 2 trains 
 point where the model's own do. `run_proxy` builds the proxy (ρ = 0.5), a plain-SVD ablation and a sweep point
 (ρ = 0.7), runs the same selection (GIST and LESS) on the model and on each proxy, and compares their pool scores.
 On the tiny LM there is little to compress and nothing to save (a proxy's gradient costs about the same); the
-README has SmolLM2-135M's table. **How to read it.** Spearman: rank agreement of a proxy's scores with the
-model's over the pool (1 = the same order); top-5 % overlap: the share of the model's top 5 % the proxy also puts
-in its top 5 %; grad time vs target: below 1 is a saving.""", []),
+Iprox page of the documentation (docs/methods/iprox.md) has SmolLM2-135M's table. **How to read it.** Spearman:
+rank agreement of a proxy's scores with the model's over the pool (1 = the same order); top-5 % overlap: the
+share of the model's top 5 % the proxy also puts in its top 5 %; grad time vs target: below 1 is a saving.""", []),
     ("code", """PROXY_DIR = RUNS / "notebook-proxy"
 pcfg = ProxyConfig(rho=0.5, sweep=(0.7,), candidates=("svd",), eval_pool=400, less_dim=1024, warmup_epochs=2,
                    align_examples=64, align_epochs=2)
