@@ -47,11 +47,12 @@ def gradient_share(run: Path, epoch: int, sample: int) -> float:
     from gist_core.runner.pipeline import Run
     cfg = RunConfig.from_json(json.loads((run / "config.json").read_text()))
     r = Run(cfg, run, quiet=True)
+    inputs = r.inputs  # first: its preflight wraps and unwraps the model, which would drop an adapter put on before
     tok, _ = r.tokenizer_and_model()
     engine = GradientEngine(r.adapter_model(epoch), tok.pad_token_id)
-    rows = sorted(np.random.default_rng(0).choice(len(r.inputs.pool), size=min(sample, len(r.inputs.pool)),
+    rows = sorted(np.random.default_rng(0).choice(len(inputs.pool), size=min(sample, len(inputs.pool)),
                                                   replace=False).tolist())
-    G = torch.from_numpy(collect_flat(engine, r.inputs.pool_tok, rows, cfg.grad_batch_size))
+    G = torch.from_numpy(collect_flat(engine, inputs.pool_tok, rows, cfg.grad_batch_size))
     mom = read_moments(run / "checkpoints" / f"ckpt-{epoch}", [b.name for b in engine.blocks],
                        [b.size for b in engine.blocks])
     return float(np.median((0.1 * G.norm(dim=1) / (0.9 * mom.m.norm())).numpy()))

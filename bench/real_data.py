@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-ROWS = ("gist", "gist_paper", "less", "rawcos", "rds_examples", "minilm_examples", "random", "full")
+ROWS = ("gist_subtask", "gist_paper", "less", "rawcos_subtask", "rds_examples", "minilm_examples", "random", "full")
 FULL = {"model": "smollm2-135m", "train": "sharegpt", "targets": "gsm8k,humaneval", "pool_size": 2000,
         "budgets": "0.05,0.025", "seeds": 3, "lora_layers": 4, "max_length": 128, "target_max_length": 384,
         "epochs": 4, "train_epochs": 2, "less_dim": 8192, "less_cache_gb": 12.0, "n_em": 20, "em_tokens": 192,
