@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gist_core.config import demo_config
+from gist_core.data.examples import groups_from_labels
 from gist_core.data.truth import metrics_from, truth_masks
 from gist_core.methods import scoring
-from gist_core.runner.pipeline import Run, demo_config
-from gist_core.runner.rescore import rescore
+from gist_core.methods.gist.rescore import rescore
+from gist_core.runner.pipeline import Run
 from gist_core.store.atomic import atomic_write_json
 
 RANK_RULES = ("tau95", "r8", "rmax")
@@ -35,7 +37,7 @@ def rank_for(rule: str, summary: dict) -> int:
 def measure(run_dir: Path, summary: dict) -> list[dict]:
     pool = pd.read_parquet(run_dir / "examples.parquet")
     target = pd.read_parquet(run_dir / "target.parquet")
-    groups = scoring.groups_from_labels(target["id"], target["subtask"])
+    groups = groups_from_labels(target["id"], target["subtask"])
     truth = truth_masks(pool, list(groups))
     k = summary["n_selected"]
     rows = []

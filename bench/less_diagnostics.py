@@ -43,7 +43,7 @@ def gradient_share(run: Path, epoch: int, sample: int) -> float:
 
     from gist_core.config import RunConfig
     from gist_core.grads.per_example import GradientEngine, collect_flat
-    from gist_core.methods.less import read_moments
+    from gist_core.methods.less.features import read_moments
     from gist_core.runner.pipeline import Run
     cfg = RunConfig.from_json(json.loads((run / "config.json").read_text()))
     r = Run(cfg, run, quiet=True)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gist_core.data.examples import groups_from_labels
+
 MODELS = {"tiny": {"model": None, "pool_size": None, "lora_layers": None, "prefix": "runs/compare"},
           "smollm2": {"model": "smollm2-135m", "pool_size": 1000, "lora_layers": 4, "prefix": "runs/real-smollm2"}}
 TARGETS = ("transform", "lookup", "facts")
@@ -71,14 +73,13 @@ def stored_run(run_dir: Path):
     """(config, subspace, subtask groups, the pool's labels, the stored projections) of a finished run."""
     import pandas as pd
 
-    from gist_core.methods import scoring
-    from gist_core.runner.pipeline import RunConfig
-    from gist_core.store.artefacts import load_projections, load_subspace
+    from gist_core.config import RunConfig
+    from gist_core.methods.gist.artefacts import load_projections, load_subspace
     cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
                         ("sigma", "val_coords"))
     target = pd.read_parquet(run_dir / "target.parquet")
-    groups = scoring.groups_from_labels(target["id"], target["subtask"])
+    groups = groups_from_labels(target["id"], target["subtask"])
     pool = pd.read_parquet(run_dir / "examples.parquet", columns=["skill", "kind"])
     return cfg, sub, groups, pool, load_projections(run_dir / "train_proj.npy")
 
@@ -87,7 +88,7 @@ def gist_grid(run_dir: Path) -> dict:
     """(family, score, rank rule, selection rule) -> metrics, from the run's stored projections."""
     from gist_core.data.truth import metrics_from, truth_masks
     from gist_core.methods import scoring
-    from gist_core.runner.pipeline import choose_rank, rank_advice
+    from gist_core.methods.gist.advisor import choose_rank, rank_advice
     cfg, sub, groups, pool, stored = stored_run(run_dir)
     truth = truth_masks(pool, list(groups))
     X = stored.coords
@@ -157,7 +158,7 @@ def lookalike_aucs(run_dir: Path) -> dict:
 
 def baseline_cells(rep: dict) -> dict:
     from gist_core.methods import scoring
-    from gist_core.runner.compare import split_row
+    from gist_core.methods.scoring import split_row
     out = {}
     for row, e in rep["methods"].items():
         family, rule = split_row(row)

@@ -7,14 +7,15 @@ Notebook use (see notebooks/walkthrough.ipynb):
 
 __version__ = "0.1.0"
 
-# lazy: `import gist_core` stays cheap (no torch) until an entry point is used
+# the notebook's entry points, each from the module that defines it; lazy, because `import gist_core` must stay
+# cheap (no torch) until one is used
 _EXPORTS = {
-    "RunConfig": "gist_core.runner.pipeline", "run_select": "gist_core.runner.pipeline",
-    "rescore": "gist_core.runner.rescore", "demo_config": "gist_core.runner.pipeline",
-    "CompareConfig": "gist_core.runner.compare", "run_compare": "gist_core.runner.compare",
-    "GeometryConfig": "gist_core.runner.geometry", "run_geometry": "gist_core.runner.geometry",
-    "ClusterConfig": "gist_core.config", "run_cluster": "gist_core.runner.cluster",
-    "ExpertConfig": "gist_core.config", "run_experts": "gist_core.runner.experts",
+    "RunConfig": "gist_core.config", "demo_config": "gist_core.config", "run_select": "gist_core.runner.pipeline",
+    "rescore": "gist_core.methods.gist.rescore",
+    "CompareConfig": "gist_core.config", "run_compare": "gist_core.runner.compare",
+    "GeometryConfig": "gist_core.config", "run_geometry": "gist_core.runner.geometry",
+    "ClusterConfig": "gist_core.methods.gradientspace.config", "run_cluster": "gist_core.methods.gradientspace.cluster_stage",
+    "ExpertConfig": "gist_core.methods.gradientspace.config", "run_experts": "gist_core.methods.gradientspace.experts_stage",
     "load_examples": "gist_core.data.examples", "GistError": "gist_core.errors",
 }
 __all__ = sorted(_EXPORTS)

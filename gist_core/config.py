@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
 from gist_core.errors import ConfigError
 from gist_core.methods import registry, scoring
-from gist_core.methods.gist.advisor import DEFAULT_RANK_RULE, RANK_RULES
+from gist_core.methods.less.config import LessConfig
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class RunConfig:
     target: str = field(metadata={"help": "target validation examples (few-shot), optional 'subtask' column"})
     budget: float = field(default=0.05, metadata={"help": "fraction in (0,1] of the pool, or a count > 1"})
     rank: int | None = field(default=None, metadata={"help": "GIST rank r; None = set by rank_rule"})
-    rank_rule: str = field(default=DEFAULT_RANK_RULE, metadata={
+    rank_rule: str = field(default=scoring.DEFAULT_RANK_RULE, metadata={
         "help": "rank when `rank` is None: full = every stored direction (r_max; the default, chosen on evidence), "
                 "tau = smallest r reaching tau explained variance (the GIST paper's rule), advisor = the held-out "
                 "rank advisor's suggestion"})
@@ -135,8 +135,8 @@ class RunConfig:
             raise ConfigError(f"rank must be >= 1, got {self.rank}")
         if not 0 < self.tau <= 1:
             raise ConfigError(f"tau must lie in (0, 1], got {self.tau}")
-        if self.rank_rule not in RANK_RULES:
-            raise ConfigError(f"rank_rule must be one of {RANK_RULES}, got '{self.rank_rule}'")
+        if self.rank_rule not in scoring.RANK_RULES:
+            raise ConfigError(f"rank_rule must be one of {scoring.RANK_RULES}, got '{self.rank_rule}'")
         if self.score not in scoring.SCORE_KINDS:
             raise ConfigError(f"score must be one of {scoring.SCORE_KINDS}, got '{self.score}'")
         if self.aggregation not in scoring.AGGREGATIONS:
@@ -204,10 +204,6 @@ class CompareConfig:
         "help": "exactly these table rows (method, or method_rule such as rds_examples) instead of every method under "
                 "every rule: each method at its own rule, one downstream run each"})
     seeds: int = field(default=3, metadata={"help": "downstream seeds (LoRA init, data order, random/oracle draw)"})
-    less_dim: int = field(default=8192, metadata={"help": "LESS random-projection dimension d"})
-    less_seed: int = field(default=0, metadata={"help": "seed of the Rademacher projection"})
-    less_checkpoints: tuple[str, ...] = field(
-        default=(), metadata={"help": "LESS checkpoints (ours or HF Trainer's); default: the run's warm-up epochs"})
     test: str | None = field(default=None, metadata={"help": "target test split; default test.jsonl beside the target"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3, seed=0),
                                metadata={"help": "downstream LoRA recipe (seed replaced per run)"})
@@ -216,14 +212,14 @@ class CompareConfig:
     em_tokens: int = field(default=16, metadata={
         "help": "greedy tokens generated per exact-match prompt (a worked GSM8K answer needs about 200)"})
     downstream: bool = field(default=True, metadata={"help": "fine-tune and evaluate on each selection"})
-    projection_batch: int = field(default=128, metadata={"help": "rows per LESS projection matmul"})
-    projector_cache_gb: float = field(default=4.0, metadata={"help": "keep R in memory up to this size"})
+    less: LessConfig = field(default_factory=LessConfig, metadata={"help": "LESS's projection and checkpoints"})
 
     def __post_init__(self):
         if isinstance(self.train, dict):
             object.__setattr__(self, "train", TrainConfig(**self.train))
         object.__setattr__(self, "methods", tuple(self.methods))
-        object.__setattr__(self, "less_checkpoints", tuple(self.less_checkpoints))
+        if isinstance(self.less, dict):
+            object.__setattr__(self, "less", LessConfig(**self.less))
         object.__setattr__(self, "rules", tuple(self.rules))
         object.__setattr__(self, "only", tuple(self.only))
         if self.only:
@@ -241,8 +237,8 @@ class CompareConfig:
             raise ConfigError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(registry.KNOWN_METHODS)})")
         if not self.methods:
             raise ConfigError("no methods to compare")
-        if self.seeds < 1 or self.less_dim < 1 or self.full_epochs < 1:
-            raise ConfigError("seeds, less_dim and full_epochs must be >= 1")
+        if self.seeds < 1 or self.full_epochs < 1:
+            raise ConfigError("seeds and full_epochs must be >= 1")
 
     def rows(self, has_truth: bool) -> list[str]:
         if self.only:
@@ -272,96 +268,3 @@ class GeometryConfig:
             raise ConfigError("n_examples must be >= 1")
         if self.checkpoints is not None:
             object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
-
-
-CLUSTER_RULES = ("kmeans", "dominant")  # = methods.gradientspace.assign.RULES (tested)
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """What `cluster` runs; written into clusters.json."""
-    n_clusters: int = field(default=0, metadata={"help": "clusters (0 = pick by silhouette over --k-grid)"})
-    k_grid: tuple[int, ...] = field(default=(4, 8, 12, 16, 19, 24, 32), metadata={
-        "help": "candidate cluster counts for the silhouette criterion"})
-    rank: int = field(default=32, metadata={"help": "sketch rank K (coordinates kept per example)"})
-    sketch_size: int = field(default=64, metadata={"help": "Frequent Directions buffer ℓ (≥ rank; memory 2ℓ·D)"})
-    rule: str = field(default="kmeans", metadata={"help": "assignment: kmeans (unit coordinates) | dominant (argmax |v_k·g|)"})
-    pool_size: int = field(default=3000, metadata={"help": "seeded pool sample clustered (0 = the whole pool)"})
-    elrea_dim: int = field(default=256, metadata={"help": "ELREA random-projection dimension"})
-    birch_threshold: float = field(default=0.1, metadata={
-        "help": "BIRCH subcluster radius on unit ELREA features (scikit-learn's 0.5 merges everything into one)"})
-    batch_size: int = field(default=16, metadata={"help": "examples per gradient batch"})
-    seed: int = field(default=0, metadata={"help": "sample, projection and k-means seed"})
-
-    def __post_init__(self):
-        if self.rule not in CLUSTER_RULES:
-            raise ConfigError(f"rule must be one of {', '.join(CLUSTER_RULES)}, got '{self.rule}'")
-        if self.sketch_size < self.rank:
-            raise ConfigError(f"sketch_size ({self.sketch_size}) must be ≥ rank ({self.rank})")
-        if self.n_clusters < 0 or self.n_clusters == 1 or any(k < 2 for k in self.k_grid):
-            raise ConfigError("cluster counts must be ≥ 2 (n_clusters 0 = pick by silhouette)")
-        if self.rule == "dominant" and max(self.n_clusters, *self.k_grid) > self.rank:
-            raise ConfigError(f"the dominant rule needs every cluster count ≤ rank ({self.rank})")
-
-
-EXPERT_CLUSTERINGS = ("gradientspace", "elrea", "embedding", "random")  # = runner.cluster.METHODS (tested)
-EXPERT_ROUTERS = ("logreg", "mlp")  # = methods.gradientspace.router.ROUTERS (tested)
-
-
-@dataclass(frozen=True)
-class ExpertConfig:
-    """What `experts` trains and evaluates on top of `cluster`; written into experts.json."""
-    clusterings: tuple[str, ...] = field(default=("gradientspace", "elrea"), metadata={
-        "help": "clusterings whose clusters get one LoRA expert each (the ones in clusters.json)"})
-    seeds: int = field(default=3, metadata={"help": "seeds (LoRA init and data order of every adapter)"})
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=1e-3, seed=0),
-                               metadata={"help": "the downstream LoRA recipe, for the single LoRA and every expert"})
-    expert_steps: str = field(default="epochs", metadata={
-        "help": "epochs: every expert trains the recipe's epochs over its own rows (a small cluster gets few steps) | "
-                "match: each expert's epochs are scaled by single's rows / its rows, so it takes about as many "
-                "optimizer steps as the single LoRA (the equal-compute comparison; k times the training time)"})
-    ensembles: tuple[str, ...] = field(default=("elrea",), metadata={
-        "help": "clusterings whose experts are also scored as an ELREA ensemble (each costs k+1 forwards a token)"})
-    router: str = field(default="logreg", metadata={
-        "help": "router on the prompt's mean-pooled base hidden state: logreg | mlp (one hidden layer of 64)"})
-    base_weight: float = field(default=0.5, metadata={
-        "help": "ELREA ensemble: weight of the base (all-data) adapter's logits; the experts share the rest"})
-    temperature: float = field(default=1.0, metadata={"help": "ELREA ensemble: softmax temperature on the cosines"})
-    oracle_routing: bool = field(default=True, metadata={
-        "help": "also score routing by the true skill (each query to the cluster with most rows of its skill): "
-                "separates the router's errors from what the experts can do"})
-    per_skill: int = field(default=16, metadata={"help": "held-out pool test examples per skill (not clustered)"})
-    per_subtask: int = field(default=40, metadata={"help": "test-split examples per subtask (0 = all)"})
-    tests: tuple[str, ...] = field(default=(), metadata={
-        "help": "test splits (JSONL with subtask); default: the bundled targets' test splits on the bundled pool, "
-                "else the run target's test.jsonl"})
-    n_em: int = field(default=10, metadata={"help": "exact-match prompts per test group (greedy decoding)"})
-    max_new_tokens: int = field(default=16, metadata={"help": "greedy decoding length for exact match"})
-    latency_queries: int = field(default=6, metadata={"help": "queries timed one at a time per inference rule"})
-    eval_batch: int = field(default=32, metadata={"help": "test examples per forward batch"})
-
-    def __post_init__(self):
-        if isinstance(self.train, dict):
-            object.__setattr__(self, "train", TrainConfig(**self.train))
-        object.__setattr__(self, "clusterings", tuple(self.clusterings))
-        object.__setattr__(self, "tests", tuple(self.tests))
-        object.__setattr__(self, "ensembles", tuple(self.ensembles))
-        bad = [c for c in self.clusterings if c not in EXPERT_CLUSTERINGS]
-        if not set(self.ensembles) <= set(self.clusterings):
-            raise ConfigError(f"ensembles ({', '.join(self.ensembles)}) must be among the clusterings "
-                              f"({', '.join(self.clusterings)})")
-        if bad or not self.clusterings:
-            raise ConfigError(f"unknown clustering(s) {', '.join(bad) or '(none given)'} "
-                              f"(choose from {', '.join(EXPERT_CLUSTERINGS)})")
-        if self.expert_steps not in ("epochs", "match"):
-            raise ConfigError(f"expert_steps must be epochs or match, got '{self.expert_steps}'")
-        if self.router not in EXPERT_ROUTERS:
-            raise ConfigError(f"router must be one of {', '.join(EXPERT_ROUTERS)}, got '{self.router}'")
-        if not 0 <= self.base_weight < 1:
-            raise ConfigError(f"base_weight must lie in [0, 1), got {self.base_weight}")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be positive, got {self.temperature}")
-        if self.seeds < 1 or self.eval_batch < 1:
-            raise ConfigError("seeds and eval_batch must be >= 1")
-        if min(self.per_skill, self.per_subtask, self.n_em, self.latency_queries) < 0:
-            raise ConfigError("per_skill, per_subtask, n_em and latency_queries must be >= 0")

@@ -23,6 +23,12 @@ from gist_core.errors import GistError, ModelSourceError
 log = logging.getLogger(__name__)
 
 
+def models_cache_root() -> Path:
+    """Where converted models live: $GIST_LAB_MODELS, else ~/.cache/gist-lab/models (the data cache sits beside it)."""
+    env = os.environ.get("GIST_LAB_MODELS")
+    return Path(env) if env else Path.home() / ".cache" / "gist-lab" / "models"
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

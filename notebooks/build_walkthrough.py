@@ -50,14 +50,26 @@ from IPython.display import Markdown, display
 
 import gist_core
 from gist_core import CompareConfig, GeometryConfig, RunConfig, demo_config, rescore, run_compare, run_geometry, run_select
-from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig
+from gist_core.config import TrainConfig
+from gist_core.methods.gradientspace.config import ClusterConfig, ExpertConfig
 from gist_core.methods.gast.config import TrainRunConfig
 from gist_core.methods.iprox.config import ProxyConfig
-from gist_core.runner.cluster import run_cluster
-from gist_core.runner.experts import run_experts
-from gist_core.runner.proxy import run_proxy
-from gist_core.runner.train import run_ablation
-from gist_core.viewer import clusters, figures, layers, proxy, views
+from gist_core.methods.gradientspace.cluster_stage import run_cluster
+from gist_core.methods.gradientspace.experts_stage import run_experts
+from gist_core.methods.iprox.stages import run_proxy
+from gist_core.methods.gast.stages import run_ablation
+from gist_core.viewer import views
+from gist_core.methods.gradientspace import view as clusters
+from gist_core.methods.gast import view as layers
+from gist_core.methods.iprox import view as proxy
+from gist_core.methods.gast import figures as layer_figures
+from gist_core.methods.gradientspace import figures as cluster_figures
+from gist_core.methods.iprox import figures as proxy_figures
+from gist_core.viewer.figures import compare as compare_figures
+from gist_core.viewer.figures import curvature as curvature_figures
+from gist_core.viewer.figures import pool_map as pool_map_figures
+from gist_core.viewer.figures import scores as scores_figures
+from gist_core.viewer.figures import spectrum as spectrum_figures
 
 ROOT = Path(gist_core.__file__).resolve().parents[1]
 RUNS = Path(os.environ.get("GIST_LAB_RUNS") or ROOT / "runs").resolve()
@@ -96,8 +108,8 @@ later checkpoints usually concentrate further as the adapter learns the task."""
     ("code", """specs = views.spectra(RUN)
 gist_epoch = int(cfg.checkpoint)
 rank0 = int(summary["rank"])
-figures.singular_values(specs, rank0, gist_epoch)""", []),
-    ("code", """figures.explained_variance(specs, rank0, cfg.tau, gist_epoch)""", []),
+spectrum_figures.singular_values(specs, rank0, gist_epoch)""", []),
+    ("code", """spectrum_figures.explained_variance(specs, rank0, cfg.tau, gist_epoch)""", []),
     ("code", """views.spectrum_table(specs)""", []),
     ("md", """## 3. Move the rank: precision and coverage
 
@@ -162,9 +174,9 @@ Every pool example's score at the run's rank, stacked by group, with the thresho
 (wrong answers) and amber (look-alikes: other skills phrased like the target's) to the right of it are the
 mistakes. By source: whether one data source dominates the selection.""", []),
     ("code", """h = views.histogram_counts(rs.frame, "truth", rs.subtasks)
-figures.score_histogram(h, "truth", rs.threshold, rs.k, "Scores by ground truth")""", []),
-    ("code", """figures.score_histogram(views.histogram_counts(rs.frame, "source", rs.subtasks), "source", rs.threshold, rs.k,
-                        "Scores by source")""", []),
+scores_figures.score_histogram(h, "truth", rs.threshold, rs.k, "Scores by ground truth")""", []),
+    ("code", """h = views.histogram_counts(rs.frame, "source", rs.subtasks)
+scores_figures.score_histogram(h, "source", rs.threshold, rs.k, "Scores by source")""", []),
     ("md", """## 5. The map
 
 Each pool example's projected gradient on the first r directions, normalised (cosine geometry), on its top two
@@ -173,7 +185,7 @@ the run folder). **How to read it.** Correct target-skill examples cluster aroun
 examples far from every star score low.""", []),
     ("code", """md = views.map_coords(RUN, rank0, "pca")
 pts = views.map_frame(md, rs.frame, "truth", rs.subtasks)
-figures.pool_map(pts, md.targets, "truth", "pca")""", []),
+pool_map_figures.pool_map(pts, md.targets, "truth", "pca")""", []),
     ("md", """## 6. The selected examples
 
 The selection under the run's rule, best first, with its ground truth, and the per-subtask coverage under every
@@ -195,7 +207,7 @@ geo = views.load_geometry(RUN)
 epoch = views.geometry_epochs(geo)[0]
 mats = views.curvature_matrices(RUN, epoch)
 dm = views.display_matrix(mats["hessian"], mats["n_a"], kind="abs")
-figures.curvature_heatmap(dm, views.MATRICES["hessian"], epoch)""", []),
+curvature_figures.curvature_heatmap(dm, views.MATRICES["hessian"], epoch)""", []),
     ("code", """geometry = views.geometry_table(geo)
 geometry[["epoch", "r95", "offdiag_hessian", "offdiag_fisher", "mass_AB_hessian", "adam_fit_error",
           "overlap_fisher_hessian", "overlap_random"]]""", ["geometry"]),
@@ -215,8 +227,8 @@ table = views.compare_table(rep).dropna(axis=1, how="all")
 table[[c for c in ["method", "label", "precision", "recall", "wrong", "look-alikes", "wall_s", "bytes"] if c in table]]""",
      ["compare"]),
     ("code", """refs = {"random": v} if (v := views.compare_value(rep, "random", "precision")) is not None else {}
-figures.metric_bars(table, "precision", "Precision of the selection (target skill, correct answer)", refs)""", []),
-    ("code", """figures.cost_bars(views.cost_frame(rep), list(table["method"]))""", []),
+compare_figures.metric_bars(table, "precision", "Precision of the selection (target skill, correct answer)", refs)""", []),
+    ("code", """compare_figures.cost_bars(views.cost_frame(rep), list(table["method"]))""", []),
     ("code", """ratios = {views.RATIO_LABELS[k]: v for k, v in views.ratio_metrics(rep).items()}
 pd.Series(ratios, name="GIST / LESS").to_frame()""", []),
     ("md", """## 9. GradientSpace: clusters in gradient space, one LoRA expert per cluster
@@ -235,7 +247,7 @@ majority skill is the query's own.""", []),
     run_cluster(RUN, ClusterConfig(n_clusters=8, pool_size=400, rank=16, sketch_size=32, elrea_dim=64), quiet=True)
 crep = clusters.load_clusters(RUN)
 clusters.table_frame(crep)""", ["clusters"]),
-    ("code", """figures.composition_heatmap(clusters.composition_frame(crep, "gradientspace"),
+    ("code", """cluster_figures.composition_heatmap(clusters.composition_frame(crep, "gradientspace"),
                             "Cluster × skill composition (share of each cluster)")""", []),
     ("code", """if clusters.load_experts(RUN) is None:
     run_experts(RUN, ExpertConfig(seeds=1, train=TrainConfig(epochs=2, lr=1e-3, seed=0), per_skill=4, per_subtask=8,
@@ -243,7 +255,7 @@ clusters.table_frame(crep)""", ["clusters"]),
 erep = clusters.load_experts(RUN)
 display(clusters.routing_frame(erep))
 clusters.expert_table(erep)""", ["experts"]),
-    ("code", """figures.confusion_heatmap(clusters.confusion_frame(erep, "gradientspace"),
+    ("code", """cluster_figures.confusion_heatmap(clusters.confusion_frame(erep, "gradientspace"),
                           "Router confusion: true skill → routed cluster (its majority skill)")""", []),
     ("md", """## 10. GAST: per-layer data selection inside LoRA training
 
@@ -262,7 +274,7 @@ layers.ablation_frame(arep)[["run", "test loss", "exact match", "ms / step", "he
     ("code", """member = GAST_DIR / next(m for v in arep["table"].values() if v["method"] == "gast" for m in v["members"])
 grep = layers.load_train(member)
 freq = layers.frequency_frame(member, grep, "skill")
-figures.skill_heatmap(layers.frequency_by(freq, "skill"), "GAST: mean selection frequency per layer and skill")""", []),
+layer_figures.skill_heatmap(layers.frequency_by(freq, "skill"), "GAST: mean selection frequency per layer and skill")""", []),
     ("md", """## 11. Iprox: a low-rank proxy of the model for cheaper selection
 
 Iprox (arXiv 2602.17835, ICLR 2026) builds the proxy *from the model itself*: every linear layer W becomes two
@@ -280,8 +292,8 @@ pcfg = ProxyConfig(rho=0.5, sweep=(0.7,), candidates=("svd",), eval_pool=400, le
 prep = run_proxy(pcfg, PROXY_DIR)
 proxy.models_frame(prep)[["model", "how", "ρ", "share of target", "gist Spearman", "gist top-5% overlap",
                           "less Spearman", "less top-5% overlap", "grad time vs target"]]""", ["proxy"]),
-    ("code", """figures.rho_sweep(proxy.sweep_frame(prep))""", []),
-    ("code", """figures.stage2_curve(proxy.curve_frame(prep, "proxy"))""", []),
+    ("code", """proxy_figures.rho_sweep(proxy.sweep_frame(prep))""", []),
+    ("code", """proxy_figures.stage2_curve(proxy.curve_frame(prep, "proxy"))""", []),
     ("md", """The same folders open in the dashboard (`streamlit run app.py`, with the same `GIST_LAB_RUNS`):
 the Spectrum, Scores, Examples, Map, Curvature, Compare, Clusters, Layers and Proxy pages draw these figures with
 their widgets.""", []),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
+from gist_core.methods.iprox import figures as proxy_figures
+from gist_core.methods.iprox import view as proxy
 from gist_core.store.runs import runs_root
-from gist_core.viewer import figures, proxy
 
 ui.page_setup("Proxy")
 st.title("Proxy")
@@ -41,23 +42,23 @@ st.dataframe(frame, hide_index=True, width="stretch", column_config={
     c: st.column_config.NumberColumn(format=formats.get(c, "%.3f")) for c in frame.columns if c not in ("model", "how")})
 sweep = proxy.sweep_frame(rep)
 if "evaluation" in rep:
-    st.plotly_chart(figures.rho_sweep(sweep), width="stretch")
+    st.plotly_chart(proxy_figures.rho_sweep(sweep), width="stretch")
     if sweep["ρ"].nunique() <= 2:
         st.caption("One ρ so far: add points with `--sweep 0.3,0.7` (the built models are kept).")
     metric = st.radio("Agreement", ["Spearman", "top-5% overlap"], horizontal=True, key="proxy_metric")
-    st.plotly_chart(figures.proxy_agreement_bars(frame, methods, metric), width="stretch")
+    st.plotly_chart(proxy_figures.agreement_bars(frame, methods, metric), width="stretch")
 built = [n for n in frame["model"] if rep["models"].get(n, {}).get("plan")]  # the table's order: the proxy first
 if built:
     pick = st.selectbox("Model to inspect", built, key="proxy_model")
     meta = rep["models"][pick]
     ranks = proxy.ranks_frame(rep, pick)
     share, grid = proxy.rank_grid(rep, pick)
-    st.plotly_chart(figures.rank_heatmap(share, grid, f"{pick}: rank kept per layer ({proxy.describe(meta)}, "
+    st.plotly_chart(proxy_figures.rank_heatmap(share, grid, f"{pick}: rank kept per layer ({proxy.describe(meta)}, "
                                                       f"ρ {meta['rho']:g})"), width="stretch")
     st.caption(f"{int(ranks['dense'].sum())} of {len(ranks)} layers stay dense (rank ≥ min(m, n) after rounding); "
                f"{meta['params']:,} of {meta['target_params']:,} parameters ({meta['params'] / meta['target_params']:.0%}).")
     curve = proxy.curve_frame(rep, pick)
     if len(curve):
-        st.plotly_chart(figures.stage2_curve(curve), width="stretch")
+        st.plotly_chart(proxy_figures.stage2_curve(curve), width="stretch")
     else:
         st.caption("No stage 2 for this model.")

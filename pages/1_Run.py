@@ -6,10 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from gist_core.app import launcher, ui
+from gist_core.app import ui
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
 from gist_core.methods import scoring
-from gist_core.methods.gist.advisor import DEFAULT_RANK_RULE, RANK_RULES
+from gist_core.methods.scoring import DEFAULT_RANK_RULE, RANK_RULES
+from gist_core.runner import launcher
 from gist_core.store.atomic import atomic_write_bytes
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import NAME_RULE, RunNameError, run_path, runs_root, upload_path

@@ -5,7 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import figures, views
+from gist_core.viewer import views
+from gist_core.viewer.figures import spectrum as spectrum_figures
 
 ui.page_setup("Spectrum")
 st.title("Spectrum")
@@ -24,8 +25,8 @@ s = {**ui.settings(run_dir), "rank": rank, "kind": kind}
 rs = ui.rescored(run_dir, s)
 
 left, right = st.columns(2)
-left.plotly_chart(figures.singular_values(specs, rank, gist_epoch), width="stretch", key="sigma_chart")
-right.plotly_chart(figures.explained_variance(specs, rank, tau, gist_epoch), width="stretch", key="explained_chart")
+left.plotly_chart(spectrum_figures.singular_values(specs, rank, gist_epoch), width="stretch", key="sigma_chart")
+right.plotly_chart(spectrum_figures.explained_variance(specs, rank, tau, gist_epoch), width="stretch", key="explained_chart")
 main = views.main_spectrum(specs, gist_epoch)
 
 if specs:
@@ -40,7 +41,7 @@ if adv is None:
     st.caption("No subtask has two validation examples: the advisor holds one out and needs another to aim at.")
 else:
     ac = st.columns([3, 2])
-    ac[0].plotly_chart(figures.advisor_chart(adv, rank, main.r95 if main is not None else None), width="stretch",
+    ac[0].plotly_chart(spectrum_figures.advisor_chart(adv, rank, main.r95 if main is not None else None), width="stretch",
                        key="advisor_chart")
     ac[1].markdown(f"**Suggested r = {adv.suggested}**" + (f" (τ = 0.95 gives r = {main.r95})" if main else "")
                    + f"; this page shows r = {rank}.")
@@ -59,7 +60,7 @@ dims = views.spectrum_table(specs)
 if len(dims) < 2:
     st.caption("One warm-up checkpoint: nothing to follow over training.")
 else:
-    st.plotly_chart(figures.intrinsic_dimension(dims), width="stretch", key="intrinsic_dim_chart")
+    st.plotly_chart(spectrum_figures.intrinsic_dimension(dims), width="stretch", key="intrinsic_dim_chart")
 st.caption(f"Smallest r whose cumulative explained variance reaches 95 % / 99 % at each checkpoint, out of "
            f"{int(dims['N_v'].max()) if len(dims) else 0} directions (N_v); the table above has the same numbers.")
 

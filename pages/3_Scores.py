@@ -6,7 +6,8 @@ import streamlit as st
 
 from gist_core.app import ui
 from gist_core.methods import scoring
-from gist_core.viewer import figures, views
+from gist_core.viewer import views
+from gist_core.viewer.figures import scores as scores_figures
 
 ui.page_setup("Scores")
 st.title("Scores")
@@ -39,7 +40,7 @@ if m:
 
 
 def histogram(by: str, title: str, key: str):
-    fig = figures.score_histogram(views.histogram_counts(rs.frame, by, rs.subtasks), by, rs.threshold, rs.k, title, log_y)
+    fig = scores_figures.score_histogram(views.histogram_counts(rs.frame, by, rs.subtasks), by, rs.threshold, rs.k, title, log_y)
     return st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("box", "lasso", "points"))
 
 
@@ -84,7 +85,7 @@ st.dataframe(views.coverage_display(rs), hide_index=True, width="stretch")
 st.caption("Per rule: correct target examples selected for the subtask / examples picked for it"
            if rs.metrics["global"] else "Per rule: examples picked for the subtask")
 bd = views.subtask_breakdown(rs)
-st.plotly_chart(figures.subtask_cosine_bars(bd, f"selected ({balance})"), width="stretch", key="breakdown")
+st.plotly_chart(scores_figures.subtask_cosine_bars(bd, f"selected ({balance})"), width="stretch", key="breakdown")
 
 st.subheader("Per-subtask columns: one scale or many?")
 st.caption("The global rule takes the max over subtask columns, which assumes they share one scale. Each column's "
@@ -103,7 +104,7 @@ cols = sources[source]
 dist = views.column_distributions(rs.subtasks, cols,
                                   {"cosine": "global", "z-score": "zscore", "quantile": "quantile"}[scale])
 wc = st.columns([3, 2])
-wc[0].plotly_chart(figures.column_violins(dist, f"{source}: each subtask column over the pool ({scale})", scale),
+wc[0].plotly_chart(scores_figures.column_violins(dist, f"{source}: each subtask column over the pool ({scale})", scale),
                    width="stretch", key="col_violin")
 quant = views.column_quantiles(rs.subtasks, cols, rs.k)
 wc[1].dataframe(quant, hide_index=True, width="stretch",
@@ -117,7 +118,7 @@ st.dataframe(views.selection_winners(rs.frame, rs.subtasks, cols, balance, rs.k,
 ranks = sorted({max(1, round(x)) for x in np.linspace(1, views.r_max(run_dir), min(8, views.r_max(run_dir)))}
                | {s["rank"]})
 wr = ui.winners_by_rank(run_dir, ranks, balance, budget, winners_by)
-st.plotly_chart(figures.winners_by_rank_bars(
+st.plotly_chart(scores_figures.winners_by_rank_bars(
     wr, s["rank"], ranks, f"The {views.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}"),
     width="stretch", key="winners_by_rank")
 

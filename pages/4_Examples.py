@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import figures, views
+from gist_core.viewer import views
+from gist_core.viewer.figures import scores as scores_figures
 
 MAX_ROWS = 2000  # rows sent to the browser; filters narrow the rest
 
@@ -83,7 +84,7 @@ with st.expander("As the model sees it (the run's tokenizer and chat template)",
         m2.markdown("Tokens in the loss")
         m2.code(mi["response"], language=None, wrap_lines=True)
 g1, g2 = st.columns(2)
-g1.plotly_chart(figures.example_cosines(d["cosines"]), width="stretch", key="ex_cosines")
+g1.plotly_chart(scores_figures.example_cosines(d["cosines"]), width="stretch", key="ex_cosines")
 g2.markdown(f"Nearest target examples at rank r = {s['rank']}")
 g2.dataframe(views.nearest_targets(run_dir, row, s["rank"]), hide_index=True, width="stretch",
              column_config={"cosine": st.column_config.NumberColumn(format="%.4f")})

@@ -4,7 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import figures, views
+from gist_core.viewer import views
+from gist_core.viewer.figures import pool_map as pool_map_figures
 
 ui.page_setup("Map")
 st.title("Map")
@@ -33,7 +34,7 @@ if md is None:
         st.stop()
 
 pts = views.map_frame(md, rs.frame, color_by, rs.subtasks)
-fig = figures.pool_map(pts, md.targets, color_by, method)
+fig = pool_map_figures.pool_map(pts, md.targets, color_by, method)
 event = st.plotly_chart(fig, width="stretch", key="map_chart", on_select="rerun",
                         selection_mode=("lasso", "box", "points"))
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gist_core.app import launcher, ui
+from gist_core.app import ui
+from gist_core.runner import launcher
 from gist_core.store.layout import RunLayout
-from gist_core.viewer import figures, views
+from gist_core.viewer import views
+from gist_core.viewer.figures import curvature as curvature_figures
 
 ui.page_setup("Curvature")
 st.title("Curvature")
@@ -126,11 +128,11 @@ if dm is None:
     left.warning(f"`{views.geometry_matrix_path(run_dir, epoch)}` is missing: run `gist-lab geometry --run "
                  f"{run_dir}` again to rewrite it.")
 else:
-    left.plotly_chart(figures.curvature_heatmap(dm, label, epoch), width="stretch", key="curvature_heatmap")
+    left.plotly_chart(curvature_figures.curvature_heatmap(dm, label, epoch), width="stretch", key="curvature_heatmap")
 
 diag = ui.curvature_diagonals(run_dir, epoch)
 if diag is not None:
-    right.plotly_chart(figures.diagonals(diag), width="stretch", key="diagonal_chart")
+    right.plotly_chart(curvature_figures.diagonals(diag), width="stretch", key="diagonal_chart")
     neg = int((diag["diag_H"] < 0).sum())
     right.caption(f"diag(H) is the best diagonal approximation of H; Adam preconditions with √v (scaled by the c that "
                   f"fits diag(H) best). {neg} of {len(diag)} diagonal entries of H are negative (drawn as |·|).")
@@ -145,7 +147,7 @@ st.dataframe(table, hide_index=True, width="stretch", key="geometry_table",
                             "r95": st.column_config.NumberColumn(format="%d"),
                             "r99": st.column_config.NumberColumn(format="%d"),
                             "wall_s": st.column_config.NumberColumn(format="%.1f")})
-st.plotly_chart(figures.curvature_trend(table), width="stretch", key="geometry_trend_chart")
+st.plotly_chart(curvature_figures.curvature_trend(table), width="stretch", key="geometry_trend_chart")
 
 with st.expander("This checkpoint's raw numbers and the geometry settings"):
     st.json({"config": cfg, f"checkpoint {epoch}": {k: v for k, v in ck.items() if k != "key"}}, expanded=False)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gist_core.app import launcher, ui
-from gist_core.viewer import figures, views
+from gist_core.app import ui
+from gist_core.runner import launcher
+from gist_core.viewer import views
+from gist_core.viewer.figures import compare as compare_figures
 
 ui.page_setup("Compare")
 st.title("Compare")
@@ -94,7 +96,7 @@ def bars(col: str, title: str, refs: dict[str, float], key: str, zoom: bool = Fa
     if d.empty:
         st.caption(f"No {title.lower()} yet.")
         return
-    st.plotly_chart(figures.metric_bars(d, col, title, refs, zoom=zoom), width="stretch", key=key)
+    st.plotly_chart(compare_figures.metric_bars(d, col, title, refs, zoom=zoom), width="stretch", key=key)
 
 
 def ref(row: str, col: str) -> dict[str, float]:
@@ -130,14 +132,14 @@ log_x = st.toggle("log scale", value=False, key="cost_log", help="zero-second st
 if cost.empty:
     st.caption("No per-stage wall times recorded.")
 else:
-    st.plotly_chart(figures.cost_bars(cost, list(table["method"]), log_x), width="stretch", key="cost_chart")
+    st.plotly_chart(compare_figures.cost_bars(cost, list(table["method"]), log_x), width="stretch", key="cost_chart")
 
 
 def heatmap(m, title: str, zmin: float, zmax: float, key: str) -> None:
     if m.empty:
         st.caption(f"No {title.lower()} in {views.compare_path(run_dir).name}.")
         return
-    st.plotly_chart(figures.agreement_heatmap(m, title, zmin, zmax), width="stretch", key=key)
+    st.plotly_chart(compare_figures.agreement_heatmap(m, title, zmin, zmax), width="stretch", key=key)
 
 
 st.subheader("Agreement between methods")
@@ -154,7 +156,7 @@ sub = views.per_subtask_frame(rep, metric)
 if sub.empty:
     st.caption("No per-subtask downstream results yet.")
 else:
-    st.plotly_chart(figures.per_subtask_heatmap(sub, metric), width="stretch", key="subtask_heatmap")
+    st.plotly_chart(compare_figures.per_subtask_heatmap(sub, metric), width="stretch", key="subtask_heatmap")
 
 with st.expander("Per-seed results, cost notes and settings"):
     seeds_df = views.per_seed_frame(rep)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import clusters, figures
+from gist_core.methods.gradientspace import figures as cluster_figures
+from gist_core.methods.gradientspace import view as clusters
 
 ui.page_setup("Clusters")
 st.title("Clusters")
@@ -27,15 +28,15 @@ st.dataframe(table, hide_index=True, width="stretch",
 st.caption("Within-cluster variance is measured on the unit-normalised gradient-sketch coordinates for every method "
            "(the paper's argument: clustering by gradient lowers the gradient variance inside a cluster).")
 left, right = st.columns(2)
-left.plotly_chart(figures.agreement_bars(table), width="stretch")
+left.plotly_chart(cluster_figures.agreement_bars(table), width="stretch")
 if rep["k_curve"]:
-    right.plotly_chart(figures.k_curve(rep["k_curve"], rep["k"]), width="stretch")
+    right.plotly_chart(cluster_figures.k_curve(rep["k_curve"], rep["k"]), width="stretch")
 else:
     right.info(f"k = {rep['k']} was given (`--clusters`); no silhouette sweep.")
 
 method = st.radio("Clustering", clusters.methods(rep), horizontal=True, format_func=lambda m: clusters.METHOD_LABELS.get(m, m),
                   key="clusters_method")
-st.plotly_chart(figures.composition_heatmap(clusters.composition_frame(rep, method),
+st.plotly_chart(cluster_figures.composition_heatmap(clusters.composition_frame(rep, method),
                                             "Cluster × skill composition (share of each cluster)"), width="stretch")
 st.subheader("Examples per cluster")
 members = clusters.cluster_members(run_dir, method, ui.load_run(run_dir).frame)
@@ -43,7 +44,7 @@ pick = st.selectbox("Cluster", sorted(members["cluster"].unique()), format_func=
                     f"({(members['cluster'] == c).sum()} examples)", key="clusters_pick")
 st.dataframe(members[members["cluster"] == pick], hide_index=True, width="stretch")
 st.subheader("Map coloured by cluster")
-st.plotly_chart(figures.cluster_scatter(clusters.cluster_map(run_dir, method, ui.load_run(run_dir).frame),
+st.plotly_chart(cluster_figures.cluster_scatter(clusters.cluster_map(run_dir, method, ui.load_run(run_dir).frame),
                                         "Pool rows on the top-2 principal axes of their unit gradient-sketch coordinates"),
                 width="stretch")
 st.caption("The same 2-D picture for every clustering (the gradient sketch's axes), coloured by the chosen "
@@ -76,10 +77,10 @@ st.caption("A query is routed correctly when the chosen cluster's majority skill
            "(every bundled target's test example carries the pool skill it exercises).")
 routed = st.radio("Router of", clusters.routed_methods(ex), horizontal=True, key="experts_router",
                   format_func=lambda m: clusters.METHOD_LABELS.get(m, m))
-st.plotly_chart(figures.confusion_heatmap(clusters.confusion_frame(ex, routed),
+st.plotly_chart(cluster_figures.confusion_heatmap(clusters.confusion_frame(ex, routed),
                                           "Router confusion: true skill → routed cluster (its majority skill)"),
                 width="stretch")
 metric = st.radio("Per-skill metric", ["loss", "exact_match"], horizontal=True, key="experts_metric",
                   format_func=lambda m: {"loss": "test loss", "exact_match": "exact match"}[m])
-st.plotly_chart(figures.per_group_bars(clusters.per_group_frame(ex, metric, base=False), metric), width="stretch")
+st.plotly_chart(cluster_figures.per_group_bars(clusters.per_group_frame(ex, metric, base=False), metric), width="stretch")
 st.caption("The base model (no adapter) is in the table above and left out here: its losses dwarf the others.")

@@ -4,8 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
+from gist_core.methods.gast import figures as layer_figures
+from gist_core.methods.gast import view as layers
+from gist_core.methods.gradientspace import figures as cluster_figures
 from gist_core.store.runs import runs_root
-from gist_core.viewer import figures, layers
 
 ui.page_setup("Layers")
 st.title("Layers")
@@ -33,9 +35,9 @@ if abl is not None:
                "step (cached: every example's per-layer gradient; twopass: the blocks' inputs and output gradients).")
     ui.number_table(layers.ablation_frame(abl), "run")
     left, right = st.columns(2)
-    left.plotly_chart(figures.loss_curves(layers.loss_curves(folder, abl)), width="stretch")
+    left.plotly_chart(layer_figures.loss_curves(layers.loss_curves(folder, abl)), width="stretch")
     metric = right.radio("Per-subtask", ["loss", "exact_match"], horizontal=True, key="layers_metric")
-    right.plotly_chart(figures.per_group_bars(layers.per_subtask_frame(abl, metric), metric), width="stretch")
+    right.plotly_chart(cluster_figures.per_group_bars(layers.per_subtask_frame(abl, metric), metric), width="stretch")
     runs = [m for v in abl["table"].values() for m in v["members"]]
     member = folder / st.selectbox("Run to inspect", runs, key="layers_member")
 
@@ -50,12 +52,12 @@ st.caption(f"{rep['steps']} steps on {rep['n_train']} examples (support set: {re
            + ("." if peak is None else f"; peak resident memory during training {peak / 2**20:.0f} MB above its start."))
 sort_by = st.radio("Sort examples by", ["skill", "kind", "frequency"], horizontal=True, key="layers_sort")
 freq = layers.frequency_frame(member, rep, sort_by)
-st.plotly_chart(figures.frequency_heatmap(freq, "Selection frequency: layer × training example"), width="stretch")
+st.plotly_chart(layer_figures.frequency_heatmap(freq, "Selection frequency: layer × training example"), width="stretch")
 by = st.radio("Mean per", ["skill", "kind"], horizontal=True, key="layers_by")
-st.plotly_chart(figures.skill_heatmap(layers.frequency_by(freq, by), f"Mean selection frequency per layer and {by}"),
+st.plotly_chart(layer_figures.skill_heatmap(layers.frequency_by(freq, by), f"Mean selection frequency per layer and {by}"),
                 width="stretch")
 cos = layers.cosine_frame(member)
 if len(cos):
-    st.plotly_chart(figures.cosine_histograms(cos), width="stretch")
+    st.plotly_chart(layer_figures.cosine_histograms(cos), width="stretch")
 else:
     st.caption("Plain LoRA selects every example: no alignment to show.")

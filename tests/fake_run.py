@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from gist_core.methods import scoring
+from gist_core.methods.gist import artefacts as gist_artefacts
 from gist_core.methods.gist.subspace import Subspace
 from gist_core.store import artefacts
 
@@ -80,7 +81,7 @@ def make_fake_run(run_dir, n_pool: int = 2000, n_val: int = 20, r: int = 8, n_ep
         ck.mkdir(parents=True, exist_ok=True)
         np.save(ck / "val_grads.npy", G_val.astype(np.float32))
         # through the project's checked writer: val_coords from U[:, :r] * S is Fortran-ordered
-        artefacts.save_subspace(ck / "subspace.safetensors", Subspace(ortho_error=1e-7, **sub))
+        gist_artefacts.save_subspace(ck / "subspace.safetensors", Subspace(ortho_error=1e-7, **sub))
         if epoch == 1:
             sub1 = sub
 
@@ -219,9 +220,10 @@ def make_fake_compare(run_dir, with_downstream: bool = True, n_seeds: int = 3, s
            "budget": 0.05, "target": "fake/lookup/val.jsonl", "test": "fake/lookup/test.jsonl" if with_downstream else None,
            "seeds": list(range(n_seeds)),
            "config": {"methods": ["gist", "less", "rawcos", "random", "length", "embedding", "full", "oracle"],
-                      "seeds": n_seeds, "less_dim": 8192, "less_seed": 0, "test": None, "full_epochs": 1, "n_em": None,
-                      "downstream": with_downstream, "less_checkpoints": [], "projection_batch": 128,
-                      "projector_cache_gb": 4.0, "train": {"epochs": 4, "lr": 0.001, "batch_size": 8, "seed": 0}},
+                      "seeds": n_seeds, "test": None, "full_epochs": 1, "n_em": None,
+                      "downstream": with_downstream,
+                      "less": {"dim": 8192, "seed": 0, "checkpoints": [], "projection_batch": 128, "projector_cache_gb": 4.0},
+                      "train": {"epochs": 4, "lr": 0.001, "batch_size": 8, "seed": 0}},
            "gist": {"rank": 3, "checkpoint": 1, "r_max": 8, "aggregation": "subtask_mean"},
            "less": {"d": 8192, "checkpoints": [str(d / "checkpoints" / "ckpt-1"), str(d / "checkpoints" / "ckpt-2")],
                     "mean_lr": [6.8e-4, 3.2e-4], "weights": [0.68, 0.32], "weighting": "mean learning rate of each epoch",

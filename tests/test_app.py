@@ -289,7 +289,7 @@ def fresh_root(tmp_path, monkeypatch) -> dict:
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("GIST_LAB_RUNS", str(root))
-    from gist_core.app import launcher
+    from gist_core.runner import launcher
     calls = []
     monkeypatch.setattr(launcher, "launch", lambda run_dir, args, cmd=None: calls.append((Path(run_dir), args)) or {})
     return {"tmp": tmp_path, "root": root, "launches": calls}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from gist_core.methods.gist import artefacts as gist_artefacts
 from gist_core.methods.gist.subspace import Subspace, fit_subspace, val_coords_error
 from gist_core.store import artefacts
 
@@ -85,8 +86,8 @@ def test_subspace_round_trip_from_eigh_ordering(tmp_path, n_val, r_max):
                      ortho_error=sub.ortho_error)
     for name, s in (("fresh", sub), ("fortran", sub_f)):
         path = tmp_path / f"{name}.safetensors"
-        artefacts.save_subspace(path, s)
-        back = artefacts.load_subspace(path)
+        gist_artefacts.save_subspace(path, s)
+        back = gist_artefacts.load_subspace(path)
         np.testing.assert_array_equal(back.basis, sub.basis)
         np.testing.assert_array_equal(back.val_coords, sub.val_coords)
         np.testing.assert_array_equal(back.sigma, sub.sigma)
@@ -95,7 +96,7 @@ def test_subspace_round_trip_from_eigh_ordering(tmp_path, n_val, r_max):
         np.testing.assert_allclose(back.val_coords, G.astype(np.float64) @ back.basis.astype(np.float64),
                                    atol=1e-5 * np.abs(back.val_coords).max())
         assert val_coords_error(G, back) < 1e-6
-        part = artefacts.load_subspace(path, ("sigma", "val_coords"))
+        part = gist_artefacts.load_subspace(path, ("sigma", "val_coords"))
         assert part.basis is None and part.r_max == back.r_max
 
 
@@ -114,9 +115,9 @@ def test_stale_file_is_refused_unless_allowed(tmp_path):
     sub = fit_subspace(rng.normal(size=(6, 50)).astype(np.float32), 4)
     save_file({"basis": sub.basis, "sigma": sub.sigma, "val_coords": sub.val_coords}, str(tmp_path / "old.safetensors"))
     with pytest.raises(artefacts.StaleArtefact, match="format 1"):
-        artefacts.load_subspace(tmp_path / "old.safetensors")
+        gist_artefacts.load_subspace(tmp_path / "old.safetensors")
     assert artefacts.artefact_format(tmp_path / "old.safetensors") == 1
-    np.testing.assert_array_equal(artefacts.load_subspace(tmp_path / "old.safetensors", ("sigma",),
+    np.testing.assert_array_equal(gist_artefacts.load_subspace(tmp_path / "old.safetensors", ("sigma",),
                                                           allow_stale=True).sigma, sub.sigma)
 
 

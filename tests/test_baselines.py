@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gist_core.methods import baselines
+from gist_core.methods.baselines import scores as baselines
 
 
 def _unit(M):

@@ -81,7 +81,7 @@ def server(tmp_path_factory):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    from gist_core.app import launcher
+    from gist_core.runner import launcher
     launcher.cancel(runs / DEMO_RUN, grace_s=2.0, wait=True)  # never leave a demo running
 
 

@@ -8,6 +8,7 @@ from gist_core.cli import build_parser
 from gist_core.cli.args import COMPARE_FLAGS, GEOMETRY_FLAGS, RUN_FLAGS, compare_config, geometry_config, overrides
 from gist_core.config import CompareConfig, GeometryConfig, LoraSettings, RunConfig, TrainConfig
 from gist_core.errors import ConfigError
+from gist_core.methods.less.config import LessConfig
 
 
 def _help(cls, name):
@@ -32,7 +33,7 @@ def test_parsed_flags_give_the_hand_built_configs():
                                    "--less-dim", "64", "--train-epochs", "2", "--no-downstream", "--n-em", "5",
                                    "--lora-r", "4", "--epochs", "2", "--lr", "5e-3", "--no-target-eos", "--budget", "5%"])
     want = CompareConfig(methods=("gist", "less"), rules=("global", "subtask", "zscore", "quantile", "examples"), seeds=2,
-                         less_dim=64, downstream=False, n_em=5, train=TrainConfig(epochs=2, lr=1e-3, seed=0))
+                         less=LessConfig(dim=64), downstream=False, n_em=5, train=TrainConfig(epochs=2, lr=1e-3, seed=0))
     assert compare_config(a) == want
     got = overrides(a)
     assert got == {"budget": 0.05, "target_eos": False, "lora": LoraSettings(r=4), "warmup": TrainConfig(epochs=2, lr=5e-3)}

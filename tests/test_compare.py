@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from gist_core.config import CompareConfig, RunConfig
+from gist_core.errors import ConfigError
+from gist_core.methods.less.config import LessConfig
 from gist_core.model.training import TrainConfig
-from gist_core.runner.compare import CompareConfig, format_table, run_compare
-from gist_core.runner.pipeline import ConfigError, RunConfig
+from gist_core.runner.compare import run_compare
+from gist_core.runner.compare_report import format_table
 from gist_core.store.manifest import read_events
 
 METHOD_KEYS = {"test_loss", "test_loss_std", "exact_match", "precision", "wall_s", "bytes"}
@@ -21,7 +24,7 @@ def _run_cfg(micro_model_dir, micro_corpus) -> RunConfig:
                      budget=0.1, rank=4, warmup_fraction=0.2, warmup=TrainConfig(epochs=2, batch_size=8))
 
 
-CMP = CompareConfig(seeds=2, less_dim=64, train=TrainConfig(epochs=1, batch_size=8, seed=0))
+CMP = CompareConfig(seeds=2, less=LessConfig(dim=64), train=TrainConfig(epochs=1, batch_size=8, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,7 @@ def test_stored_downstream_numbers_equal_a_plain_loop(compared, micro_model_dir,
 
     from gist_core.data.examples import load_examples
     from gist_core.data.formatting import tokenize_examples
-    from gist_core.methods.baselines import random_selection
+    from gist_core.methods.baselines.scores import random_selection
     from gist_core.model.load import attach_lora, load_base_model
     from gist_core.model.training import train_lora
     out, rep = compared
@@ -124,7 +127,7 @@ def test_less_features_equal_a_naive_loop(compared, micro_model_dir):
 
     from gist_core.data.formatting import tokenize_examples
     from gist_core.grads.per_example import loop_grads, param_blocks
-    from gist_core.methods.less import RademacherProjector, adam_direction, read_moments
+    from gist_core.methods.less.features import RademacherProjector, adam_direction, read_moments
     from gist_core.model.load import load_adapter, load_base_model
     out, rep = compared
     base, tok = load_base_model(str(micro_model_dir), device="cpu")
@@ -188,7 +191,8 @@ def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model
     run's (default) norm-aware score: the projected gradient over its whole norm |g|."""
     import pandas as pd
 
-    from gist_core.store.artefacts import load_npy, load_subspace
+    from gist_core.methods.gist.artefacts import load_subspace
+    from gist_core.store.artefacts import load_npy
     out, _ = compared
     n_before = len(read_events(out))
     cmp = CompareConfig(methods=("gist", "gist_mean", "gist_max"), seeds=1, downstream=False)
@@ -215,7 +219,8 @@ def test_gist_at_both_aggregations_on_the_same_projections(compared, micro_model
 
 
 def test_rules_apply_to_every_score_based_family():
-    from gist_core.runner.compare import row_label, split_row
+    from gist_core.methods.registry import row_label
+    from gist_core.methods.scoring import split_row
     cmp = CompareConfig(methods=("gist", "less", "rawcos", "random", "length", "gist_max"), rules=("global", "quantile"))
     assert cmp.rows(True) == ["gist", "gist_quantile", "less", "less_quantile", "rawcos", "rawcos_quantile", "random",
                               "length", "gist_max", "gist_max_quantile", "oracle"]

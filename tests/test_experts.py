@@ -21,8 +21,8 @@ def planted(n_per=30, k=4, d=8, seed=0):
 
 
 def test_config_names_match_the_modules_they_validate_for():
-    from gist_core.config import EXPERT_CLUSTERINGS, EXPERT_ROUTERS
-    from gist_core.runner.cluster import METHODS
+    from gist_core.methods.gradientspace.cluster_stage import METHODS
+    from gist_core.methods.gradientspace.config import EXPERT_CLUSTERINGS, EXPERT_ROUTERS
     assert EXPERT_CLUSTERINGS == METHODS and EXPERT_ROUTERS == ROUTERS
 
 
@@ -220,16 +220,18 @@ def test_ensemble_decode_and_loss_equal_a_naive_mixture_without_cache(micro_mode
 
 # ----------------------------------------------------------------------------- the stage, end to end
 def expert_cfg(test_path, **kw):
-    from gist_core.config import ExpertConfig, TrainConfig
+    from gist_core.config import TrainConfig
+    from gist_core.methods.gradientspace.config import ExpertConfig
     return ExpertConfig(**{**dict(seeds=1, train=TrainConfig(epochs=1, lr=5e-3, seed=0), per_skill=2, per_subtask=2,
                                   n_em=2, latency_queries=1, tests=(str(test_path),)), **kw})
 
 
 @pytest.fixture(scope="module")
 def experts_run(tmp_path_factory, micro_model_dir, micro_corpus):
-    from gist_core.config import ClusterConfig, RunConfig
-    from gist_core.runner.cluster import run_cluster
-    from gist_core.runner.experts import run_experts
+    from gist_core.config import RunConfig
+    from gist_core.methods.gradientspace.cluster_stage import run_cluster
+    from gist_core.methods.gradientspace.config import ClusterConfig
+    from gist_core.methods.gradientspace.experts_stage import run_experts
     from gist_core.runner.pipeline import run_select
     out = tmp_path_factory.mktemp("experts-run")
     cfg = RunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
@@ -250,8 +252,8 @@ def group_means(groups, values):
 
 def test_stored_losses_equal_an_independent_evaluation_of_the_stored_adapters(experts_run, micro_model_dir,
                                                                               micro_corpus):
+    from gist_core.methods.gradientspace.experts_stage import Experts, load_experts_report
     from gist_core.model.evaluate import test_losses
-    from gist_core.runner.experts import Experts, load_experts_report
     from gist_core.store.layout import RunLayout
     run, rep = experts_run
     assert load_experts_report(run) == json.loads(json.dumps(rep))  # the report round-trips
@@ -263,7 +265,7 @@ def test_stored_losses_equal_an_independent_evaluation_of_the_stored_adapters(ex
     sizes = rep["routing"]["gradientspace"]["sizes"]
     assert rep["steps"]["gradientspace"]["max"] == -(-max(sizes) // 16)
     stored = json.loads(lay.experts_eval(0).read_text())["rules"]
-    tests = Experts(run, expert_cfg(micro_corpus["test"]), quiet=True).tests()
+    tests = Experts.open(run, expert_cfg(micro_corpus["test"]), quiet=True).tests()
     groups = [ex.subtask for ex in tests]
     assert {g.split("/")[0] for g in groups} == {Path(micro_corpus["test"]).parent.name, "pool"}
     model, tok = fresh(micro_model_dir, lay.expert_adapter(0, "single"))
@@ -279,12 +281,12 @@ def test_routed_rule_is_scikit_learn_on_the_stored_embeddings_and_its_losses_the
         experts_run, micro_model_dir, micro_corpus):
     from sklearn.linear_model import LogisticRegression
 
+    from gist_core.methods.gradientspace.experts_stage import Experts, prompt_part
     from gist_core.model.evaluate import test_losses
-    from gist_core.runner.experts import Experts, prompt_part
     from gist_core.store.layout import RunLayout
     run, rep = experts_run
     lay = RunLayout(run)
-    ex = Experts(run, expert_cfg(micro_corpus["test"]), quiet=True)
+    ex = Experts.open(run, expert_cfg(micro_corpus["test"]), quiet=True)
     tests = ex.tests()
     ids, labels = ex.encoded(tests)
     E_train, E_query = np.load(lay.experts_array("embed-train")), np.load(lay.experts_array("embed-query"))
@@ -329,7 +331,7 @@ def test_routed_rule_is_scikit_learn_on_the_stored_embeddings_and_its_losses_the
 def test_experts_command_resumes_without_retraining(experts_run, micro_corpus, monkeypatch, capsys):
     import gist_core.model.training as training
     from gist_core.cli import main as cli_main
-    from gist_core.runner.experts import load_experts_report
+    from gist_core.methods.gradientspace.experts_stage import load_experts_report
     from gist_core.store.layout import RunLayout
     run, rep = experts_run
     before = RunLayout(run).experts_eval(0).read_text()
@@ -347,18 +349,19 @@ def test_experts_command_resumes_without_retraining(experts_run, micro_corpus, m
 
 
 def test_matched_steps_scale_each_experts_epochs_to_the_single_adapters_steps(experts_run, micro_corpus):
-    from gist_core.runner.experts import Experts
+    from gist_core.methods.gradientspace.experts_stage import Experts
     run, _ = experts_run
-    ex = Experts(run, expert_cfg(micro_corpus["test"], expert_steps="match"), quiet=True)
+    ex = Experts.open(run, expert_cfg(micro_corpus["test"], expert_steps="match"), quiet=True)
     n = len(ex.rows)
     assert ex.train_cfg(0, n).epochs == 1 and ex.train_cfg(0, n // 4).epochs == 4 and ex.train_cfg(2, n // 3).seed == 2
-    fixed = Experts(run, expert_cfg(micro_corpus["test"]), quiet=True)
+    fixed = Experts.open(run, expert_cfg(micro_corpus["test"]), quiet=True)
     assert fixed.train_cfg(0, n // 4).epochs == 1
 
 
 def test_experts_config_and_missing_clusters_fail_in_one_line(tmp_path, micro_corpus):
-    from gist_core.config import ConfigError, ExpertConfig
-    from gist_core.runner.experts import Experts
+    from gist_core.errors import ConfigError
+    from gist_core.methods.gradientspace.config import ExpertConfig
+    from gist_core.methods.gradientspace.experts_stage import Experts
     with pytest.raises(ConfigError, match="ensembles .random. must be among the clusterings"):
         ExpertConfig(clusterings=("gradientspace",), ensembles=("random",))
     with pytest.raises(ConfigError, match="unknown clustering.s. kmeans"):
@@ -370,13 +373,13 @@ def test_experts_config_and_missing_clusters_fail_in_one_line(tmp_path, micro_co
     with pytest.raises(ConfigError, match="base_weight must lie in"):
         ExpertConfig(base_weight=1.0)
     with pytest.raises(ConfigError, match="no clustering yet .*run gist-lab cluster first"):
-        Experts(tmp_path, expert_cfg(micro_corpus["test"]))
+        Experts.open(tmp_path, expert_cfg(micro_corpus["test"]))
 
 
 def test_clusters_page_shows_the_expert_table_and_router_confusion(experts_run, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from gist_core.viewer.clusters import RULE_LABELS
+    from gist_core.methods.gradientspace.view import RULE_LABELS
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fake_run import plotly_array
     run, rep = experts_run

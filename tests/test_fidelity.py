@@ -29,7 +29,8 @@ def test_tokenize_without_target_eos(tokenizer_dir):
 def test_default_options_keep_earlier_keys_and_configs(micro_model_dir, micro_corpus, tmp_path):
     """Defaults leave every stage key as before (old run folders stay valid); off-default options key only
     the stages they change; an old config.json without the new fields is the same config."""
-    from gist_core.runner.pipeline import Run, RunConfig
+    from gist_core.config import RunConfig
+    from gist_core.runner.pipeline import Run
     base = dict(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]))
     k0 = Run(RunConfig(**base), tmp_path / "a", quiet=True).keys
     k_eos = Run(RunConfig(**base, target_eos=False), tmp_path / "b", quiet=True).keys

@@ -1,5 +1,6 @@
-"""gist_core.viewer.figures on a synthetic run (tests/fake_run.py): each builder's traces carry the viewer's numbers,
-and one palette colours the same group or method family alike in every figure (no torch, no Streamlit)."""
+"""The figure builders (gist_core.viewer.figures, methods/<name>/figures.py) on a synthetic run (tests/fake_run.py):
+each builder's traces carry the viewer's numbers, and one palette colours the same group or method family alike
+in every figure (no torch, no Streamlit)."""
 from __future__ import annotations
 
 import re
@@ -14,8 +15,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_run import COMPARE_ROWS, SUBTASKS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
 
-from gist_core.viewer import figures, views  # noqa: E402
+from gist_core.viewer import views  # noqa: E402
+from gist_core.viewer.figures import compare as compare_figures  # noqa: E402
+from gist_core.viewer.figures import curvature as curvature_figures  # noqa: E402
 from gist_core.viewer.figures import palette  # noqa: E402
+from gist_core.viewer.figures import pool_map as pool_map_figures  # noqa: E402
+from gist_core.viewer.figures import scores as scores_figures  # noqa: E402
+from gist_core.viewer.figures import spectrum as spectrum_figures  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +48,14 @@ def _vlines(fig: go.Figure) -> dict[float, object]:
 # ----------------------------------------------------------------------------- spectrum
 def test_singular_values_and_explained_variance(run):
     specs = views.spectra(run)
-    fig = figures.singular_values(specs, rank=3, gist_epoch=1)
+    fig = spectrum_figures.singular_values(specs, rank=3, gist_epoch=1)
     assert [t.name for t in fig.data] == ["ckpt-1 (GIST)", "ckpt-2"]
     for t, sp in zip(fig.data, specs):
         np.testing.assert_allclose(_a(t.y), sp.sigma)
         assert list(t.x) == list(range(1, len(sp.sigma) + 1))
     assert fig.layout.yaxis.type == "log" and 3.0 in _vlines(fig)
 
-    fig = figures.explained_variance(specs, rank=3, tau=0.9, gist_epoch=2)
+    fig = spectrum_figures.explained_variance(specs, rank=3, tau=0.9, gist_epoch=2)
     for t, sp in zip(fig.data, specs):
         np.testing.assert_allclose(_a(t.y), sp.explained)
     main = specs[1]  # the GIST checkpoint's r95 / r99 are marked, in the palette's colours
@@ -61,7 +67,7 @@ def test_singular_values_and_explained_variance(run):
 
 def test_advisor_chart_band_and_line(run):
     adv = views.advisor_curve(run)
-    fig = figures.advisor_chart(adv, rank=2, r95=3)
+    fig = spectrum_figures.advisor_chart(adv, rank=2, r95=3)
     band, line = fig.data
     assert line.name == "held-out percentile" and band.fill == "toself"
     np.testing.assert_allclose(_a(line.y), adv.curve)
@@ -75,7 +81,7 @@ def test_advisor_chart_band_and_line(run):
 
 def test_intrinsic_dimension_per_epoch(run):
     dims = views.spectrum_table(views.spectra(run))
-    fig = figures.intrinsic_dimension(dims)
+    fig = spectrum_figures.intrinsic_dimension(dims)
     assert [t.name for t in fig.data] == ["r95", "r99"]
     assert list(fig.data[0].x) == [1, 2] and list(fig.data[1].y) == dims["r99"].tolist()
 
@@ -84,7 +90,7 @@ def test_intrinsic_dimension_per_epoch(run):
 @pytest.mark.parametrize("by", ["source", "skill", "truth", "selected"])
 def test_histogram_bars_sum_to_the_pool(rs, by):
     h = views.histogram_counts(rs.frame, by, rs.subtasks, bins=25)
-    fig = figures.score_histogram(h, by, rs.threshold, rs.k, "t", log_y=(by == "skill"))
+    fig = scores_figures.score_histogram(h, by, rs.threshold, rs.k, "t", log_y=(by == "skill"))
     assert sum(_a(t.y).sum() for t in fig.data) == len(rs.frame) == 600
     assert [t.name for t in fig.data] == sorted(h["group"].unique())
     for t in fig.data:  # each bar carries its bin edges, what score_range_from_selection reads back
@@ -104,18 +110,18 @@ def test_histogram_bars_sum_to_the_pool(rs, by):
 
 def test_subtask_bars_violins_and_example_cosines(rs):
     bd = views.subtask_breakdown(rs)
-    fig = figures.subtask_cosine_bars(bd, "selected (global)")
+    fig = scores_figures.subtask_cosine_bars(bd, "selected (global)")
     assert [t.name for t in fig.data] == ["pool", "selected (global)"] and list(fig.data[0].x) == SUBTASKS
     np.testing.assert_allclose(_a(fig.data[1].y), bd["mean cosine (selected)"])
 
     cols = views.gist_columns(rs)
-    fig = figures.column_violins(views.column_distributions(rs.subtasks, cols), "cols", "cosine")
+    fig = scores_figures.column_violins(views.column_distributions(rs.subtasks, cols), "cols", "cosine")
     assert [t.name for t in fig.data] == rs.subtasks and all(t.type == "violin" for t in fig.data)
     for t, col in zip(fig.data, cols.T):
         np.testing.assert_allclose(_a(t.y), col)
 
     d = views.example_detail(rs, int(rs.selection["row"].iloc[0]))
-    fig = figures.example_cosines(d["cosines"])
+    fig = scores_figures.example_cosines(d["cosines"])
     assert list(fig.data[0].x) == rs.subtasks and max(_a(fig.data[0].y)) == pytest.approx(d["score"])
     assert list(fig.layout.yaxis.range) == [-1, 1]
 
@@ -123,7 +129,7 @@ def test_subtask_bars_violins_and_example_cosines(rs):
 def test_winners_by_rank_stack_to_the_budget(run, rs):
     ranks = [1, 3, 6]
     wr = views.winners_by_rank(run, ranks, "global", 0.05, "skill", top=5)
-    fig = figures.winners_by_rank_bars(wr, 3, ranks, "who")
+    fig = scores_figures.winners_by_rank_bars(wr, 3, ranks, "who")
     per_rank = {}
     for t in fig.data:
         for x, y in zip(t.x, t.y):
@@ -140,9 +146,9 @@ def test_winners_by_rank_stack_to_the_budget(run, rs):
 def test_map_puts_the_targets_in_their_own_trace(run, rs):
     md = views.map_coords(run, 4, "pca", max_points=400)
     pts = views.map_frame(md, rs.frame, "truth", rs.subtasks)
-    fig = figures.pool_map(pts, md.targets, "truth", "pca")
+    fig = pool_map_figures.pool_map(pts, md.targets, "truth", "pca")
     star = fig.data[-1]
-    assert star.name == figures.TARGET_TRACE and star.marker.symbol == "star" and star.marker.color == palette.INK
+    assert star.name == pool_map_figures.TARGET_TRACE and star.marker.symbol == "star" and star.marker.color == palette.INK
     np.testing.assert_allclose(_a(star.x), md.targets["x"])
     np.testing.assert_allclose(_a(star.y), md.targets["y"])
     assert [c[0] for c in star.customdata] == [-1 - j for j in range(len(md.targets))]  # never taken for pool rows
@@ -156,14 +162,15 @@ def test_map_puts_the_targets_in_their_own_trace(run, rs):
         np.testing.assert_allclose(cd[:, 1], want["score"])
         assert set(want["color"]) == {t.name}
     # the same palette as the histogram's ground-truth groups
-    hist = figures.score_histogram(views.histogram_counts(rs.frame, "truth", rs.subtasks), "truth", rs.threshold, rs.k, "t")
+    counts = views.histogram_counts(rs.frame, "truth", rs.subtasks)
+    hist = scores_figures.score_histogram(counts, "truth", rs.threshold, rs.k, "t")
     hist_colors = {t.name: t.marker.color for t in hist.data}
     assert {t.name: t.marker.color for t in pool} == {g: hist_colors[g] for g in (t.name for t in pool)}
     lasso = {"lasso": [{"x": [-9, 9, 9, -9], "y": [-9, -9, 9, 9]}]}
     assert views.rows_in_selection(pts, lasso) == sorted(pts["row"])  # the figure's rows are the view's rows
 
-    by_score = figures.pool_map(views.map_frame(md, rs.frame, "score", rs.subtasks), md.targets, "score", "umap")
-    assert [t.name for t in by_score.data] == ["pool", figures.TARGET_TRACE]
+    by_score = pool_map_figures.pool_map(views.map_frame(md, rs.frame, "score", rs.subtasks), md.targets, "score", "umap")
+    assert [t.name for t in by_score.data] == ["pool", pool_map_figures.TARGET_TRACE]
     np.testing.assert_allclose(_a(by_score.data[0].marker.color), pts["score"])
     assert by_score.layout.xaxis.title.text == "UMAP 1" and by_score.layout.dragmode == "lasso"
 
@@ -172,28 +179,28 @@ def test_map_puts_the_targets_in_their_own_trace(run, rs):
 def test_curvature_heatmap_blocks_and_scales(run):
     mats = views.curvature_matrices(run, 1)
     dm = views.display_matrix(mats["hessian"], mats["n_a"], kind="abs")
-    fig = figures.curvature_heatmap(dm, "Hessian", 1)
+    fig = curvature_figures.curvature_heatmap(dm, "Hessian", 1)
     lz, lo, hi = views.log_color(dm.z)
     np.testing.assert_allclose(_a(fig.data[0].z), lz)
     assert (fig.data[0].zmin, fig.data[0].zmax) == (lo, hi) and fig.data[0].colorscale is not None
     assert [s.x0 for s in fig.layout.shapes] == [19.5, -0.5] and fig.layout.shapes[0].line.color == palette.PAPER
     assert list(fig.layout.xaxis.ticktext) == ["A (20)", "B (20)"] and len(fig.layout.annotations) == 4
-    corr = figures.curvature_heatmap(views.display_matrix(mats["fisher"], mats["n_a"], kind="corr"), "F", 2)
+    corr = curvature_figures.curvature_heatmap(views.display_matrix(mats["fisher"], mats["n_a"], kind="corr"), "F", 2)
     assert (corr.data[0].zmin, corr.data[0].zmax) == (-1, 1) and corr.layout.shapes[0].line.color == palette.INK
     assert corr.layout.title.text == "F, epoch 2: correlation"
-    small = figures.curvature_heatmap(views.display_matrix(mats["hessian"], mats["n_a"], max_side=10), "H", 1)
+    small = curvature_figures.curvature_heatmap(views.display_matrix(mats["hessian"], mats["n_a"], max_side=10), "H", 1)
     assert np.asarray(small.data[0].z).shape == (10, 10) and "10×10 cells" in small.layout.title.text
 
 
 def test_diagonals_and_trend(run):
     diag = views.diagonal_frame(views.curvature_matrices(run, 1))
-    fig = figures.diagonals(diag)
+    fig = curvature_figures.diagonals(diag)
     assert [t.name for t in fig.data] == ["|diag(H)|, A", "|diag(H)|, B", "c·√v (Adam, best scale)"]
     np.testing.assert_allclose(np.r_[_a(fig.data[0].y), _a(fig.data[1].y)], diag["diag_H"].abs())
     np.testing.assert_allclose(_a(fig.data[2].y), diag["adam_scaled"])
     assert 19.5 in _vlines(fig)  # the A | B boundary
     table = views.geometry_table(views.load_geometry(run))
-    fig = figures.curvature_trend(table)
+    fig = curvature_figures.curvature_trend(table)
     assert len(fig.data) == 5 and fig.data[-1].line.color == palette.MARKS["random_reference"]
     np.testing.assert_allclose(_a(fig.data[0].y), table["offdiag_hessian"])
     assert list(fig.data[3].x) == [1, 2]
@@ -207,8 +214,8 @@ def rep(run) -> dict:
 
 def test_metric_bars_colour_methods_by_family_in_every_chart(rep):
     table = views.compare_table(rep)
-    loss = figures.metric_bars(table, "test_loss", "loss", {"base": rep["base"]["test_loss"]}, zoom=True)
-    prec = figures.metric_bars(table, "precision", "precision", {"random": 0.1})
+    loss = compare_figures.metric_bars(table, "test_loss", "loss", {"base": rep["base"]["test_loss"]}, zoom=True)
+    prec = compare_figures.metric_bars(table, "precision", "precision", {"random": 0.1})
     for fig, col in ((loss, "test_loss"), (prec, "precision")):
         bar = fig.data[0]
         assert list(bar.x) == COMPARE_ROWS
@@ -224,35 +231,35 @@ def test_metric_bars_colour_methods_by_family_in_every_chart(rep):
     assert prec.layout.yaxis.range is None and [s.y0 for s in prec.layout.shapes] == [0.1]
     part = table.copy()
     part.loc[part["method"] == "oracle", "test_loss"] = np.nan  # a table caught mid-run: that bar only is missing
-    assert "oracle" not in figures.metric_bars(part, "test_loss", "loss").data[0].x
+    assert "oracle" not in compare_figures.metric_bars(part, "test_loss", "loss").data[0].x
 
 
 def test_cost_bars_sum_to_each_methods_wall_time(rep):
     cost, methods = views.cost_frame(rep), list(views.compare_table(rep)["method"])
-    fig = figures.cost_bars(cost, methods)
+    fig = compare_figures.cost_bars(cost, methods)
     assert [t.name for t in fig.data] == list(dict.fromkeys(cost["stage"]))
     total = pd.concat([pd.Series(_a(t.x), index=list(t.y)) for t in fig.data]).groupby(level=0).sum()
     for m, e in rep["methods"].items():
         assert total.get(m, 0.0) == pytest.approx(e["wall_s"], abs=1e-2)
     assert list(fig.layout.yaxis.categoryarray) == methods[::-1] and fig.layout.height == 60 + 32 * len(methods)
-    log = figures.cost_bars(cost, methods, log_x=True)
+    log = compare_figures.cost_bars(cost, methods, log_x=True)
     assert log.layout.xaxis.type == "log" and all((_a(t.x) > 0).all() for t in log.data)
 
 
 def test_agreement_and_per_subtask_heatmaps(rep):
     ov = views.matrix_frame(rep, "overlap")
-    fig = figures.agreement_heatmap(ov, "overlap", 0, 1)
+    fig = compare_figures.agreement_heatmap(ov, "overlap", 0, 1)
     np.testing.assert_allclose(_a(fig.data[0].z), ov.to_numpy())
     assert list(fig.data[0].y) == COMPARE_ROWS
-    rc = figures.agreement_heatmap(views.matrix_frame(rep, "rank_correlation"), "rc", -1, 1)
+    rc = compare_figures.agreement_heatmap(views.matrix_frame(rep, "rank_correlation"), "rc", -1, 1)
     assert fig.data[0].colorscale != rc.data[0].colorscale  # a share on the sequential scale, [-1, 1] diverging
-    corr = figures.curvature_heatmap(views.display_matrix(np.eye(4), 2, kind="corr"), "H", 1)
+    corr = curvature_figures.curvature_heatmap(views.display_matrix(np.eye(4), 2, kind="corr"), "H", 1)
     assert rc.data[0].colorscale == corr.data[0].colorscale  # one diverging scale for every correlation
     sub = views.per_subtask_frame(rep, "loss")
-    fig = figures.per_subtask_heatmap(sub, "loss")
+    fig = compare_figures.per_subtask_heatmap(sub, "loss")
     assert list(fig.data[0].y)[-1] == "base" and list(fig.data[0].x) == SUBTASKS
     np.testing.assert_allclose(_a(fig.data[0].z), sub.to_numpy())
-    assert figures.per_subtask_heatmap(views.per_subtask_frame(rep, "exact_match"), "exact_match").data[0].colorscale \
+    assert compare_figures.per_subtask_heatmap(views.per_subtask_frame(rep, "exact_match"), "exact_match").data[0].colorscale \
         != fig.data[0].colorscale
 
 

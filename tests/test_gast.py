@@ -148,9 +148,9 @@ def test_train_command_stores_what_an_independent_evaluation_finds(tmp_path, mic
 
     from gist_core.cli import main as cli_main
     from gist_core.data.examples import load_examples
+    from gist_core.methods.gast.stages import load_selection, load_train_report, run_train
     from gist_core.model.evaluate import test_losses
     from gist_core.model.load import load_base_model
-    from gist_core.runner.train import load_selection, load_train_report, run_train
     out = tmp_path / "gast"
     argv = ["train", "--out", str(out), "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
             "--target", str(micro_corpus["val"]), "--test", str(micro_corpus["test"]), "--pool-size", "48",
@@ -186,7 +186,7 @@ def test_ablation_table_aggregates_its_members_and_the_layers_page_shows_it(tmp_
 
     from streamlit.testing.v1 import AppTest
 
-    from gist_core.runner.train import load_ablation_report, load_selection, load_train_report, run_ablation
+    from gist_core.methods.gast.stages import load_ablation_report, load_selection, load_train_report, run_ablation
     from gist_core.store.layout import TrainLayout
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fake_run import plotly_array

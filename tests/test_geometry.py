@@ -92,9 +92,10 @@ def test_numbers_on_known_matrices():
 
 def test_geometry_stage_end_to_end(micro_model_dir, micro_corpus, tmp_path):
     from gist_core.cli import main
+    from gist_core.config import RunConfig
     from gist_core.model.training import TrainConfig
     from gist_core.runner.geometry import GeometryConfig, load_matrices, run_geometry
-    from gist_core.runner.pipeline import RunConfig, run_select
+    from gist_core.runner.pipeline import run_select
     from gist_core.store.manifest import read_events
     run = tmp_path / "run"
     run_select(RunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),

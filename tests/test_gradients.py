@@ -109,7 +109,7 @@ def test_stored_norm_equals_a_one_at_a_time_loop():
     """The projection pass keeps each pool gradient's whole norm beside its coordinates: the same number as
     |g| of plain autograd, one example at a time, and the same definition as raw cosine's feature store."""
     from gist_core.grads.per_example import loop_grads
-    from gist_core.methods.baselines import rawcos_features
+    from gist_core.methods.baselines.scores import rawcos_features
     model = attach_lora(_llama(), LoraSettings(r=4))
     _perturb_lora_b(model)
     ids, labels = _batch(97, [6, 11, 8, 3])

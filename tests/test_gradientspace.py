@@ -117,16 +117,16 @@ def cluster_run(tmp_path_factory, micro_model_dir, micro_corpus):
 
 
 def small_cfg(**kw):
-    from gist_core.config import ClusterConfig
+    from gist_core.methods.gradientspace.config import ClusterConfig
     return ClusterConfig(**{**dict(n_clusters=0, k_grid=(2, 4, 6), rank=6, sketch_size=48, pool_size=40,
                                    elrea_dim=16, batch_size=8, seed=0), **kw})
 
 
 def test_stored_coordinates_equal_a_naive_loop_and_the_basis_an_exact_svd(cluster_run):
     from gist_core.grads.per_example import loop_grads
-    from gist_core.runner.cluster import Cluster
+    from gist_core.methods.gradientspace.cluster_stage import Cluster
     from gist_core.store.layout import RunLayout
-    c = Cluster(cluster_run, small_cfg(), quiet=True)
+    c = Cluster.open(cluster_run, small_cfg(), quiet=True)
     rep = c.execute()
     lay = RunLayout(cluster_run)
     rows = np.load(lay.clusters_array("rows"))
@@ -179,7 +179,7 @@ def test_clusters_page_renders_the_stored_table_and_composition(cluster_run, mon
 
     from streamlit.testing.v1 import AppTest
 
-    from gist_core.runner.cluster import run_cluster
+    from gist_core.methods.gradientspace.cluster_stage import run_cluster
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fake_run import plotly_array
     rep = run_cluster(cluster_run, small_cfg(), quiet=True)

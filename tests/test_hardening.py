@@ -163,7 +163,7 @@ def test_shard_jobs_share_the_folder_but_exclude_a_writer(tmp_path):
 
 
 def test_the_dashboard_launcher_respects_the_lock(tmp_path):
-    from gist_core.app import launcher
+    from gist_core.runner import launcher
     out = tmp_path / "run"
     holder = _hold(out)
     try:

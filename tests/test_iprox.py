@@ -297,10 +297,10 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
     import pandas as pd
 
     from gist_core.methods.iprox.proxy import factor_layers
+    from gist_core.methods.iprox.stages import load_proxy_report, run_proxy
     from gist_core.methods.iprox.store import read_plan
     from gist_core.model.load import load_base_model
     from gist_core.model.registry import resolve
-    from gist_core.runner.proxy import load_proxy_report, run_proxy
     from gist_core.store.layout import ProxyLayout, RunLayout
     cfg = _micro_proxy_config(micro_model_dir, micro_corpus)
     out = tmp_path / "px"
@@ -340,7 +340,7 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
             "--eval-pool", "80", "--less-dim", "64", "--warmup-epochs", "1", "--candidates", "svd,layers",
             "--sweep", "0.7", "--lora-r", "4", "--quiet"]
     from gist_core.cli import build_parser
-    from gist_core.cli.args import proxy_config
+    from gist_core.methods.iprox.config import proxy_config
     assert proxy_config(build_parser().parse_args(argv)) == cfg  # the flags map onto the same config
     from gist_core.cli import main
     assert main(argv) == 0
@@ -381,7 +381,7 @@ def test_proxy_downstream_trains_the_target_on_the_proxy_selection(micro_model_d
     reported test loss is that compare run's own."""
     import json
 
-    from gist_core.runner.proxy import run_proxy
+    from gist_core.methods.iprox.stages import run_proxy
     from gist_core.store.layout import ProxyLayout, RunLayout
     cfg = _micro_proxy_config(micro_model_dir, micro_corpus, candidates=("layers",), sweep=(), eval_pool=40,
                               downstream=True, n_em=1)

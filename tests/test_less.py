@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core.methods.less import (
+from gist_core.methods.less.features import (
     BLOCK_ROWS,
     MomentsError,
     RademacherProjector,
@@ -115,13 +115,13 @@ def test_reads_a_hugging_face_trainer_checkpoint_by_index(micro_model_dir, tmp_p
     """A real Trainer run with save_strategy='epoch': optimizer.pt is index-keyed, trainer_state has the LR log."""
     from transformers import Trainer, TrainingArguments
 
-    from gist_core.model.training import _collator, _Rows
+    from gist_core.model.training import TokenRows, pad_collator
     peft, tok = _peft(micro_model_dir)
     ids, labels = _rows(tok)
     args = TrainingArguments(output_dir=str(tmp_path), num_train_epochs=2, learning_rate=1e-3,
                              per_device_train_batch_size=8, save_strategy="epoch", report_to="none", logging_steps=1,
                              use_cpu=True, disable_tqdm=True, remove_unused_columns=False, seed=0)
-    trainer = Trainer(model=peft, args=args, train_dataset=_Rows(ids, labels), data_collator=_collator(tok.pad_token_id))
+    trainer = Trainer(model=peft, args=args, train_dataset=TokenRows(ids, labels), data_collator=pad_collator(tok.pad_token_id))
     trainer.train()
     ckpt = sorted(tmp_path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
     assert (ckpt / "optimizer.pt").exists() and (ckpt / "adapter_model.safetensors").exists()

@@ -122,8 +122,9 @@ def test_select_with_an_unfetched_name_is_a_config_error(micro_corpus, cache, tm
 
 
 def test_replay_with_another_model_file_is_refused(micro_model_dir, micro_corpus, cache):
+    from gist_core.config import RunConfig
+    from gist_core.errors import ConfigError
     from gist_core.runner.keys import model_source as _model_source
-    from gist_core.runner.pipeline import ConfigError, RunConfig
     cfg = RunConfig(model=str(micro_model_dir), train=str(micro_corpus["pool"]), target=str(micro_corpus["val"]),
                     model_sha256="ab" * 32)
     with pytest.raises(ConfigError, match="not a GGUF file, but the config recorded GGUF sha256 abababababab"):

@@ -93,7 +93,7 @@ def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
 
 
 def test_stale_folder_refused_by_rescore_until_repaired(old_run):
-    from gist_core.runner.rescore import rescore
+    from gist_core.methods.gist.rescore import rescore
     from gist_core.store.artefacts import StaleArtefact
     with pytest.raises(StaleArtefact, match="format 1"):
         rescore(old_run / "run", 2)
@@ -101,7 +101,7 @@ def test_stale_folder_refused_by_rescore_until_repaired(old_run):
 
 def test_a_config_from_before_rank_rules_replays_with_tau():
     """config.json files written before --rank-rule ranked by tau; replaying one must not pick up a newer default."""
-    from gist_core.runner.pipeline import RunConfig
+    from gist_core.config import RunConfig
     old = {"model": "m", "train": "t", "target": "v", "tau": 0.9}
     assert RunConfig.from_json(old).rank_rule == "tau"
     assert RunConfig.from_json({**old, "rank_rule": "full"}).rank_rule == "full"

@@ -8,11 +8,14 @@ import pandas as pd
 import pytest
 
 from gist_core.cli import main as cli_main
+from gist_core.config import RunConfig
+from gist_core.errors import ConfigError
 from gist_core.methods import scoring
+from gist_core.methods.gist.rescore import rescore
 from gist_core.model.training import TrainConfig
-from gist_core.runner import pipeline
-from gist_core.runner.pipeline import ConfigError, RunConfig, run_select
-from gist_core.runner.rescore import rescore
+from gist_core.runner import rows
+from gist_core.runner.pipeline import run_select
+from gist_core.store import manifest
 
 
 def _cfg(micro_model_dir, micro_corpus, **kw):
@@ -79,7 +82,7 @@ def test_kill_during_projection_then_resume_gives_same_scores(finished_run, tmp_
                                                               micro_corpus, monkeypatch):
     ref_out, _ = finished_run
     cfg = _cfg(micro_model_dir, micro_corpus)
-    real_stream = pipeline.FeatureStore.write
+    real_stream = manifest.FeatureStore.write
     calls = {"n": 0}
 
     def dying_write(self, rows, values):
@@ -88,13 +91,13 @@ def test_kill_during_projection_then_resume_gives_same_scores(finished_run, tmp_
             raise KeyboardInterrupt("killed")  # like a kill between batches
         real_stream(self, rows, values)
 
-    monkeypatch.setattr(pipeline, "FLUSH_EVERY", 4)
-    monkeypatch.setattr(pipeline.FeatureStore, "write", dying_write)
+    monkeypatch.setattr(rows, "FLUSH_EVERY", 4)
+    monkeypatch.setattr(manifest.FeatureStore, "write", dying_write)
     with pytest.raises(KeyboardInterrupt):
         run_select(cfg, tmp_path, quiet=True)
     done = np.load(tmp_path / "train_proj.done.npy")
     assert 0 < done.sum() < len(done)
-    monkeypatch.setattr(pipeline.FeatureStore, "write", real_stream)
+    monkeypatch.setattr(manifest.FeatureStore, "write", real_stream)
     run_select(cfg, tmp_path, quiet=True)
     a = pd.read_parquet(ref_out / "scores.parquet")
     b = pd.read_parquet(tmp_path / "scores.parquet")

@@ -117,7 +117,7 @@ def test_batched_per_example_gradients_equal_the_loop_on_smollm2(model_and_tok, 
 def test_less_features_on_smollm2_equal_the_naive_formula(model_and_tok):
     """One simulated Adam step, Rademacher-projected, from batched gradients = the same from the loop."""
     from gist_core.grads.per_example import GradientEngine, loop_grads
-    from gist_core.methods.less import RademacherProjector, adam_direction, unit_rows
+    from gist_core.methods.less.features import RademacherProjector, adam_direction, unit_rows
     from gist_core.model.load import LoraSettings, attach_lora
     base, tok = model_and_tok
     peft = attach_lora(base, LoraSettings(last_layers=2), seed=0)
@@ -142,7 +142,8 @@ def test_select_on_smollm2_end_to_end_and_by_gguf_path(smollm2, micro_corpus, tm
     """`select --model smollm2-135m` runs and records the GGUF's hash; the same file by path gives the same
     stage keys (one conversion, one set of results)."""
     from gist_core.cli import main
-    from gist_core.runner.pipeline import Run, RunConfig
+    from gist_core.config import RunConfig
+    from gist_core.runner.pipeline import Run
     out = tmp_path / "run"
     argv = ["select", "--model", NAME, "--train", str(micro_corpus["pool"]), "--target", str(micro_corpus["val"]),
             "--pool-size", "48", "--epochs", "1", "--lora-layers", "2", "--budget", "6", "--batch-size", "8",

@@ -26,7 +26,7 @@ KILLS = {
     """,
     # after checkpoint 1's validation gradients and subspace were recorded
     "val_grads": """
-        import gist_core.runner.subspace_stage as p
+        import gist_core.methods.gist.stages as p
         real, n = p.save_subspace, [0]
         def save(*a, **kw):
             n[0] += 1
@@ -37,15 +37,16 @@ KILLS = {
     """,
     # mid-projection, after some rows and their done-mask entries were flushed
     "projection": """
-        import gist_core.runner.pipeline as p
-        p.FLUSH_EVERY = 2
-        real, n = p.FeatureStore.write, [0]
+        import gist_core.runner.rows as r
+        import gist_core.store.manifest as m
+        r.FLUSH_EVERY = 2
+        real, n = m.FeatureStore.write, [0]
         def write(self, rows, values):
             n[0] += 1
             if n[0] == 7:
                 die()
             real(self, rows, values)
-        p.FeatureStore.write = write
+        m.FeatureStore.write = write
     """,
     "scoring": """
         import gist_core.methods.scoring as s
@@ -55,7 +56,7 @@ KILLS = {
     """,
     # scores.parquet written, selected.jsonl not yet
     "export": """
-        import gist_core.runner.pipeline as p
+        import gist_core.methods.gist.stages as p
         def write(*a, **kw):
             die()
         p.write_selected_jsonl = write

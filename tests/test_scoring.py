@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gist_core.data.examples import groups_from_labels
 from gist_core.methods import scoring
 from gist_core.methods.gist.subspace import fit_subspace
 
@@ -94,7 +95,7 @@ def test_example_max_columns_collapse_to_subtasks():
 
 
 def test_groups_from_labels_gives_unlabelled_rows_their_own_group():
-    groups = scoring.groups_from_labels(["a", "b", "c", "d"], ["x", None, "x", float("nan")])
+    groups = groups_from_labels(["a", "b", "c", "d"], ["x", None, "x", float("nan")])
     assert groups == {"x": [0, 2], "b": [1], "d": [3]}
 
 
@@ -167,7 +168,8 @@ def test_rule_scores_is_the_ranked_quantity():
 
 
 def test_paper_flag_sets_the_papers_exact_rule_and_explicit_flags_win():
-    from gist_core.cli import _overrides, build_parser
+    from gist_core.cli import build_parser
+    from gist_core.cli.args import overrides as _overrides
     base = ["select", "--model", "m", "--train", "t", "--target", "v"]
     got = _overrides(build_parser().parse_args(base + ["--paper"]))
     assert {k: got[k] for k in ("aggregation", "balance", "rank_rule", "tau")} == {
@@ -209,7 +211,7 @@ def test_normaware_equals_the_naive_formula(aggregation, r):
 def test_normaware_at_full_rank_is_raw_gradient_cosine():
     """At r = N_v the subspace spans every validation gradient: the norm-aware score is cos(g, c_t) exactly,
     as compare's raw-cosine baseline computes it from its own features."""
-    from gist_core.methods.baselines import rawcos_columns
+    from gist_core.methods.baselines.scores import rawcos_columns
     G, groups, pool, sub, X = _norm_setup()
     norms = np.linalg.norm(pool, axis=1)
     sc = scoring.gist_scores(X, sub.val_coords, groups, len(G), "subtask_mean", "normaware", norms)

@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 from gist_core.cli import build_parser
-from gist_core.runner.pipeline import RunConfig
+from gist_core.config import RunConfig
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gist_core"
 

@@ -1,4 +1,4 @@
-"""gist_core.viewer.views and gist_core.app.launcher on a synthetic run directory (no torch, no Streamlit)."""
+"""gist_core.viewer.views and gist_core.runner.launcher on a synthetic run directory (no torch, no Streamlit)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_run import COMPARE_ROWS, SUBTASKS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
 
-from gist_core.app import launcher
 from gist_core.methods import scoring
+from gist_core.runner import launcher
 from gist_core.viewer import views  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def test_load_run_joins_text_and_drops_stale_cosines(run):
 
 
 def test_rescored_matches_pipeline_rescore_and_select(run):
-    from gist_core.runner.rescore import rescore
+    from gist_core.methods.gist.rescore import rescore
     for r in (1, 3, 8):
         ref = rescore(run, r)
         rs = views.rescored_frame(run, r, "subtask", 0.1)

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from gist_core.app import launcher
-from gist_core.methods import scoring
+from gist_core.methods import registry, scoring
+from gist_core.runner import launcher
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import RunNameError, run_path, runs_root
 from gist_core.viewer import views
 
-PAGES = {"home": "app.py", "run": "pages/1_Run.py", "spectrum": "pages/2_Spectrum.py", "scores": "pages/3_Scores.py",
-         "examples": "pages/4_Examples.py", "map": "pages/5_Map.py", "curvature": "pages/6_Curvature.py",
-         "compare": "pages/7_Compare.py", "clusters": "pages/8_Clusters.py"}
+PAGES = {page.key: page.file for page in registry.pages()}  # key -> file, for page links
 STATUS_ICON = {"done": ":material/check_circle:", "running": ":material/hourglass_top:", "failed": ":material/error:",
                "cancelled": ":material/stop_circle:", "stopped": ":material/pause_circle:", "empty": ""}
 

@@ -62,8 +62,8 @@ def print_starved(summary: dict) -> None:
 
 def _layout(a):
     """This process's part: `--shard i/n`, a torchrun rank, or the single process; checks --out and --prepare."""
+    from gist_core.errors import ConfigError
     from gist_core.runner import sharding as distributed
-    from gist_core.runner.pipeline import ConfigError
     try:
         layout = distributed.from_env(a.shard)
     except ValueError as e:
@@ -98,7 +98,7 @@ def _demo_overrides(a) -> dict:
 
 
 def cmd_demo(a) -> int:
-    from gist_core.runner.pipeline import demo_config
+    from gist_core.config import demo_config
     cfg = demo_config(a.target, **_demo_overrides(a))
     return _execute(cfg, a.out, a, demo_default_out(a.target, a.model))
 
@@ -113,7 +113,8 @@ def demo_default_out(target: str, model: str | None) -> Path:
 
 
 def cmd_select(a) -> int:
-    from gist_core.runner.pipeline import ConfigError, RunConfig
+    from gist_core.config import RunConfig
+    from gist_core.errors import ConfigError
     if a.config:
         cfg = RunConfig.from_json(json.loads(Path(a.config).read_text()), **_overrides(a))
     else:
@@ -126,7 +127,9 @@ def cmd_select(a) -> int:
 
 def cmd_merge(a) -> int:
     """Gather the --shard jobs' rows into the run's projection store, then score as a single run would."""
-    from gist_core.runner.pipeline import ConfigError, Run, RunConfig
+    from gist_core.config import RunConfig
+    from gist_core.errors import ConfigError
+    from gist_core.runner.pipeline import Run
     cfg_path = RunLayout(a.run).config
     if not cfg_path.exists():
         raise ConfigError(f"{a.run}: no config.json (not a run folder, or --prepare was never run)")
@@ -138,7 +141,8 @@ def cmd_merge(a) -> int:
 
 def _run_config_for(a):
     """compare's GIST run: the run folder's own config, a --config, explicit data, or the bundled default."""
-    from gist_core.runner.pipeline import ConfigError, RunConfig, demo_config
+    from gist_core.config import RunConfig, demo_config
+    from gist_core.errors import ConfigError
     existing = RunLayout(a.out).config if a.out else None
     if a.config or (existing and existing.exists() and not a.model):
         base = json.loads(Path(a.config or existing).read_text())
@@ -153,7 +157,8 @@ def _run_config_for(a):
 
 def cmd_compare(a) -> int:
     from gist_core.cli.args import compare_config
-    from gist_core.runner.compare import Compare, format_table
+    from gist_core.runner.compare import Compare
+    from gist_core.runner.compare_report import format_table
     cfg = _run_config_for(a)
     cmp = compare_config(a)
     layout = _layout(a)
@@ -182,78 +187,6 @@ def cmd_bench(a) -> int:
     return 0
 
 
-def cmd_cluster(a) -> int:
-    from gist_core.cli.args import cluster_config
-    from gist_core.runner.cluster import run_cluster
-    rep = run_cluster(a.run, cluster_config(a), quiet=a.quiet)
-    if rep["k_curve"]:
-        print("k by silhouette: " + ", ".join(f"{c['k']}: {c['silhouette']:.3f}" for c in rep["k_curve"]))
-    print(f"{rep['n_rows']} pool rows, k = {rep['k']} (GradientSpace is a reconstruction from the abstract)")
-    print(f"{'method':<14} {'ARI':>6} {'NMI':>6} {'purity':>7} {'sizes':>10} {'within-var':>10}")
-    for m, r in rep["table"].items():
-        print(f"{m:<14} {r['ari']:>6.3f} {r['nmi']:>6.3f} {r['purity']:>7.3f} {r['size_min']:>4}-{r['size_max']:<5} "
-              f"{r['within_var_coords']:>10.3f}")
-    print(f"walls (s): {rep['walls_s']}")
-    print(f"written: {RunLayout(a.run).clusters_report}")
-    return 0
-
-
-def cmd_experts(a) -> int:
-    from gist_core.cli.args import expert_config
-    from gist_core.runner.experts import run_experts
-    rep = run_experts(a.run, expert_config(a), quiet=a.quiet)
-    print(f"{rep['n_rows']} clustered rows → experts; {rep['n_tests']} test examples ({', '.join(rep['test_sets'])}); "
-          f"{rep['seeds_done']} seed(s)")
-    print(f"{'rule':<24} {'test loss':>15} {'exact match':>15}")
-    for r, v in rep["table"].items():
-        print(f"{r:<24} {v['test_loss']:>8.3f} ± {v['test_loss_std']:.3f} {v['exact_match']:>8.3f} ± {v['exact_match_std']:.3f}")
-    for m, v in rep["routing"].items():
-        print(f"routing accuracy ({m}): router {v['router_accuracy']:.3f}, "
-              f"ensemble's top weight {v['ensemble_top_accuracy']:.3f}")
-    if rep["latency_ms"]:
-        print("latency per query (ms, median): " + ", ".join(f"{r} {t:.1f}" for r, t in rep["latency_ms"].items()))
-    print(f"written: {RunLayout(a.run).experts_report}")
-    return 0
-
-
-def cmd_train(a) -> int:
-    from gist_core.cli.args import train_config
-    from gist_core.runner.train import run_ablation, run_train
-    from gist_core.store.layout import TrainLayout
-    cfg = train_config(a)
-    if a.ablation:
-        rep = run_ablation(cfg, a.out, seeds=a.seeds, quiet=a.quiet)
-        print(f"{'run':<16} {'test loss':>15} {'exact match':>15} {'ms/step':>9} {'held MB/step':>13} {'peak RSS MB':>12}")
-        for name, v in rep["table"].items():
-            peak = v.get("cpu_peak_rss_bytes")
-            print(f"{name:<16} {v['test_loss']:>8.3f} ± {v['test_loss_std']:.3f} {v['exact_match']:>8.3f} ± "
-                  f"{v['exact_match_std']:.3f} {v['step_ms_median']:>9.1f} {v['held_bytes_per_step'] / 2**20:>13.2f} "
-                  f"{'n/a' if peak is None else format(peak / 2**20, '.0f'):>12}")
-        print(f"written: {TrainLayout(a.out).ablation_report}")
-        return 0
-    rep = run_train(cfg, a.out, quiet=a.quiet)
-    print(f"{rep['method']} ({rep['implementation']}), seed {rep['seed']}: {rep['steps']} steps on {rep['n_train']} "
-          f"examples; test loss {rep['test_loss']:.3f}, exact match {rep['exact_match']:.3f}; "
-          f"{rep['step_ms_median']:.1f} ms/step, {rep['train_wall_s']:.0f} s training")
-    for s, v in sorted(rep["per_subtask"].items()):
-        em = "not measured (--n-em 0)" if v["exact_match"] is None else f"{v['exact_match']:.3f}"
-        print(f"  {s:<16} loss {v['loss']:.3f}  exact match {em}")
-    print(f"written: {TrainLayout(a.out).report}")
-    return 0
-
-
-def cmd_proxy(a) -> int:
-    from gist_core.cli.args import proxy_config
-    from gist_core.runner.proxy import run_proxy
-    from gist_core.store.layout import ProxyLayout
-    from gist_core.viewer.proxy import models_frame
-    rep = run_proxy(proxy_config(a), a.out, quiet=a.quiet)
-    frame = models_frame(rep).drop(columns=["how"]).set_index("model")
-    print(frame.to_string(float_format=lambda x: f"{x:.3f}", na_rep="-"))
-    print(f"written: {ProxyLayout(a.out).report} (proxy model: {ProxyLayout(a.out).model})")
-    return 0
-
-
 def cmd_geometry(a) -> int:
     from gist_core.cli.args import geometry_config
     from gist_core.runner.geometry import run_geometry
@@ -273,7 +206,7 @@ def cmd_geometry(a) -> int:
 def cmd_rescore(a) -> int:
     import numpy as np
 
-    from gist_core.runner.rescore import rescore
+    from gist_core.methods.gist.rescore import rescore
     sc = rescore(a.run, a.rank)
     top = np.argsort(-sc.score)[:10]
     print(json.dumps({"rank": sc.rank, "mean_score": float(sc.score.mean()), "top10_rows": top.tolist()}))

@@ -301,13 +301,21 @@ def write_selected_jsonl(examples: list[Example], scores: Sequence[float], path:
         tmp.write_text("".join(lines), encoding="utf-8")
 
 
+def groups_from_labels(ids, subtasks) -> dict[str, list[int]]:
+    """Subtask name -> row indices, first-seen order. GIST convention: a row without a subtask
+    (None or NaN) is a subtask of its own, named by its id."""
+    groups: dict[str, list[int]] = {}
+    for i, (rid, sub) in enumerate(zip(ids, subtasks)):
+        groups.setdefault(sub if isinstance(sub, str) else str(rid), []).append(i)
+    return groups
+
+
 def subtask_groups(examples: list[Example]) -> dict[str, list[int]]:
     """Subtask name -> example indices, in first-seen order.
 
     GIST convention: a target without subtasks treats every example as its own subtask, so an
     example with no subtask gets a group of its own, named by its id.
     """
-    from gist_core.methods.scoring import groups_from_labels
     if isinstance(examples, ExampleTable):
         return groups_from_labels(examples.column("id"), examples.column("subtask"))
     return groups_from_labels([ex.id for ex in examples], [ex.subtask for ex in examples])

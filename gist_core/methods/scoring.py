@@ -34,18 +34,11 @@ AGGREGATIONS = ("subtask_mean", "example_max")
 SCORE_KINDS = ("normaware", "subspace")
 DEFAULT_SCORE = "normaware"  # chosen on evidence (bench/selection_rules.py, docs: the defaults); the paper's code: subspace
 BALANCES = ("global", "subtask", "zscore", "quantile", "examples")
+RANK_RULES = ("tau", "advisor", "full")  # how GIST's rank is chosen (methods/gist/advisor.py applies them)
+DEFAULT_RANK_RULE = "full"  # chosen on evidence (docs/benchmarks/defaults.md); the paper: tau
 DEFAULT_RULE = "subtask"  # chosen on evidence (bench/selection_rules.py, README: Selection rules); the paper: global
 CALIBRATED = ("zscore", "quantile")
 BLOCK_ROWS = 1 << 16  # rows scored at a time: memory stays flat in the pool size
-
-
-def groups_from_labels(ids, subtasks) -> dict[str, list[int]]:
-    """Subtask name -> row indices, first-seen order. GIST convention: a row without a subtask
-    (None or NaN) is a subtask of its own, named by its id."""
-    groups: dict[str, list[int]] = {}
-    for i, (rid, sub) in enumerate(zip(ids, subtasks)):
-        groups.setdefault(sub if isinstance(sub, str) else str(rid), []).append(i)
-    return groups
 
 
 def _unit_rows(M: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from gist_core.errors import ModelSourceError  # noqa: F401  (raised here; re-ex
 from gist_core.store.atomic import atomic_folder
 from gist_core.store.layout import ProxyLayout, proxy_plan
 from gist_core.wheels import fetch_member, sha256_file  # noqa: F401  (sha256_file: tests patch it here)
+from gist_core.wheels import models_cache_root as cache_root
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,6 @@ REGISTRY = {e.name: e for e in [
               "pooling, L2-normalised, 256 tokens) for embedding baselines; not a --model",
         kind=EMBEDDER),
 ]}
-
-
-def cache_root() -> Path:
-    """Where converted models live: $GIST_LAB_MODELS, else ~/.cache/gist-lab/models."""
-    env = os.environ.get("GIST_LAB_MODELS")
-    return Path(env) if env else Path.home() / ".cache" / "gist-lab" / "models"
 
 
 def known_sha256(path: Path) -> str:

@@ -23,7 +23,7 @@ from gist_core.grads.per_example import pad_batch
 from gist_core.store.layout import ckpt_meta, ckpt_moments, ckpt_name, ckpt_trainer_state
 
 
-class _Rows(torch.utils.data.Dataset):
+class TokenRows(torch.utils.data.Dataset):
     def __init__(self, input_ids, labels):
         self.input_ids, self.labels = input_ids, labels
 
@@ -34,7 +34,7 @@ class _Rows(torch.utils.data.Dataset):
         return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
-def _collator(pad_id: int):
+def pad_collator(pad_id: int):
     def collate(rows):
         ids, lab, att = pad_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], pad_id, "cpu")
         return {"input_ids": ids, "labels": lab, "attention_mask": att}
@@ -153,8 +153,8 @@ def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir
             use_cpu=not torch.cuda.is_available(), save_strategy="epoch" if resumable else "no", save_total_limit=1,
             report_to="none", logging_steps=1, logging_nan_inf_filter=False, disable_tqdm=True,
             remove_unused_columns=False, log_level="error", dataloader_num_workers=0)
-        trainer = Trainer(model=model, args=args, train_dataset=_Rows(input_ids, labels),
-                          data_collator=_collator(pad_id), callbacks=[_callback(ckpt_dir, cfg.epochs, on_step, state_key)])
+        trainer = Trainer(model=model, args=args, train_dataset=TokenRows(input_ids, labels),
+                          data_collator=pad_collator(pad_id), callbacks=[_callback(ckpt_dir, cfg.epochs, on_step, state_key)])
         trainer.remove_callback(PrinterCallback)  # it prints every log line; progress goes to our events
         last = last_trainer_state(ckpt_dir, state_key) if resumable else None
         result = trainer.train(resume_from_checkpoint=last)

@@ -49,7 +49,7 @@ class BenchConfig:
 
 
 def _sample_data() -> Path:
-    from gist_core.runner.pipeline import SAMPLE_DATA
+    from gist_core.data.corpus import SAMPLE_DATA
     return SAMPLE_DATA
 
 

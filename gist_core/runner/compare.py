@@ -19,38 +19,44 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from gist_core.config import CompareConfig, TrainConfig  # noqa: F401  (CompareConfig: callers import it here too)
+from gist_core.config import CompareConfig, RunConfig
 from gist_core.data.domains import domain_labels
 from gist_core.data.examples import examples_to_frame, subtask_groups
 from gist_core.data.registry import resolve_spec
 from gist_core.data.truth import truth_masks
-from gist_core.methods import baselines, scoring
-from gist_core.methods.registry import (  # noqa: F401
-    DEFAULT_METHODS,
-    FAMILY_LABELS,
-    GIST_VARIANTS,
-    KNOWN_METHODS,
-    LABELS,
-    RULE_LABELS,
-    SCORED_METHODS,
-    row_label,
+from gist_core.errors import ConfigError
+from gist_core.methods import scoring
+from gist_core.methods.baselines import scores as baselines
+from gist_core.methods.baselines.stages import (
+    embedding_scores,
+    length_scores,
+    minilm_scores,
+    rawcos_scores,
+    rds_scores,
 )
-from gist_core.methods.scoring import RULE_FAMILIES, row_name, split_row  # noqa: F401  (bench and tests use them here)
-from gist_core.runner.baseline_features import BaselineFeatures
-from gist_core.runner.compare_report import CompareReport, agreement, format_table  # noqa: F401  (re-exported)
+from gist_core.methods.gist.report import stamp
+from gist_core.methods.gist.stages import compare_scores as gist_scores
+from gist_core.methods.less.stages import less_pool_features_only, less_scores
+from gist_core.methods.registry import GIST_VARIANTS, SCORED_METHODS
+from gist_core.methods.scoring import split_row
+from gist_core.runner.compare_context import CompareContext
+from gist_core.runner.compare_report import build_report
 from gist_core.runner.costs import CostBook
-from gist_core.runner.downstream import Downstream
-from gist_core.runner.pipeline import RESULT_FILES, ConfigError, Run, RunConfig, choose_rank, load_subspace, rank_advice
-from gist_core.runner.reports import stamp
+from gist_core.runner.downstream import run_downstream
+from gist_core.runner.pipeline import RESULT_FILES, Run
 from gist_core.runner.sharding import Layout, single_process_env
-from gist_core.store.artefacts import load_projections
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.layout import COMPARE_REPORT, SCORES, rel_compare
+
+# each score-based method's compare stage (its own folder's stages.py); GIST's variants are added below
+SCORERS: dict[str, Callable[[CompareContext], scoring.Scores]] = {
+    "gist": gist_scores, "less": less_scores, "rawcos": rawcos_scores, "embedding": embedding_scores,
+    "rds": rds_scores, "minilm": minilm_scores, "length": length_scores}
 
 
 def default_test_split(target: str) -> str | None:
@@ -59,23 +65,16 @@ def default_test_split(target: str) -> str | None:
     return str(cand) if cand is not None and cand.exists() and cand != p else None
 
 
-class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
-    """Runs (or resumes) GIST, then every baseline's features, selections, downstream runs and costs."""
+class Compare:
+    """Runs (or resumes) GIST's run, then every method's features, selections, downstream runs and costs:
+    a sequence of stages over one CompareContext."""
 
     def __init__(self, run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False,
                  layout: Layout | None = None, until: str | None = None):
         self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite, layout=layout, until=until)
-        self.cfg, self.cmp, self.store = self.run.cfg, cmp, self.run.store  # with the model file's hash filled in
+        self.cmp = cmp
         self.test_spec = cmp.test or default_test_split(run_cfg.target)
-        self.costs: dict[str, dict[str, float]] = {}
-        self.flops: dict[str, float] = {}
-        self.bytes: dict[str, int] = {}
-        self._projector = None
 
-    def log(self, msg: str) -> None:
-        self.run.log(msg)
-
-    # ------------------------------------------------------------------ main
     def execute(self) -> dict | None:
         t0 = time.time()
         self.run.check_inputs()
@@ -87,136 +86,102 @@ class Compare(BaselineFeatures, CostBook, Downstream, CompareReport):
 
     def _execute(self, t0: float) -> dict | None:
         gist_summary = self.run.stages(t0)
-        layout = self.run.layout
+        procs = self.run.layout
         if self.run.until == "prepare":
             return None
-        if layout.shard_job:  # this job's share of the LESS pool features; the plain rerun merges and reports
+        if procs.shard_job:  # this job's share of the LESS pool features; the plain rerun merges and reports
             if "less" in self.cmp.methods:
-                self._less_pool_features_on_every_rank()
+                less_pool_features_only(self.context())
             return None
-        if layout.torchrun:  # the LESS pool features on every rank; the rest on rank 0 alone
+        if procs.torchrun:  # the LESS pool features on every rank; the rest on rank 0 alone
             if "less" in self.cmp.methods:
-                self._less_pool_features_on_every_rank()
-            if not layout.main:
+                less_pool_features_only(self.context())
+            if not procs.main:
                 return None
             self.run.layout = Layout()
             with single_process_env():
                 return self._finish(gist_summary, t0)
         return self._finish(gist_summary, t0)
 
+    def context(self) -> CompareContext:
+        inputs = self.run.inputs
+        _, model = self.run.tokenizer_and_model()
+        n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)  # base model only
+        tokens = {"pool": sum(map(len, inputs.pool_tok.input_ids)), "target": sum(map(len, inputs.target_tok.input_ids))}
+        groups = subtask_groups(inputs.target)
+        return CompareContext(run=self.run.ctx, inputs=inputs, cmp=self.cmp, groups=groups,
+                              k=scoring.budget_to_count(self.run.cfg.budget, len(inputs.pool)),
+                              book=CostBook(self.run.store, self.run.cfg, n_params, tokens, len(inputs.pool)),
+                              model_path=self.run.model_source.path, test_spec=self.test_spec)
+
     def _finish(self, gist_summary: dict, t0: float) -> dict:
-        pool, target = self.run.inputs.pool, self.run.inputs.target
-        self.groups = subtask_groups(target)
-        self.k = scoring.budget_to_count(self.cfg.budget, len(pool))
-        frame = examples_to_frame(pool, ["id", "skill", "kind"])
-        self.truth = truth_masks(frame, list(self.groups))
-        self.domains = np.array(domain_labels(pool))  # a reading aid for every selection: code / math / writing
-        tok, model = self.run.tokenizer_and_model()
-        self.n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)  # base model only
-        self.tokens = {"pool": sum(map(len, self.run.inputs.pool_tok.input_ids)),
-                       "target": sum(map(len, self.run.inputs.target_tok.input_ids))}
-        rows = self.cmp.rows(self.truth is not None)
-        scores = self.method_scores(gist_summary)
-        selections = self.selections(scores, rows)
-        self.save_scores(frame, scores)
-        report = stamp("compare", self.report(rows, scores, selections, gist_summary))
+        cc = self.context()
+        frame = examples_to_frame(cc.inputs.pool, ["id", "skill", "kind"])
+        truth = truth_masks(frame, list(cc.groups))
+        domains = np.array(domain_labels(cc.inputs.pool))  # a reading aid for every selection: code / math / ...
+        rows = self.cmp.rows(truth is not None)
+        scores = method_scores(cc)
+        selections = select_rows(cc, scores, rows, truth)
+        save_scores(cc, frame, scores)
+        report = stamp("compare", build_report(cc, rows, scores, selections, gist_summary, truth, domains))
         if self.cmp.downstream:
-            self.downstream(rows, selections, report)
+            run_downstream(cc, rows, selections, report)
         report["wall_s"] = round(time.time() - t0, 2)
-        atomic_write_json(self.run.paths.compare_report, report)
+        atomic_write_json(cc.run.paths.compare_report, report)
         return report
 
-    # ------------------------------------------------------------------ scores per method
-    def method_scores(self, gist_summary: dict) -> dict[str, scoring.Scores]:
-        """Each requested score-based method's scores, in the registry's order (GIST first: the rows that
-        re-aggregate its projections reuse its cost entries)."""
-        wanted = set(self.cmp.methods)
-        if wanted & set(GIST_VARIANTS) and "gist" not in wanted:
-            self.gist_scores()  # their costs are GIST's plus their own scoring
-        out: dict[str, scoring.Scores] = {}
-        for name in SCORED_METHODS:
-            if name in wanted:
-                out[name] = self.scorer(name)()
-        return out
 
-    def scorer(self, name: str) -> Callable[[], scoring.Scores]:
-        """The registry's method name -> the code that computes its scores over the pool."""
-        if name in GIST_VARIANTS:
-            return lambda: self.gist_scores(GIST_VARIANTS[name], name)
-        return {"gist": self.gist_scores, "less": self.less_scores, "rawcos": self.rawcos_scores,
-                "embedding": self.embedding_scores, "rds": self.rds_scores, "minilm": self.minilm_scores,
-                "length": self.length_scores}[name]
+def scorer(name: str) -> Callable[[CompareContext], scoring.Scores]:
+    """The registry's method name -> the stage that computes its scores over the pool."""
+    if name in GIST_VARIANTS:
+        return lambda cc: gist_scores(cc, GIST_VARIANTS[name], name)
+    return SCORERS[name]
 
-    def length_scores(self) -> scoring.Scores:
-        t0 = time.time()
-        sc = baselines.length_scores(np.asarray(self.run.inputs.pool_tok.n_response_tokens), self.groups)
-        self.costs["length"] = {"scoring": time.time() - t0}
-        return sc
 
-    def gist_scores(self, variant: dict | None = None, name: str = "gist") -> scoring.Scores:
-        """GIST from the run's stored projections; a `variant` (other settings: aggregation, score, rank rule)
-        adds a row at no gradient cost (the same features, another way of scoring with them)."""
-        t0 = time.time()
-        cfg = replace(self.cfg, **{k: v for k, v in (variant or {}).items() if k != "balance"})
-        sub = load_subspace(self.run.paths.subspace(self.cfg.checkpoint))
-        stored = load_projections(self.run.paths.train_proj)
-        X = stored.coords
-        rank = choose_rank(cfg, sub, rank_advice(cfg, sub, stored, self.groups) if cfg.rank_rule == "advisor" else None)
-        kind = cfg.score if stored.norms is not None else "subspace"  # an older store: the score it can give
-        sc = scoring.gist_scores(X, sub.val_coords, self.groups, rank, cfg.aggregation, kind, stored.norms)
-        if name != "gist":
-            self.costs[name] = {**self.costs["gist"], "scoring": self.costs["gist"]["scoring"] + time.time() - t0}
-            self.flops[name], self.bytes[name] = self.flops["gist"], self.bytes["gist"]
-            return sc
-        st = self._stage_walls()
-        warm_s, warm_f = self._warmup_cost(self.cfg.checkpoint)
-        val_s, sub_s = self._val_cost(self.cfg.checkpoint)
-        D, n, nv, R = sub.basis.shape[0], len(self.run.inputs.pool), len(self.run.inputs.target), sub.r_max
-        self.costs["gist"] = {"warmup": warm_s, "val_grads": val_s, "subspace": sub_s,
-                              "pool_features": st["train_proj"]["wall_s"],
-                              "scoring": st.get("scores", {}).get("wall_s", 0.0) + time.time() - t0}
-        self.flops["gist"] = (warm_f + 6 * self.n_params * self.tokens["target"] + 2 * nv * nv * D + 2 * D * nv * R
-                              + 6 * self.n_params * self.tokens["pool"] + 2 * n * D * R + 2 * n * R * len(self.groups))
-        self.bytes["gist"] = (int(np.prod(X.shape)) + n) * X.dtype.itemsize  # the coordinates and |g|
-        self.gist_rank, self.dim = rank, D
-        return sc
+def method_scores(cc: CompareContext) -> dict[str, scoring.Scores]:
+    """Each requested score-based method's scores, in the registry's order (GIST first: the rows that re-score
+    its projections reuse its cost entries)."""
+    wanted = set(cc.cmp.methods)
+    if wanted & set(GIST_VARIANTS) and "gist" not in wanted:
+        gist_scores(cc)  # their costs are GIST's plus their own scoring
+    return {name: scorer(name)(cc) for name in SCORED_METHODS if name in wanted}
 
-    # ------------------------------------------------------------------ selections
-    def selections(self, scores: dict[str, scoring.Scores], rows: list[str]) -> dict[str, list[np.ndarray]]:
-        """Row -> one index array per seed (the same array for deterministic methods)."""
-        n, k, seeds = len(self.run.inputs.pool), self.k, range(self.cmp.seeds)
-        out: dict[str, list[np.ndarray]] = {}
-        for row in rows:
-            family, rule = split_row(row)
-            if family in scores:
-                idx = scoring.select(scores[family], k, rule, self.groups)[0]
-            elif row == "random":
-                out[row] = [baselines.random_selection(n, k, self.cfg.seed + s) for s in seeds]
-                continue
-            elif row == "full":
-                idx = np.arange(n)
-            elif row == "oracle":
-                out[row] = [baselines.oracle_selection(self.truth.relevant, k, s) for s in seeds]
-                continue
-            else:
-                raise ConfigError(f"no scores for method '{row}'")
-            out[row] = [idx] * self.cmp.seeds
-        for row in ("random", "full", "oracle"):
-            self.costs.setdefault(row, {"scoring": 0.0})
-        return out
 
-    def save_scores(self, frame, scores: dict[str, scoring.Scores]) -> None:
-        import pandas as pd
-        df = pd.DataFrame({"id": frame["id"]})
-        for name, sc in scores.items():  # the max, and the subtask columns every rule starts from
-            df[f"score:{name}"] = sc.score
-            names, cols = scoring.subtask_columns(sc, self.groups)
-            for t, sub in enumerate(names):
-                df[f"col:{name}:{sub}"] = cols[:, t]
-        with atomic_path(self.run.paths.compare_scores) as tmp:
-            df.to_parquet(tmp, index=False)
+def select_rows(cc: CompareContext, scores: dict[str, scoring.Scores], rows: list[str], truth) -> dict[str, list]:
+    """Row -> one index array per seed (the same array for deterministic methods)."""
+    n, k, seeds = len(cc.inputs.pool), cc.k, range(cc.cmp.seeds)
+    out: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        family, rule = split_row(row)
+        if family in scores:
+            idx = scoring.select(scores[family], k, rule, cc.groups)[0]
+        elif row == "random":
+            out[row] = [baselines.random_selection(n, k, cc.cfg.seed + s) for s in seeds]
+            continue
+        elif row == "full":
+            idx = np.arange(n)
+        elif row == "oracle":
+            out[row] = [baselines.oracle_selection(truth.relevant, k, s) for s in seeds]
+            continue
+        else:
+            raise ConfigError(f"no scores for method '{row}'")
+        out[row] = [idx] * cc.cmp.seeds
+    for row in ("random", "full", "oracle"):
+        cc.book.costs.setdefault(row, {"scoring": 0.0})
+    return out
+
+
+def save_scores(cc: CompareContext, frame, scores: dict[str, scoring.Scores]) -> None:
+    """compare/scores.parquet: every score-based method's score and subtask columns (what every rule starts from)."""
+    df = pd.DataFrame({"id": frame["id"]})
+    for name, sc in scores.items():
+        df[f"score:{name}"] = sc.score
+        names, cols = scoring.subtask_columns(sc, cc.groups)
+        for t, sub in enumerate(names):
+            df[f"col:{name}:{sub}"] = cols[:, t]
+    with atomic_path(cc.run.paths.compare_scores) as tmp:
+        df.to_parquet(tmp, index=False)
+
 
 def run_compare(run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False) -> dict:
     return Compare(run_cfg, cmp, out, quiet=quiet, overwrite=overwrite).execute()
-
-

@@ -6,64 +6,68 @@ import json
 from dataclasses import asdict
 
 import numpy as np
+import pandas as pd
 
 from gist_core.data.domains import DOMAINS, domain_shares
 from gist_core.data.truth import metrics_from
 from gist_core.methods.registry import row_label
 from gist_core.methods.scoring import split_row
+from gist_core.runner.compare_context import CompareContext
 from gist_core.runner.costs import COST_NOTES, cost_ratios
 
 DOMAIN_NOTE = ("domains: a cheap keyword rule over prompt and response (code / math / writing / other; "
                "gist_core.data.domains), a reading aid, not ground truth")
 
 
-class CompareReport:
-    """Mixed into Compare: builds the report from its selections, scores and cost book."""
+def build_report(cc: CompareContext, rows: list[str], scores: dict, selections: dict, gist_summary: dict,
+                 truth, domains: np.ndarray) -> dict:
+    """compare.json's body: per row, selection quality against ground truth (where the pool has it), cost,
+    peak memory and domain shares; the agreement between methods; the notes each method left."""
+    book = cc.book
+    methods = {}
+    for row in rows:
+        family, rule = split_row(row)
+        sel = selections[row]
+        entry = {"label": row_label(row), "family": family, "rule": rule, "n_selected": int(len(sel[0]))}
+        quality = [truth_metrics(truth, len(cc.inputs.pool), s) for s in sel]
+        if quality[0] is not None:
+            entry["precision"] = float(np.mean([q["precision"] for q in quality]))
+            entry["precision_std"] = float(np.std([q["precision"] for q in quality]))
+            entry["recall"] = float(np.mean([q["recall"] for q in quality]))
+            for key in ("coverage", "n_wrong_selected", "n_distractor_selected"):
+                entry[key] = quality[0][key]
+        stage_s = book.costs.get(family, {})
+        entry["stage_wall_s"] = {k: round(v, 3) for k, v in stage_s.items()}
+        entry["wall_s"] = round(sum(stage_s.values()), 3)
+        entry["flops"] = float(book.flops.get(family, 0.0))
+        entry["bytes"] = int(book.bytes.get(family, 0))
+        entry["peak_rss_bytes"] = book.method_peak(family)
+        entry["domains"] = {d: float(np.mean([domain_shares(domains[s])[d] for s in sel])) for d in DOMAINS}
+        methods[row] = entry
+    cfg = cc.cfg
+    rep = {"n_pool": len(cc.inputs.pool), "n_target": len(cc.inputs.target), "n_selected": cc.k,
+           "budget": cfg.budget, "target": cfg.target, "test": cc.test_spec,
+           "seeds": list(range(cc.cmp.seeds)), "config": _jsonable(asdict(cc.cmp)),
+           "gist": {"rank": cc.notes.get("gist_rank"), "checkpoint": cfg.checkpoint,
+                    "r_max": gist_summary.get("r_max"), "aggregation": cfg.aggregation,
+                    "score": gist_summary.get("score", cfg.score)},
+           "less": cc.notes.get("less"), "rawcos_from": cc.notes.get("rawcos_from"),
+           "pool_domains": domain_shares(domains), "domain_note": DOMAIN_NOTE,
+           "methods": methods,
+           "cost_notes": COST_NOTES}
+    rep.update(cost_ratios(methods, book.costs.get("less", {})))
+    rep["overlap"], rep["rank_correlation"] = agreement(selections, scores)
+    return rep
 
-    def report(self, rows, scores, selections, gist_summary) -> dict:
-        methods = {}
-        for row in rows:
-            family, rule = split_row(row)
-            sel = selections[row]
-            entry = {"label": row_label(row), "family": family, "rule": rule, "n_selected": int(len(sel[0]))}
-            quality = [self._truth_metrics(s) for s in sel]
-            if quality[0] is not None:
-                entry["precision"] = float(np.mean([q["precision"] for q in quality]))
-                entry["precision_std"] = float(np.std([q["precision"] for q in quality]))
-                entry["recall"] = float(np.mean([q["recall"] for q in quality]))
-                for key in ("coverage", "n_wrong_selected", "n_distractor_selected"):
-                    entry[key] = quality[0][key]
-            stage_s = self.costs.get(family, {})
-            entry["stage_wall_s"] = {k: round(v, 3) for k, v in stage_s.items()}
-            entry["wall_s"] = round(sum(stage_s.values()), 3)
-            entry["flops"] = float(self.flops.get(family, 0.0))
-            entry["bytes"] = int(self.bytes.get(family, 0))
-            entry["peak_rss_bytes"] = self.method_peak(family)
-            entry["domains"] = {d: float(np.mean([domain_shares(self.domains[s])[d] for s in sel])) for d in DOMAINS}
-            methods[row] = entry
-        rep = {"n_pool": len(self.run.inputs.pool), "n_target": len(self.run.inputs.target), "n_selected": self.k,
-               "budget": self.cfg.budget, "target": self.cfg.target, "test": self.test_spec,
-               "seeds": list(range(self.cmp.seeds)), "config": _jsonable(asdict(self.cmp)),
-               "gist": {"rank": getattr(self, "gist_rank", None), "checkpoint": self.cfg.checkpoint,
-                        "r_max": gist_summary.get("r_max"), "aggregation": self.cfg.aggregation,
-                        "score": gist_summary.get("score", self.cfg.score)},
-               "less": getattr(self, "less_info", None), "rawcos_from": getattr(self, "rawcos_source", None),
-               "pool_domains": domain_shares(self.domains), "domain_note": DOMAIN_NOTE,
-               "methods": methods,
-               "cost_notes": COST_NOTES}
-        rep.update(cost_ratios(methods, self.costs.get("less", {})))
-        rep["overlap"], rep["rank_correlation"] = agreement(selections, scores)
-        return rep
 
-    def _truth_metrics(self, idx: np.ndarray) -> dict | None:
-        mask = np.zeros(len(self.run.inputs.pool), dtype=bool)
-        mask[idx] = True
-        return metrics_from(self.truth, mask)
+def truth_metrics(truth, n: int, idx: np.ndarray) -> dict | None:
+    mask = np.zeros(n, dtype=bool)
+    mask[idx] = True
+    return metrics_from(truth, mask)
 
 
 def agreement(selections: dict, scores: dict) -> tuple[dict, dict]:
     """Jaccard overlap of first-seed selections; Spearman correlation of the score-based methods."""
-    import pandas as pd
     names = list(selections)
     overlap = {}
     for a in names:

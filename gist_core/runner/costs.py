@@ -4,6 +4,9 @@ The warm-up is shared: it is counted per method up to the checkpoint that method
 """
 from __future__ import annotations
 
+from gist_core.config import RunConfig
+from gist_core.store.manifest import RunStore
+
 COST_NOTES = ("wall_s: seconds measured on this machine, per stage; the warm-up is shared and "
               "counted per method up to the checkpoint it uses (GIST: its checkpoint epoch, "
               "LESS: all epochs); flops: estimates (6 x parameters x tokens per forward+backward, "
@@ -18,9 +21,16 @@ METHOD_STAGES = {"gist": ("warmup", "val_grads/", "train_proj"), "less": ("warmu
 
 
 class CostBook:
-    """Mixed into Compare: `costs` (stage -> seconds), `flops` and `bytes` per method family."""
+    """What each method cost: `costs` (method -> cost category -> seconds), `flops` and `bytes` per method family,
+    read from the run folder's manifest (stage walls and peaks) and the inputs' sizes."""
 
-    def _stage_walls(self) -> dict:
+    def __init__(self, store: RunStore, cfg: RunConfig, n_params: int, tokens: dict[str, int], n_pool: int):
+        self.store, self.cfg, self.n_params, self.tokens, self.n_pool = store, cfg, n_params, tokens, n_pool
+        self.costs: dict[str, dict[str, float]] = {}
+        self.flops: dict[str, float] = {}
+        self.bytes: dict[str, int] = {}
+
+    def stage_walls(self) -> dict:
         return self.store.manifest()["stages"]
 
     def method_peak(self, family: str) -> int | None:
@@ -29,21 +39,21 @@ class CostBook:
         prefixes = METHOD_STAGES.get("gist" if family.startswith("gist") else family)
         if prefixes is None:
             return None
-        peaks = [e["peak_rss_bytes"] for s, e in self._stage_walls().items()
+        peaks = [e["peak_rss_bytes"] for s, e in self.stage_walls().items()
                  if s.startswith(prefixes) and e.get("peak_rss_bytes")]
         return max(peaks) if peaks else None
 
-    def _warmup_cost(self, epochs_used: int) -> tuple[float, float]:
+    def warmup_cost(self, epochs_used: int) -> tuple[float, float]:
         """(wall s, FLOPs) of the warm-up up to `epochs_used`, prorated by epochs (a later epoch is not needed)."""
-        st = self._stage_walls().get("warmup", {})
+        st = self.stage_walls().get("warmup", {})
         share = epochs_used / self.cfg.warmup.epochs
         n_warm = st.get("n_examples", 0)
-        tokens_per_example = self.tokens["pool"] / max(1, len(self.run.inputs.pool))
+        tokens_per_example = self.tokens["pool"] / max(1, self.n_pool)
         flops = 6 * self.n_params * tokens_per_example * n_warm * epochs_used
         return st.get("wall_s", 0.0) * share, flops
 
-    def _val_cost(self, epoch: int) -> tuple[float, float]:
-        st = self._stage_walls().get(f"val_grads/ckpt-{epoch}", {})
+    def val_cost(self, epoch: int) -> tuple[float, float]:
+        st = self.stage_walls().get(f"val_grads/ckpt-{epoch}", {})
         return st.get("wall_s", 0.0) - st.get("subspace_s", 0.0), st.get("subspace_s", 0.0)
 
 

@@ -14,8 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from gist_core.analysis.curvature import curvature_numbers
-from gist_core.config import GeometryConfig  # noqa: F401  (re-exported)
-from gist_core.runner.pipeline import ConfigError, Run, RunConfig, load_subspace
+from gist_core.config import (
+    GeometryConfig,  # noqa: F401  (re-exported)
+    RunConfig,
+)
+from gist_core.errors import ConfigError
+from gist_core.methods.gist.artefacts import load_subspace
+from gist_core.runner.pipeline import Run
 from gist_core.store.artefacts import load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import RunLayout, ckpt_meta
@@ -53,7 +58,7 @@ class Geometry:
         from gist_core.analysis import geometry as g
         from gist_core.data.examples import load_examples
         from gist_core.data.formatting import tokenize_examples
-        from gist_core.methods.less import read_moments
+        from gist_core.methods.less.features import read_moments
         epochs = self.cfg.checkpoints or tuple(range(1, self.run_cfg.warmup.epochs + 1))
         missing = [e for e in epochs if not ckpt_meta(self.run.ckpt_dir(e)).exists()]
         if missing:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from gist_core.analysis.curvature import correlation_matrix
-from gist_core.app import launcher
+from gist_core.runner import launcher
 from gist_core.store import artefacts, lock
 from gist_core.store.layout import RunLayout
 from gist_core.store.reports import readable_report

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gist_core.app import launcher
+from gist_core.runner import launcher
 from gist_core.store import lock
 from gist_core.store.layout import CONFIG, LAUNCH, LAUNCH_LOG, PREVIOUS, RunLayout
 from gist_core.store.manifest import read_events

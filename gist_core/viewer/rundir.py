@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 from gist_core.data.domains import domain_labels
+from gist_core.data.examples import groups_from_labels
 from gist_core.data.truth import has_ground_truth
 from gist_core.methods import scoring
+from gist_core.methods.gist import artefacts as gist_artefacts
 from gist_core.store import artefacts
 from gist_core.store.layout import CKPT_GLOB, RunLayout, ckpt_epoch
 
@@ -126,7 +128,7 @@ def target_frame(run_dir: str | Path) -> pd.DataFrame:
 
 def target_groups(target: pd.DataFrame) -> dict[str, list[int]]:
     """Subtask -> target rows, as pipeline.rescore builds them (no subtask: the example is its own)."""
-    return scoring.groups_from_labels(target["id"], target["subtask"])
+    return groups_from_labels(target["id"], target["subtask"])
 
 
 OLD_SCORE_NOTE = ("this run was made before each pool gradient's norm was stored, so its GIST scores are the "
@@ -178,8 +180,8 @@ def stale_problem(run_dir: str | Path) -> str | None:
 @functools.lru_cache(maxsize=4)
 def arrays_at(run_dir: str, _stamp: int) -> Arrays:
     lay, cfg = RunLayout(run_dir), run_config(run_dir)
-    sub = artefacts.load_subspace(subspace_path(run_dir), ("val_coords",))  # the basis is never needed here
-    stored = artefacts.load_projections(lay.train_proj)
+    sub = gist_artefacts.load_subspace(subspace_path(run_dir), ("val_coords",))  # the basis is never needed here
+    stored = gist_artefacts.load_projections(lay.train_proj)
     # a config written before score kinds existed scored in the subspace; without norms nothing else is possible
     kind = cfg.get("score", "subspace") if stored.norms is not None else "subspace"
     return Arrays(X=stored.coords, val_coords=sub.val_coords, groups=target_groups(target_frame_at(run_dir, _stamp)),

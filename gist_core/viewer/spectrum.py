@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gist_core.methods.gist import artefacts as gist_artefacts
 from gist_core.methods.gist.subspace import rank_for_variance
-from gist_core.store import artefacts
 from gist_core.store.layout import RunLayout
 from gist_core.viewer.rundir import arrays_at, checkpoint_epochs, run_config, stamp
 
@@ -35,7 +35,7 @@ def _spectra(run_dir: str, _stamp: int) -> list[Spectrum]:
         if not path.is_file():
             continue
         # sigma is 1-D, which safetensors never scrambled: spectra of older runs stay readable
-        sigma = np.asarray(artefacts.load_subspace(path, ("sigma",), allow_stale=True).sigma, dtype=np.float64)
+        sigma = np.asarray(gist_artefacts.load_subspace(path, ("sigma",), allow_stale=True).sigma, dtype=np.float64)
         s2 = sigma ** 2
         out.append(Spectrum(epoch=epoch, sigma=sigma, explained=np.cumsum(s2) / max(s2.sum(), 1e-300),
                             r95=rank_for_variance(sigma, 0.95), r99=rank_for_variance(sigma, 0.99)))

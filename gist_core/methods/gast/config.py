@@ -1,11 +1,14 @@
 """GAST's configuration: the per-layer selection inside LoRA training and what `gist-lab train` runs."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from gist_core.config import LoraSettings, TrainConfig
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
 from gist_core.errors import ConfigError
+from gist_core.flags import add_flags, flag_maker, flag_values
 
 GAST_METHODS = ("gast", "topk", "random", "lora")  # gast = the paper's stochastic rule; lora = plain LoRA
 
@@ -71,3 +74,45 @@ class TrainRunConfig:
         if self.gast.k_select > self.recipe.batch_size and not self.gast.replacement:
             raise ConfigError(f"k_select {self.gast.k_select} exceeds the batch size {self.recipe.batch_size} "
                               "(sampling without replacement)")
+
+
+flag = flag_maker({"train": TrainRunConfig, "train.gast": GastConfig, "train.recipe": TrainConfig,
+                   "train.lora": LoraSettings})
+
+TRAIN_FLAGS = (
+    flag("--model", "model", "train"), flag("--train", "train", "train"), flag("--target", "target", "train"),
+    flag("--test", "test", "train"),
+    flag("--pool-size", "pool_size", "train", (("type", int),)),
+    flag("--max-length", "max_length", "train", (("type", int),)),
+    flag("--n-em", "n_em", "train", (("type", int),)),
+    flag("--device", "device", "train"),
+    flag("--method", "method", "train.gast", (("choices", ["gast", "topk", "random", "lora"]),)),
+    flag("--implementation", "implementation", "train.gast", (("choices", ["cached", "twopass"]),)),
+    flag("--k-select", "k_select", "train.gast", (("type", int),)),
+    flag("--k-support", "k_support", "train.gast", (("type", int),)),
+    flag("--support", "support", "train.gast", (("choices", ["train", "target"]),)),
+    flag("--temperature", "temperature", "train.gast", (("type", float),)),
+    flag("--replacement", "replacement", "train.gast", (("action", "store_true"), ("default", None))),
+    flag("--aggregate", "aggregate", "train.gast", (("choices", ["mean", "sum"]),)),
+    flag("--epochs", "epochs", "train.recipe", (("type", int),)),
+    flag("--lr", "lr", "train.recipe", (("type", float),)),
+    flag("--batch-size", "batch_size", "train.recipe", (("type", int),)),
+    flag("--seed", "seed", "train.recipe", (("type", int),)),
+    flag("--lora-r", "r", "train.lora", (("type", int),)),
+)
+
+
+def train_config(a: argparse.Namespace) -> TrainRunConfig:
+    v = flag_values(a, TRAIN_FLAGS)
+    base = TrainRunConfig()
+    return TrainRunConfig(**v["train"], gast=GastConfig(**{**asdict(base.gast), **v["train.gast"]}),
+             recipe=TrainConfig(**{**asdict(base.recipe), **v["train.recipe"]}),
+             lora=LoraSettings(**{**asdict(base.lora), **v["train.lora"]}))
+
+
+def train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="folder for train.json, the selection log and the adapter")
+    p.add_argument("--ablation", action="store_true", help="every method × --seeds (GAST under both implementations)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of the ablation (3)")
+    add_flags(p, TRAIN_FLAGS)
+    p.add_argument("--quiet", action="store_true")

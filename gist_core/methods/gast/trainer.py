@@ -18,19 +18,19 @@ from gist_core.grads.per_example import GradientEngine, causal_lm_losses, pad_ba
 from gist_core.methods.gast.config import GastConfig
 from gist_core.methods.gast.selection import layer_groups, select_counts
 from gist_core.methods.gast.step import STEPS, params_of, support_gradient
-from gist_core.model.training import _Rows
+from gist_core.model.training import TokenRows
 
 RULE_OF = {"gast": "stochastic", "topk": "topk", "random": "random"}
 
 
-class _IndexedRows(_Rows):
+class _IndexedRows(TokenRows):
     """The training rows with their index, so the selection log knows which example each batch row is."""
 
     def __getitem__(self, i):
         return {**super().__getitem__(i), "idx": i}
 
 
-def _collator(pad_id: int):
+def indexed_collator(pad_id: int):
     def collate(rows):
         ids, lab, att = pad_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], pad_id, "cpu")
         return {"input_ids": ids, "labels": lab, "attention_mask": att,
@@ -132,7 +132,7 @@ def train_gast(model, input_ids, labels, pad_id: int, recipe: TrainConfig, gast:
             save_strategy="no", report_to="none", logging_steps=1, disable_tqdm=True, remove_unused_columns=False,
             log_level="error", dataloader_num_workers=0)
         trainer = Trainer(model=model, args=args, train_dataset=_IndexedRows(input_ids, labels),
-                          data_collator=_collator(pad_id))
+                          data_collator=indexed_collator(pad_id))
         trainer.remove_callback(PrinterCallback)
         trainer.setup_gast(gast, pad_id, support_rows, log, recipe.seed)
         if torch.cuda.is_available():

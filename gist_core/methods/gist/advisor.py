@@ -29,11 +29,9 @@ from gist_core.errors import ConfigError
 
 if TYPE_CHECKING:  # annotations only
     from gist_core.config import RunConfig
+    from gist_core.methods.gist.artefacts import Projections
     from gist_core.methods.gist.subspace import Subspace
-    from gist_core.store.artefacts import Projections
 
-RANK_RULES = ("tau", "advisor", "full")
-DEFAULT_RANK_RULE = "full"  # chosen on evidence (bench/selection_rules.py, README: Selection rules); the paper: tau
 REF_ROWS = 4096  # pool rows the held-out example is ranked against (a seeded sample; all when fewer)
 
 

@@ -2,10 +2,14 @@
 Written into proxy.json."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from gist_core.config import DEFAULT_DEMO_TARGET, SAMPLE_DATA, LoraSettings
+from gist_core.config import LoraSettings
+from gist_core.data.corpus import DEFAULT_DEMO_TARGET, SAMPLE_DATA
 from gist_core.errors import ConfigError
+from gist_core.flags import add_flags, flag_maker, flag_values, floats_list, names_list
 
 INITS = ("ipsvd", "svd", "random")  # factor initialisations: IPSVD and the reference's two ablations
 CANDIDATES = ("ipsvd-noalign", "svd", "random", "layers")
@@ -72,3 +76,50 @@ class ProxyConfig:
             raise ConfigError(f"n_em must be >= 1 (or unset for every test prompt), got {self.n_em}")
         if self.align_epochs < 0 or self.align_examples < 0 or self.lambda_kd < 0 or self.tau <= 0:
             raise ConfigError("align_epochs, align_examples and lambda_kd must be >= 0 and tau > 0")
+
+
+flag = flag_maker({"proxy": ProxyConfig, "proxy.lora": LoraSettings})
+
+PROXY_FLAGS = (
+    flag("--model", "model", "proxy"), flag("--train", "train", "proxy"), flag("--target", "target", "proxy"),
+    flag("--rho", "rho", "proxy", (("type", float),)),
+    flag("--sweep", "sweep", "proxy", (("type", floats_list),), "; comma-separated"),
+    flag("--rank-multiple", "rank_multiple", "proxy", (("type", int),)),
+    flag("--init", "init", "proxy", (("choices", list(INITS)),)),
+    flag("--candidates", "candidates", "proxy", (("type", names_list),),
+         "; comma-separated ('' for none)"),
+    flag("--probe-examples", "probe_examples", "proxy", (("type", int),)),
+    flag("--max-probes", "max_probes", "proxy", (("type", int),)),
+    flag("--align-examples", "align_examples", "proxy", (("type", int),)),
+    flag("--align-epochs", "align_epochs", "proxy", (("type", int),)),
+    flag("--align-batch", "align_batch", "proxy", (("type", int),)),
+    flag("--align-lr", "align_lr", "proxy", (("type", float),)),
+    flag("--lambda-kd", "lambda_kd", "proxy", (("type", float),)),
+    flag("--tau", "tau", "proxy", (("type", float),)),
+    flag("--max-length", "max_length", "proxy", (("type", int),)),
+    flag("--seed", "seed", "proxy", (("type", int),)),
+    flag("--eval-pool", "eval_pool", "proxy", (("type", int),)),
+    flag("--methods", "methods", "proxy", (("type", names_list),), "; comma-separated"),
+    flag("--warmup-epochs", "warmup_epochs", "proxy", (("type", int),)),
+    flag("--less-dim", "less_dim", "proxy", (("type", int),)),
+    flag("--no-evaluate", "evaluate", "proxy", (("action", "store_false"), ("default", None), ("dest", "evaluate")),
+         ": off = build only"),
+    flag("--downstream", "downstream", "proxy", (("action", "store_true"), ("default", None))),
+    flag("--n-em", "n_em", "proxy", (("type", int),)),
+    flag("--dtype", "dtype", "proxy", (("choices", ["float32", "bfloat16", "float16"]),)),
+    flag("--device", "device", "proxy"),
+    flag("--lora-r", "r", "proxy.lora", (("type", int),), " (selection runs)"),
+    flag("--lora-layers", "last_layers", "proxy.lora", (("type", int), ("metavar", "L")), " (selection runs)"),
+)
+
+
+def proxy_config(a: argparse.Namespace) -> ProxyConfig:
+    v = flag_values(a, PROXY_FLAGS)
+    return ProxyConfig(**v["proxy"], lora=LoraSettings(**{**asdict(ProxyConfig().lora), **v["proxy.lora"]}))
+
+
+def proxy_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--out", required=True, type=Path, help="folder for the proxy model, its ablations and proxy.json")
+    add_flags(p, PROXY_FLAGS)
+    p.add_argument("--quiet", action="store_true")

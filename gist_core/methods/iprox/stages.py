@@ -23,6 +23,7 @@ import numpy as np
 from gist_core.config import TrainConfig
 from gist_core.errors import StoreError
 from gist_core.methods.iprox.config import ProxyConfig
+from gist_core.methods.less.config import LessConfig
 from gist_core.runner.keys import input_fingerprint
 from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import ProxyLayout, RunLayout, extraction_meta
@@ -171,7 +172,7 @@ def selection_configs(cfg: ProxyConfig, model: str):
                     max_length=cfg.max_length, lora=cfg.lora, warmup=TrainConfig(epochs=cfg.warmup_epochs),
                     dtype=cfg.dtype, device=cfg.device)
     return run, CompareConfig(methods=cfg.methods, downstream=cfg.downstream, seeds=1 if not cfg.downstream else 3,
-                              less_dim=cfg.less_dim, n_em=cfg.n_em)
+                              less=LessConfig(dim=cfg.less_dim), n_em=cfg.n_em)
 
 
 def evaluate_model(cfg: ProxyConfig, model: str, folder: Path) -> dict:

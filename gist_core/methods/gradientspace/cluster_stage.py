@@ -11,7 +11,6 @@ a deterministic function of the stored arrays and the seed. Writes RUN/clusters/
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -19,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core.config import ClusterConfig
-from gist_core.errors import ConfigError
 from gist_core.methods.gradientspace import assign, metrics
+from gist_core.methods.gradientspace.config import ClusterConfig
 from gist_core.methods.gradientspace.sketch import FrequentDirections, SketchState
+from gist_core.runner.context import RunContext, RunInputs
+from gist_core.runner.pipeline import open_run
 from gist_core.store.artefacts import load_npy, save_npy
 from gist_core.store.atomic import atomic_path, atomic_write_json
-from gist_core.store.layout import RunLayout
 from gist_core.store.lock import refuse_if_held, writer_lock
 from gist_core.store.manifest import stable_hash
 from gist_core.store.reports import stamp
@@ -36,23 +35,25 @@ METHODS = ("gradientspace", "elrea", "embedding", "random")
 
 
 class Cluster:
-    def __init__(self, run_dir, cfg: ClusterConfig, quiet: bool = False):
-        from gist_core.config import RunConfig
-        from gist_core.runner.pipeline import Run
-        self.dir, self.cfg, self.paths = Path(run_dir), cfg, RunLayout(Path(run_dir))
-        if not self.paths.config.exists():
-            raise ConfigError(f"{self.dir}: not a run directory (no config.json); run gist-lab select or demo first")
-        self.run_cfg = RunConfig.from_json(json.loads(self.paths.config.read_text()))
-        self.run = Run(self.run_cfg, self.dir, quiet=quiet)
+    """The clustering passes over one finished run: `Cluster(ctx, inputs, cfg)` with the run's context and inputs
+    (runner/pipeline.py, open_run), or `Cluster.open(run_dir, cfg)`."""
+
+    def __init__(self, ctx: RunContext, inputs: RunInputs, cfg: ClusterConfig):
+        self.ctx, self.inputs, self.cfg = ctx, inputs, cfg
+        self.dir, self.paths, self.run_cfg = ctx.paths.root, ctx.paths, ctx.cfg
         self.walls: dict[str, float] = {}
         self._engine = None
+
+    @classmethod
+    def open(cls, run_dir, cfg: ClusterConfig, quiet: bool = False) -> Cluster:
+        return cls(*open_run(run_dir, quiet), cfg)
 
     def engine(self):
         """One gradient engine on the warm-up adapter for every pass (loading the adapter once)."""
         if self._engine is None:
             from gist_core.grads.per_example import GradientEngine
-            tok, _ = self.run.tokenizer_and_model()
-            self._engine = GradientEngine(self.run.adapter_model(self.run_cfg.checkpoint), tok.pad_token_id)
+            tok, _ = self.ctx.tokenizer_and_model()
+            self._engine = GradientEngine(self.ctx.adapter_model(self.run_cfg.checkpoint), tok.pad_token_id)
         return self._engine
 
     # ------------------------------------------------------------------ streaming passes with resume
@@ -66,11 +67,11 @@ class Cluster:
                     state = {k: z[k] for k in z.files if k != "key"}
                     log.info("%s: resuming after %d batches", name, int(state["done"]))
         engine = self.engine()
-        ids = self.run.inputs.pool_tok.input_ids
+        ids = self.inputs.pool_tok.input_ids
         pos = {r: p for p, r in enumerate(rows)}
         batches = list(length_sorted_batches([len(x) for x in ids], rows, self.cfg.batch_size))
         t0 = time.time()
-        with self.run.progress.stage(f"clusters/{name}", total=len(rows)) as st:
+        with self.ctx.progress.stage(f"clusters/{name}", total=len(rows)) as st:
             for b, batch in enumerate(batches):
                 if b < int(state["done"]):
                     continue
@@ -98,7 +99,7 @@ class Cluster:
             return {"buffer": s.buffer, "filled": np.int64(s.filled), "rows_seen": np.int64(s.rows_seen),
                     "shrunk": np.float64(s.shrunk), "done": state["done"]}
 
-        s = self._stream("sketch", key, rows, self.run.inputs.pool_tok.labels, fold, empty)
+        s = self._stream("sketch", key, rows, self.inputs.pool_tok.labels, fold, empty)
         fd = FrequentDirections(dim, ell, SketchState(s["buffer"], int(s["filled"]), int(s["rows_seen"]), float(s["shrunk"])))
         V, sig = fd.top(self.cfg.rank)
         self.sigma = sig
@@ -120,7 +121,7 @@ class Cluster:
 
     # ------------------------------------------------------------------ the stage
     def rows(self) -> list[int]:
-        n = len(self.run.inputs.pool)
+        n = len(self.inputs.pool)
         m = n if self.cfg.pool_size in (0, None) or self.cfg.pool_size >= n else self.cfg.pool_size
         return sorted(np.random.default_rng(self.cfg.seed).choice(n, size=m, replace=False).tolist())
 
@@ -135,15 +136,15 @@ class Cluster:
     def execute(self) -> dict:
         self.paths.clusters_dir.mkdir(exist_ok=True)
         rows = self.rows()
-        base = stable_hash([self.run.keys["warmup"], self.run_cfg.checkpoint, rows, self.cfg.batch_size])
+        base = stable_hash([self.ctx.keys["warmup"], self.run_cfg.checkpoint, rows, self.cfg.batch_size])
         k_sketch = stable_hash([base, self.cfg.rank, self.cfg.sketch_size])
         V = self.cached("basis", k_sketch, lambda: self.sketch_pass(rows, k_sketch).astype(np.float32), "sketch")
         coords = self.cached("coords", stable_hash([k_sketch, "coords"]), lambda: self.project_pass(
-            "coords", stable_hash([k_sketch, "coords"]), rows, self.run.inputs.pool_tok.labels, V), "coords")
+            "coords", stable_hash([k_sketch, "coords"]), rows, self.inputs.pool_tok.labels, V), "coords")
         k_elrea = stable_hash([base, self.cfg.elrea_dim, self.cfg.seed, "elrea"])
 
         def elrea():
-            return self.project_pass("elrea", k_elrea, rows, instruction_labels(self.run.inputs.pool_tok),
+            return self.project_pass("elrea", k_elrea, rows, instruction_labels(self.inputs.pool_tok),
                                      self.elrea_projection())
         feats = {"gradientspace": coords, "elrea": self.cached("elrea", k_elrea, elrea, "elrea"),
                  "embedding": self.cached("embed", stable_hash([base, "embed"]), lambda: self._embed(rows))}
@@ -156,11 +157,11 @@ class Cluster:
         return (torch.randn(self.cfg.elrea_dim, self._dim(), generator=g) / self.cfg.elrea_dim ** 0.5).numpy()
 
     def _embed(self, rows) -> np.ndarray:
-        from gist_core.methods.baselines import mean_pooled_embeddings
+        from gist_core.methods.baselines.scores import mean_pooled_embeddings
         t0 = time.time()
-        tok, _ = self.run.tokenizer_and_model()
+        tok, _ = self.ctx.tokenizer_and_model()
         self._engine = None  # base_model() takes the adapter off the shared model: the engine's model is gone
-        E = mean_pooled_embeddings(self.run.base_model(), [self.run.inputs.pool_tok.input_ids[r] for r in rows],
+        E = mean_pooled_embeddings(self.ctx.base_model(), [self.inputs.pool_tok.input_ids[r] for r in rows],
                                    tok.pad_token_id)
         self.walls["embedding"] = round(time.time() - t0, 2)
         return E.astype(np.float32)
@@ -175,7 +176,7 @@ class Cluster:
                 "random": np.random.default_rng(self.cfg.seed).integers(0, k, size=n).astype(np.int64)}
 
     def report(self, rows, feats) -> dict:
-        pool = self.run.inputs.pool
+        pool = self.inputs.pool
         truth = [pool[r].skill or "?" for r in rows]
         if self.cfg.n_clusters:
             k, curve = self.cfg.n_clusters, []
@@ -218,6 +219,6 @@ def instruction_labels(tok) -> list[list[int]]:
 
 def run_cluster(run_dir, cfg: ClusterConfig, quiet: bool = False) -> dict:
     refuse_if_held(run_dir)  # at once, before the run's inputs are loaded
-    job = Cluster(run_dir, cfg, quiet=quiet)
+    job = Cluster.open(run_dir, cfg, quiet=quiet)
     with writer_lock(run_dir):
         return job.execute()

@@ -7,8 +7,9 @@ import os
 import pandas as pd
 
 from gist_core.config import RunConfig
+from gist_core.data.examples import groups_from_labels
 from gist_core.methods import scoring
-from gist_core.store.artefacts import load_projections, load_subspace
+from gist_core.methods.gist.artefacts import load_projections, load_subspace
 from gist_core.store.layout import RunLayout
 
 
@@ -20,7 +21,7 @@ def rescore(run_dir: str | os.PathLike, rank: int, aggregation: str | None = Non
     sub = load_subspace(paths.subspace(cfg.checkpoint),
                         ("sigma", "val_coords"))
     target = pd.read_parquet(paths.target)
-    groups = scoring.groups_from_labels(target["id"], target["subtask"])
+    groups = groups_from_labels(target["id"], target["subtask"])
     stored = load_projections(paths.train_proj)
     if kind is None and stored.norms is None and cfg.score == "normaware":
         kind = "subspace"  # made before |g| was stored: the in-subspace score is all it holds (summary says which)

@@ -15,13 +15,13 @@ INIT_LABELS = {"ipsvd": "IPSVD", "svd": "plain SVD", "random": "random", "layers
 
 def proxy_folders(root: Path) -> list[str]:
     """Names of the folders under `root` that `gist-lab proxy build` wrote."""
-    from gist_core.runner.proxy import is_proxy_run
+    from gist_core.methods.iprox.stages import is_proxy_run
     from gist_core.viewer.rundir import folders_under
     return folders_under(root, is_proxy_run)
 
 
 def load_report(folder: Path) -> dict | None:
-    from gist_core.runner.proxy import is_proxy_run, load_proxy_report
+    from gist_core.methods.iprox.stages import is_proxy_run, load_proxy_report
     try:
         return load_proxy_report(folder) if is_proxy_run(folder) else None
     except StoreError:

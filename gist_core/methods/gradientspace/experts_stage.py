@@ -23,13 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core.config import ClusterConfig, ExpertConfig, TrainConfig
+from gist_core.config import TrainConfig
 from gist_core.errors import ConfigError
 from gist_core.methods.gradientspace import ensemble
+from gist_core.methods.gradientspace.cluster_stage import Cluster, cached_npy
+from gist_core.methods.gradientspace.config import ClusterConfig, ExpertConfig
+from gist_core.methods.gradientspace.report import aggregate, first_per_group, summarise, train_steps
 from gist_core.methods.gradientspace.router import PromptRouter, cluster_skills, confusion, oracle_routes, routing_accuracy
 from gist_core.model.mixture import AdapterBank, decode, rule_losses
-from gist_core.runner.cluster import Cluster, cached_npy
-from gist_core.runner.experts_report import aggregate, first_per_group, summarise, train_steps
+from gist_core.runner.context import RunContext, RunInputs
+from gist_core.runner.pipeline import open_run
 from gist_core.store.artefacts import load_npy, load_tensors, save_tensors
 from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import RunLayout
@@ -48,33 +51,36 @@ def prompt_part(ids: list[int], labels: list[int]) -> list[int]:
 
 
 class Experts:
-    def __init__(self, run_dir, cfg: ExpertConfig, quiet: bool = False):
-        self.dir, self.cfg, self.paths = Path(run_dir), cfg, RunLayout(Path(run_dir))
-        if not self.paths.clusters_report.exists():
-            raise ConfigError(f"{self.dir}: no clustering yet (no clusters/clusters.json); run gist-lab cluster first")
-        self.clusters = check_report(read_report(self.paths.clusters_report, "clusters"), "clusters",
-                                     str(self.paths.clusters_report))
-        missing = [m for m in cfg.clusterings if m not in self.clusters["table"]]
-        if missing:
-            raise ConfigError(f"{self.paths.clusters_report}: no '{', '.join(missing)}' clustering in it")
+    """One LoRA expert per cluster of a finished `gist-lab cluster`: `Experts(ctx, inputs, cfg)` with the run's
+    context and inputs, or `Experts.open(run_dir, cfg)`. The clustering's own passes (its gradient engine and
+    ELREA projection, for routing queries) come from a Cluster stage over the same context."""
+
+    def __init__(self, ctx: RunContext, inputs: RunInputs, cfg: ExpertConfig):
+        self.ctx, self.inputs, self.cfg = ctx, inputs, cfg
+        self.dir, self.paths, self.run_cfg = ctx.paths.root, ctx.paths, ctx.cfg
+        self.clusters = clustering_report(self.paths, cfg)
         ccfg = self.clusters["config"]
-        self.cl = Cluster(run_dir, ClusterConfig(**{**ccfg, "k_grid": tuple(ccfg["k_grid"])}), quiet=quiet)
-        self.run, self.run_cfg = self.cl.run, self.cl.run_cfg
+        self.cl = Cluster(ctx, inputs, ClusterConfig(**{**ccfg, "k_grid": tuple(ccfg["k_grid"])}))
         self.rows = load_npy(self.paths.clusters_array("rows"), np.int64, ndim=1)
         self.labels = {m: load_npy(self.paths.clusters_array(f"labels-{m}"), np.int64, shape=(len(self.rows),))
                        for m in cfg.clusterings}
         self.ids = {m: sorted(int(c) for c in np.unique(lab)) for m, lab in self.labels.items()}
-        pool = self.run.inputs.pool
+        pool = self.inputs.pool
         self.truth = [pool[int(r)].skill or "?" for r in self.rows]
         self.walls: dict[str, float] = {}
 
+    @classmethod
+    def open(cls, run_dir, cfg: ExpertConfig, quiet: bool = False) -> Experts:
+        clustering_report(RunLayout(Path(run_dir)), cfg)  # no clustering: say so before the run's inputs load
+        return cls(*open_run(run_dir, quiet), cfg)
+
     def log(self, msg: str) -> None:
-        self.run.log(msg)
+        self.ctx.log(msg)
 
     # ------------------------------------------------------------------ test sets
     def test_specs(self) -> list[str]:
+        from gist_core.data.corpus import SAMPLE_DATA
         from gist_core.runner.compare import default_test_split
-        from gist_core.runner.pipeline import SAMPLE_DATA
         if self.cfg.tests:
             return list(self.cfg.tests)
         if Path(self.run_cfg.train).resolve() == (SAMPLE_DATA / "pool.jsonl").resolve():
@@ -93,7 +99,7 @@ class Experts:
                      for ex in load_examples(spec)]
             keep = first_per_group([ex.subtask for ex in split], self.cfg.per_subtask or len(split))
             out += [split[i] for i in keep]
-        pool, seen = self.run.inputs.pool, set(self.rows.tolist())
+        pool, seen = self.inputs.pool, set(self.rows.tolist())
         by_skill: dict[str, list[int]] = defaultdict(list)
         order = np.random.default_rng(self.cl.cfg.seed + 1).permutation(len(pool))
         for r in order:
@@ -109,7 +115,7 @@ class Experts:
     def encoded(self, tests) -> tuple[list[list[int]], list[list[int]]]:
         from gist_core.data.formatting import encode_pair
         from gist_core.model.evaluate import answer_only_labels
-        tok, _ = self.run.tokenizer_and_model()
+        tok, _ = self.ctx.tokenizer_and_model()
         enc = [encode_pair(tok, ex.prompt, ex.response, self.run_cfg.max_length, ex.messages) for ex in tests]
         return [e[0] for e in enc], answer_only_labels([e[1] for e in enc], tok.eos_token_id)
 
@@ -117,10 +123,10 @@ class Experts:
     def features(self, tests, ids, labels) -> dict[str, np.ndarray]:
         """Prompt embeddings of the clustered rows and the queries (the router's input), the queries' ELREA
         gradients (instruction tokens, the clustering's random projection), cached under experts/."""
-        from gist_core.methods.baselines import mean_pooled_embeddings
-        tok, _ = self.run.tokenizer_and_model()
-        pool_tok = self.run.inputs.pool_tok
-        base_key = stable_hash([self.run.keys["warmup"], self.run_cfg.checkpoint, self.rows.tolist()])
+        from gist_core.methods.baselines.scores import mean_pooled_embeddings
+        tok, _ = self.ctx.tokenizer_and_model()
+        pool_tok = self.inputs.pool_tok
+        base_key = stable_hash([self.ctx.keys["warmup"], self.run_cfg.checkpoint, self.rows.tolist()])
         q_key = stable_hash([base_key, [x for x in ids]])
         prompts_train = [prompt_part(pool_tok.input_ids[r], pool_tok.labels[r]) for r in self.rows]
         queries = [prompt_part(x, y) for x, y in zip(ids, labels)]
@@ -129,7 +135,7 @@ class Experts:
             def go():
                 t0 = time.time()
                 self.cl._engine = None  # base_model() takes the warm-up adapter off the shared model
-                E = mean_pooled_embeddings(self.run.base_model(), seqs, tok.pad_token_id).astype(np.float32)
+                E = mean_pooled_embeddings(self.ctx.base_model(), seqs, tok.pad_token_id).astype(np.float32)
                 self.walls["embed"] = self.walls.get("embed", 0.0) + round(time.time() - t0, 2)
                 return E
             return go
@@ -198,14 +204,14 @@ class Experts:
         from gist_core.model.training import train_lora
         path = self.paths.expert_adapter(seed, name)
         cfg = self.train_cfg(seed, len(rows))
-        key = stable_hash([self.run.keys["data"], self.run.fingerprints["model"], asdict(cfg), self.run_cfg.lora.key(),
+        key = stable_hash([self.ctx.keys["data"], self.ctx.fingerprints["model"], asdict(cfg), self.run_cfg.lora.key(),
                            self.run_cfg.max_length, np.asarray(rows).tolist()])
         if (path / KEY_FILE).exists() and (path / KEY_FILE).read_text() == key:
             return path
         t0 = time.time()
-        model, tok = load_base_model(self.run.model_source.path, self.run_cfg.dtype, self.run_cfg.device)
+        model, tok = load_base_model(self.ctx.models.folder, self.run_cfg.dtype, self.run_cfg.device)
         peft_model = attach_lora(model, self.run_cfg.lora, seed=seed)
-        pool_tok = self.run.inputs.pool_tok
+        pool_tok = self.inputs.pool_tok
         res = train_lora(peft_model, [pool_tok.input_ids[r] for r in rows], [pool_tok.labels[r] for r in rows],
                          tok.pad_token_id, cfg)
         with atomic_folder(path) as tmp:
@@ -224,7 +230,7 @@ class Experts:
 
     def train_seed(self, seed: int) -> dict[str, Path]:
         members = self.members()
-        with self.run.progress.stage(f"experts/train/s{seed}", total=len(members)) as st:
+        with self.ctx.progress.stage(f"experts/train/s{seed}", total=len(members)) as st:
             paths = {}
             for name, _, rows in members:
                 paths[name] = self.adapter(seed, name, rows)
@@ -237,7 +243,7 @@ class Experts:
 
     def bank(self, paths: dict[str, Path]) -> AdapterBank:
         from gist_core.model.load import load_base_model
-        base, _ = load_base_model(self.run.model_source.path, self.run_cfg.dtype, self.run_cfg.device)
+        base, _ = load_base_model(self.ctx.models.folder, self.run_cfg.dtype, self.run_cfg.device)
         return AdapterBank(base, paths)
 
     # ------------------------------------------------------------------ evaluation of one seed
@@ -277,7 +283,7 @@ class Experts:
             old = json.loads(path.read_text())
             if old.get("key") == key:
                 return old
-        tok, _ = self.run.tokenizer_and_model()
+        tok, _ = self.ctx.tokenizer_and_model()
         model = self.bank(paths)
         order = [None] + list(paths)
         t0 = time.time()
@@ -304,8 +310,8 @@ class Experts:
         routed includes the prompt embedding and the router; ensemble the query's gradient and its weights."""
         import torch
 
-        from gist_core.methods.baselines import mean_pooled_embeddings
-        tok, _ = self.run.tokenizer_and_model()
+        from gist_core.methods.baselines.scores import mean_pooled_embeddings
+        tok, _ = self.ctx.tokenizer_and_model()
         pick = np.linspace(0, len(tests) - 1, self.cfg.latency_queries).round().astype(int)
         routers = self._routers
         engine = self.cl.engine()
@@ -362,7 +368,7 @@ class Experts:
         per_seed = []
         for seed in range(self.cfg.seeds):
             paths = self.train_seed(seed)
-            with self.run.progress.stage(f"experts/eval/s{seed}"):
+            with self.ctx.progress.stage(f"experts/eval/s{seed}"):
                 per_seed.append(self.evaluate_seed(seed, paths, tests, ids, labels, rules))
             self.log(f"seed {seed}: " + "  ".join(f"{r} {v['test_loss']:.3f}/{v['exact_match']:.2f}"
                                                   for r, v in per_seed[-1]["rules"].items()))
@@ -396,10 +402,21 @@ class Experts:
         return rep
 
 
+def clustering_report(paths: RunLayout, cfg: ExpertConfig) -> dict:
+    """clusters.json, checked, with every clustering `cfg` trains experts on."""
+    if not paths.clusters_report.exists():
+        raise ConfigError(f"{paths.root}: no clustering yet (no clusters/clusters.json); run gist-lab cluster first")
+    clusters = check_report(read_report(paths.clusters_report, "clusters"), "clusters", str(paths.clusters_report))
+    missing = [m for m in cfg.clusterings if m not in clusters["table"]]
+    if missing:
+        raise ConfigError(f"{paths.clusters_report}: no '{', '.join(missing)}' clustering in it")
+    return clusters
+
+
 # ---------------------------------------------------------------------------- the inference rules
 def run_experts(run_dir, cfg: ExpertConfig, quiet: bool = False) -> dict:
     refuse_if_held(run_dir)  # at once, before the run's inputs are loaded
-    job = Experts(run_dir, cfg, quiet=quiet)
+    job = Experts.open(run_dir, cfg, quiet=quiet)
     with writer_lock(run_dir):
         return job.execute()
 
