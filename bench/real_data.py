@@ -50,6 +50,7 @@ def parse(argv=None) -> argparse.Namespace:
         if getattr(a, name) is None:
             setattr(a, name, default)
     a.out = Path(a.out)
+    a.argv = list(sys.argv[1:] if argv is None else argv)
     return a
 
 
@@ -114,10 +115,16 @@ def ordered(a, methods: dict) -> list[str]:
     return asked + sorted(set(methods) - set(asked))
 
 
+def made_by(a) -> str:
+    """The command that made the report: the flags it was given, less --report-only (a rebuild is not a run)."""
+    flags = [f for f in a.argv if f != "--report-only"]
+    return " ".join(["python bench/real_data.py", *flags])
+
+
 def build_report(a, tables: dict[str, dict[str, Path]]) -> dict:
-    rep = {"command": "python bench/real_data.py" + (" --small" if a.small else ""), "versions": versions(),
+    rep = {"command": made_by(a), "versions": versions(),
            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()
-                        if k not in ("report_only",)},
+                        if k not in ("report_only", "argv")},
            "rows": a.rows.split(","), "targets": {}}
     for target, per_budget in tables.items():
         entry = {}

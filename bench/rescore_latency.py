@@ -14,19 +14,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_run import make_fake_run  # noqa: E402
 
-from gist_core.viewer import views  # noqa: E402
+from gist_core.viewer import rescore  # noqa: E402
 
 
 def main(n_pool: int = 100_000, r_max: int = 16) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         d = make_fake_run(Path(tmp) / "big", n_pool=n_pool, n_val=20, r=r_max)
         t0 = time.perf_counter()
-        views.rescored_frame(d, r_max // 2, "global", 0.05)
+        rescore.rescored_frame(d, r_max // 2, "global", 0.05)
         first_ms = (time.perf_counter() - t0) * 1000
         times = []
         for r in range(1, r_max + 1):
             t0 = time.perf_counter()
-            views.rescored_frame(d, r, "subtask", 0.05)
+            rescore.rescored_frame(d, r, "subtask", 0.05)
             times.append((time.perf_counter() - t0) * 1000)
     return {"n_pool": n_pool, "r_max": r_max, "first_call_ms": round(first_ms, 1),
             "rescore_ms_median": round(statistics.median(times), 1), "rescore_ms_max": round(max(times), 1)}

@@ -174,15 +174,15 @@ def who_wins(run_dir: Path, rank: int) -> dict:
     against the pool's, Spearman(score, length); and for GIST the target-skill share at other ranks."""
     import pandas as pd
 
-    from gist_core.viewer import views
-    rs = views.rescored_frame(run_dir, rank, "global", json.loads((run_dir / "config.json").read_text())["budget"])
-    sources = {"gist": views.gist_columns(rs), **views.compare_columns(run_dir)}
+    from gist_core.viewer import breakdowns, rescore, rundir
+    rs = rescore.rescored_frame(run_dir, rank, "global", json.loads((run_dir / "config.json").read_text())["budget"])
+    sources = {"gist": breakdowns.gist_columns(rs), **breakdowns.compare_columns(run_dir)}
     out = {}
     for method, cols in sources.items():
         if method == "embedding":
             continue
-        w = views.selection_winners(rs.frame, rs.subtasks, cols, "global", rs.k, "skill")
-        q = views.column_quantiles(rs.subtasks, cols, rs.k)
+        w = breakdowns.selection_winners(rs.frame, rs.subtasks, cols, "global", rs.k, "skill")
+        q = breakdowns.column_quantiles(rs.subtasks, cols, rs.k)
         score = pd.Series(cols.max(1))
         out[method] = {"columns": q.round(4).to_dict("records"),
                        "winners": w.head(6).to_dict("records"),
@@ -192,9 +192,9 @@ def who_wins(run_dir: Path, rank: int) -> dict:
                        "median_tokens_pool": float(rs.frame["n_tokens"].median()),
                        "spearman_score_tokens": float(score.corr(rs.frame["n_tokens"].reset_index(drop=True),
                                                                  method="spearman"))}
-    r_max = views.r_max(run_dir)
+    r_max = rundir.r_max(run_dir)
     ranks = sorted({1, 2, 4, 8, rank, r_max} & set(range(1, r_max + 1)))
-    wr = views.winners_by_rank(run_dir, ranks, "global", rs.k, "skill", top=50)
+    wr = breakdowns.winners_by_rank(run_dir, ranks, "global", rs.k, "skill", top=50)
     wr["target"] = wr["group"].isin(rs.subtasks)
     out["gist_target_share_by_rank"] = {int(r): float(g.loc[g["target"], "count"].sum() / rs.k)
                                         for r, g in wr.groupby("rank")}

@@ -225,16 +225,16 @@ class CompareConfig:
         if self.only:
             object.__setattr__(self, "methods", tuple(dict.fromkeys(scoring.split_row(r)[0] for r in self.only)))
             ruled = [r for r in self.only if scoring.split_row(r)[1] != "global"
-                     and scoring.split_row(r)[0] not in scoring.RULE_FAMILIES]
+                     and scoring.split_row(r)[0] not in registry.rule_families()]
             if ruled:
                 raise ConfigError(f"row(s) {', '.join(ruled)}: only score-based methods take a selection rule")
         bad = [r for r in self.rules if r not in scoring.BALANCES]
         if bad or not self.rules:
             raise ConfigError(f"unknown selection rule(s) {', '.join(bad) or '(none given)'} "
                               f"(choose from {', '.join(scoring.BALANCES)})")
-        unknown = [m for m in self.methods if m not in registry.KNOWN_METHODS]
+        unknown = [m for m in self.methods if m not in registry.known_methods()]
         if unknown:
-            raise ConfigError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(registry.KNOWN_METHODS)})")
+            raise ConfigError(f"unknown method(s) {', '.join(unknown)} (choose from {', '.join(registry.known_methods())})")
         if not self.methods:
             raise ConfigError("no methods to compare")
         if self.seeds < 1 or self.full_epochs < 1:
@@ -245,7 +245,7 @@ class CompareConfig:
             out = list(self.only)
         else:
             out = [scoring.row_name(m, r) for m in self.methods
-                   for r in (self.rules if m in scoring.RULE_FAMILIES else ("global",))]
+                   for r in (self.rules if m in registry.rule_families() else ("global",))]
         if has_truth and "oracle" not in out:
             out.append("oracle")
         return out

@@ -51,20 +51,22 @@ from IPython.display import Markdown, display
 import gist_core
 from gist_core import CompareConfig, GeometryConfig, RunConfig, demo_config, rescore, run_compare, run_geometry, run_select
 from gist_core.config import TrainConfig
-from gist_core.methods.gradientspace.config import ClusterConfig, ExpertConfig
-from gist_core.methods.gast.config import TrainRunConfig
-from gist_core.methods.iprox.config import ProxyConfig
-from gist_core.methods.gradientspace.cluster_stage import run_cluster
-from gist_core.methods.gradientspace.experts_stage import run_experts
-from gist_core.methods.iprox.stages import run_proxy
-from gist_core.methods.gast.stages import run_ablation
-from gist_core.viewer import views
-from gist_core.methods.gradientspace import view as clusters
-from gist_core.methods.gast import view as layers
-from gist_core.methods.iprox import view as proxy
 from gist_core.methods.gast import figures as layer_figures
+from gist_core.methods.gast import view as layers
+from gist_core.methods.gast.config import TrainRunConfig
+from gist_core.methods.gast.stages import run_ablation
 from gist_core.methods.gradientspace import figures as cluster_figures
+from gist_core.methods.gradientspace import view as clusters
+from gist_core.methods.gradientspace.cluster_stage import run_cluster
+from gist_core.methods.gradientspace.config import ClusterConfig, ExpertConfig
+from gist_core.methods.gradientspace.experts_stage import run_experts
 from gist_core.methods.iprox import figures as proxy_figures
+from gist_core.methods.iprox import view as proxy
+from gist_core.methods.iprox.config import ProxyConfig
+from gist_core.methods.iprox.stages import run_proxy
+from gist_core.methods.less.config import LessConfig
+from gist_core.viewer import breakdowns, brushing, compare, curvature, labels, pool_map, rundir, spectrum
+from gist_core.viewer import rescore as rescore_view  # (`rescore` above is the pipeline's own)
 from gist_core.viewer.figures import compare as compare_figures
 from gist_core.viewer.figures import curvature as curvature_figures
 from gist_core.viewer.figures import pool_map as pool_map_figures
@@ -89,9 +91,9 @@ holds the results is opened instead, with its own `config.json`.
 answer (the pool carries ground-truth labels); *random precision* is what a random selection of the same size
 gets on average. The gap is what the gradient geometry buys.""", []),
     ("code", """t0 = time.perf_counter()
-if views.has_scores(RUN) and views.stale_problem(RUN) is None:
-    cfg = RunConfig.from_json(views.run_config(RUN))   # open: the folder's own settings
-    summary, how = views.run_summary(RUN), "opened"
+if rundir.has_scores(RUN) and rundir.stale_problem(RUN) is None:
+    cfg = RunConfig.from_json(rundir.run_config(RUN))   # open: the folder's own settings
+    summary, how = rundir.run_summary(RUN), "opened"
 else:
     cfg = demo_config("transform", limit_train=POOL_ROWS, warmup={"epochs": WARMUP_EPOCHS})
     summary, how = run_select(cfg, RUN, quiet=True), "ran"
@@ -105,12 +107,12 @@ The validation gradients G (N_v × D: one row per target example) are decomposed
 **How to read it.** A steep drop means a few directions carry most of the target's gradient; the cumulative
 explained variance shows how many directions reach τ (r95, r99). GIST scores with checkpoint 1 (the paper's);
 later checkpoints usually concentrate further as the adapter learns the task.""", []),
-    ("code", """specs = views.spectra(RUN)
+    ("code", """specs = spectrum.spectra(RUN)
 gist_epoch = int(cfg.checkpoint)
 rank0 = int(summary["rank"])
 spectrum_figures.singular_values(specs, rank0, gist_epoch)""", []),
     ("code", """spectrum_figures.explained_variance(specs, rank0, cfg.tau, gist_epoch)""", []),
-    ("code", """views.spectrum_table(specs)""", []),
+    ("code", """curvature.spectrum_table(specs)""", []),
     ("md", """## 3. Move the rank: precision and coverage
 
 Re-scoring at another rank r needs no gradients: the pool's projections on all stored directions are kept
@@ -124,27 +126,27 @@ examples selected out of those in the pool. Drag the slider (live kernel), or re
     ("code", """BUDGET = float(cfg.budget)
 BALANCE = cfg.balance
 sc = rescore(RUN, rank0)                                  # the pipeline's own re-score
-rs = views.rescored_frame(RUN, rank0, BALANCE, BUDGET)   # the same scores, plus selections and metrics
+rs = rescore_view.rescored_frame(RUN, rank0, BALANCE, BUDGET)   # the same scores, plus selections and metrics
 assert np.allclose(sc.score, rs.frame["score"], atol=1e-6)
 
 
 def at_rank(rank: int) -> pd.DataFrame:
-    r = views.rescored_frame(RUN, rank, BALANCE, BUDGET)
+    r = rescore_view.rescored_frame(RUN, rank, BALANCE, BUDGET)
     m = r.metrics[BALANCE]
     display(Markdown(f"rank r = {rank}: precision **{m['precision']:.3f}** (random {m['base_rate']:.3f}), "
                      f"recall {m['recall']:.3f}, starved: {', '.join(r.starved[BALANCE]) or 'none'}"))
-    return views.coverage_display(r)
+    return breakdowns.coverage_display(r)
 
 
 try:
     from ipywidgets import IntSlider, interact
-    interact(at_rank, rank=IntSlider(value=rank0, min=1, max=views.r_max(RUN), description="rank r"))
+    interact(at_rank, rank=IntSlider(value=rank0, min=1, max=rundir.r_max(RUN), description="rank r"))
 except ImportError:  # ipywidgets missing: the static table below says the same
     pass""", []),
-    ("code", """ranks = sorted({1, 2, 4, 8, 16, rank0, views.r_max(RUN)} & set(range(1, views.r_max(RUN) + 1)))
+    ("code", """ranks = sorted({1, 2, 4, 8, 16, rank0, rundir.r_max(RUN)} & set(range(1, rundir.r_max(RUN) + 1)))
 rows = []
 for r in ranks:
-    x = views.rescored_frame(RUN, r, BALANCE, BUDGET)
+    x = rescore_view.rescored_frame(RUN, r, BALANCE, BUDGET)
     m = x.metrics[BALANCE]
     rows.append({"rank": r, "precision": round(m["precision"], 3), "random": round(m["base_rate"], 3),
                  "recall": round(m["recall"], 3),
@@ -158,13 +160,13 @@ score (the default) keeps the target side in the subspace but divides by the poo
 ‖g‖, stored beside its coordinates. At r = N_v (every validation gradient spanned) it *is* raw-gradient cosine;
 below that, the rank truncation denoises the target side only. The table puts both side by side at every rank
 (a run folder made before ‖g‖ was stored has only the in-subspace score).""", []),
-    ("code", """arrays = views.arrays(RUN)
+    ("code", """arrays = rundir.arrays(RUN)
 rows = []
 for r in ranks:
     row = {"rank": r}
     for kind in arrays.kinds:
-        x = views.rescored_frame(RUN, r, BALANCE, BUDGET, kind)
-        row[f"precision ({views.SCORE_NAMES[kind]})"] = round(x.metrics[BALANCE]["precision"], 3)
+        x = rescore_view.rescored_frame(RUN, r, BALANCE, BUDGET, kind)
+        row[f"precision ({labels.SCORE_NAMES[kind]})"] = round(x.metrics[BALANCE]["precision"], 3)
     rows.append(row)
 pd.DataFrame(rows).set_index("rank")""", ["score-kinds"]),
     ("md", """## 4. Score histograms
@@ -173,9 +175,9 @@ Every pool example's score at the run's rank, stacked by group, with the thresho
 **How to read it.** By ground truth: green (target skill, correct) should sit right of the threshold; red
 (wrong answers) and amber (look-alikes: other skills phrased like the target's) to the right of it are the
 mistakes. By source: whether one data source dominates the selection.""", []),
-    ("code", """h = views.histogram_counts(rs.frame, "truth", rs.subtasks)
+    ("code", """h = brushing.histogram_counts(rs.frame, "truth", rs.subtasks)
 scores_figures.score_histogram(h, "truth", rs.threshold, rs.k, "Scores by ground truth")""", []),
-    ("code", """h = views.histogram_counts(rs.frame, "source", rs.subtasks)
+    ("code", """h = brushing.histogram_counts(rs.frame, "source", rs.subtasks)
 scores_figures.score_histogram(h, "source", rs.threshold, rs.k, "Scores by source")""", []),
     ("md", """## 5. The map
 
@@ -183,8 +185,8 @@ Each pool example's projected gradient on the first r directions, normalised (co
 principal axes; the stars are the target examples on the same axes (`method="umap"` fits UMAP instead, cached in
 the run folder). **How to read it.** Correct target-skill examples cluster around the stars of their subtask;
 examples far from every star score low.""", []),
-    ("code", """md = views.map_coords(RUN, rank0, "pca")
-pts = views.map_frame(md, rs.frame, "truth", rs.subtasks)
+    ("code", """md = pool_map.map_coords(RUN, rank0, "pca")
+pts = pool_map.map_frame(md, rs.frame, "truth", rs.subtasks)
 pool_map_figures.pool_map(pts, md.targets, "truth", "pca")""", []),
     ("md", """## 6. The selected examples
 
@@ -193,7 +195,7 @@ selection rule. **How to read it.** *kind* `wrong` / `distractor` rows are what 
 gives, per rule, correct selected / picked for each subtask.""", []),
     ("code", """cols = [c for c in ["rank", "score", "id", "skill", "kind", "prompt", "response"] if c in rs.selection]
 rs.selection[cols].head(12)""", ["selection"]),
-    ("code", """views.coverage_display(rs)""", []),
+    ("code", """breakdowns.coverage_display(rs)""", []),
     ("md", """## 7. Curvature of one LoRA block
 
 `run_geometry` measures, at every warm-up checkpoint, the exact Hessian, the Gauss–Newton matrix and the
@@ -201,14 +203,14 @@ empirical Fisher over a sample of one LoRA module's A and B coordinates (here 25
 **How to read it.** Bright off-diagonal cells are curvature a diagonal preconditioner (Adam) cannot see; the A–B
 blocks come from LoRA's product B·A. The table gives the off-diagonal ratio per matrix and the overlap of the
 top-r eigenspaces of GIST's F̂ and of the Hessian, next to the overlap of two random subspaces (r/P).""", []),
-    ("code", """if views.load_geometry(RUN) is None:
+    ("code", """if curvature.load_geometry(RUN) is None:
     run_geometry(RUN, GeometryConfig(n_coords=256), quiet=True)
-geo = views.load_geometry(RUN)
-epoch = views.geometry_epochs(geo)[0]
-mats = views.curvature_matrices(RUN, epoch)
-dm = views.display_matrix(mats["hessian"], mats["n_a"], kind="abs")
-curvature_figures.curvature_heatmap(dm, views.MATRICES["hessian"], epoch)""", []),
-    ("code", """geometry = views.geometry_table(geo)
+geo = curvature.load_geometry(RUN)
+epoch = curvature.geometry_epochs(geo)[0]
+mats = curvature.curvature_matrices(RUN, epoch)
+dm = curvature.display_matrix(mats["hessian"], mats["n_a"], kind="abs")
+curvature_figures.curvature_heatmap(dm, curvature.MATRICES["hessian"], epoch)""", []),
+    ("code", """geometry = curvature.geometry_table(geo)
 geometry[["epoch", "r95", "offdiag_hessian", "offdiag_fisher", "mass_AB_hessian", "adam_fit_error",
           "overlap_fisher_hessian", "overlap_random"]]""", ["geometry"]),
     ("md", """## 8. Compare: GIST next to LESS and the baselines
@@ -219,17 +221,17 @@ gradients), raw-gradient cosine, embedding similarity, length and random selecti
 quality and cost only. **How to read it.** Precision per method and rule (the dashed line is random);
 the cost chart is each method's wall time per stage on this machine, which is where GIST's small subspace pays.""",
      []),
-    ("code", """if views.load_compare(RUN) is None:
+    ("code", """if compare.load_compare(RUN) is None:
     run_compare(cfg, CompareConfig(methods=("gist", "less", "rawcos", "random", "length", "embedding"), seeds=1,
-                                   less_dim=1024, downstream=False), RUN, quiet=True)
-rep = views.load_compare(RUN)
-table = views.compare_table(rep).dropna(axis=1, how="all")
+                                   less=LessConfig(dim=1024), downstream=False), RUN, quiet=True)
+rep = compare.load_compare(RUN)
+table = compare.compare_table(rep).dropna(axis=1, how="all")
 table[[c for c in ["method", "label", "precision", "recall", "wrong", "look-alikes", "wall_s", "bytes"] if c in table]]""",
      ["compare"]),
-    ("code", """refs = {"random": v} if (v := views.compare_value(rep, "random", "precision")) is not None else {}
+    ("code", """refs = {"random": v} if (v := compare.compare_value(rep, "random", "precision")) is not None else {}
 compare_figures.metric_bars(table, "precision", "Precision of the selection (target skill, correct answer)", refs)""", []),
-    ("code", """compare_figures.cost_bars(views.cost_frame(rep), list(table["method"]))""", []),
-    ("code", """ratios = {views.RATIO_LABELS[k]: v for k, v in views.ratio_metrics(rep).items()}
+    ("code", """compare_figures.cost_bars(compare.cost_frame(rep), list(table["method"]))""", []),
+    ("code", """ratios = {compare.RATIO_LABELS[k]: v for k, v in compare.ratio_metrics(rep).items()}
 pd.Series(ratios, name="GIST / LESS").to_frame()""", []),
     ("md", """## 9. GradientSpace: clusters in gradient space, one LoRA expert per cluster
 

@@ -7,11 +7,11 @@ from gist_core.app import ui
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
 from gist_core.runner import launcher
 from gist_core.store.runs import runs_root
-from gist_core.viewer import views
+from gist_core.viewer import labels, progress
 
 ui.page_setup("Home")
 st.title("GIST Lab")
-st.caption("Targeted data selection for instruction tuning through gradient geometry. " + views.SCORE_SEMANTICS)
+st.caption("Targeted data selection for instruction tuning through gradient geometry. " + labels.SCORE_SEMANTICS)
 
 root = runs_root()
 DEMO = f"demo-{DEFAULT_DEMO_TARGET}"
@@ -20,7 +20,7 @@ DEMO = f"demo-{DEFAULT_DEMO_TARGET}"
 def launch_demo() -> None:
     """Start `gist-lab demo` into runs/demo-<target> unless it is already done or going; then open the Run page."""
     d = root / DEMO
-    status = views.run_state(d)["status"] if d.exists() else "empty"
+    status = progress.run_state(d)["status"] if d.exists() else "empty"
     if status not in ("done", "running"):
         try:
             launcher.launch(d, launcher.demo_args(d))
@@ -42,7 +42,7 @@ with right:
     st.page_link(ui.PAGES["run"], label="Configure your own run", icon=":material/play_arrow:")
 
 st.subheader(f"Runs in `{root}`")
-table = views.runs_table(root)
+table = progress.runs_table(root)
 if table.empty:
     st.info("No runs yet. Launch the bundled demo above, configure one on the Run page, or from a terminal: "
             "`gist-lab demo` / `gist-lab select --model ... --train ... --target ...`.")

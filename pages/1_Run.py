@@ -14,7 +14,7 @@ from gist_core.runner import launcher
 from gist_core.store.atomic import atomic_write_bytes
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import NAME_RULE, RunNameError, run_path, runs_root, upload_path
-from gist_core.viewer import views
+from gist_core.viewer import labels, progress, rundir
 
 ui.page_setup("Run")
 st.title("Run")
@@ -70,7 +70,7 @@ def save_uploads(name: str, files: dict) -> dict[str, str] | None:
 
 # ----------------------------------------------------------------------------- status of the current run
 def stage_bars(run_dir) -> None:
-    prog = views.stage_progress(run_dir)
+    prog = progress.stage_progress(run_dir)
     for r in prog.itertuples():
         detail = f"{r.done}/{r.total}" if r.total else ""
         if r.status == "done" and r.wall_s is not None:
@@ -82,7 +82,7 @@ def stage_bars(run_dir) -> None:
 
 
 def summary_block(run_dir) -> None:
-    summ = views.run_summary(run_dir)
+    summ = rundir.run_summary(run_dir)
     if not summ:
         return
     c = st.columns(5)
@@ -92,7 +92,7 @@ def summary_block(run_dir) -> None:
     if "precision" in summ:
         c[2].metric("precision", f"{summ['precision']:.3f}",
                     delta=f"{summ['precision'] - summ['base_rate']:+.3f} vs random",
-                    help=views.RANDOM_BASELINE_HELP)
+                    help=labels.RANDOM_BASELINE_HELP)
         c[3].metric("wrong / look-alike selected", f"{summ['n_wrong_selected']} / {summ['n_distractor_selected']}")
     c[4].metric("wall time", f"{summ.get('wall_s', 0):.0f} s")
     for s in summ.get("starved_subtasks", []):
@@ -105,7 +105,7 @@ def summary_block(run_dir) -> None:
 
 
 def status_panel(run_dir, live: bool) -> None:
-    state = views.run_state(run_dir)
+    state = progress.run_state(run_dir)
     if live and state["status"] != "running":
         st.rerun()  # finished while we watched: a full rerun stops the timer and shows the results
     status = state["status"]
@@ -137,7 +137,7 @@ def status_panel(run_dir, live: bool) -> None:
 
 
 if run_dir is not None and run_dir.exists():
-    live = views.run_state(run_dir)["status"] == "running"
+    live = progress.run_state(run_dir)["status"] == "running"
     st.fragment(run_every=2.0 if live else None)(status_panel)(run_dir, live)
     st.divider()
 
@@ -156,7 +156,7 @@ with qc[1]:
         name = f"demo-{demo_target}"
         start(name, lambda d: launcher.demo_args(d, demo_target))
 
-cfg = views.run_config(run_dir) if run_dir else {}
+cfg = rundir.run_config(run_dir) if run_dir else {}
 lora, warm = cfg.get("lora") or {}, cfg.get("warmup") or {}
 with st.form("launch_form"):
     st.markdown("**Your own run** (`gist-lab select`); defaults come from the current run, else the bundled data.")
@@ -193,7 +193,7 @@ with st.form("launch_form"):
     budget = c9.text_input("Budget (0.05, 5% or a count)", value=str(cfg.get("budget", 0.05)))
     balance = c10.selectbox("Selection rule", list(scoring.BALANCES), key="balance",
                             index=list(scoring.BALANCES).index(cfg.get("balance", scoring.DEFAULT_RULE)),
-                            format_func=views.RULE_NAMES.get, help=views.RULE_HELP)
+                            format_func=labels.RULE_NAMES.get, help=labels.RULE_HELP)
     c11, c12, c13, c14 = st.columns(4)
     tau = c14.number_input("tau (explained variance, tau rule)", 0.01, 1.0, float(cfg.get("tau", 0.95)), step=0.01)
     lora_layers = c11.number_input("LoRA on the last L layers (0 = all)", 0, 1000,

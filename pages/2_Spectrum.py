@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import views
+from gist_core.viewer import curvature, labels, spectrum
 from gist_core.viewer.figures import spectrum as spectrum_figures
 
 ui.page_setup("Spectrum")
@@ -27,7 +27,7 @@ rs = ui.rescored(run_dir, s)
 left, right = st.columns(2)
 left.plotly_chart(spectrum_figures.singular_values(specs, rank, gist_epoch), width="stretch", key="sigma_chart")
 right.plotly_chart(spectrum_figures.explained_variance(specs, rank, tau, gist_epoch), width="stretch", key="explained_chart")
-main = views.main_spectrum(specs, gist_epoch)
+main = spectrum.main_spectrum(specs, gist_epoch)
 
 if specs:
     st.dataframe(pd.DataFrame([{"checkpoint": sp.epoch, "N_v": len(sp.sigma), "σ₁": sp.sigma[0],
@@ -46,7 +46,7 @@ else:
     ac[1].markdown(f"**Suggested r = {adv.suggested}**" + (f" (τ = 0.95 gives r = {main.r95})" if main else "")
                    + f"; this page shows r = {rank}.")
     close = adv.within_one_se
-    ac[1].markdown(f"Ranks within one standard error of the best: **{views.rank_ranges(close)}** "
+    ac[1].markdown(f"Ranks within one standard error of the best: **{spectrum.rank_ranges(close)}** "
                    f"({len(close)} of {len(adv.ranks)}): " + ("the curve cannot tell these apart, so the suggestion "
                                                            "is weak." if len(close) > 2 else "a clear optimum."))
     ac[1].caption(f"Each of the {len(adv.held_out)} validation examples in a subtask with another example is held "
@@ -56,7 +56,7 @@ else:
                   "The suggestion is the curve's maximum. " + " ".join(adv.notes))
 
 st.subheader("Intrinsic dimension over training")
-dims = views.spectrum_table(specs)
+dims = curvature.spectrum_table(specs)
 if len(dims) < 2:
     st.caption("One warm-up checkpoint: nothing to follow over training.")
 else:
@@ -74,7 +74,7 @@ c[2].metric("lowest selected score (global top-k)", f"{rs.threshold:.3f}")
 if m:
     c[3].metric(f"precision at r = {rank}", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random",
                 help="share of selected examples with a target skill and a correct answer; "
-                     + views.RANDOM_BASELINE_HELP)
+                     + labels.RANDOM_BASELINE_HELP)
 ui.semantics_caption()
 top = rs.frame.nsmallest(20, "rank")
 cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in top]

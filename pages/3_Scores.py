@@ -6,7 +6,7 @@ import streamlit as st
 
 from gist_core.app import ui
 from gist_core.methods import scoring
-from gist_core.viewer import views
+from gist_core.viewer import breakdowns, brushing, labels, rundir
 from gist_core.viewer.figures import scores as scores_figures
 
 ui.page_setup("Scores")
@@ -34,13 +34,14 @@ mc[0].metric("selected", f"{rs.k:,}", help=f"{len(rs.frame):,} examples in the p
 mc[1].metric("global top-k threshold", f"{rs.threshold:.3f}", help="lowest score that makes the global top-k")
 if m:
     mc[2].metric("precision", f"{m['precision']:.3f}", delta=f"{m['precision'] - m['base_rate']:+.3f} vs random",
-                 help=views.RANDOM_BASELINE_HELP)
+                 help=labels.RANDOM_BASELINE_HELP)
     mc[3].metric("recall", f"{m['recall']:.3f}")
     mc[4].metric("wrong / look-alike selected", f"{m['n_wrong_selected']} / {m['n_distractor_selected']}")
 
 
 def histogram(by: str, title: str, key: str):
-    fig = scores_figures.score_histogram(views.histogram_counts(rs.frame, by, rs.subtasks), by, rs.threshold, rs.k, title, log_y)
+    counts = brushing.histogram_counts(rs.frame, by, rs.subtasks)
+    fig = scores_figures.score_histogram(counts, by, rs.threshold, rs.k, title, log_y)
     return st.plotly_chart(fig, width="stretch", key=key, on_select="rerun", selection_mode=("box", "lasso", "points"))
 
 
@@ -50,13 +51,13 @@ with hc[0]:
 with hc[1]:
     ev_truth = histogram(by_options[second_by], f"Scores by {second_by}", "hist_truth")
 
-brush = views.score_range_from_selection(ev_truth.selection) or views.score_range_from_selection(ev_source.selection)
+brush = brushing.score_range_from_selection(ev_truth.selection) or brushing.score_range_from_selection(ev_source.selection)
 st.subheader("Brushed score range")
 if brush is None:
     st.caption("Drag a box (or lasso) over either histogram to list the examples in that score range.")
 else:
-    rows = views.in_score_range(rs.frame, *brush)
-    b = views.brush_summary(rows, rs.subtasks)
+    rows = brushing.in_score_range(rs.frame, *brush)
+    b = brushing.brush_summary(rows, rs.subtasks)
     st.markdown(f"Scores **{brush[0]:.3f} … {brush[1]:.3f}**: {b['n']:,} examples, {b['n_selected']:,} selected"
                 + (f", precision {b['precision']:.3f}" if "precision" in b else ""))
     cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in rows]
@@ -81,10 +82,10 @@ for rule in scoring.BALANCES:
                                                               for t in rs.starved[rule]))
 if not any(rs.starved.values()):
     st.success("No subtask is starved under any rule at this rank and budget.")
-st.dataframe(views.coverage_display(rs), hide_index=True, width="stretch")
+st.dataframe(breakdowns.coverage_display(rs), hide_index=True, width="stretch")
 st.caption("Per rule: correct target examples selected for the subtask / examples picked for it"
            if rs.metrics["global"] else "Per rule: examples picked for the subtask")
-bd = views.subtask_breakdown(rs)
+bd = breakdowns.subtask_breakdown(rs)
 st.plotly_chart(scores_figures.subtask_cosine_bars(bd, f"selected ({balance})"), width="stretch", key="breakdown")
 
 st.subheader("Per-subtask columns: one scale or many?")
@@ -93,37 +94,37 @@ st.caption("The global rule takes the max over subtask columns, which assumes th
            "examples of every kind. The quota, z-score and quantile rules give each column its own scale.")
 dc = st.columns([1, 1, 1])
 others = ui.compare_columns(run_dir)
-sources = {f"GIST (r = {s['rank']})": views.gist_columns(rs),
-           **{views.METHOD_NAMES[m]: c for m, c in others.items()}}
+sources = {f"GIST (r = {s['rank']})": breakdowns.gist_columns(rs),
+           **{labels.METHOD_NAMES[m]: c for m, c in others.items()}}
 source = dc[0].selectbox("Columns of", list(sources), key="col_source",
                          help="LESS, raw cosine and embedding appear once `compare` has run on this folder")
 scale = dc[1].radio("Column values", ["cosine", "z-score", "quantile"], horizontal=True, key="col_scale")
 winners_by = dc[2].selectbox("Who is selected, by", [c for c in ("skill", "source", "kind") if c in rs.frame],
                              key="winners_by")
 cols = sources[source]
-dist = views.column_distributions(rs.subtasks, cols,
+dist = breakdowns.column_distributions(rs.subtasks, cols,
                                   {"cosine": "global", "z-score": "zscore", "quantile": "quantile"}[scale])
 wc = st.columns([3, 2])
 wc[0].plotly_chart(scores_figures.column_violins(dist, f"{source}: each subtask column over the pool ({scale})", scale),
                    width="stretch", key="col_violin")
-quant = views.column_quantiles(rs.subtasks, cols, rs.k)
+quant = breakdowns.column_quantiles(rs.subtasks, cols, rs.k)
 wc[1].dataframe(quant, hide_index=True, width="stretch",
                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in quant.columns[1:]})
 wc[1].caption("top-n edge: the value a column's own n-th best example has (n = k / subtasks); columns with "
               "high edges win the global max.")
-st.markdown(f"**Who the {views.RULE_NAMES[balance]} rule selects from {source}'s columns** (k = {rs.k}), by "
+st.markdown(f"**Who the {labels.RULE_NAMES[balance]} rule selects from {source}'s columns** (k = {rs.k}), by "
             f"{winners_by}; 'picked for' is the subtask each was taken for")
-st.dataframe(views.selection_winners(rs.frame, rs.subtasks, cols, balance, rs.k, winners_by), hide_index=True,
+st.dataframe(breakdowns.selection_winners(rs.frame, rs.subtasks, cols, balance, rs.k, winners_by), hide_index=True,
              width="stretch")
-ranks = sorted({max(1, round(x)) for x in np.linspace(1, views.r_max(run_dir), min(8, views.r_max(run_dir)))}
+ranks = sorted({max(1, round(x)) for x in np.linspace(1, rundir.r_max(run_dir), min(8, rundir.r_max(run_dir)))}
                | {s["rank"]})
 wr = ui.winners_by_rank(run_dir, ranks, balance, budget, winners_by)
 st.plotly_chart(scores_figures.winners_by_rank_bars(
-    wr, s["rank"], ranks, f"The {views.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}"),
+    wr, s["rank"], ranks, f"The {labels.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}"),
     width="stretch", key="winners_by_rank")
 
 st.subheader("Wrong answers and look-alikes in the selection")
-wrong = views.wrong_in_selection(rs)
+wrong = breakdowns.wrong_in_selection(rs)
 if not run.has_truth:
     st.caption("The pool has no ground-truth labels (skill / kind).")
 elif wrong.empty:

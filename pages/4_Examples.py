@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import views
+from gist_core.viewer import examples
 from gist_core.viewer.figures import scores as scores_figures
 
 MAX_ROWS = 2000  # rows sent to the browser; filters narrow the rest
@@ -22,16 +22,16 @@ ui.semantics_caption()
 f = rs.frame
 c = st.columns([2, 2, 2, 2, 2])
 which = c[0].radio("Show", ["selected", "all", "not selected"], horizontal=True, key="ex_which")
-sources = c[1].multiselect("Source", views.options(f, "source"), key="ex_sources")
-skills = c[2].multiselect("Skill", views.options(f, "skill"), key="ex_skills")
-kinds = c[3].multiselect("Kind", views.options(f, "kind"), key="ex_kinds")
-domains = c[4].multiselect("Domain", views.options(f, "domain"), key="ex_domains",
+sources = c[1].multiselect("Source", examples.options(f, "source"), key="ex_sources")
+skills = c[2].multiselect("Skill", examples.options(f, "skill"), key="ex_skills")
+kinds = c[3].multiselect("Kind", examples.options(f, "kind"), key="ex_kinds")
+domains = c[4].multiselect("Domain", examples.options(f, "domain"), key="ex_domains",
                            help="code / math / writing / other by a keyword rule: a reading aid, not ground truth")
 c2 = st.columns([3, 2, 1])
 text = c2[0].text_input("Search prompt / response / id", key="ex_text")
 sort_by = c2[1].selectbox("Sort by", ["score", "rank", "n_tokens", "id"], key="ex_sort")
 desc = c2[2].toggle("descending", value=True, key="ex_desc")
-rows = views.filter_frame(f, sources=sources, skills=skills, kinds=kinds, selected=which, text=text, domains=domains)
+rows = examples.filter_frame(f, sources=sources, skills=skills, kinds=kinds, selected=which, text=text, domains=domains)
 rows = rows.sort_values(sort_by, ascending=not desc, kind="stable")
 shown = rows.head(MAX_ROWS)
 st.caption(f"{len(rows):,} matching examples" + (f"; showing the first {MAX_ROWS:,}" if len(rows) > MAX_ROWS else "")
@@ -43,7 +43,7 @@ event = st.dataframe(shown[cols], hide_index=True, width="stretch", height=380, 
                      column_config={"score": st.column_config.NumberColumn(format="%.4f"),
                                     "n_tokens": st.column_config.NumberColumn("length (tokens)")})
 
-st.download_button(f"Export the current selection ({rs.k:,} examples, JSONL)", data=views.export_jsonl(rs.selection),
+st.download_button(f"Export the current selection ({rs.k:,} examples, JSONL)", data=examples.export_jsonl(rs.selection),
                    icon=":material/download:",
                    file_name=f"{run_dir.name}-selected-r{s['rank']}-{s['balance']}.jsonl",
                    mime="application/jsonl", key="ex_download",
@@ -58,7 +58,7 @@ elif len(shown):
 else:
     st.info("No example matches the filters.")
     st.stop()
-d = views.example_detail(rs, row)
+d = examples.example_detail(rs, row)
 st.markdown(f"**{d['id']}** · score **{d['score']:.4f}** · rank {d['rank']:,} of {len(f):,} · "
             f"source {d['source']} · skill {d['skill']} · kind {d['kind']} · domain {d['domain']} · "
             f"{d['n_tokens']} tokens")
@@ -86,5 +86,5 @@ with st.expander("As the model sees it (the run's tokenizer and chat template)",
 g1, g2 = st.columns(2)
 g1.plotly_chart(scores_figures.example_cosines(d["cosines"]), width="stretch", key="ex_cosines")
 g2.markdown(f"Nearest target examples at rank r = {s['rank']}")
-g2.dataframe(views.nearest_targets(run_dir, row, s["rank"]), hide_index=True, width="stretch",
+g2.dataframe(examples.nearest_targets(run_dir, row, s["rank"]), hide_index=True, width="stretch",
              column_config={"cosine": st.column_config.NumberColumn(format="%.4f")})

@@ -4,14 +4,14 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import views
+from gist_core.viewer import brushing, pool_map
 from gist_core.viewer.figures import pool_map as pool_map_figures
 
 ui.page_setup("Map")
 st.title("Map")
 run_dir = ui.require_scores(ui.run_picker())
 st.caption("Each point is a pool example's gradient projected on the first r task directions and normalised "
-           f"(cosine geometry); stars are the target examples. At most {views.MAP_MAX_POINTS:,} pool points "
+           f"(cosine geometry); stars are the target examples. At most {pool_map.MAP_MAX_POINTS:,} pool points "
            "(a seeded sample) are drawn.")
 
 c = st.columns([3, 2, 2])
@@ -26,25 +26,25 @@ ui.settings_caption(s, rs)
 md = ui.map_coords(run_dir, rank, method)
 if md is None:
     st.info(f"No UMAP cached for r = {rank} yet. The first fit in a process takes about a minute on 2 CPU cores "
-            f"(later ones seconds); the result is saved to `{views.umap_path(run_dir, rank).name}` in the run folder.")
+            f"(later ones seconds); the result is saved to `{pool_map.umap_path(run_dir, rank).name}` in the run folder.")
     if st.button("Compute UMAP", key="map_compute", type="primary"):
         with st.spinner("Fitting UMAP…"):
             md = ui.map_coords(run_dir, rank, "umap", compute=True)
     else:
         st.stop()
 
-pts = views.map_frame(md, rs.frame, color_by, rs.subtasks)
+pts = pool_map.map_frame(md, rs.frame, color_by, rs.subtasks)
 fig = pool_map_figures.pool_map(pts, md.targets, color_by, method)
 event = st.plotly_chart(fig, width="stretch", key="map_chart", on_select="rerun",
                         selection_mode=("lasso", "box", "points"))
 
-rows = views.rows_in_selection(pts, event.selection if event is not None else None)
+rows = brushing.rows_in_selection(pts, event.selection if event is not None else None)
 st.subheader("Selected on the map")
 if not rows:
     st.caption("Lasso or box-select points on the map to list them here.")
 else:
     chosen = rs.frame.iloc[rows]
-    b = views.brush_summary(chosen, rs.subtasks)
+    b = brushing.brush_summary(chosen, rs.subtasks)
     st.markdown(f"{b['n']:,} examples, {b['n_selected']:,} in the selection"
                 + (f", precision {b['precision']:.3f}" if "precision" in b else ""))
     cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in chosen]

@@ -7,27 +7,27 @@ import streamlit as st
 from gist_core.app import ui
 from gist_core.runner import launcher
 from gist_core.store.layout import RunLayout
-from gist_core.viewer import views
+from gist_core.viewer import curvature, progress, rundir
 from gist_core.viewer.figures import curvature as curvature_figures
 
 ui.page_setup("Curvature")
 st.title("Curvature")
 run_dir = ui.require_run(ui.run_picker())
-job = views.geometry_job(run_dir)             # the folder's last dashboard launch, when it was gist-lab geometry
-running = run_dir.exists() and views.run_state(run_dir)["status"] == "running"
-geo_running = views.geometry_running(run_dir)
+job = curvature.geometry_job(run_dir)             # the folder's last dashboard launch, when it was gist-lab geometry
+running = run_dir.exists() and progress.run_state(run_dir)["status"] == "running"
+geo_running = curvature.geometry_running(run_dir)
 
 
 def watch(stamp: int) -> None:
     """While geometry runs, rerun the page when geometry.json is rewritten (a checkpoint finished) or it ends."""
-    if views.geometry_stamp(run_dir) != stamp or not views.geometry_running(run_dir):
+    if curvature.geometry_stamp(run_dir) != stamp or not curvature.geometry_running(run_dir):
         st.rerun()
 
 
 def running_note() -> None:
     if geo_running:
         st.info("`gist-lab geometry` is running in this folder; this page refreshes when a checkpoint is written.")
-        st.fragment(run_every=3.0)(watch)(views.geometry_stamp(run_dir))
+        st.fragment(run_every=3.0)(watch)(curvature.geometry_stamp(run_dir))
     else:
         st.info("A run is going in this folder; launch geometry once it has finished.")
         st.page_link(ui.PAGES["run"], label="Follow it on the Run page", icon=":material/play_arrow:",
@@ -41,8 +41,8 @@ def failed_note() -> None:
 
 rep = ui.load_geometry(run_dir)
 if rep is None:
-    if views.has_geometry(run_dir):
-        st.warning(f"`{views.geometry_path(run_dir)}` could not be read (no checkpoint entries or invalid JSON).")
+    if curvature.has_geometry(run_dir):
+        st.warning(f"`{curvature.geometry_path(run_dir)}` could not be read (no checkpoint entries or invalid JSON).")
     st.info(f"Run `{run_dir.name}` has no curvature measurements yet. From a terminal: "
             f"`gist-lab geometry --run {run_dir}` (exact Hessian, Gauss–Newton and empirical Fisher of one LoRA "
             "block at every warm-up checkpoint; P coordinates cost P Hessian-vector products per checkpoint).")
@@ -50,7 +50,7 @@ if rep is None:
     if running or geo_running:
         running_note()
         st.stop()
-    epochs = views.warmup_epochs(run_dir)
+    epochs = curvature.warmup_epochs(run_dir)
     ready = RunLayout(run_dir).config.exists() and bool(epochs)
     c = st.columns([1, 2])
     coords = c[0].number_input("Coordinates (A and B together; 0 = all)", min_value=0, value=2048, step=256,
@@ -66,9 +66,9 @@ if rep is None:
     st.stop()
 
 # ----------------------------------------------------------------------------- header: what was measured
-epochs = views.geometry_epochs(rep)
+epochs = curvature.geometry_epochs(rep)
 cfg = rep.get("config") or {}
-gist_epoch = int(views.run_config(run_dir).get("checkpoint", 1))
+gist_epoch = int(rundir.run_config(run_dir).get("checkpoint", 1))
 first = rep["checkpoints"][str(epochs[0])]
 st.caption(f"Block: `{first.get('module', cfg.get('module'))}`, {first.get('n_coords', '?')} coordinates "
            f"({first.get('n_a', '?')} from A, then the rest from B; sample seed {cfg.get('seed')}) · "
@@ -85,13 +85,13 @@ c = st.columns([2, 2, 2])
 epoch = c[0].radio("Checkpoint (warm-up epoch)", epochs, horizontal=True, key="geo_epoch",
                    index=epochs.index(gist_epoch) if gist_epoch in epochs else 0,
                    format_func=lambda e: f"{e} (GIST)" if e == gist_epoch else str(e))
-matrix = c[1].radio("Matrix", list(views.MATRICES), horizontal=True, key="geo_matrix",
-                    format_func=views.MATRICES.get)
+matrix = c[1].radio("Matrix", list(curvature.MATRICES), horizontal=True, key="geo_matrix",
+                    format_func=curvature.MATRICES.get)
 kind = c[2].radio("Value", ["abs", "corr"], horizontal=True, key="geo_value",
                   format_func={"abs": "|M| (log colour)", "corr": "correlation"}.get,
                   help="correlation: M_ij / √(|M_ii| |M_jj|), 1 on the diagonal of a positive semi-definite "
                        "matrix; an indefinite Hessian can exceed ±1 (the colour saturates)")
-ck, label = rep["checkpoints"][str(epoch)], views.MATRICES[matrix]
+ck, label = rep["checkpoints"][str(epoch)], curvature.MATRICES[matrix]
 blk = ck.get(matrix) or {}
 
 
@@ -125,7 +125,7 @@ m[4].metric(f"F̂/H top-{r} overlap", num(ck.get("overlap_fisher_hessian")),
 left, right = st.columns([3, 2])
 dm = ui.curvature_display(run_dir, epoch, matrix, kind)
 if dm is None:
-    left.warning(f"`{views.geometry_matrix_path(run_dir, epoch)}` is missing: run `gist-lab geometry --run "
+    left.warning(f"`{curvature.geometry_matrix_path(run_dir, epoch)}` is missing: run `gist-lab geometry --run "
                  f"{run_dir}` again to rewrite it.")
 else:
     left.plotly_chart(curvature_figures.curvature_heatmap(dm, label, epoch), width="stretch", key="curvature_heatmap")
@@ -139,7 +139,7 @@ if diag is not None:
 
 # ----------------------------------------------------------------------------- over the checkpoints
 st.subheader("Over the warm-up checkpoints")
-table = views.geometry_table(rep)
+table = curvature.geometry_table(rep)
 st.dataframe(table, hide_index=True, width="stretch", key="geometry_table",
              column_config={**{c: st.column_config.NumberColumn(format="%.3f") for c in table.columns
                                if c.startswith(("offdiag", "mass", "adam", "best", "overlap_fisher"))},

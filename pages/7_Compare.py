@@ -5,34 +5,34 @@ import streamlit as st
 
 from gist_core.app import ui
 from gist_core.runner import launcher
-from gist_core.viewer import views
+from gist_core.viewer import compare, labels, progress
 from gist_core.viewer.figures import compare as compare_figures
 
 ui.page_setup("Compare")
 st.title("Compare")
 run_dir = ui.require_run(ui.run_picker())
-running = run_dir.exists() and views.run_state(run_dir)["status"] == "running"
+running = run_dir.exists() and progress.run_state(run_dir)["status"] == "running"
 
 
 def watch(stamp: int) -> None:
     """While a run goes, rerun the page when compare.json is rewritten (a downstream row finished) or it ends."""
-    if views.compare_stamp(run_dir) != stamp or views.run_state(run_dir)["status"] != "running":
+    if compare.compare_stamp(run_dir) != stamp or progress.run_state(run_dir)["status"] != "running":
         st.rerun()
 
 
 def running_note() -> None:
-    prog = views.stage_progress(run_dir)
+    prog = progress.stage_progress(run_dir)
     stages = ", ".join(prog.loc[prog["status"] == "running", "stage"]) or "starting"
     st.info(f"A run is going in this folder (now: {stages}); this page refreshes when compare.json changes.")
     st.page_link(ui.PAGES["run"], label="Follow or cancel it on the Run page", icon=":material/play_arrow:",
                  query_params={"run": ui.run_name_of(run_dir)})
-    st.fragment(run_every=3.0)(watch)(views.compare_stamp(run_dir))
+    st.fragment(run_every=3.0)(watch)(compare.compare_stamp(run_dir))
 
 
 rep = ui.load_compare(run_dir)
 if rep is None:
-    if views.has_compare(run_dir):
-        st.warning(f"`{views.compare_path(run_dir)}` could not be read (no method rows or invalid JSON).")
+    if compare.has_compare(run_dir):
+        st.warning(f"`{compare.compare_path(run_dir)}` could not be read (no method rows or invalid JSON).")
     st.info(f"Run `{run_dir.name}` has no comparison yet. From a terminal: `gist-lab compare --out {run_dir}` "
             "(it reuses this run's config and finished stages, then fine-tunes a LoRA per method and seed, "
             "so it takes much longer than the selection itself).")
@@ -44,12 +44,12 @@ if rep is None:
     st.stop()
 
 # ----------------------------------------------------------------------------- header: what was run
-table = views.compare_table(rep)
-rules = views.compare_rules(rep)
+table = compare.compare_table(rep)
+rules = compare.compare_rules(rep)
 if len(rules) > 2:  # every score-based method under every rule: let the reader thin the table and the charts
     shown = st.multiselect("Selection rules shown", rules, default=rules, key="compare_rules",
-                           format_func=views.RULE_NAMES.get, help=views.RULE_HELP)
-    table = views.rows_with_rules(table, rep, shown)
+                           format_func=labels.RULE_NAMES.get, help=labels.RULE_HELP)
+    table = compare.rows_with_rules(table, rep, shown)
 recipe, seeds = rep.get("train_recipe") or {}, rep.get("seeds") or []
 down = (f"downstream LoRA: {recipe.get('epochs')} epoch(s), lr {recipe.get('lr')}, batch {recipe.get('batch_size')}; "
         f"full pool {recipe.get('full_epochs')} epoch(s)") if recipe else "downstream: not measured"
@@ -71,12 +71,12 @@ n_done = int(table["test_loss"].notna().sum())
 if recipe and n_done < len(table):
     st.info(f"Downstream results for {n_done} of {len(table)} methods so far.")
 
-ratios = views.ratio_metrics(rep)
+ratios = compare.ratio_metrics(rep)
 if ratios:
     mc = st.columns(len(ratios))
     for col, (key, v) in zip(mc, ratios.items()):
         value = f"{v * 100:.2g}%" if key.startswith("storage") else f"{v:.2g}×"  # 2 significant digits: 0.065×, 0.12%
-        col.metric(f"{views.RATIO_LABELS[key]} GIST / LESS", value,
+        col.metric(f"{compare.RATIO_LABELS[key]} GIST / LESS", value,
                    help="GIST's cost divided by LESS's in this run (below 1: GIST is cheaper); see cost notes")
 else:
     st.caption("GIST / LESS cost ratios need both `gist` and `less` among the methods.")
@@ -101,7 +101,7 @@ def bars(col: str, title: str, refs: dict[str, float], key: str, zoom: bool = Fa
 
 def ref(row: str, col: str) -> dict[str, float]:
     """A reference line ({label: value}) from a method row or the base model, when it has the value."""
-    v = views.compare_value(rep, row, col)
+    v = compare.compare_value(rep, row, col)
     return {} if v is None else {"base model (no LoRA)" if row == "base" else row: v}
 
 
@@ -127,7 +127,7 @@ else:
     st.caption("The pool has no ground-truth labels (skill / kind), so precision cannot be measured.")
 
 st.subheader("Cost")
-cost = views.cost_frame(rep)
+cost = compare.cost_frame(rep)
 log_x = st.toggle("log scale", value=False, key="cost_log", help="zero-second stages are not drawn on a log axis")
 if cost.empty:
     st.caption("No per-stage wall times recorded.")
@@ -137,7 +137,7 @@ else:
 
 def heatmap(m, title: str, zmin: float, zmax: float, key: str) -> None:
     if m.empty:
-        st.caption(f"No {title.lower()} in {views.compare_path(run_dir).name}.")
+        st.caption(f"No {title.lower()} in {compare.compare_path(run_dir).name}.")
         return
     st.plotly_chart(compare_figures.agreement_heatmap(m, title, zmin, zmax), width="stretch", key=key)
 
@@ -145,21 +145,21 @@ def heatmap(m, title: str, zmin: float, zmax: float, key: str) -> None:
 st.subheader("Agreement between methods")
 c = st.columns(2)
 with c[0]:
-    heatmap(views.matrix_frame(rep, "overlap"), "Selection overlap (Jaccard, first seed)", 0, 1, "overlap_heatmap")
+    heatmap(compare.matrix_frame(rep, "overlap"), "Selection overlap (Jaccard, first seed)", 0, 1, "overlap_heatmap")
 with c[1]:
-    heatmap(views.matrix_frame(rep, "rank_correlation"), "Rank correlation of scores (Spearman)", -1, 1,
+    heatmap(compare.matrix_frame(rep, "rank_correlation"), "Rank correlation of scores (Spearman)", -1, 1,
             "rankcorr_heatmap")
 
 st.subheader("Per target subtask")
 metric = st.radio("Metric", ["loss", "exact_match"], horizontal=True, key="subtask_metric")
-sub = views.per_subtask_frame(rep, metric)
+sub = compare.per_subtask_frame(rep, metric)
 if sub.empty:
     st.caption("No per-subtask downstream results yet.")
 else:
     st.plotly_chart(compare_figures.per_subtask_heatmap(sub, metric), width="stretch", key="subtask_heatmap")
 
 with st.expander("Per-seed results, cost notes and settings"):
-    seeds_df = views.per_seed_frame(rep)
+    seeds_df = compare.per_seed_frame(rep)
     if seeds_df.empty:
         st.caption("No per-seed downstream results.")
     else:

@@ -1,6 +1,7 @@
 """The documentation: the MkDocs site builds with --strict, every `gist-lab` command line shown in a shell block of
 the site or the README parses with the real CLI parser, and the README stays a front door (≤ 250 lines)."""
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -133,3 +134,61 @@ def test_the_readme_is_a_front_door():
     for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
         if not re.match(r"[a-z]+://", link):
             assert (ROOT / link).exists(), f"README.md links to a missing file: {link}"
+
+
+def _python_blocks(path: Path) -> dict[str, str]:
+    """First-line file name ('# gist_core/...py') -> code, for every python block of a page that names its file."""
+    blocks, fence, lines = {}, None, []
+    for raw in path.read_text().splitlines():
+        m = FENCE.match(raw)
+        if m and fence is None:
+            fence, lines = m.group(2), []
+        elif m:
+            if fence == "python" and lines and lines[0].startswith("# gist_core/"):
+                blocks[lines[0][2:].split(":")[0].strip()] = "\n".join(lines[1:]) + "\n"
+            fence = None
+        elif fence is not None:
+            lines.append(raw)
+    return blocks
+
+
+def test_the_contributing_pages_example_method_works(tmp_path, monkeypatch):
+    """docs/contributing.md's GraNd example, built from its own code blocks: its folder as modules, its registry
+    Entry added, then compare's machinery scores a run's stored projections with it."""
+    import types
+
+    import numpy as np
+    from fake_run import make_fake_run
+
+    from gist_core.config import CompareConfig
+    from gist_core.methods import registry
+    from gist_core.methods.gist.artefacts import NORM_META, load_projections
+    from gist_core.store.layout import RunLayout
+
+    blocks = _python_blocks(DOCS / "contributing.md")
+    assert set(blocks) == {"gist_core/methods/grand/scores.py", "gist_core/methods/grand/stages.py",
+                           "gist_core/methods/registry.py"}
+    package = types.ModuleType("gist_core.methods.grand")
+    package.__path__ = []
+    monkeypatch.setitem(sys.modules, "gist_core.methods.grand", package)
+    for name in ("scores", "stages"):  # in import order: stages imports scores
+        module = types.ModuleType(f"gist_core.methods.grand.{name}")
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        exec(compile(blocks[f"gist_core/methods/grand/{name}.py"], module.__name__, "exec"), module.__dict__)
+    entry = eval(blocks["gist_core/methods/registry.py"].strip().rstrip(","), vars(registry))
+    monkeypatch.setattr(registry, "ENTRIES", registry.ENTRIES + (entry,))
+
+    cmp = CompareConfig(methods=("gist", "grand", "random"))
+    assert "grand" in cmp.rows(has_truth=False) and "grand_subtask" not in cmp.rows(has_truth=False)
+    assert registry.row_label("grand") == "GraNd (gradient norm)"
+    run = make_fake_run(tmp_path / "run", n_pool=200, n_val=8, r=4)
+    store = RunLayout(run).train_proj  # the fake run's store predates norms: add them as a real run keeps them
+    norms = np.random.default_rng(0).gamma(2.0, size=200).astype(np.float32)
+    np.save(store, np.c_[np.load(store), norms].astype(np.float32))
+    store.with_suffix(".json").write_text(json.dumps({NORM_META: "last column"}))
+    cc = types.SimpleNamespace(run=types.SimpleNamespace(paths=RunLayout(run)), book=types.SimpleNamespace(costs={}))
+    scorer = next(s for s in registry.scorers() if s.name == "grand")
+    sc = registry.load(scorer.scores)(cc)
+    np.testing.assert_allclose(sc.score, norms)
+    assert np.argmax(sc.score) == np.argmax(norms) and load_projections(store).coords.shape[0] == 200
+    assert "grand" in cc.book.costs and sc.columns.shape == (200, 1)

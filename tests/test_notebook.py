@@ -44,7 +44,7 @@ def test_stored_notebook_has_no_outputs_and_matches_its_generator():
     assert [h.split(". ", 1)[0] for h in headings] == [f"## {i}" for i in range(1, 12)]
     src = "\n".join(c.source for c in code)
     for name in ("run_select", "rescore", "demo_config", "run_geometry", "GeometryConfig", "run_compare",
-                 "CompareConfig", "RunConfig", "IntSlider", "interact", "figures.", "views.", "run_cluster",
+                 "CompareConfig", "RunConfig", "IntSlider", "interact", "_figures.", "rescore_view.", "run_cluster",
                  "ClusterConfig", "run_experts", "ExpertConfig", "clusters.", "run_ablation",
                  "TrainRunConfig", "layers.", "run_proxy", "ProxyConfig", "proxy."):
         assert name in src, name

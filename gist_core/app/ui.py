@@ -3,7 +3,7 @@
 The selected run lives in st.session_state["run"] and in the URL (?run=NAME), so a reload or a
 shared link opens the same run. Rank, budget and balance are kept per run in session_state so
 that moving the rank slider on one page changes what every other page shows.
-All math is in gist_core.viewer (views), every figure in gist_core.viewer.figures; this module only wires
+All math is in gist_core.viewer, every figure in gist_core.viewer.figures; this module only wires
 them to widgets.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from gist_core.methods import registry, scoring
 from gist_core.runner import launcher
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import RunNameError, run_path, runs_root
-from gist_core.viewer import views
+from gist_core.viewer import breakdowns, compare, curvature, examples, labels, pool_map, progress, rescore, rundir, spectrum
 
 PAGES = {page.key: page.file for page in registry.pages()}  # key -> file, for page links
 STATUS_ICON = {"done": ":material/check_circle:", "running": ":material/hourglass_top:", "failed": ":material/error:",
@@ -64,7 +64,7 @@ def set_run(name: str | None) -> None:
 
 
 def run_names() -> list[str]:
-    return [n for n in views.runs_table(runs_root())["run"].tolist() if run_problem(n) is None]
+    return [n for n in progress.runs_table(runs_root())["run"].tolist() if run_problem(n) is None]
 
 
 def current_run_name() -> str | None:
@@ -111,11 +111,11 @@ def require_run(run_dir: Path | None) -> Path:
 def require_scores(run_dir: Path | None) -> Path:
     """Stop the page with a pointer to the Run page unless the run has scores."""
     run_dir = require_run(run_dir)
-    if problem := views.stale_problem(run_dir):  # never draw scores from scrambled target directions
+    if problem := rundir.stale_problem(run_dir):  # never draw scores from scrambled target directions
         st.error(problem, icon=":material/warning:")
         st.stop()
-    if not views.has_scores(run_dir):
-        state = views.run_state(run_dir)
+    if not rundir.has_scores(run_dir):
+        state = progress.run_state(run_dir)
         st.info(f"Run `{run_dir.name}` has no scores yet (status: {state['status']}).")
         st.page_link(PAGES["run"], label="Follow it on the Run page", icon=":material/play_arrow:",
                      query_params={"run": run_name_of(run_dir)})
@@ -127,80 +127,80 @@ def require_scores(run_dir: Path | None) -> Path:
 # `mtime` (manifest.json's) is part of each cache key: a finished stage invalidates the entry.
 # (st.cache_data does not hash parameters whose name starts with "_", so it must not.)
 @st.cache_data(max_entries=8, show_spinner=False)
-def _load(run_dir: str, mtime: int) -> views.RunData:
-    return views.load_run(run_dir)
+def _load(run_dir: str, mtime: int) -> rundir.RunData:
+    return rundir.load_run(run_dir)
 
 
-def load_run(run_dir: Path) -> views.RunData:
-    return _load(str(run_dir), views.stamp(run_dir))
+def load_run(run_dir: Path) -> rundir.RunData:
+    return _load(str(run_dir), rundir.stamp(run_dir))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _model_input(run_dir: str, mtime: int, row: int) -> dict:
-    return views.model_input(run_dir, row)
+    return examples.model_input(run_dir, row)
 
 
 def model_input(run_dir: Path, row: int) -> dict:
     with st.spinner("Loading the run's tokenizer ..."):
-        return _model_input(str(run_dir), views.stamp(run_dir), int(row))
+        return _model_input(str(run_dir), rundir.stamp(run_dir), int(row))
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _rescored(run_dir: str, mtime: int, rank: int, balance: str, budget: float, kind: str) -> views.Rescored:
-    return views.rescored_frame(run_dir, rank, balance, budget, kind)
+def _rescored(run_dir: str, mtime: int, rank: int, balance: str, budget: float, kind: str) -> rescore.Rescored:
+    return rescore.rescored_frame(run_dir, rank, balance, budget, kind)
 
 
-def rescored(run_dir: Path, s: dict) -> views.Rescored:
-    return _rescored(str(run_dir), views.stamp(run_dir), s["rank"], s["balance"], s["budget"], s["kind"])
+def rescored(run_dir: Path, s: dict) -> rescore.Rescored:
+    return _rescored(str(run_dir), rundir.stamp(run_dir), s["rank"], s["balance"], s["budget"], s["kind"])
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _winners_by_rank(run_dir: str, mtime: int, ranks: tuple, rule: str, budget: float, by: str):
-    return views.winners_by_rank(run_dir, list(ranks), rule, budget, by)
+    return breakdowns.winners_by_rank(run_dir, list(ranks), rule, budget, by)
 
 
 def winners_by_rank(run_dir: Path, ranks: list[int], rule: str, budget: float, by: str):
-    return _winners_by_rank(str(run_dir), views.stamp(run_dir), tuple(ranks), rule, budget, by)
+    return _winners_by_rank(str(run_dir), rundir.stamp(run_dir), tuple(ranks), rule, budget, by)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _compare_columns(run_dir: str, mtime: int) -> dict:
-    return views.compare_columns(run_dir)
+    return breakdowns.compare_columns(run_dir)
 
 
 def compare_columns(run_dir: Path) -> dict:
     """LESS / raw cosine / embedding subtask columns, keyed by compare's scores file (it changes after the run)."""
-    return _compare_columns(str(run_dir), views.file_stamp(RunLayout(run_dir).compare_scores))
+    return _compare_columns(str(run_dir), rundir.file_stamp(RunLayout(run_dir).compare_scores))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _advisor(run_dir: str, mtime: int, kind: str):
-    return views.advisor_curve(run_dir, kind)
+    return spectrum.advisor_curve(run_dir, kind)
 
 
 def advisor_curve(run_dir: Path, kind: str):
-    return _advisor(str(run_dir), views.stamp(run_dir), kind)
+    return _advisor(str(run_dir), rundir.stamp(run_dir), kind)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _spectra(run_dir: str, mtime: int) -> list[views.Spectrum]:
-    return views.spectra(run_dir)
+def _spectra(run_dir: str, mtime: int) -> list[spectrum.Spectrum]:
+    return spectrum.spectra(run_dir)
 
 
-def spectra(run_dir: Path) -> list[views.Spectrum]:
-    return _spectra(str(run_dir), views.stamp(run_dir))
+def spectra(run_dir: Path) -> list[spectrum.Spectrum]:
+    return _spectra(str(run_dir), rundir.stamp(run_dir))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _map(run_dir: str, mtime: int, rank: int, method: str) -> views.MapData:
-    return views.map_coords(run_dir, rank, method, compute=True)
+def _map(run_dir: str, mtime: int, rank: int, method: str) -> pool_map.MapData:
+    return pool_map.map_coords(run_dir, rank, method, compute=True)
 
 
-def map_coords(run_dir: Path, rank: int, method: str, compute: bool = False) -> views.MapData | None:
+def map_coords(run_dir: Path, rank: int, method: str, compute: bool = False) -> pool_map.MapData | None:
     """PCA always; UMAP only when cached on disk or compute=True (a None must never be cached)."""
-    if method == "umap" and not compute and not views.umap_cached(run_dir, rank):
+    if method == "umap" and not compute and not pool_map.umap_cached(run_dir, rank):
         return None
-    return _map(str(run_dir), views.stamp(run_dir), rank, method)
+    return _map(str(run_dir), rundir.stamp(run_dir), rank, method)
 
 
 # ----------------------------------------------------------------------------- shared settings
@@ -211,9 +211,9 @@ def _skey(run_dir: Path, name: str) -> str:
 def settings(run_dir: Path) -> dict:
     """The current rank / budget / balance for this run (the run's own values until changed)."""
     run = load_run(run_dir)
-    d = views.default_settings(run)
-    d["rank"] = min(max(1, d["rank"]), views.r_max(run_dir))
-    d["kind"] = views.arrays(run_dir).kind  # an older run without stored norms: the in-subspace score only
+    d = rescore.default_settings(run)
+    d["rank"] = min(max(1, d["rank"]), rundir.r_max(run_dir))
+    d["kind"] = rundir.arrays(run_dir).kind  # an older run without stored norms: the in-subspace score only
     return {k: st.session_state.get(_skey(run_dir, k), v) for k, v in d.items()}
 
 
@@ -225,7 +225,7 @@ def _persist(widget_key: str, skey: str, convert=lambda v: v):
 
 def rank_slider(run_dir: Path, key: str, container=st) -> int:
     """Rank r in 1..R_max, shared across pages."""
-    skey, rmax, cur = _skey(run_dir, "rank"), views.r_max(run_dir), settings(run_dir)["rank"]
+    skey, rmax, cur = _skey(run_dir, "rank"), rundir.r_max(run_dir), settings(run_dir)["rank"]
     if rmax < 2:
         container.caption("rank r = 1 (the run stores a single direction)")
         return 1
@@ -245,42 +245,42 @@ def budget_slider(run_dir: Path, key: str, container=st) -> float:
 
 def score_radio(run_dir: Path, key: str, container=st) -> str:
     """The GIST score kind, shared across pages; an older run without stored norms says why it has one kind."""
-    kinds = views.arrays(run_dir).kinds
+    kinds = rundir.arrays(run_dir).kinds
     if len(kinds) == 1:
-        container.caption(views.OLD_SCORE_NOTE)
+        container.caption(rundir.OLD_SCORE_NOTE)
         return kinds[0]
     skey, cur = _skey(run_dir, "kind"), settings(run_dir)["kind"]
     st.session_state[key] = cur
     return container.radio("Score", list(kinds), key=key, horizontal=True, on_change=_persist(key, skey),
-                           format_func=views.SCORE_NAMES.get, help=views.SCORE_HELP)
+                           format_func=labels.SCORE_NAMES.get, help=labels.SCORE_HELP)
 
 
 def balance_radio(run_dir: Path, key: str, container=st) -> str:
     skey, cur = _skey(run_dir, "balance"), settings(run_dir)["balance"]
     st.session_state[key] = cur
     return container.radio("Selection rule", list(scoring.BALANCES), key=key, horizontal=True,
-                           on_change=_persist(key, skey), format_func=views.RULE_NAMES.get, help=views.RULE_HELP)
+                           on_change=_persist(key, skey), format_func=labels.RULE_NAMES.get, help=labels.RULE_HELP)
 
 
 def long_text(container, label: str, text: str, key: str) -> None:
     """A prompt or response of any length: the first ~1,500 characters with a "show all" toggle; Markdown (fenced
     code as code) when the text is written in Markdown, else plain wrapped text."""
-    head, cut = views.preview(text)
+    head, cut = examples.preview(text)
     show_all = cut and container.toggle(f"show all ({len(text):,} characters)", key=f"{key}_all")
     shown = text if show_all or not cut else head
     container.markdown(f"**{label}**" + ("" if not cut or show_all else f" (first {len(head):,} of {len(text):,} characters)"))
-    if views.looks_like_markdown(text):
+    if examples.looks_like_markdown(text):
         container.markdown(shown)
     else:
         container.code(shown, language=None, wrap_lines=True)
 
 
 def semantics_caption() -> None:
-    st.caption(views.SCORE_SEMANTICS)
+    st.caption(labels.SCORE_SEMANTICS)
 
 
-def settings_caption(s: dict, rs: views.Rescored) -> None:
-    st.caption(f"rank r = {s['rank']} · score: {views.SCORE_NAMES.get(rs.kind, rs.kind)} · budget "
+def settings_caption(s: dict, rs: rescore.Rescored) -> None:
+    st.caption(f"rank r = {s['rank']} · score: {labels.SCORE_NAMES.get(rs.kind, rs.kind)} · budget "
                f"{s['budget'] * 100:.1f}% = {rs.k} examples · rule: {s['balance']} · re-scored in {rs.ms:.0f} ms")
 
 
@@ -288,49 +288,49 @@ def settings_caption(s: dict, rs: views.Rescored) -> None:
 # Keyed by compare.json's own mtime: compare rewrites it after each downstream row, not the manifest.
 @st.cache_data(max_entries=8, show_spinner=False)
 def _compare(run_dir: str, mtime: int) -> dict | None:
-    return views.load_compare(run_dir)
+    return compare.load_compare(run_dir)
 
 
 def load_compare(run_dir: Path) -> dict | None:
-    return _compare(str(run_dir), views.compare_stamp(run_dir))
+    return _compare(str(run_dir), compare.compare_stamp(run_dir))
 
 
 # ----------------------------------------------------------------------------- curvature
 # Keyed by geometry.json's mtime (rewritten after each checkpoint) and by each ckpt-E.safetensors' own.
 @st.cache_data(max_entries=8, show_spinner=False)
 def _geometry(run_dir: str, mtime: int) -> dict | None:
-    return views.load_geometry(run_dir)
+    return curvature.load_geometry(run_dir)
 
 
 def load_geometry(run_dir: Path) -> dict | None:
-    return _geometry(str(run_dir), views.geometry_stamp(run_dir))
+    return _geometry(str(run_dir), curvature.geometry_stamp(run_dir))
 
 
 def _matrix_stamp(run_dir: Path, epoch: int) -> int:
-    return views.file_stamp(views.geometry_matrix_path(run_dir, epoch))
+    return rundir.file_stamp(curvature.geometry_matrix_path(run_dir, epoch))
 
 
 @st.cache_data(max_entries=24, show_spinner=False)
-def _display(run_dir: str, mtime: int, epoch: int, matrix: str, kind: str, max_side: int) -> views.DisplayMatrix | None:
-    mats = views.curvature_matrices(run_dir, epoch)
+def _display(run_dir: str, mtime: int, epoch: int, matrix: str, kind: str, max_side: int) -> curvature.DisplayMatrix | None:
+    mats = curvature.curvature_matrices(run_dir, epoch)
     if not mats:
         return None
-    return views.display_matrix(mats[matrix], mats["n_a"], max_side=max_side, kind=kind)
+    return curvature.display_matrix(mats[matrix], mats["n_a"], max_side=max_side, kind=kind)
 
 
-def curvature_display(run_dir: Path, epoch: int, matrix: str, kind: str, max_side: int = 256) -> views.DisplayMatrix | None:
+def curvature_display(run_dir: Path, epoch: int, matrix: str, kind: str, max_side: int = 256) -> curvature.DisplayMatrix | None:
     """The heatmap-ready (downsampled) matrix; None when ckpt-E.safetensors is missing."""
     return _display(str(run_dir), _matrix_stamp(run_dir, epoch), epoch, matrix, kind, max_side)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _diagonals(run_dir: str, mtime: int, epoch: int):
-    mats = views.curvature_matrices(run_dir, epoch)
-    return views.diagonal_frame(mats) if mats else None
+    mats = curvature.curvature_matrices(run_dir, epoch)
+    return curvature.diagonal_frame(mats) if mats else None
 
 
 def curvature_diagonals(run_dir: Path, epoch: int):
-    """Per coordinate diag(H) and Adam's sqrt(v) (views.diagonal_frame); None when the file is missing."""
+    """Per coordinate diag(H) and Adam's sqrt(v) (curvature.diagonal_frame); None when the file is missing."""
     return _diagonals(str(run_dir), _matrix_stamp(run_dir, epoch), epoch)
 
 

@@ -19,7 +19,8 @@ def build_parser(entries: tuple[registry.Entry, ...] | None = None) -> argparse.
     for command in registry.commands(entries):  # None: the registry as it is now
         sp = sub.add_parser(command.name, help=command.help)
         registry.load(command.arguments)(sp)
-        sp.set_defaults(run=command.run)
+        # a private name: flags such as merge's --run must not shadow what runs
+        sp.set_defaults(_command_run=command.run)
     return p
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     show_on_terminal()
     a = build_parser().parse_args(argv)
     try:
-        return registry.load(a.run)(a)
+        return registry.load(a._command_run)(a)
     except (GistError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -60,33 +60,33 @@ def print_starved(summary: dict) -> None:
                   f"with subtask '{s}' (less than a third of its proportional share, {fair:.0f}); {advice}")
 
 
-def _layout(a):
+def _process_split(a):
     """This process's part: `--shard i/n`, a torchrun rank, or the single process; checks --out and --prepare."""
     from gist_core.errors import ConfigError
     from gist_core.runner import sharding as distributed
     try:
-        layout = distributed.from_env(a.shard)
+        procs = distributed.from_env(a.shard)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if layout.sharded and a.out is None:
-        layout.close()
+    if procs.sharded and a.out is None:
+        procs.close()
         raise ConfigError("--out is required with torchrun or --shard: every process must name the same run folder")
-    if a.prepare and layout.sharded:
-        layout.close()
+    if a.prepare and procs.sharded:
+        procs.close()
         raise ConfigError("--prepare runs once, without --shard or torchrun")
-    return layout
+    return procs
 
 
 def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
     """Run a selection as this process's part: single process, a torchrun rank or a --shard job."""
     from gist_core.runner.pipeline import Run
-    layout = _layout(a)
+    procs = _process_split(a)
     out = out or default_out
     try:
-        summary = Run(cfg, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout,
+        summary = Run(cfg, out, quiet=a.quiet, overwrite=a.overwrite, procs=procs,
                       until="prepare" if a.prepare else None).execute()
     finally:
-        layout.close()
+        procs.close()
     if summary is not None:
         print_summary(summary, out)
     return 0
@@ -161,13 +161,13 @@ def cmd_compare(a) -> int:
     from gist_core.runner.compare_report import format_table
     cfg = _run_config_for(a)
     cmp = compare_config(a)
-    layout = _layout(a)
+    procs = _process_split(a)
     out = a.out or DEFAULT_RUNS / f"compare-{Path(cfg.target).parent.name or 'run'}"
     try:
-        rep = Compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite, layout=layout,
+        rep = Compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite, procs=procs,
                       until="prepare" if a.prepare else None).execute()
     finally:
-        layout.close()
+        procs.close()
     if rep is None:
         return 0
     print(f"\nrun directory: {out}  ({rep['n_selected']} of {rep['n_pool']} selected, {len(rep['seeds'])} seed(s))")

@@ -8,7 +8,7 @@ at `/x/data`). From then on the bare name works wherever a pool or a target is a
 (`--train sharegpt --target gsm8k`), offline. The data is fetched at run time and never committed: ShareGPT
 states no licence, so it is not redistributed.
 
-Layout (what each name stands for is its first file; compare's default test split is test.jsonl beside it):
+Files (what each name stands for is its first file; compare's default test split is test.jsonl beside it):
     <cache>/sharegpt/pool.jsonl             a pool: prompt/response (or chat messages), seeded shuffled order
     <cache>/gsm8k/val.jsonl, test.jsonl     a target: seeded disjoint val/test split, subtask 'gsm8k'
     <cache>/humaneval/val.jsonl, test.jsonl a target: subtask 'humaneval'

@@ -1,15 +1,15 @@
-"""Every method and tool, registered once: the `gist-lab` subcommands, the dashboard's pages and compare's rows are
-built from here. Light: no torch (the CLI parser and the dashboard's navigation read it on every start).
+"""Every method and tool, registered once: the `gist-lab` subcommands, the dashboard's pages and compare's
+score-based methods are built from here. Light: no torch (the CLI parser and the dashboard's navigation read it
+on every start).
 
-ENTRIES: one Entry per method (gist, gradientspace, gast, iprox; LESS and the baselines run inside compare and
-have neither a command nor a page of their own) or tool (compare, geometry, the utilities). Each Command names
-two functions as "module:function": `arguments` adds its flags to an argparse parser (a light module: the
-method's config.py), `run` does the work (imported only when that command runs). Each Page names its file
-under pages/. Adding a method: its folder under methods/, plus one Entry here (docs/contributing.md).
-
-Compare's methods: a family of scores over the pool (gist, less, rawcos, embedding, length, random, ...);
-score-based families are reported under every selection rule (a compare row is `<family>_<rule>`,
-scoring.row_name); runner/compare.py maps each name onto the stage that computes its scores (SCORERS).
+ENTRIES: one Entry per method (gist, less, baselines, gradientspace, gast, iprox) or tool (compare, geometry, the
+utilities). Parts are named as "module:function" and imported only when used (`load`):
+- a Command's `arguments` adds its flags to an argparse parser (a light module: the method's config.py), its
+  `run` does the work;
+- a Page is a file under pages/, placed in the dashboard's navigation under its entry's section;
+- a Scorer is one of compare's score-based methods: its stage computes a score per pool example (and per target
+  subtask, so every selection rule applies: RULE_FAMILIES); a compare row is `<name>_<rule>` (scoring.row_name).
+Adding a method: its folder under methods/, plus one Entry here (docs/contributing.md).
 """
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Scorer:
+    """One of compare's score-based methods: its stage computes a score per pool example (and per target subtask
+    where `per_subtask`, so every selection rule applies to it: RULE_FAMILIES)."""
+    name: str
+    label: str
+    scores: str            # "module:function(CompareContext) -> scoring.Scores"
+    per_subtask: bool = True
+
+
+@dataclass(frozen=True)
 class Page:
     key: str         # ui.PAGES key and URL path
     file: str        # relative to the repository root (the dashboard's entry point is app.py)
@@ -43,6 +53,7 @@ class Entry:
     about: str
     commands: tuple[Command, ...] = ()
     pages: tuple[Page, ...] = ()
+    scorers: tuple[Scorer, ...] = ()
 
 
 def load(ref: str) -> Callable:
@@ -68,7 +79,21 @@ ENTRIES: tuple[Entry, ...] = (
                  Page("spectrum", "pages/2_Spectrum.py", "Spectrum", ":material/show_chart:"),
                  Page("scores", "pages/3_Scores.py", "Scores", ":material/bar_chart:"),
                  Page("examples", "pages/4_Examples.py", "Examples", ":material/list:"),
-                 Page("map", "pages/5_Map.py", "Map", ":material/scatter_plot:"))),
+                 Page("map", "pages/5_Map.py", "Map", ":material/scatter_plot:")),
+          scorers=(Scorer("gist", "GIST", "gist_core.methods.gist.stages:compare_scores"),
+                   Scorer("gist_mean", "GIST (subtask means)", "gist_core.methods.gist.stages:subtask_mean_scores"),
+                   Scorer("gist_max", "GIST (example max)", "gist_core.methods.gist.stages:example_max_scores"),
+                   Scorer("gist_paper", "GIST as in the paper (example max, in-subspace cosine, τ = 0.95, global "
+                          "top-k)", "gist_core.methods.gist.stages:paper_scores", per_subtask=False))),
+    Entry("less", "Methods", "LESS (Xia et al., 2024): Adam-preconditioned gradient features, run inside compare",
+          scorers=(Scorer("less", "LESS", "gist_core.methods.less.stages:less_scores"),)),
+    Entry("baselines", "Methods", "the baselines compare runs beside GIST and LESS",
+          scorers=(Scorer("rawcos", "raw-gradient cosine", "gist_core.methods.baselines.stages:rawcos_scores"),
+                   Scorer("embedding", "embedding similarity", "gist_core.methods.baselines.stages:embedding_scores"),
+                   Scorer("rds", "RDS+ (position-weighted hidden states)", "gist_core.methods.baselines.stages:rds_scores"),
+                   Scorer("minilm", "MiniLM sentence embeddings", "gist_core.methods.baselines.stages:minilm_scores"),
+                   Scorer("length", "longest responses", "gist_core.methods.baselines.stages:length_scores",
+                          per_subtask=False))),
     Entry("compare", "Analysis", "GIST against LESS, raw-gradient cosine, embeddings, random and the full pool",
           commands=(Command("compare", "GIST vs LESS and baselines: selection quality, downstream loss, cost",
                             f"{_ARGS}:compare", f"{_CORE}:cmd_compare"),),
@@ -118,8 +143,24 @@ def pages(entries: tuple[Entry, ...] | None = None) -> list[Page]:
     return [p for e in (ENTRIES if entries is None else entries) for p in e.pages]
 
 
+def scorers(entries: tuple[Entry, ...] | None = None) -> list[Scorer]:
+    return [s for e in (ENTRIES if entries is None else entries) for s in e.scorers]
+
+
+# selections without scores: compare draws or takes them itself
+UNSCORED_METHODS = ("random", "full", "oracle")
 DEFAULT_METHODS = ("gist", "less", "rawcos", "random", "length", "embedding", "full")
-KNOWN_METHODS = DEFAULT_METHODS + ("oracle", "gist_mean", "gist_max", "gist_paper", "rds", "minilm")
+
+
+def known_methods() -> tuple[str, ...]:
+    return tuple(s.name for s in scorers()) + UNSCORED_METHODS
+
+
+def rule_families() -> tuple[str, ...]:
+    """Score-based methods with per-subtask columns: every selection rule applies to them."""
+    return tuple(s.name for s in scorers() if s.per_subtask)
+
+
 # GIST variants on the run's stored projections (no extra gradients): the run's own settings are the "gist" row;
 # these add other aggregations, or the GIST paper's exact rule (example max, in-subspace cosine, tau = 0.95,
 # global top-k: reported under the global rule only), to the same table
@@ -127,22 +168,15 @@ PAPER_RULE = {"aggregation": "example_max", "balance": "global", "rank_rule": "t
 GIST_VARIANTS = {"gist_mean": {"aggregation": "subtask_mean"}, "gist_max": {"aggregation": "example_max"},
                  "gist_paper": {**PAPER_RULE, "rank": None}}
 DEFAULT_RULES = ("global", "subtask")
-# methods with scores over the pool, in the order compare computes them (GIST first: its variants reuse its
-# projections and cost entries); random, full and oracle are selections without scores
-SCORED_METHODS = ("gist", "gist_mean", "gist_max", "gist_paper", "less", "rawcos", "embedding", "rds", "minilm",
-                  "length")
-FAMILY_LABELS = {"gist": "GIST", "gist_mean": "GIST (subtask means)", "gist_max": "GIST (example max)",
-                 "less": "LESS", "rawcos": "raw-gradient cosine", "embedding": "embedding similarity",
-                 "rds": "RDS+ (position-weighted hidden states)", "minilm": "MiniLM sentence embeddings"}
 RULE_LABELS = {"global": "global top-k", "subtask": "per-subtask quota", "zscore": "z-scored max",
                "quantile": "quantile max", "examples": "round-robin over target examples"}
-LABELS = {"random": "random", "length": "longest responses", "full": "full pool", "oracle": "oracle (true target examples)",
-          "gist_paper": "GIST as in the paper (example max, in-subspace cosine, τ = 0.95, global top-k)"}
+LABELS = {"random": "random", "full": "full pool", "oracle": "oracle (true target examples)"}
 
 
 def row_label(row: str) -> str:
     """A compare row's name for people: 'gist_subtask' -> 'GIST, per-subtask quota'."""
     family, rule = split_row(row)
-    if family in FAMILY_LABELS:
-        return f"{FAMILY_LABELS[family]}, {RULE_LABELS[rule]}"
-    return LABELS.get(row, row)
+    label = {s.name: s for s in scorers()}.get(family)
+    if label is not None and label.per_subtask:
+        return f"{label.label}, {RULE_LABELS[rule]}"
+    return label.label if label is not None else LABELS.get(row, row)

@@ -285,10 +285,6 @@ def starved_by_coverage(coverage: dict[str, dict], floor: float = 1 / 3) -> list
 
 
 # ----------------------------------------------------------------------------- compare's table rows
-# score-based methods with per-subtask columns: every rule applies to them (compare and the dashboard)
-RULE_FAMILIES = ("gist", "gist_mean", "gist_max", "less", "rawcos", "embedding", "rds", "minilm")
-
-
 def row_name(family: str, rule: str) -> str:
     """A compare row: the family alone for the global top-k (the paper's rule), else family_rule."""
     return family if rule == "global" else f"{family}_{rule}"

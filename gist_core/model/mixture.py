@@ -1,6 +1,6 @@
 """Several LoRA adapters over one base model, and their logit mixtures: next-token logits Σ_j w_ij · logits_j
 per example i (one-hot rows: one adapter per query; the ELREA ensemble: many), for answer-token losses and greedy
-decoding. Used by `gist-lab experts`; tests/test_experts.py checks both against naive unbatched loops.
+decoding. Used by `gist-lab experts`; tests/methods/gradientspace/test_experts.py checks both against naive unbatched loops.
 """
 from __future__ import annotations
 

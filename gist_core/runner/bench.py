@@ -198,7 +198,7 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
     from gist_core.grads.per_example import GradientEngine, stream
     from gist_core.methods.scoring import gist_scores
     from gist_core.model.load import LoraSettings, attach_lora, load_base_model
-    from gist_core.runner.pipeline import Run
+    from gist_core.runner.rows import row_writer
     from gist_core.store.manifest import FeatureStore
     t0 = time.time()
     model_, tok = load_base_model(model or str(_sample_data() / "tiny-lm"))
@@ -210,7 +210,7 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
     basis = torch.linalg.qr(torch.randn(engine.dim, 64, generator=torch.Generator().manual_seed(0)))[0]
     fs = FeatureStore(work / f"proj-{n}.npy", n, 64, {"bench": n})
     t1 = time.time()
-    stream(engine, toks, fs.todo(), batch_size, Run.row_writer(fs), project=basis.to(engine.device))
+    stream(engine, toks, fs.todo(), batch_size, row_writer(fs), project=basis.to(engine.device))
     fs.flush()
     t_proj = time.time() - t1
     t2 = time.time()

@@ -4,7 +4,7 @@ Selection quality (precision, recall, coverage against ground truth), downstream
 fine-tuned on each selection with one fixed recipe, several seeds, target test loss and exact
 match) and cost (wall time per stage, estimated FLOPs, bytes stored) for every method.
 
-Layout inside the run directory (the GIST run's own artefacts stay where they are):
+ProcessSplit inside the run directory (the GIST run's own artefacts stay where they are):
     compare/less/ckpt-E.npy (+ .done.npy)  LESS training features, N x d float16, one file per checkpoint
     compare/less/val-ckpt-E.npy             LESS validation features
     compare/rawcos.npy, compare/embed.npy   raw-gradient dot products + norm; pool embeddings
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,33 +29,19 @@ from gist_core.data.examples import examples_to_frame, subtask_groups
 from gist_core.data.registry import resolve_spec
 from gist_core.data.truth import truth_masks
 from gist_core.errors import ConfigError
-from gist_core.methods import scoring
+from gist_core.methods import registry, scoring
 from gist_core.methods.baselines import scores as baselines
-from gist_core.methods.baselines.stages import (
-    embedding_scores,
-    length_scores,
-    minilm_scores,
-    rawcos_scores,
-    rds_scores,
-)
 from gist_core.methods.gist.report import stamp
-from gist_core.methods.gist.stages import compare_scores as gist_scores
-from gist_core.methods.less.stages import less_pool_features_only, less_scores
-from gist_core.methods.registry import GIST_VARIANTS, SCORED_METHODS
+from gist_core.methods.less.stages import less_pool_features_only
 from gist_core.methods.scoring import split_row
 from gist_core.runner.compare_context import CompareContext
 from gist_core.runner.compare_report import build_report
 from gist_core.runner.costs import CostBook
 from gist_core.runner.downstream import run_downstream
 from gist_core.runner.pipeline import RESULT_FILES, Run
-from gist_core.runner.sharding import Layout, single_process_env
+from gist_core.runner.sharding import ProcessSplit, single_process_env
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.layout import COMPARE_REPORT, SCORES, rel_compare
-
-# each score-based method's compare stage (its own folder's stages.py); GIST's variants are added below
-SCORERS: dict[str, Callable[[CompareContext], scoring.Scores]] = {
-    "gist": gist_scores, "less": less_scores, "rawcos": rawcos_scores, "embedding": embedding_scores,
-    "rds": rds_scores, "minilm": minilm_scores, "length": length_scores}
 
 
 def default_test_split(target: str) -> str | None:
@@ -70,8 +55,8 @@ class Compare:
     a sequence of stages over one CompareContext."""
 
     def __init__(self, run_cfg: RunConfig, cmp: CompareConfig, out, quiet: bool = False, overwrite: bool = False,
-                 layout: Layout | None = None, until: str | None = None):
-        self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite, layout=layout, until=until)
+                 procs: ProcessSplit | None = None, until: str | None = None):
+        self.run = Run(run_cfg, out, quiet=quiet, overwrite=overwrite, procs=procs, until=until)
         self.cmp = cmp
         self.test_spec = cmp.test or default_test_split(run_cfg.target)
 
@@ -86,7 +71,7 @@ class Compare:
 
     def _execute(self, t0: float) -> dict | None:
         gist_summary = self.run.stages(t0)
-        procs = self.run.layout
+        procs = self.run.procs
         if self.run.until == "prepare":
             return None
         if procs.shard_job:  # this job's share of the LESS pool features; the plain rerun merges and reports
@@ -98,7 +83,7 @@ class Compare:
                 less_pool_features_only(self.context())
             if not procs.main:
                 return None
-            self.run.layout = Layout()
+            self.run.procs = ProcessSplit()
             with single_process_env():
                 return self._finish(gist_summary, t0)
         return self._finish(gist_summary, t0)
@@ -131,20 +116,11 @@ class Compare:
         return report
 
 
-def scorer(name: str) -> Callable[[CompareContext], scoring.Scores]:
-    """The registry's method name -> the stage that computes its scores over the pool."""
-    if name in GIST_VARIANTS:
-        return lambda cc: gist_scores(cc, GIST_VARIANTS[name], name)
-    return SCORERS[name]
-
-
 def method_scores(cc: CompareContext) -> dict[str, scoring.Scores]:
-    """Each requested score-based method's scores, in the registry's order (GIST first: the rows that re-score
-    its projections reuse its cost entries)."""
+    """Each requested score-based method's scores, by the stage the registry names for it, in the registry's order
+    (GIST first: the rows that re-score its projections reuse its cost entries)."""
     wanted = set(cc.cmp.methods)
-    if wanted & set(GIST_VARIANTS) and "gist" not in wanted:
-        gist_scores(cc)  # their costs are GIST's plus their own scoring
-    return {name: scorer(name)(cc) for name in SCORED_METHODS if name in wanted}
+    return {s.name: registry.load(s.scores)(cc) for s in registry.scorers() if s.name in wanted}
 
 
 def select_rows(cc: CompareContext, scores: dict[str, scoring.Scores], rows: list[str], truth) -> dict[str, list]:

@@ -17,7 +17,7 @@ from gist_core.data.examples import Example, ExampleTable
 from gist_core.data.formatting import Tokenized
 from gist_core.runner.model_cache import ModelCache
 from gist_core.runner.progress import Progress
-from gist_core.runner.sharding import Layout
+from gist_core.runner.sharding import ProcessSplit
 from gist_core.store import shared
 from gist_core.store.layout import RunLayout
 from gist_core.store.manifest import RunStore, stable_hash
@@ -38,7 +38,7 @@ class RunContext:
     cfg: RunConfig
     store: RunStore          # the manifest, progress events and status of the run folder
     paths: RunLayout         # every path inside the run folder
-    procs: Layout            # this process's part: one process, a torchrun rank or a --shard job
+    procs: ProcessSplit            # this process's part: one process, a torchrun rank or a --shard job
     keys: dict[str, str]     # each stage's key (runner/keys.py)
     fingerprints: dict[str, str]
     progress: Progress

@@ -30,7 +30,7 @@ from gist_core.runner.model_cache import ModelCache
 from gist_core.runner.preflight import check_target
 from gist_core.runner.progress import Progress
 from gist_core.runner.rows import fill_rows
-from gist_core.runner.sharding import Layout
+from gist_core.runner.sharding import ProcessSplit
 from gist_core.runner.stages import data_stage, warmup_stage
 from gist_core.store import layout
 from gist_core.store.atomic import atomic_write_json
@@ -48,12 +48,12 @@ class Run:
     stages share; compare, cluster, experts and geometry build a Run to reach the same folder, model and inputs."""
 
     def __init__(self, cfg: RunConfig, out: str | os.PathLike, quiet: bool = False, overwrite: bool = False,
-                 layout: Layout | None = None, until: str | None = None, merge: bool = False):
-        """`layout`: single process (default), torchrun ranks or a `--shard i/n` job; `until='prepare'` stops
+                 procs: ProcessSplit | None = None, until: str | None = None, merge: bool = False):
+        """`procs`: single process (default), torchrun ranks or a `--shard i/n` job; `until='prepare'` stops
         before the pool projection (shared stages only); `merge=True` requires every shard's rows."""
         if until not in (None, "prepare"):
             raise ConfigError(f"until must be None or 'prepare', got '{until}'")
-        procs = layout or Layout()
+        procs = procs or ProcessSplit()
         self.model_source = model_source(cfg)
         if self.model_source.gguf_sha256:
             cfg = replace(cfg, model_sha256=self.model_source.gguf_sha256)
@@ -83,11 +83,11 @@ class Run:
         return self.ctx.paths
 
     @property
-    def layout(self) -> Layout:
+    def procs(self) -> ProcessSplit:
         return self.ctx.procs
 
-    @layout.setter
-    def layout(self, procs: Layout) -> None:
+    @procs.setter
+    def procs(self, procs: ProcessSplit) -> None:
         self.ctx.procs = procs
 
     @property
@@ -159,7 +159,8 @@ class Run:
         tok, _ = self.tokenizer_and_model()
         pool_tok = tokenize_examples(pool, tok, self.cfg.max_length)
         target_tok = tokenize_examples(target, tok, self.cfg.target_length, eos=self.cfg.target_eos)
-        for name, t, length in (("pool", pool_tok, self.cfg.max_length), ("target", target_tok, self.cfg.target_length)):
+        for name, t, length in (("pool", pool_tok, f"max_length {self.cfg.max_length}"),
+                                ("target", target_tok, f"target_max_length {self.cfg.target_length}")):
             if t.n_truncated:
                 self.log(f"note: {t.n_truncated} {name} example(s) longer than {length} tokens were cut (prompt first, "
                          "the response kept whole where it fits)")
@@ -195,28 +196,28 @@ class Run:
     def check_inputs(self) -> RunInputs:
         """Every refusal of the inputs (output folder, data, model, settings), before the folder is touched."""
         check_out_folder(self.store.root)
-        if not (self.layout.torchrun and not self.layout.main):
-            refuse_if_held(self.store.root, shared=self.layout.shard_job)
+        if not (self.procs.torchrun and not self.procs.main):
+            refuse_if_held(self.store.root, shared=self.procs.shard_job)
         return self.inputs
 
     # ---- the folder: one writer, the run's status
     def take_folder(self, held: contextlib.ExitStack, results: list[str]) -> None:
         """The writer lock (shared for `--shard` jobs, which write disjoint rows beside each other) and, on the
         process that writes the results, the 'running' mark with the earlier `results` moved aside."""
-        if self.layout.shard_job:
+        if self.procs.shard_job:
             held.enter_context(writer_lock(self.store.root, shared=True))
             return
-        if self.layout.torchrun and not self.layout.main:
-            return self.layout.on_main(lambda: None)  # rank 0 takes it; a refusal there reaches every rank
+        if self.procs.torchrun and not self.procs.main:
+            return self.procs.on_main(lambda: None)  # rank 0 takes it; a refusal there reaches every rank
 
         def take() -> None:
             held.enter_context(writer_lock(self.store.root))
             self.store.begin(results, command_line())
-        self.layout.on_main(take)
+        self.procs.on_main(take)
 
     def finish(self) -> None:
         """Every result is written: the run is done (or prepared), the earlier results are dropped."""
-        if self.layout.main:
+        if self.procs.main:
             self.store.finish(PREPARED if self.until == "prepare" else DONE)
 
     # ---- the stages
@@ -237,10 +238,10 @@ class Run:
     def stages(self, t0: float) -> dict | None:
         """The stages in order, each skipped when done (the folder must be taken: take_folder)."""
         inputs = self.inputs
-        if self.layout.shard_job:
+        if self.procs.shard_job:
             self._require_prepared()
         else:
-            self.layout.on_main(lambda: self.prepare(inputs))
+            self.procs.on_main(lambda: self.prepare(inputs))
         if self.until == "prepare":
             self.log(f"prepared {self.store.root}: warm-up and validation gradients done; project the pool with "
                      f"`--shard i/n` jobs or torchrun, then `gist-lab merge --run {self.store.root}`")

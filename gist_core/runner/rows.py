@@ -1,4 +1,4 @@
-"""Row stores filled under a process layout: one process, torchrun ranks, or independent `--shard i/n` jobs.
+"""Row stores filled under a process split: one process, torchrun ranks, or independent `--shard i/n` jobs.
 
 A stage that writes one row per pool example (the GIST projections, LESS's features) describes its store
 with a StoreSpec and hands `fill_rows` the work for a list of rows; rank 0 allocates, every process writes

@@ -1,4 +1,4 @@
-"""Process layout for sharded extraction: one process, a torchrun group, or one of n shard jobs.
+"""How the work is split between processes for sharded extraction: one process, a torchrun group, or one of n shard jobs.
 
 Per-example gradients are independent, so extraction splits by rows. Row i belongs to shard
 i mod n: deterministic, independent of tokenisation and of what is already done, and balanced
@@ -45,7 +45,7 @@ def shard_size(n: int, index: int, count: int) -> int:
 
 
 @dataclass
-class Layout:
+class ProcessSplit:
     """Who this process is. world == 1 and not shard_job: the ordinary single process."""
     rank: int = 0
     world: int = 1
@@ -105,14 +105,14 @@ def timeout() -> datetime.timedelta:
     return datetime.timedelta(seconds=float(os.environ.get("GIST_LAB_DIST_TIMEOUT_S", 24 * 3600)))
 
 
-def from_env(shard: str | None = None) -> Layout:
-    """The layout this process runs in: `--shard i/n`, torchrun's environment, or a single process."""
+def from_env(shard: str | None = None) -> ProcessSplit:
+    """The split this process runs in: `--shard i/n`, torchrun's environment, or a single process."""
     if shard is not None:
         i, n = parse_shard(shard)
-        return Layout(rank=i, world=n, shard_job=True)
+        return ProcessSplit(rank=i, world=n, shard_job=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Layout()
+        return ProcessSplit()
     import torch
     import torch.distributed as dist
     use_nccl = torch.cuda.is_available()
@@ -121,7 +121,7 @@ def from_env(shard: str | None = None) -> Layout:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_nccl else "gloo", timeout=timeout())
     group = dist.new_group(backend="gloo", timeout=timeout()) if use_nccl else None
-    return Layout(rank=dist.get_rank(), world=dist.get_world_size(), torchrun=True, _group=group)
+    return ProcessSplit(rank=dist.get_rank(), world=dist.get_world_size(), torchrun=True, _group=group)
 
 
 @contextlib.contextmanager

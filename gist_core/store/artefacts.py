@@ -61,7 +61,7 @@ def save_tensors(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadat
 def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
                  allow_stale: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(arrays, metadata) of a file written by save_tensors; only `names` when given (the rest is not read).
-    A file of an older format raises StaleArtefact unless `allow_stale` (then its layout is not checked)."""
+    A file of an older format raises StaleArtefact unless `allow_stale` (then its arrays are not checked)."""
     from safetensors import SafetensorError, safe_open
     try:
         with safe_open(str(path), "np") as f:
@@ -79,11 +79,11 @@ def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
             return out, meta
         raise StaleArtefact(f"{path}: written in artefact format {meta.get(_FORMAT_KEY, 1)}, before the C-order "
                             f"guard (format {FORMAT}); rerun the command that made it to recompute it")
-    layout = json.loads(meta.get(ARRAYS_KEY, "{}"))
+    arrays = json.loads(meta.get(ARRAYS_KEY, "{}"))
     for n, a in out.items():
-        if n not in layout:
+        if n not in arrays:
             raise ArtefactError(f"{path}: '{n}' has no recorded dtype and shape")
-        _check(path, n, a, *layout[n])
+        _check(path, n, a, *arrays[n])
     return out, meta
 
 
@@ -96,26 +96,26 @@ def artefact_format(path: str | os.PathLike) -> int:
 
 # ----------------------------------------------------------------------------- safetensors (torch)
 def save_torch_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """Torch tensors (optimizer moments) into a safetensors file: contiguous CPU copies, layout recorded."""
+    """Torch tensors (optimizer moments) into a safetensors file: contiguous CPU copies, dtypes and shapes recorded."""
     from safetensors.torch import save_file
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    layout = {k: [str(v.dtype), list(v.shape)] for k, v in tensors.items()}
-    meta = {**(metadata or {}), _FORMAT_KEY: str(FORMAT), ARRAYS_KEY: json.dumps(layout)}
+    arrays = {k: [str(v.dtype), list(v.shape)] for k, v in tensors.items()}
+    meta = {**(metadata or {}), _FORMAT_KEY: str(FORMAT), ARRAYS_KEY: json.dumps(arrays)}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_torch_tensors(path: str | os.PathLike) -> dict:
-    """The tensors of a file written by save_torch_tensors (dtype and shape checked). Older files (no layout)
+    """The tensors of a file written by save_torch_tensors (dtype and shape checked). Older files (no dtypes and shapes recorded)
     come back as stored: torch's writer has always refused non-contiguous tensors, so they are sound."""
     from safetensors import safe_open
     from safetensors.torch import load_file
     out = load_file(str(path))
     with safe_open(str(path), "pt") as f:
-        layout = json.loads((f.metadata() or {}).get(ARRAYS_KEY, "null") or "null")
-    if layout is not None:
+        arrays = json.loads((f.metadata() or {}).get(ARRAYS_KEY, "null") or "null")
+    if arrays is not None:
         for n, t in out.items():
-            if n not in layout or str(t.dtype) != layout[n][0] or list(t.shape) != layout[n][1]:
+            if n not in arrays or str(t.dtype) != arrays[n][0] or list(t.shape) != arrays[n][1]:
                 raise ArtefactError(f"{path}: '{n}' is {t.dtype}{list(t.shape)}, not as written")
     return out
 

@@ -1,6 +1,6 @@
 """The run directory: replayable config, manifest of stages, progress events, feature stores.
 
-Layout (one run = one folder):
+ProcessSplit (one run = one folder):
     config.json            the RunConfig that produced it (replay with `gist-lab select --config`)
     manifest.json          per stage: config hash, input hashes, versions, wall time, bytes, done
     progress.jsonl         one JSON event per line (stage start/progress/end), for the dashboard

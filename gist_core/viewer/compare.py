@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gist_core.methods import scoring
+from gist_core.methods import registry, scoring
 from gist_core.store.layout import RunLayout
 from gist_core.store.reports import readable_report
 from gist_core.viewer.rundir import file_stamp, json_number, read_json
 
 _FAMILY_ORDER = ("gist", "gist_mean", "gist_max", "less", "rawcos", "random", "length", "embedding", "full", "oracle")
 METHOD_ORDER = tuple(scoring.row_name(f, r) for f in _FAMILY_ORDER
-                     for r in (scoring.BALANCES if f in scoring.RULE_FAMILIES else ("global",)))
+                     for r in (scoring.BALANCES if f in registry.rule_families() else ("global",)))
 # compare's families, each under every selection rule (GIST at either aggregation next to its own), then the oracle
 COST_STAGES = ("warmup", "val_grads", "subspace", "val_features", "pool_features", "pool_projection", "scoring")
 RATIO_LABELS = {"compute_ratio_gist_over_less": "compute (wall time)", "storage_ratio_gist_over_less": "storage",
@@ -81,7 +81,7 @@ def rows_with_rules(table: pd.DataFrame, rep: dict, rules: list[str]) -> pd.Data
     """The table's rows under the given selection rules; methods without scores (random, full, oracle) stay."""
     def kept(row: str) -> bool:
         e = rep["methods"][row]
-        return e.get("family", row) not in scoring.RULE_FAMILIES or e.get("rule", "global") in rules
+        return e.get("family", row) not in registry.rule_families() or e.get("rule", "global") in rules
     keep = [row for row in table["method"] if kept(row)]
     return table[table["method"].isin(keep)].reset_index(drop=True)
 

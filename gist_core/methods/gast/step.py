@@ -7,7 +7,7 @@
   gradient; then one more forward/backward per group of layers that share a selection, over the selected
   examples only, with loss Σ_i w_i L_i, keeps that group's gradients.
 
-Both return the same update for the same selection (tests/test_gast.py), so under one RNG they train alike.
+Both return the same update for the same selection (tests/methods/gast/test_gast.py), so under one RNG they train alike.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from gist_core.methods.gist.advisor import choose_rank, rank_advice
 from gist_core.methods.gist.artefacts import NORM_META, load_projections, load_subspace, save_subspace
 from gist_core.methods.gist.report import build_summary, scores_frame
 from gist_core.methods.gist.subspace import VAL_COORDS_TOL, Subspace, fit_subspace, val_coords_error
+from gist_core.methods.registry import GIST_VARIANTS
 from gist_core.runner.compare_context import CompareContext
 from gist_core.runner.context import RunContext, RunInputs
 from gist_core.runner.progress import skipped
@@ -213,3 +214,17 @@ def compare_scores(cc: CompareContext, variant: dict | None = None, name: str = 
     book.bytes["gist"] = (int(np.prod(X.shape)) + n) * X.dtype.itemsize  # the coordinates and |g|
     cc.notes["gist_rank"] = rank
     return sc
+
+
+def _variant(name: str):
+    def scores(cc: CompareContext) -> scoring.Scores:
+        if "gist" not in cc.book.costs:  # a variant's cost is GIST's plus its own scoring
+            compare_scores(cc)
+        return compare_scores(cc, GIST_VARIANTS[name], name)
+    scores.__doc__ = f"compare's {name} row: GIST's stored projections scored with {GIST_VARIANTS[name]}"
+    return scores
+
+
+subtask_mean_scores = _variant("gist_mean")
+example_max_scores = _variant("gist_max")
+paper_scores = _variant("gist_paper")

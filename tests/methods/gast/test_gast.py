@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from repo import ROOT
 
 from gist_core.methods.gast import selection
 from gist_core.methods.gast.selection import layer_groups, probabilities, select_counts, standardise
@@ -181,15 +182,12 @@ def test_train_command_stores_what_an_independent_evaluation_finds(tmp_path, mic
 def test_ablation_table_aggregates_its_members_and_the_layers_page_shows_it(tmp_path, micro_model_dir, micro_corpus,
                                                                             monkeypatch):
     import json
-    import sys
-    from pathlib import Path
 
+    from fake_run import plotly_array
     from streamlit.testing.v1 import AppTest
 
     from gist_core.methods.gast.stages import load_ablation_report, load_selection, load_train_report, run_ablation
     from gist_core.store.layout import TrainLayout
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fake_run import plotly_array
     folder = tmp_path / "abl"
     cfg = micro_train_cfg(micro_model_dir, micro_corpus)
     rep = run_ablation(cfg, folder, seeds=2, runs=(("gast", "cached"), ("lora", "cached")))
@@ -203,7 +201,7 @@ def test_ablation_table_aggregates_its_members_and_the_layers_page_shows_it(tmp_
     assert (arrays["selected"] == arrays["seen"][None]).all() and lora["held_bytes_per_step"] == 0
 
     monkeypatch.setenv("GIST_LAB_RUNS", str(tmp_path))
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "9_Layers.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "pages" / "9_Layers.py"), default_timeout=60)
     at.run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value

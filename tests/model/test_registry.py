@@ -1,5 +1,5 @@
 """gist_core.model.registry without the network or the real model: resolution, fetch's checks, the CLI, the config's
-record of the GGUF file. (The real SmolLM2 conversion and engine are in test_real_model.py.)"""
+record of the GGUF file. (The real SmolLM2 conversion and engine are in tests/model/test_real_model.py.)"""
 from __future__ import annotations
 
 import json
@@ -143,7 +143,7 @@ def test_cached_lists_only_finished_conversions(cache):
 
 
 def test_demo_with_another_model_gets_its_own_default_folder():
-    from gist_core.cli import DEFAULT_RUNS, demo_default_out
+    from gist_core.cli.commands import DEFAULT_RUNS, demo_default_out
     assert demo_default_out("transform", None) == DEFAULT_RUNS / "demo-transform"
     assert demo_default_out("lookup", "smollm2-135m") == DEFAULT_RUNS / "demo-lookup-smollm2-135m"
     assert demo_default_out("facts", "/m/SmolLM2-135M-Instruct.Q4_1.gguf").name == "demo-facts-SmolLM2-135M-Instruct.Q4_1"

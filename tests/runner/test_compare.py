@@ -59,12 +59,12 @@ def test_compare_json_has_every_method_both_rules_oracle_and_the_ratios(compared
 
 def test_stored_downstream_numbers_equal_a_plain_loop(compared, micro_model_dir, micro_corpus):
     """compare/evals/{base,random-s0,random-s1}.json and compare.json's random row against test loss and exact match
-    recomputed one example at a time (tests/test_evaluate.py's plain loop). The downstream adapters are not stored:
+    recomputed one example at a time (tests/model/test_evaluate.py's plain loop). The downstream adapters are not stored:
     each is retrained here with the run's recipe (seeded LoRA init and Trainer: the same adapter again)."""
     from dataclasses import asdict
 
     import pandas as pd
-    from test_evaluate import TOL, naive_greedy, naive_test_loss
+    from naive_eval import TOL, naive_greedy, naive_test_loss
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from gist_core.data.examples import load_examples
@@ -90,7 +90,7 @@ def test_stored_downstream_numbers_equal_a_plain_loop(compared, micro_model_dir,
         for s, v in per.items():
             assert stored["per_subtask"][s]["loss"] == pytest.approx(v, abs=TOL), (name, s)
         # with the EOS in the mean the number moves far past the tolerance (the test split has one-token answers
-        # and the same count per subtask, so the pooling mutations are tests/test_evaluate.py's to catch)
+        # and the same count per subtask, so the pooling mutations are tests/model/test_evaluate.py's to catch)
         assert abs(naive_test_loss(model, tok, test, include_eos=True)[0] - stored["test_loss"]) > 100 * TOL
         preds = [naive_greedy(model, tok, ex) for ex in test]
         assert [e["pred"] for e in stored["examples"]] == preds[: len(stored["examples"])], name

@@ -6,12 +6,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 ROWS = "gist,gist_paper,less,rawcos,rds_examples,random,full"
 
 
@@ -40,7 +39,8 @@ def bench_run(micro_model_dir, micro_corpus, tmp_path_factory):
 
 
 def test_every_cell_is_the_compare_runs_number(bench_run):
-    _, _, rep, out = bench_run
+    _, argv, rep, out = bench_run
+    assert rep["command"] == " ".join(["python bench/real_data.py", *argv])  # the flags that made it, all of them
     assert set(rep["targets"]) == {"alpha", "beta"}
     for target, per_budget in rep["targets"].items():
         assert set(per_budget) == {"0.1", "0.05"}

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from conftest import micro_select_argv, write_jsonl
+from repo import ROOT
 
 from gist_core.cli import main as cli_main
 from gist_core.store import lock
 from gist_core.store.atomic import aside_name, atomic_folder, recover_folder
 
-ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--budget", "0.1", "--rank", "2", "--r-max", "4", "--epochs", "1", "--lr", "5e-3", "--batch-size", "8", "--quiet"]
 
 

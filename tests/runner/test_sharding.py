@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import assert_same_scores, micro_select_argv
 
-from gist_core.runner.sharding import Layout, parse_shard, shard_rows, shard_size
+from gist_core.runner.sharding import ProcessSplit, parse_shard, shard_rows, shard_size
 
 
 def test_parse_shard_and_rows():
@@ -23,8 +23,8 @@ def test_parse_shard_and_rows():
     rows = list(range(11))
     parts = [shard_rows(rows, i, 3) for i in range(3)]
     assert sorted(sum(parts, [])) == rows and [len(p) for p in parts] == [shard_size(11, i, 3) for i in range(3)]
-    assert Layout(rank=1, world=3, shard_job=True).rows([0, 1, 4, 5, 7]) == [1, 4, 7]
-    assert Layout().rows([3, 5]) == [3, 5] and Layout().main
+    assert ProcessSplit(rank=1, world=3, shard_job=True).rows([0, 1, 4, 5, 7]) == [1, 4, 7]
+    assert ProcessSplit().rows([3, 5]) == [3, 5] and ProcessSplit().main
 
 
 def _env():
@@ -86,30 +86,32 @@ def test_shard_jobs_then_merge_equal_single_process(single_run, tmp_path, micro_
 
 
 def test_torchrun_compare_less_features_equal_single_process(tmp_path, micro_model_dir, micro_corpus):
-    """The LESS pool-feature stage under a 2-process torchrun: the same features and LESS scores."""
+    """The LESS pool-feature stage under a 2-process torchrun: the same features and LESS scores. Each run in a
+    runs folder of its own: runs beside each other on one pool share LESS's pool features (store/shared.py), and
+    here every run must compute them."""
     def args(out):
         return ["compare", "--model", str(micro_model_dir), "--train", str(micro_corpus["pool"]),
                 "--target", str(micro_corpus["val"]), "--methods", "gist,less", "--less-dim", "64",
                 "--no-downstream", "--budget", "0.1", "--rank", "4", "--epochs", "2", "--batch-size", "8",
                 "--out", str(out), "--quiet"]
-    single = _cli(args(tmp_path / "single"))
+    single = _cli(args(tmp_path / "a" / "single"))
     assert single.returncode == 0, single.stderr
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-           "gist_core.cli", *args(tmp_path / "torchrun")]
+           "gist_core.cli", *args(tmp_path / "b" / "torchrun")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     for e in (1, 2):
-        a = np.load(tmp_path / "single" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
-        b = np.load(tmp_path / "torchrun" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
+        a = np.load(tmp_path / "a" / "single" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
+        b = np.load(tmp_path / "b" / "torchrun" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
         assert np.abs(a - b).max() <= 2e-3  # float16 storage: at most one rounding step apart
-    sa = pd.read_parquet(tmp_path / "single" / "compare" / "scores.parquet")
-    sb = pd.read_parquet(tmp_path / "torchrun" / "compare" / "scores.parquet")
+    sa = pd.read_parquet(tmp_path / "a" / "single" / "compare" / "scores.parquet")
+    sb = pd.read_parquet(tmp_path / "b" / "torchrun" / "compare" / "scores.parquet")
     assert np.abs(sa["score:less"].to_numpy() - sb["score:less"].to_numpy()).max() <= 1e-3
-    events = [json.loads(x) for x in (tmp_path / "torchrun" / "progress.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (tmp_path / "b" / "torchrun" / "progress.jsonl").read_text().splitlines()]
     assert {e.get("rank") for e in events if e["stage"] == "compare/less/ckpt-1" and e["status"] == "start"} == {0, 1}
 
     # the same stages as independent jobs: --prepare, two --shard jobs, then the plain command merges
-    sharded = tmp_path / "sharded"
+    sharded = tmp_path / "c" / "sharded"
     assert _cli([*args(sharded), "--prepare"]).returncode == 0
     for part in ("1/2", "0/2"):
         res = _cli([*args(sharded), "--shard", part])
@@ -118,7 +120,7 @@ def test_torchrun_compare_less_features_equal_single_process(tmp_path, micro_mod
     res = _cli(args(sharded))
     assert res.returncode == 0, res.stderr
     for e in (1, 2):
-        a = np.load(tmp_path / "single" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
+        a = np.load(tmp_path / "a" / "single" / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
         b = np.load(sharded / "compare" / "less" / f"ckpt-{e}.npy").astype(np.float32)
         assert np.abs(a - b).max() <= 2e-3
     sc = pd.read_parquet(sharded / "compare" / "scores.parquet")

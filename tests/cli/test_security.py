@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+
+from repo import ROOT
 
 from gist_core.cli import build_parser
 from gist_core.config import RunConfig
 
-PACKAGE = Path(__file__).resolve().parent.parent / "gist_core"
+PACKAGE = ROOT / "gist_core"
 
 
 def _calls(name: str):

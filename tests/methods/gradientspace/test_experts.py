@@ -1,13 +1,13 @@
 """GradientSpace experts: the router, the ELREA weights, the adapter bank and the combined decoding against naive
 loops; the stage end to end against an independent evaluation of the adapters it stored."""
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from repo import ROOT
 
 from gist_core.methods.gradientspace import ensemble
 from gist_core.methods.gradientspace.router import ROUTERS, PromptRouter, cluster_skills, confusion, routing_accuracy
@@ -314,7 +314,7 @@ def test_routed_rule_is_scikit_learn_on_the_stored_embeddings_and_its_losses_the
     stored = json.loads(lay.experts_eval(0).read_text())["rules"]
     for g, v in group_means([t.subtask for t in tests], losses).items():
         assert stored[f"{m}-routed"]["per_group"][g]["loss"] == pytest.approx(v, rel=1e-4)
-    train_truth = [ex.run.inputs.pool[int(r)].skill for r in np.load(lay.clusters_array("rows"))]
+    train_truth = [ex.inputs.pool[int(r)].skill for r in np.load(lay.clusters_array("rows"))]
     oracle = []
     for t, routed in zip(truth, chosen):  # the cluster holding most clustered rows of the skill, counted by hand
         counts = {c: sum(1 for lc, s in zip(lab, train_truth) if lc == c and s == t) for c in sorted(set(lab))}
@@ -377,13 +377,12 @@ def test_experts_config_and_missing_clusters_fail_in_one_line(tmp_path, micro_co
 
 
 def test_clusters_page_shows_the_expert_table_and_router_confusion(experts_run, monkeypatch):
+    from fake_run import plotly_array
     from streamlit.testing.v1 import AppTest
 
     from gist_core.methods.gradientspace.view import RULE_LABELS
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fake_run import plotly_array
     run, rep = experts_run
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     monkeypatch.setenv("GIST_LAB_RUNS", str(run.parent))
     at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
     at.query_params["run"] = run.name

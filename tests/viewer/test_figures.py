@@ -4,18 +4,26 @@ in every figure (no torch, no Streamlit)."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_run import COMPARE_ROWS, SUBTASKS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
+from repo import ROOT  # noqa: E402
 
-from gist_core.viewer import views  # noqa: E402
+from gist_core.viewer import (
+    breakdowns,  # noqa: E402
+    brushing,  # noqa: E402
+    compare,  # noqa: E402
+    curvature,  # noqa: E402
+    examples,  # noqa: E402
+    labels,  # noqa: E402
+    pool_map,  # noqa: E402
+    rescore,  # noqa: E402
+    spectrum,  # noqa: E402
+)
 from gist_core.viewer.figures import compare as compare_figures  # noqa: E402
 from gist_core.viewer.figures import curvature as curvature_figures  # noqa: E402
 from gist_core.viewer.figures import palette  # noqa: E402
@@ -33,8 +41,8 @@ def run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rs(run) -> views.Rescored:
-    return views.rescored_frame(run, 4, "global", 0.05)
+def rs(run) -> rescore.Rescored:
+    return rescore.rescored_frame(run, 4, "global", 0.05)
 
 
 def _a(v) -> np.ndarray:
@@ -47,7 +55,7 @@ def _vlines(fig: go.Figure) -> dict[float, object]:
 
 # ----------------------------------------------------------------------------- spectrum
 def test_singular_values_and_explained_variance(run):
-    specs = views.spectra(run)
+    specs = spectrum.spectra(run)
     fig = spectrum_figures.singular_values(specs, rank=3, gist_epoch=1)
     assert [t.name for t in fig.data] == ["ckpt-1 (GIST)", "ckpt-2"]
     for t, sp in zip(fig.data, specs):
@@ -66,7 +74,7 @@ def test_singular_values_and_explained_variance(run):
 
 
 def test_advisor_chart_band_and_line(run):
-    adv = views.advisor_curve(run)
+    adv = spectrum.advisor_curve(run)
     fig = spectrum_figures.advisor_chart(adv, rank=2, r95=3)
     band, line = fig.data
     assert line.name == "held-out percentile" and band.fill == "toself"
@@ -80,7 +88,7 @@ def test_advisor_chart_band_and_line(run):
 
 
 def test_intrinsic_dimension_per_epoch(run):
-    dims = views.spectrum_table(views.spectra(run))
+    dims = curvature.spectrum_table(spectrum.spectra(run))
     fig = spectrum_figures.intrinsic_dimension(dims)
     assert [t.name for t in fig.data] == ["r95", "r99"]
     assert list(fig.data[0].x) == [1, 2] and list(fig.data[1].y) == dims["r99"].tolist()
@@ -89,7 +97,7 @@ def test_intrinsic_dimension_per_epoch(run):
 # ----------------------------------------------------------------------------- scores
 @pytest.mark.parametrize("by", ["source", "skill", "truth", "selected"])
 def test_histogram_bars_sum_to_the_pool(rs, by):
-    h = views.histogram_counts(rs.frame, by, rs.subtasks, bins=25)
+    h = brushing.histogram_counts(rs.frame, by, rs.subtasks, bins=25)
     fig = scores_figures.score_histogram(h, by, rs.threshold, rs.k, "t", log_y=(by == "skill"))
     assert sum(_a(t.y).sum() for t in fig.data) == len(rs.frame) == 600
     assert [t.name for t in fig.data] == sorted(h["group"].unique())
@@ -101,7 +109,7 @@ def test_histogram_bars_sum_to_the_pool(rs, by):
     assert fig.layout.yaxis.type == ("log" if by == "skill" else "linear") and fig.layout.barmode == "stack"
     colors = {t.name: t.marker.color for t in fig.data}
     if by == "truth":
-        assert colors == {g: palette.TRUTH_COLORS[g] for g in colors} and set(colors) <= set(views.TRUTH_LABELS)
+        assert colors == {g: palette.TRUTH_COLORS[g] for g in colors} and set(colors) <= set(labels.TRUTH_LABELS)
     elif by == "selected":
         assert colors == {"not selected": palette.GREY, "selected": palette.GREEN}
     else:  # no meaning of their own: the theme's colour cycle
@@ -109,18 +117,18 @@ def test_histogram_bars_sum_to_the_pool(rs, by):
 
 
 def test_subtask_bars_violins_and_example_cosines(rs):
-    bd = views.subtask_breakdown(rs)
+    bd = breakdowns.subtask_breakdown(rs)
     fig = scores_figures.subtask_cosine_bars(bd, "selected (global)")
     assert [t.name for t in fig.data] == ["pool", "selected (global)"] and list(fig.data[0].x) == SUBTASKS
     np.testing.assert_allclose(_a(fig.data[1].y), bd["mean cosine (selected)"])
 
-    cols = views.gist_columns(rs)
-    fig = scores_figures.column_violins(views.column_distributions(rs.subtasks, cols), "cols", "cosine")
+    cols = breakdowns.gist_columns(rs)
+    fig = scores_figures.column_violins(breakdowns.column_distributions(rs.subtasks, cols), "cols", "cosine")
     assert [t.name for t in fig.data] == rs.subtasks and all(t.type == "violin" for t in fig.data)
     for t, col in zip(fig.data, cols.T):
         np.testing.assert_allclose(_a(t.y), col)
 
-    d = views.example_detail(rs, int(rs.selection["row"].iloc[0]))
+    d = examples.example_detail(rs, int(rs.selection["row"].iloc[0]))
     fig = scores_figures.example_cosines(d["cosines"])
     assert list(fig.data[0].x) == rs.subtasks and max(_a(fig.data[0].y)) == pytest.approx(d["score"])
     assert list(fig.layout.yaxis.range) == [-1, 1]
@@ -128,7 +136,7 @@ def test_subtask_bars_violins_and_example_cosines(rs):
 
 def test_winners_by_rank_stack_to_the_budget(run, rs):
     ranks = [1, 3, 6]
-    wr = views.winners_by_rank(run, ranks, "global", 0.05, "skill", top=5)
+    wr = breakdowns.winners_by_rank(run, ranks, "global", 0.05, "skill", top=5)
     fig = scores_figures.winners_by_rank_bars(wr, 3, ranks, "who")
     per_rank = {}
     for t in fig.data:
@@ -144,8 +152,8 @@ def test_winners_by_rank_stack_to_the_budget(run, rs):
 
 # ----------------------------------------------------------------------------- map
 def test_map_puts_the_targets_in_their_own_trace(run, rs):
-    md = views.map_coords(run, 4, "pca", max_points=400)
-    pts = views.map_frame(md, rs.frame, "truth", rs.subtasks)
+    md = pool_map.map_coords(run, 4, "pca", max_points=400)
+    pts = pool_map.map_frame(md, rs.frame, "truth", rs.subtasks)
     fig = pool_map_figures.pool_map(pts, md.targets, "truth", "pca")
     star = fig.data[-1]
     assert star.name == pool_map_figures.TARGET_TRACE and star.marker.symbol == "star" and star.marker.color == palette.INK
@@ -162,14 +170,14 @@ def test_map_puts_the_targets_in_their_own_trace(run, rs):
         np.testing.assert_allclose(cd[:, 1], want["score"])
         assert set(want["color"]) == {t.name}
     # the same palette as the histogram's ground-truth groups
-    counts = views.histogram_counts(rs.frame, "truth", rs.subtasks)
+    counts = brushing.histogram_counts(rs.frame, "truth", rs.subtasks)
     hist = scores_figures.score_histogram(counts, "truth", rs.threshold, rs.k, "t")
     hist_colors = {t.name: t.marker.color for t in hist.data}
     assert {t.name: t.marker.color for t in pool} == {g: hist_colors[g] for g in (t.name for t in pool)}
     lasso = {"lasso": [{"x": [-9, 9, 9, -9], "y": [-9, -9, 9, 9]}]}
-    assert views.rows_in_selection(pts, lasso) == sorted(pts["row"])  # the figure's rows are the view's rows
+    assert brushing.rows_in_selection(pts, lasso) == sorted(pts["row"])  # the figure's rows are the view's rows
 
-    by_score = pool_map_figures.pool_map(views.map_frame(md, rs.frame, "score", rs.subtasks), md.targets, "score", "umap")
+    by_score = pool_map_figures.pool_map(pool_map.map_frame(md, rs.frame, "score", rs.subtasks), md.targets, "score", "umap")
     assert [t.name for t in by_score.data] == ["pool", pool_map_figures.TARGET_TRACE]
     np.testing.assert_allclose(_a(by_score.data[0].marker.color), pts["score"])
     assert by_score.layout.xaxis.title.text == "UMAP 1" and by_score.layout.dragmode == "lasso"
@@ -177,29 +185,29 @@ def test_map_puts_the_targets_in_their_own_trace(run, rs):
 
 # ----------------------------------------------------------------------------- curvature
 def test_curvature_heatmap_blocks_and_scales(run):
-    mats = views.curvature_matrices(run, 1)
-    dm = views.display_matrix(mats["hessian"], mats["n_a"], kind="abs")
+    mats = curvature.curvature_matrices(run, 1)
+    dm = curvature.display_matrix(mats["hessian"], mats["n_a"], kind="abs")
     fig = curvature_figures.curvature_heatmap(dm, "Hessian", 1)
-    lz, lo, hi = views.log_color(dm.z)
+    lz, lo, hi = curvature.log_color(dm.z)
     np.testing.assert_allclose(_a(fig.data[0].z), lz)
     assert (fig.data[0].zmin, fig.data[0].zmax) == (lo, hi) and fig.data[0].colorscale is not None
     assert [s.x0 for s in fig.layout.shapes] == [19.5, -0.5] and fig.layout.shapes[0].line.color == palette.PAPER
     assert list(fig.layout.xaxis.ticktext) == ["A (20)", "B (20)"] and len(fig.layout.annotations) == 4
-    corr = curvature_figures.curvature_heatmap(views.display_matrix(mats["fisher"], mats["n_a"], kind="corr"), "F", 2)
+    corr = curvature_figures.curvature_heatmap(curvature.display_matrix(mats["fisher"], mats["n_a"], kind="corr"), "F", 2)
     assert (corr.data[0].zmin, corr.data[0].zmax) == (-1, 1) and corr.layout.shapes[0].line.color == palette.INK
     assert corr.layout.title.text == "F, epoch 2: correlation"
-    small = curvature_figures.curvature_heatmap(views.display_matrix(mats["hessian"], mats["n_a"], max_side=10), "H", 1)
+    small = curvature_figures.curvature_heatmap(curvature.display_matrix(mats["hessian"], mats["n_a"], max_side=10), "H", 1)
     assert np.asarray(small.data[0].z).shape == (10, 10) and "10×10 cells" in small.layout.title.text
 
 
 def test_diagonals_and_trend(run):
-    diag = views.diagonal_frame(views.curvature_matrices(run, 1))
+    diag = curvature.diagonal_frame(curvature.curvature_matrices(run, 1))
     fig = curvature_figures.diagonals(diag)
     assert [t.name for t in fig.data] == ["|diag(H)|, A", "|diag(H)|, B", "c·√v (Adam, best scale)"]
     np.testing.assert_allclose(np.r_[_a(fig.data[0].y), _a(fig.data[1].y)], diag["diag_H"].abs())
     np.testing.assert_allclose(_a(fig.data[2].y), diag["adam_scaled"])
     assert 19.5 in _vlines(fig)  # the A | B boundary
-    table = views.geometry_table(views.load_geometry(run))
+    table = curvature.geometry_table(curvature.load_geometry(run))
     fig = curvature_figures.curvature_trend(table)
     assert len(fig.data) == 5 and fig.data[-1].line.color == palette.MARKS["random_reference"]
     np.testing.assert_allclose(_a(fig.data[0].y), table["offdiag_hessian"])
@@ -209,11 +217,11 @@ def test_diagonals_and_trend(run):
 # ----------------------------------------------------------------------------- compare
 @pytest.fixture(scope="module")
 def rep(run) -> dict:
-    return views.load_compare(run)
+    return compare.load_compare(run)
 
 
 def test_metric_bars_colour_methods_by_family_in_every_chart(rep):
-    table = views.compare_table(rep)
+    table = compare.compare_table(rep)
     loss = compare_figures.metric_bars(table, "test_loss", "loss", {"base": rep["base"]["test_loss"]}, zoom=True)
     prec = compare_figures.metric_bars(table, "precision", "precision", {"random": 0.1})
     for fig, col in ((loss, "test_loss"), (prec, "precision")):
@@ -235,7 +243,7 @@ def test_metric_bars_colour_methods_by_family_in_every_chart(rep):
 
 
 def test_cost_bars_sum_to_each_methods_wall_time(rep):
-    cost, methods = views.cost_frame(rep), list(views.compare_table(rep)["method"])
+    cost, methods = compare.cost_frame(rep), list(compare.compare_table(rep)["method"])
     fig = compare_figures.cost_bars(cost, methods)
     assert [t.name for t in fig.data] == list(dict.fromkeys(cost["stage"]))
     total = pd.concat([pd.Series(_a(t.x), index=list(t.y)) for t in fig.data]).groupby(level=0).sum()
@@ -247,29 +255,29 @@ def test_cost_bars_sum_to_each_methods_wall_time(rep):
 
 
 def test_agreement_and_per_subtask_heatmaps(rep):
-    ov = views.matrix_frame(rep, "overlap")
+    ov = compare.matrix_frame(rep, "overlap")
     fig = compare_figures.agreement_heatmap(ov, "overlap", 0, 1)
     np.testing.assert_allclose(_a(fig.data[0].z), ov.to_numpy())
     assert list(fig.data[0].y) == COMPARE_ROWS
-    rc = compare_figures.agreement_heatmap(views.matrix_frame(rep, "rank_correlation"), "rc", -1, 1)
+    rc = compare_figures.agreement_heatmap(compare.matrix_frame(rep, "rank_correlation"), "rc", -1, 1)
     assert fig.data[0].colorscale != rc.data[0].colorscale  # a share on the sequential scale, [-1, 1] diverging
-    corr = curvature_figures.curvature_heatmap(views.display_matrix(np.eye(4), 2, kind="corr"), "H", 1)
+    corr = curvature_figures.curvature_heatmap(curvature.display_matrix(np.eye(4), 2, kind="corr"), "H", 1)
     assert rc.data[0].colorscale == corr.data[0].colorscale  # one diverging scale for every correlation
-    sub = views.per_subtask_frame(rep, "loss")
+    sub = compare.per_subtask_frame(rep, "loss")
     fig = compare_figures.per_subtask_heatmap(sub, "loss")
     assert list(fig.data[0].y)[-1] == "base" and list(fig.data[0].x) == SUBTASKS
     np.testing.assert_allclose(_a(fig.data[0].z), sub.to_numpy())
-    assert compare_figures.per_subtask_heatmap(views.per_subtask_frame(rep, "exact_match"), "exact_match").data[0].colorscale \
+    assert compare_figures.per_subtask_heatmap(compare.per_subtask_frame(rep, "exact_match"), "exact_match").data[0].colorscale \
         != fig.data[0].colorscale
 
 
 def test_palette_is_the_one_source_of_colours():
     assert palette.family_color("gist_quantile") == palette.family_color("gist") == palette.FAMILY_COLORS["gist"]
     assert palette.family_color("no_such_method") == palette.NEUTRAL
-    assert set(palette.TRUTH_COLORS) == {*views.TRUTH_LABELS, views.UNKNOWN}
-    assert palette.group_color("truth", views.TRUTH_LABELS[1]) == palette.RED and palette.group_color("skill", "x") is None
+    assert set(palette.TRUTH_COLORS) == {*labels.TRUTH_LABELS, labels.UNKNOWN}
+    assert palette.group_color("truth", labels.TRUTH_LABELS[1]) == palette.RED and palette.group_color("skill", "x") is None
     assert palette.translucent("#1565c0", 0.15) == "rgba(21,101,192,0.15)"
-    pages = Path(__file__).resolve().parent.parent / "pages"
+    pages = ROOT / "pages"
     for page in pages.glob("*.py"):  # the pages draw through the figures module only
         text = page.read_text()
         assert not re.search(r"^(import|from) plotly|\bgo\.[A-Z]|#[0-9a-fA-F]{6}\b", text, re.M), page.name

@@ -1,7 +1,7 @@
 """End to end in a real headless browser: launch the bundled demo from the Run page, wait for it,
 move the rank slider on Spectrum and check that the Scores page changes; screenshot every page.
 
-Slow (the demo trains and scores for a few minutes on 2 CPU cores): `pytest -m slow tests/test_browser.py`.
+Slow (the demo trains and scores for a few minutes on 2 CPU cores): `pytest -m slow tests/app/test_browser.py`.
 Needs Debian's chromium (`apt-get install -y chromium`) and `pip install playwright`; never `playwright install`.
 Where either is missing the test skips with a reason, except with GIST_LAB_REQUIRE_BROWSER=1 (set by .ci/run):
 then it fails with the same one-line install hint, so CI cannot pass without having run it.
@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from repo import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

@@ -286,21 +286,21 @@ def test_calibrated_rule_writes_its_selection(oracle, run_b):
 
 def test_dashboard_rescore_map_and_nearest_targets(oracle, run_b):
     """What the pages show: a re-score at a rank the run never used, the Map's stars, the nearest targets."""
-    from gist_core.viewer import views
+    from gist_core.viewer import examples, pool_map, rescore
     Gv, Gp, _ = oracle["grads"][1]
     V, _ = naive_subspace(Gv, R_MAX)
     subtasks = [r["subtask"] for r in oracle["target"]]
     _, cols = naive_columns(Gp @ V[:, :4], Gv @ V[:, :4], subtasks, "example_max")
-    np.testing.assert_allclose(views.scores_at(run_b, 4).score, cols.max(1), atol=1e-5)
+    np.testing.assert_allclose(rescore.scores_at(run_b, 4).score, cols.max(1), atol=1e-5)
     ids = [r["id"] for r in oracle["pool"]]
     copies = [ids.index(f"copy-{t['id']}") for t in oracle["target"]]
     for rank in (3, 5):
-        md = views.map_coords(run_b, rank, "pca")
+        md = pool_map.map_coords(run_b, rank, "pca")
         pts = md.pool.set_index("row")
         stars = md.targets[["x", "y"]].to_numpy()
         np.testing.assert_allclose(stars, pts.loc[copies, ["x", "y"]].to_numpy(), atol=1e-5)  # stars on their copies
     for j, row in enumerate(copies):
-        near = views.nearest_targets(run_b, row, 5)
+        near = examples.nearest_targets(run_b, row, 5)
         assert near["id"].iloc[0] == oracle["target"][j]["id"] and near["cosine"].iloc[0] > 1 - 1e-5
 
 

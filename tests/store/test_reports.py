@@ -49,11 +49,11 @@ def test_a_real_select_writes_a_versioned_summary(micro_model_dir, micro_corpus,
 
 def test_the_dashboard_reads_only_reports_it_understands(tmp_path):
     from gist_core.store.reports import readable_report
-    from gist_core.viewer import views
+    from gist_core.viewer import compare
     assert readable_report({"report": "geometry", "version": 1}, "compare") is None
     assert readable_report(None, "compare") is None
     rep = {"report": "compare", "version": 99, "methods": {"gist_global": {"precision": 0.5}}}
     (tmp_path / "compare.json").write_text(json.dumps(rep))
-    assert views.load_compare(tmp_path) is None  # a newer version is not misread
+    assert compare.load_compare(tmp_path) is None  # a newer version is not misread
     (tmp_path / "compare.json").write_text(json.dumps({**rep, "version": 1}))
-    assert views.load_compare(tmp_path)["methods"]["gist_global"]["precision"] == 0.5
+    assert compare.load_compare(tmp_path)["methods"]["gist_global"]["precision"] == 0.5

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from repo import ROOT
 
 from gist_core.methods.iprox.ipsvd import estimate_rank, ipsvd_factors, svd_factors, weighted_error
 
@@ -291,8 +292,6 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
     naive recomputation from the selection runs' own score files, a rerun rebuilds nothing and keeps the measured
     costs, and the Proxy page shows the stored figures."""
     import json
-    import sys
-    from pathlib import Path
 
     import pandas as pd
 
@@ -352,14 +351,13 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
 
     from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("GIST_LAB_RUNS", str(tmp_path))
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "10_Proxy.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "pages" / "10_Proxy.py"), default_timeout=60)
     at.run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert table["model"].tolist() == ["target", "proxy", "svd", "layers", "rho-0.7"]
     assert table["gist Spearman"].round(9).tolist()[1:] == [
         round(again["evaluation"][n]["agreement"]["gist"]["spearman"], 9) for n in ("proxy", "svd", "layers", "rho-0.7")]
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from fake_run import plotly_array
     charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
     sweep = charts["ρ sweep: IPSVD + alignment proxies"]["data"][0]

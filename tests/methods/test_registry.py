@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from repo import ROOT
 
 from gist_core.cli import build_parser, main
 from gist_core.methods import registry
-
-ROOT = Path(__file__).resolve().parent.parent
 
 EXAMPLE = '''
 def arguments(p):
@@ -75,3 +73,17 @@ def test_a_command_with_a_broken_reference_fails_loudly():
     bad = replace(registry.ENTRIES[0], commands=(registry.Command("x", "x", "gist_core.cli.parsers:no_such", "m:f"),))
     with pytest.raises(AttributeError):
         build_parser((bad,))
+
+
+def test_a_registered_scorer_becomes_a_compare_method(monkeypatch):
+    """compare's methods and their table labels come from the registry's scorers."""
+    from gist_core.config import CompareConfig
+    from gist_core.errors import ConfigError
+    with pytest.raises(ConfigError, match="unknown method"):
+        CompareConfig(methods=("gist", "example"))
+    entry = registry.Entry("example", "Methods", "an example scorer",
+                           scorers=(registry.Scorer("example", "Example score", "example_method:scores"),))
+    monkeypatch.setattr(registry, "ENTRIES", registry.ENTRIES + (entry,))
+    cmp = CompareConfig(methods=("gist", "example"), rules=("global", "subtask"))
+    assert "example_subtask" in cmp.rows(has_truth=False)  # a per-subtask score: every rule applies
+    assert registry.row_label("example_subtask") == "Example score, per-subtask quota"

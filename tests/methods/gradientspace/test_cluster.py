@@ -1,6 +1,7 @@
 """GradientSpace math: the streaming sketch against an exact SVD, assignment determinism, metrics vs naive loops."""
 import numpy as np
 import pytest
+from repo import ROOT
 
 from gist_core.methods.gradientspace import assign, metrics
 from gist_core.methods.gradientspace.sketch import FrequentDirections, SketchState, principal_angles
@@ -131,9 +132,9 @@ def test_stored_coordinates_equal_a_naive_loop_and_the_basis_an_exact_svd(cluste
     lay = RunLayout(cluster_run)
     rows = np.load(lay.clusters_array("rows"))
     basis, coords = np.load(lay.clusters_array("basis")), np.load(lay.clusters_array("coords"))
-    tok, _ = c.run.tokenizer_and_model()
-    pt = c.run.inputs.pool_tok
-    G = loop_grads(c.run.adapter_model(c.run_cfg.checkpoint), [pt.input_ids[r] for r in rows],
+    tok, _ = c.ctx.tokenizer_and_model()
+    pt = c.inputs.pool_tok
+    G = loop_grads(c.ctx.adapter_model(c.run_cfg.checkpoint), [pt.input_ids[r] for r in rows],
                    [pt.labels[r] for r in rows], tok.pad_token_id).double().numpy()  # one example at a time
     _, s, vt = np.linalg.svd(G, full_matrices=False)  # 40 rows < ℓ = 48: the sketch is exact in theory
     assert principal_angles(basis, vt[:6]).max() <= 1e-3
@@ -147,7 +148,7 @@ def test_stored_coordinates_equal_a_naive_loop_and_the_basis_an_exact_svd(cluste
 def test_killed_cluster_stage_resumes_to_the_same_labels(cluster_run, tmp_path, monkeypatch):
     import shutil
 
-    from gist_core.runner import cluster as stage
+    from gist_core.methods.gradientspace import cluster_stage as stage
     from gist_core.store.layout import RunLayout
     ref = stage.run_cluster(cluster_run, small_cfg(), quiet=True)
     ref_labels = np.load(RunLayout(cluster_run).clusters_array("labels-gradientspace"))
@@ -174,16 +175,13 @@ def test_killed_cluster_stage_resumes_to_the_same_labels(cluster_run, tmp_path, 
 
 def test_clusters_page_renders_the_stored_table_and_composition(cluster_run, monkeypatch):
     import json
-    import sys
-    from pathlib import Path
 
+    from fake_run import plotly_array
     from streamlit.testing.v1 import AppTest
 
     from gist_core.methods.gradientspace.cluster_stage import run_cluster
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fake_run import plotly_array
     rep = run_cluster(cluster_run, small_cfg(), quiet=True)
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     monkeypatch.setenv("GIST_LAB_RUNS", str(cluster_run.parent))
     at = AppTest.from_file(str(root / "app.py"), default_timeout=60)
     at.query_params["run"] = cluster_run.name

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from repo import ROOT
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "old_format_run"
+FIXTURE = ROOT / "tests" / "fixtures" / "old_format_run"
 ARGS = ["select", "--model", "model", "--train", "pool.jsonl", "--target", "val.jsonl", "--budget", "0.1",
         "--rank", "3", "--r-max", "8", "--epochs", "2", "--lr", "5e-3", "--batch-size", "8", "--max-length", "64",
         "--out", "run", "--balance", "global", "--rank-rule", "tau", "--score", "subspace"]  # the rule it was made under
@@ -62,9 +63,9 @@ def test_fixture_really_is_scrambled():
 
 def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
     from gist_core.cli import main
-    from gist_core.viewer import views
+    from gist_core.viewer import rundir
     run = old_run / "run"
-    assert views.stale_problem(run) and "artefact format 1" in views.stale_problem(run)  # the dashboard refuses it
+    assert rundir.stale_problem(run) and "artefact format 1" in rundir.stale_problem(run)  # the dashboard refuses it
     proj_before = (run / "train_proj.npy").read_bytes()
     old_scores = pd.read_parquet(run / "scores.parquet")["score"].to_numpy()
     assert main(ARGS + ["--quiet"]) == 0
@@ -86,7 +87,7 @@ def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
     assert set(np.flatnonzero(new["selected_global"].to_numpy())) == top
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["val_grads/ckpt-2"]["format"] == 2 and "refit" in manifest["stages"]["val_grads/ckpt-2"]
-    assert views.stale_problem(run) is None
+    assert rundir.stale_problem(run) is None
     # a second rerun finds nothing to repair
     assert main(ARGS + ["--quiet"]) == 0
     assert "notice:" not in capsys.readouterr().out

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_run import COMPARE_ROWS, make_fake_compare, make_fake_geometry, make_fake_run, plotly_array  # noqa: E402
+from repo import ROOT
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["pages/1_Run.py", "pages/2_Spectrum.py", "pages/3_Scores.py", "pages/4_Examples.py", "pages/5_Map.py",
          "pages/6_Curvature.py", "pages/7_Compare.py"]
 
@@ -104,9 +102,9 @@ def test_spectrum_page_shows_intrinsic_dimension_over_training(open_page):
 
 
 def test_spectrum_page_shows_the_rank_advisor_curve(open_page, runs_dir):
-    from gist_core.viewer import views
+    from gist_core.viewer import spectrum
     at = open_page("pages/2_Spectrum.py")
-    adv = views.advisor_curve(runs_dir / "fake")
+    adv = spectrum.advisor_curve(runs_dir / "fake")
     spec = json.loads({c.key: c for c in at.get("plotly_chart")}["advisor_chart"].proto.spec)
     line = next(t for t in spec["data"] if t["name"] == "held-out percentile")
     np.testing.assert_allclose(_array(line["y"]), adv.curve)
@@ -144,16 +142,16 @@ def test_budget_slider_changes_selection_count(open_page):
 
 
 def test_scores_page_shows_columns_and_who_the_rule_selects(open_page, runs_dir):
-    from gist_core.viewer import views
+    from gist_core.viewer import breakdowns, rescore, rundir
     at = open_page("pages/3_Scores.py")
     assert "Per-subtask columns: one scale or many?" in [h.value for h in at.subheader]
     charts = {c.key: c for c in at.get("plotly_chart")}
     assert {"col_violin", "winners_by_rank"} <= set(charts)
     at.radio(key="balance_scores").set_value("quantile").run()
     assert not at.exception and "rule: quantile" in _captions(at)
-    rs = views.rescored_frame(runs_dir / "fake", at.session_state["rank_scores"] if "rank_scores" in at.session_state
-                              else views.default_settings(views.load_run(runs_dir / "fake"))["rank"], "quantile", 0.05)
-    want = views.max_winners(rs, "quantile", "skill")
+    rs = rescore.rescored_frame(runs_dir / "fake", at.session_state["rank_scores"] if "rank_scores" in at.session_state
+                              else rescore.default_settings(rundir.load_run(runs_dir / "fake"))["rank"], "quantile", 0.05)
+    want = breakdowns.max_winners(rs, "quantile", "skill")
     shown = next(d.value for d in at.dataframe if "picked for" in d.value)
     assert shown["selected"].tolist() == want["selected"].tolist()
     at.radio(key="col_scale").set_value("quantile").run()
