@@ -18,7 +18,7 @@ if not names:
             f"--rho 0.5 --sweep 0.7 --out {runs_root()}/proxy-smollm2` for a real model.")
     st.stop()
 name = st.sidebar.selectbox("Proxy folder", names, key="proxy_folder")
-rep = proxy.load_report(ui.run_dir_of(name))
+rep = ui.folder_view(proxy.load_report, ui.run_dir_of(name))
 if rep is None:
     st.warning(f"`{name}` has an unreadable proxy.json: rerun `gist-lab proxy build` with the same --out.")
     st.stop()

@@ -11,7 +11,7 @@ from gist_core.methods.gradientspace import view as clusters
 ui.page_setup("Clusters")
 st.title("Clusters")
 run_dir = ui.require_run(ui.run_picker())
-rep = clusters.load_clusters(run_dir)
+rep = ui.folder_view(clusters.load_clusters, run_dir)
 if rep is None:
     st.info(f"No clustering in this run yet. Run `gist-lab cluster --run {run_dir}` (a finished warm-up is enough).")
     st.stop()
@@ -39,19 +39,19 @@ method = st.radio("Clustering", clusters.methods(rep), horizontal=True, format_f
 st.plotly_chart(cluster_figures.composition_heatmap(clusters.composition_frame(rep, method),
                                             "Cluster × skill composition (share of each cluster)"), width="stretch")
 st.subheader("Examples per cluster")
-members = clusters.cluster_members(run_dir, method, ui.load_run(run_dir).frame)
+members = ui.folder_view(clusters.cluster_members, run_dir, method, ui.load_run(run_dir).frame)
 pick = st.selectbox("Cluster", sorted(members["cluster"].unique()), format_func=lambda c: f"c{c} "
                     f"({(members['cluster'] == c).sum()} examples)", key="clusters_pick")
 st.dataframe(members[members["cluster"] == pick], hide_index=True, width="stretch")
 st.subheader("Map coloured by cluster")
-st.plotly_chart(cluster_figures.cluster_scatter(clusters.cluster_map(run_dir, method, ui.load_run(run_dir).frame),
+st.plotly_chart(cluster_figures.cluster_scatter(ui.folder_view(clusters.cluster_map, run_dir, method, ui.load_run(run_dir).frame),
                                         "Pool rows on the top-2 principal axes of their unit gradient-sketch coordinates"),
                 width="stretch")
 st.caption("The same 2-D picture for every clustering (the gradient sketch's axes), coloured by the chosen "
            "clustering's labels; hover for the ground-truth skill.")
 
 st.header("Experts")
-ex = clusters.load_experts(run_dir)
+ex = ui.folder_view(clusters.load_experts, run_dir)
 if ex is None:
     st.info(f"No experts in this run yet. Run `gist-lab experts --run {run_dir}` (after `gist-lab cluster`): one "
             "LoRA per cluster, a router, the ELREA ensemble, evaluated over 3 seeds.")

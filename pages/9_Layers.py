@@ -23,7 +23,7 @@ st.caption("GAST (arXiv 2603.09865): each step, every layer's LoRA update uses o
            "drawn from a softmax of their standardised gradient alignment with a support mini-batch's gradient. "
            "The paper leaves the softmax temperature, with/without replacement and mean/sum open; the settings used "
            "are in each run's train.json.")
-abl = layers.load_ablation(folder)
+abl = ui.folder_view(layers.load_ablation, folder)
 member = folder
 if abl is not None:
     cfg = abl["config"]
@@ -35,13 +35,13 @@ if abl is not None:
                "step (cached: every example's per-layer gradient; twopass: the blocks' inputs and output gradients).")
     ui.number_table(layers.ablation_frame(abl), "run")
     left, right = st.columns(2)
-    left.plotly_chart(layer_figures.loss_curves(layers.loss_curves(folder, abl)), width="stretch")
+    left.plotly_chart(layer_figures.loss_curves(ui.folder_view(layers.loss_curves, folder, abl)), width="stretch")
     metric = right.radio("Per-subtask", ["loss", "exact_match"], horizontal=True, key="layers_metric")
     right.plotly_chart(cluster_figures.per_group_bars(layers.per_subtask_frame(abl, metric), metric), width="stretch")
     runs = [m for v in abl["table"].values() for m in v["members"]]
     member = folder / st.selectbox("Run to inspect", runs, key="layers_member")
 
-rep = layers.load_train(member)
+rep = ui.folder_view(layers.load_train, member)
 if rep is None:
     st.warning(f"`{member}` has no train.json.")
     st.stop()
@@ -51,12 +51,12 @@ st.caption(f"{rep['steps']} steps on {rep['n_train']} examples (support set: {re
            f"loss {rep['test_loss']:.3f}, exact match {rep['exact_match']:.3f}; {rep['step_ms_median']:.0f} ms a step"
            + ("." if peak is None else f"; peak resident memory during training {peak / 2**20:.0f} MB above its start."))
 sort_by = st.radio("Sort examples by", ["skill", "kind", "frequency"], horizontal=True, key="layers_sort")
-freq = layers.frequency_frame(member, rep, sort_by)
+freq = ui.folder_view(layers.frequency_frame, member, rep, sort_by)
 st.plotly_chart(layer_figures.frequency_heatmap(freq, "Selection frequency: layer × training example"), width="stretch")
 by = st.radio("Mean per", ["skill", "kind"], horizontal=True, key="layers_by")
 st.plotly_chart(layer_figures.skill_heatmap(layers.frequency_by(freq, by), f"Mean selection frequency per layer and {by}"),
                 width="stretch")
-cos = layers.cosine_frame(member)
+cos = ui.folder_view(layers.cosine_frame, member)
 if len(cos):
     st.plotly_chart(layer_figures.cosine_histograms(cos), width="stretch")
 else:

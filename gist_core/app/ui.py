@@ -126,6 +126,19 @@ def require_scores(run_dir: Path | None) -> Path:
 # ----------------------------------------------------------------------------- cached view calls
 # `mtime` (manifest.json's) is part of each cache key: a finished stage invalidates the entry.
 # (st.cache_data does not hash parameters whose name starts with "_", so it must not.)
+@st.cache_data(max_entries=64, show_spinner=False)
+def _folder_view(ref: str, folder: str, mtime: int, args: tuple):
+    return registry.load(ref)(Path(folder), *args)
+
+
+def folder_view(fn, folder: Path, *args):
+    """`fn(folder, *args)`, a viewer function of a folder, through Streamlit's cache: the pattern every method's
+    page loads its folder with. The key holds the function's name, the folder, the arguments (hashable by
+    Streamlit: numbers, strings, dicts, frames) and the newest mtime of the folder's JSON files, so a finished
+    stage or a rewritten report invalidates the entry."""
+    return _folder_view(f"{fn.__module__}:{fn.__qualname__}", str(folder), rundir.tree_stamp(folder), tuple(args))
+
+
 @st.cache_data(max_entries=8, show_spinner=False)
 def _load(run_dir: str, mtime: int) -> rundir.RunData:
     return rundir.load_run(run_dir)

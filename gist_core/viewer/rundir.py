@@ -34,8 +34,16 @@ def folders_under(root: Path, is_kind) -> list[str]:
 
 def file_stamp(path: str | Path) -> int:
     """Cache key part: a file's mtime (ns); 0 while there is none."""
-    p = Path(path)
-    return p.stat().st_mtime_ns if p.exists() else 0
+    try:  # (not exists() then stat(): a file replaced or removed in between must not raise)
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def tree_stamp(folder: str | Path) -> int:
+    """Cache key part: the newest mtime (ns) of the JSON files under a folder (its reports and manifest); 0 while
+    there are none."""
+    return max((file_stamp(f) for f in Path(folder).rglob("*.json")), default=0)
 
 
 def stamp(run_dir: str | Path) -> int:

@@ -84,6 +84,16 @@ def test_pages_without_scores_point_to_the_run_page(open_page, page):
     assert any("no scores yet" in i.value for i in at.info)
 
 
+@pytest.mark.parametrize("page, says", [("pages/8_Clusters.py", "No clustering in this run yet"),
+                                         ("pages/9_Layers.py", "No `gist-lab train` folder"),
+                                         ("pages/10_Proxy.py", "No `gist-lab proxy build` folder")])
+def test_method_pages_say_which_command_fills_them(open_page, page, says):
+    """Through ui.folder_view (the method pages' cached loader): a folder without the method's report is an empty
+    state naming the command, not an error. Their filled states: tests/methods/{gradientspace,gast,iprox}."""
+    at = open_page(page)
+    assert any(says in i.value for i in at.info), [i.value for i in at.info]
+
+
 def test_run_page_shows_stages_and_form(open_page):
     at = open_page("pages/1_Run.py")
     assert any("fake" in m.value and "done" in m.value for m in at.markdown)
