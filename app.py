@@ -13,5 +13,5 @@ sections: dict[str, list] = {}
 for entry in registry.ENTRIES:
     for page in entry.pages:
         sections.setdefault(entry.section, []).append(
-            st.Page(page.file, title=page.title, icon=page.icon, url_path=page.title, default=page.key == "home"))
+            st.Page(page.file, title=page.title, icon=page.icon, url_path=page.key, default=page.key == "home"))
 st.navigation(sections).run()

@@ -36,9 +36,7 @@ rows = rows.sort_values(sort_by, ascending=not desc, kind="stable")
 shown = rows.head(MAX_ROWS)
 st.caption(f"{len(rows):,} matching examples" + (f"; showing the first {MAX_ROWS:,}" if len(rows) > MAX_ROWS else "")
            + ". Click a row for its details; click a column header to re-sort the shown rows.")
-cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "domain", "n_tokens", "selected",
-                    "selected_global", "selected_subtask", "prompt", "response"] if c in shown]
-event = st.dataframe(shown[cols], hide_index=True, width="stretch", height=380, key="ex_table",
+event = st.dataframe(shown[examples.table_columns(shown)], hide_index=True, width="stretch", height=380, key="ex_table",
                      on_select="rerun", selection_mode="single-row",
                      column_config={"score": st.column_config.NumberColumn(format="%.4f"),
                                     "n_tokens": st.column_config.NumberColumn("length (tokens)")})
@@ -60,8 +58,7 @@ else:
     st.stop()
 d = examples.example_detail(rs, row)
 st.markdown(f"**{d['id']}** · score **{d['score']:.4f}** · rank {d['rank']:,} of {len(f):,} · "
-            f"source {d['source']} · skill {d['skill']} · kind {d['kind']} · domain {d['domain']} · "
-            f"{d['n_tokens']} tokens")
+            f"{examples.label_line(d)} · {d['n_tokens']} tokens")
 st.markdown("selected under global top-k: **{}** · under per-subtask quota: **{}**".format(
     "yes" if d["selected"]["global"] else "no", "yes" if d["selected"]["subtask"] else "no"))
 t1, t2 = st.columns(2)

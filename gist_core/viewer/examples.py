@@ -40,6 +40,22 @@ def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, 
     return frame[m]
 
 
+TABLE_COLUMNS = ("rank", "score", "id", "source", "skill", "kind", "domain", "n_tokens", "selected", "selected_global",
+                 "selected_subtask", "prompt", "response")
+LABEL_COLUMNS = ("source", "skill", "kind", "domain")
+
+
+def table_columns(frame: pd.DataFrame) -> list[str]:
+    """The Examples table's columns that say something: a label column with no value at all (skill and kind on a
+    real pool such as ShareGPT, which has no ground truth) is left out rather than shown as a column of None."""
+    return [c for c in TABLE_COLUMNS if c in frame and not (c in LABEL_COLUMNS and frame[c].isna().all())]
+
+
+def label_line(detail: dict) -> str:
+    """`source x · skill y · ...` for the drill-down, naming only the labels the example has."""
+    return " · ".join(f"{k} {detail[k]}" for k in LABEL_COLUMNS if not pd.isna(detail.get(k)))  # None or NaN
+
+
 PREVIEW_CHARS = 1500  # a long row (a ShareGPT answer, a program) shows this much until "show all"
 
 

@@ -176,5 +176,13 @@ def test_demo_end_to_end(server):
         _nav(page, "Map")
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
         _shot(page, "5_map")
+
+        # a shared link straight to a page keeps the sectioned navigation: page URLs must not be the names
+        # Streamlit gives pages/ files on its own ("Scores"), or it falls back to a flat list headed "app"
+        page.goto(f"{url}/scores?run={DEMO_RUN}")
+        page.get_by_role("heading", name="Scores").first.wait_for(timeout=60_000)
+        _settle(page)
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "Analysis" in nav and "Methods" in nav and "app" not in nav.split(), nav
         browser.close()
     shutil.rmtree(runs / DEMO_RUN, ignore_errors=True)
