@@ -15,6 +15,8 @@ so the two selection rules (global top-k, per-subtask quota) apply to it exactly
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -76,7 +78,7 @@ POOLINGS = ("mean", "position")
 
 @torch.no_grad()
 def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 32,
-                           pooling: str = "mean") -> np.ndarray:
+                           pooling: str = "mean", on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """(N, H) the base model's last hidden state pooled over the real tokens (prompt and response): their mean, or
     (pooling 'position', RDS+) a weighted mean with weight i on the i-th real token (1-based)."""
     if pooling not in POOLINGS:
@@ -100,6 +102,8 @@ def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch
         if out is None:
             out = np.zeros((len(input_ids), emb.shape[1]), dtype=np.float32)
         out[rows] = emb
+        if on_batch:  # the stage's progress bar: a 2,000-row pool is minutes of forward passes on a CPU
+            on_batch(len(rows))
     return out
 
 

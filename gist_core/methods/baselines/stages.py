@@ -104,8 +104,11 @@ def rds_scores(cc: CompareContext) -> scoring.Scores:
 
 def minilm_scores(cc: CompareContext) -> scoring.Scores:
     """all-MiniLM-L6-v2 sentence embeddings of each example's prompt and response."""
-    def embed(examples, _tokenized) -> np.ndarray:
-        return minilm_embeddings([f"{ex.prompt}\n\n{ex.response}" for ex in examples])
+    def embed(examples, _tokenized, on_batch=None) -> np.ndarray:
+        E = minilm_embeddings([f"{ex.prompt}\n\n{ex.response}" for ex in examples])
+        if on_batch:
+            on_batch(len(examples))
+        return E
     return _embedding_method(cc, "minilm", embed, 2 * MINILM_PARAMS * 256 * (len(cc.inputs.pool) + len(cc.inputs.target)))
 
 
@@ -114,15 +117,17 @@ def _forward_flops(cc: CompareContext) -> float:
 
 
 def _hidden_states(cc: CompareContext, pooling: str):
-    def embed(_examples, tokenized) -> np.ndarray:
+    def embed(_examples, tokenized, on_batch=None) -> np.ndarray:
         tok, _ = cc.run.tokenizer_and_model()
         model = cc.run.base_model()  # the base model, not the warm-up adapter
-        return baselines.mean_pooled_embeddings(model, tokenized.input_ids, tok.pad_token_id, pooling=pooling)
+        return baselines.mean_pooled_embeddings(model, tokenized.input_ids, tok.pad_token_id, pooling=pooling,
+                                                on_batch=on_batch)
     return embed
 
 
 def _embedding_method(cc: CompareContext, method: str, embed, flops: float) -> scoring.Scores:
-    """A resumable stage embedding the pool and the target (`embed(examples, tokenized) -> (N, H)`), then the
+    """A resumable stage embedding the pool and the target (`embed(examples, tokenized, on_batch) -> (N, H)`,
+    `on_batch(n)` after every n pool rows: the progress bar), then the
     cosines of every pool row with every target example, averaged per subtask."""
     run, cfg, book = cc.run, cc.cfg, cc.book
     key = stable_hash([run.keys["data"], run.fingerprints["model"], cfg.max_length,
@@ -132,10 +137,9 @@ def _embedding_method(cc: CompareContext, method: str, embed, flops: float) -> s
     paths = run.paths.compare_embeddings(method)
     if not run.store.stage_done(stage, key):
         t0 = time.time()
-        with run.progress.stage(stage, total=len(cc.inputs.pool)):
-            sets = ((cc.inputs.pool, cc.inputs.pool_tok), (cc.inputs.target, cc.inputs.target_tok))
-            for path, (examples, toks) in zip(paths, sets):
-                save_npy(path, embed(examples, toks), np.float32)
+        with run.progress.stage(stage, total=len(cc.inputs.pool)) as st:
+            save_npy(paths[0], embed(cc.inputs.pool, cc.inputs.pool_tok, st.advance), np.float32)
+            save_npy(paths[1], embed(cc.inputs.target, cc.inputs.target_tok, None), np.float32)
         run.record(stage, key, list(embedding_rels(method)), time.time() - t0)
     else:
         skipped(run.store, stage)

@@ -34,8 +34,10 @@ def test_mean_pooled_embeddings_ignore_padding(micro_model_dir):
     from gist_core.model.load import load_base_model
     model, tok = load_base_model(str(micro_model_dir), device="cpu")
     ids = [tok("a b c d e f", add_special_tokens=False)["input_ids"], tok("a", add_special_tokens=False)["input_ids"]]
-    batched = baselines.mean_pooled_embeddings(model, ids, tok.pad_token_id, batch_size=2)
-    alone = np.stack([baselines.mean_pooled_embeddings(model, [x], tok.pad_token_id)[0] for x in ids])
+    batches: list[int] = []
+    batched = baselines.mean_pooled_embeddings(model, ids * 3, tok.pad_token_id, batch_size=4, on_batch=batches.append)
+    assert batches == [4, 2]  # the progress bar hears of every row, once
+    alone = np.stack([baselines.mean_pooled_embeddings(model, [x], tok.pad_token_id)[0] for x in ids * 3])
     np.testing.assert_allclose(batched, alone, atol=1e-5)
 
 
