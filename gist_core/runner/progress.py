@@ -32,6 +32,13 @@ class _StageProgress:
             self.bar = tqdm(total=self.total, desc=self.name, unit="ex", leave=False)
         return self
 
+    def resume_at(self, done: int) -> None:
+        """Count `done` rows as finished before this process started (a resumed stage): the bar starts there."""
+        self.done = done
+        if self.bar:
+            self.bar.n = done
+            self.bar.refresh()
+
     def advance(self, n: int = 1, **fields) -> None:
         self.done += n
         if self.bar:

@@ -109,7 +109,7 @@ def fill_rows(ctx: RunContext, stage: str, key: str, spec: StoreSpec, work, extr
     # which the dashboard sums
     total = len(mine) if L.sharded else fs.n
     with ctx.progress.stage(stage, total=total, resumed=fs.n - len(todo)) as st:
-        st.done = 0 if L.sharded else fs.n - len(todo)
+        st.resume_at(0 if L.sharded else fs.n - len(todo))  # the bar showed 16/2000 after 512 rows were kept
         if mine:
             work(mine, fs, st)
         fs.flush()
