@@ -46,6 +46,18 @@ def micro_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     return out
 
 
+def randomise_lora_b(model, seed: int, scale: float):
+    """LoRA's B is zero at init, which makes every lora_A gradient and the adapter's effect exactly zero: give B
+    seeded normal values (scale x N(0, 1)) so both are exercised. Returns the model."""
+    import torch  # here, not at the top: collecting the tests must not wait for torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

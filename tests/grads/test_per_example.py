@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import randomise_lora_b
 
 from gist_core.grads.per_example import GradientEngine, GradientError, loop_grads, param_blocks
 from gist_core.model.load import LoraSettings, attach_lora
@@ -11,12 +12,7 @@ TOL = 1e-5
 
 
 def _perturb_lora_b(model, seed=0):
-    # At init lora_B = 0 makes every lora_A gradient exactly zero: perturb B so both are tested.
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return randomise_lora_b(model, seed, 0.05)
 
 
 def _batch(vocab: int, lengths: list[int], prompt_len: int = 3, seed: int = 0):

@@ -7,6 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_lora_b
 from naive_eval import TEMPLATE, TOL, naive_greedy, naive_ids, naive_test_loss
 
 
@@ -18,12 +19,7 @@ def perturbed(micro_model_dir):
     from gist_core.model.load import LoraSettings, attach_lora
     tok = AutoTokenizer.from_pretrained(micro_model_dir)
     base = AutoModelForCausalLM.from_pretrained(micro_model_dir, dtype=torch.float32)
-    model = attach_lora(base, LoraSettings(r=4), seed=0)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    model = randomise_lora_b(attach_lora(base, LoraSettings(r=4), seed=0), seed=5, scale=0.3)
     return model.eval(), tok
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import randomise_lora_b
 
 from gist_core.model import registry as models
 
@@ -39,11 +40,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _perturb_lora_b(model, seed=0):
-    g = torch.Generator().manual_seed(seed)  # B = 0 at init would make every A gradient exactly zero
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return randomise_lora_b(model, seed, 0.02)
 
 
 def _pool_batch(tok, n: int):

@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_lora_b
 from repo import ROOT
 
 from gist_core.methods.gast import selection
@@ -60,13 +61,7 @@ def lora_model(micro_model_dir):
     from gist_core.config import LoraSettings
     from gist_core.model.load import attach_lora, load_base_model
     model, tok = load_base_model(str(micro_model_dir), "float32", "cpu")
-    peft = attach_lora(model, LoraSettings(r=4), seed=0)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for n, p in peft.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return peft, tok
+    return randomise_lora_b(attach_lora(model, LoraSettings(r=4), seed=0), seed=3, scale=0.3), tok
 
 
 def rows_of(tok, corpus_rows, n):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_lora_b
 from repo import ROOT
 
 from gist_core.methods.gradientspace import ensemble
@@ -124,12 +125,7 @@ def two_adapters(tmp_path_factory, micro_model_dir):
     paths = {}
     for seed, name in enumerate(["a", "b"]):
         model, _ = load_base_model(str(micro_model_dir), "float32", "cpu")
-        peft = attach_lora(model, LoraSettings(r=4), seed=seed)
-        g = torch.Generator().manual_seed(10 + seed)
-        with torch.no_grad():
-            for n, p in peft.named_parameters():
-                if "lora_B" in n:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        peft = randomise_lora_b(attach_lora(model, LoraSettings(r=4), seed=seed), seed=10 + seed, scale=0.5)
         peft.save_pretrained(out / name)
         paths[name] = out / name
     return paths
