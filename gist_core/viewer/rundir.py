@@ -9,6 +9,7 @@ those caches; the other modules of gist_core.viewer share them through the plain
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,16 @@ def file_stamp(path: str | Path) -> int:
 
 
 def tree_stamp(folder: str | Path) -> int:
-    """Cache key part: the newest mtime (ns) of the JSON files under a folder (its reports and manifest); 0 while
-    there are none."""
-    return max((file_stamp(f) for f in Path(folder).rglob("*.json")), default=0)
+    """Cache key part: a digest of the path and mtime (ns) of every JSON file under a folder (its manifest, config
+    and reports, nested ones included); 0 while there are none. It changes whenever one of them is written, added,
+    removed or moved, so it is stronger than any one file's stamp (the manifest's, `stamp`) and than the newest
+    mtime (a file replaced by an older copy, a report moved aside)."""
+    root = Path(folder)
+    h, seen = hashlib.blake2b(digest_size=8), False
+    for f in sorted(root.rglob("*.json")):
+        h.update(f"{f.relative_to(root)}\0{file_stamp(f)}\0".encode())
+        seen = True
+    return int.from_bytes(h.digest(), "big") if seen else 0
 
 
 def stamp(run_dir: str | Path) -> int:
