@@ -162,6 +162,20 @@ def diagonal_frame(mats: dict) -> pd.DataFrame:
                          "diag_H": h, "adam_sqrt_v": s, "adam_scaled": c * s})
 
 
+
+def matrix_display(run_dir: str | Path, epoch: int, matrix: str, kind: str = "abs",
+                   max_side: int = 256) -> DisplayMatrix | None:
+    """Epoch E's `matrix` (hessian, gauss_newton, fisher) ready for a heatmap (display_matrix); None when its
+    matrices file is missing."""
+    mats = curvature_matrices(run_dir, epoch)
+    return display_matrix(mats[matrix], mats["n_a"], max_side=max_side, kind=kind) if mats else None
+
+
+def matrix_diagonals(run_dir: str | Path, epoch: int) -> pd.DataFrame | None:
+    """Epoch E's diagonals (diagonal_frame); None when its matrices file is missing."""
+    mats = curvature_matrices(run_dir, epoch)
+    return diagonal_frame(mats) if mats else None
+
 def spectrum_table(src) -> pd.DataFrame:
     """r95 / r99 (intrinsic dimension) of the validation-gradient spectrum per warm-up epoch.
 

@@ -458,6 +458,18 @@ def test_curvature_matrices_and_diagonals(geo_run):
     assert curvature.geometry_job(geo_run) is None  # nothing launched from the dashboard
 
 
+def test_matrix_display_and_diagonals_read_one_epochs_file(geo_run):
+    """What the Curvature page loads through ui.folder_view: one epoch's matrix ready for the heatmap, its
+    diagonals; None for an epoch without a matrices file."""
+    m = curvature.curvature_matrices(geo_run, 2)
+    dm = curvature.matrix_display(geo_run, 2, "fisher", "corr", max_side=16)
+    ref = curvature.display_matrix(m["fisher"], m["n_a"], max_side=16, kind="corr")
+    np.testing.assert_array_equal(dm.z, ref.z)
+    assert dm.P == 64 and dm.z.shape == (16, 16) and dm.boundary == 8
+    assert curvature.matrix_diagonals(geo_run, 2).equals(curvature.diagonal_frame(m))
+    assert curvature.matrix_display(geo_run, 9, "hessian", "abs") is None and curvature.matrix_diagonals(geo_run, 9) is None
+
+
 def test_display_matrix_downsamples_and_keeps_the_boundary():
     rng = np.random.default_rng(0)
     G = rng.normal(size=(40, 600))
