@@ -5,14 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import curvature, labels, spectrum
+from gist_core.viewer import curvature, labels, rundir, spectrum
 from gist_core.viewer.figures import spectrum as spectrum_figures
 
 ui.page_setup("Spectrum")
 st.title("Spectrum")
 run_dir = ui.require_scores(ui.run_picker())
-run = ui.load_run(run_dir)
-specs = ui.spectra(run_dir)
+run = ui.folder_view(rundir.load_run, run_dir)
+specs = ui.folder_view(spectrum.spectra, run_dir)
 tau = float(run.config.get("tau", 0.95))
 gist_epoch = int(run.config.get("checkpoint", 1))
 st.caption("Singular values σ of the validation-gradient matrix G (N_v × D) at each warm-up checkpoint. "
@@ -36,7 +36,7 @@ if specs:
                                      for sp in specs]), hide_index=True, width="stretch")
 
 st.subheader("Rank advisor: do unseen target examples rise to the top?")
-adv = ui.advisor_curve(run_dir, kind)
+adv = ui.folder_view(spectrum.advisor_curve, run_dir, kind)
 if adv is None:
     st.caption("No subtask has two validation examples: the advisor holds one out and needs another to aim at.")
 else:

@@ -12,7 +12,7 @@ from gist_core.viewer.figures import scores as scores_figures
 ui.page_setup("Scores")
 st.title("Scores")
 run_dir = ui.require_scores(ui.run_picker())
-run = ui.load_run(run_dir)
+run = ui.folder_view(rundir.load_run, run_dir)
 ui.semantics_caption()
 
 c = st.columns([3, 3, 2, 1])
@@ -118,7 +118,7 @@ st.dataframe(breakdowns.selection_winners(rs.frame, rs.subtasks, cols, balance, 
              width="stretch")
 ranks = sorted({max(1, round(x)) for x in np.linspace(1, rundir.r_max(run_dir), min(8, rundir.r_max(run_dir)))}
                | {s["rank"]})
-wr = ui.winners_by_rank(run_dir, ranks, balance, budget, winners_by)
+wr = ui.folder_view(breakdowns.winners_by_rank, run_dir, ranks, balance, budget, winners_by)
 st.plotly_chart(scores_figures.winners_by_rank_bars(
     wr, s["rank"], ranks, f"The {labels.RULE_NAMES[balance]} rule's selection at other ranks, by {winners_by}"),
     width="stretch", key="winners_by_rank")

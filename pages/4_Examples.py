@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from gist_core.app import ui
-from gist_core.viewer import examples
+from gist_core.viewer import examples, rundir
 from gist_core.viewer.figures import scores as scores_figures
 
 MAX_ROWS = 2000  # rows sent to the browser; filters narrow the rest
@@ -12,7 +12,7 @@ MAX_ROWS = 2000  # rows sent to the browser; filters narrow the rest
 ui.page_setup("Examples")
 st.title("Examples")
 run_dir = ui.require_scores(ui.run_picker())
-run = ui.load_run(run_dir)
+run = ui.folder_view(rundir.load_run, run_dir)
 kind = ui.score_radio(run_dir, key="score_examples")
 s = {**ui.settings(run_dir), "kind": kind}
 rs = ui.rescored(run_dir, s)
@@ -83,5 +83,5 @@ with st.expander("As the model sees it (the run's tokenizer and chat template)",
 g1, g2 = st.columns(2)
 g1.plotly_chart(scores_figures.example_cosines(d["cosines"]), width="stretch", key="ex_cosines")
 g2.markdown(f"Nearest target examples at rank r = {s['rank']}")
-g2.dataframe(examples.nearest_targets(run_dir, row, s["rank"]), hide_index=True, width="stretch",
+g2.dataframe(ui.folder_view(examples.nearest_targets, run_dir, row, s["rank"]), hide_index=True, width="stretch",
              column_config={"cosine": st.column_config.NumberColumn(format="%.4f")})

@@ -39,7 +39,7 @@ def failed_note() -> None:
         st.error(f"The last `gist-lab geometry` launch here failed: {job.error}")
 
 
-rep = ui.load_geometry(run_dir)
+rep = ui.folder_view(curvature.load_geometry, run_dir)
 if rep is None:
     if curvature.has_geometry(run_dir):
         st.warning(f"`{curvature.geometry_path(run_dir)}` could not be read (no checkpoint entries or invalid JSON).")

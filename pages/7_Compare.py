@@ -29,7 +29,7 @@ def running_note() -> None:
     st.fragment(run_every=3.0)(watch)(compare.compare_stamp(run_dir))
 
 
-rep = ui.load_compare(run_dir)
+rep = ui.folder_view(compare.load_compare, run_dir)
 if rep is None:
     if compare.has_compare(run_dir):
         st.warning(f"`{compare.compare_path(run_dir)}` could not be read (no method rows or invalid JSON).")

@@ -7,6 +7,7 @@ import streamlit as st
 from gist_core.app import ui
 from gist_core.methods.gradientspace import figures as cluster_figures
 from gist_core.methods.gradientspace import view as clusters
+from gist_core.viewer import rundir
 
 ui.page_setup("Clusters")
 st.title("Clusters")
@@ -39,12 +40,13 @@ method = st.radio("Clustering", clusters.methods(rep), horizontal=True, format_f
 st.plotly_chart(cluster_figures.composition_heatmap(clusters.composition_frame(rep, method),
                                             "Cluster × skill composition (share of each cluster)"), width="stretch")
 st.subheader("Examples per cluster")
-members = ui.folder_view(clusters.cluster_members, run_dir, method, ui.load_run(run_dir).frame)
+frame = ui.folder_view(rundir.load_run, run_dir).frame
+members = ui.folder_view(clusters.cluster_members, run_dir, method, frame)
 pick = st.selectbox("Cluster", sorted(members["cluster"].unique()), format_func=lambda c: f"c{c} "
                     f"({(members['cluster'] == c).sum()} examples)", key="clusters_pick")
 st.dataframe(members[members["cluster"] == pick], hide_index=True, width="stretch")
 st.subheader("Map coloured by cluster")
-st.plotly_chart(cluster_figures.cluster_scatter(ui.folder_view(clusters.cluster_map, run_dir, method, ui.load_run(run_dir).frame),
+st.plotly_chart(cluster_figures.cluster_scatter(ui.folder_view(clusters.cluster_map, run_dir, method, frame),
                                         "Pool rows on the top-2 principal axes of their unit gradient-sketch coordinates"),
                 width="stretch")
 st.caption("The same 2-D picture for every clustering (the gradient sketch's axes), coloured by the chosen "

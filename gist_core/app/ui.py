@@ -1,4 +1,4 @@
-"""Streamlit glue shared by the dashboard pages: run picker, shared settings, cached view calls.
+"""Streamlit glue shared by the dashboard pages: run picker, shared settings, the one cached loader.
 
 The selected run lives in st.session_state["run"] and in the URL (?run=NAME), so a reload or a
 shared link opens the same run. Rank, budget and balance are kept per run in session_state so
@@ -8,6 +8,7 @@ them to widgets.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import streamlit as st
@@ -16,7 +17,7 @@ from gist_core.methods import registry, scoring
 from gist_core.runner import launcher
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import RunNameError, run_path, runs_root
-from gist_core.viewer import breakdowns, compare, curvature, examples, labels, pool_map, progress, rescore, rundir, spectrum
+from gist_core.viewer import breakdowns, curvature, examples, labels, pool_map, progress, rescore, rundir
 
 PAGES = {page.key: page.file for page in registry.pages()}  # key -> file, for page links
 STATUS_ICON = {"done": ":material/check_circle:", "running": ":material/hourglass_top:", "failed": ":material/error:",
@@ -123,97 +124,60 @@ def require_scores(run_dir: Path | None) -> Path:
     return run_dir
 
 
-# ----------------------------------------------------------------------------- cached view calls
-# `mtime` (manifest.json's) is part of each cache key: a finished stage invalidates the entry.
-# (st.cache_data does not hash parameters whose name starts with "_", so it must not.)
-@st.cache_data(max_entries=64, show_spinner=False)
-def _folder_view(ref: str, folder: str, mtime: int, args: tuple):
+# ----------------------------------------------------------------------------- the one cached loader
+# Every page loads its data through folder_view: this is the dashboard's only st.cache_data (pages keep no cache of
+# their own; tests/app/test_page_pattern.py). st.cache_data does not hash a parameter whose name starts with "_",
+# so none here may.
+@st.cache_data(max_entries=128, show_spinner=False)
+def _folder_view(ref: str, folder: str, stamp: tuple, args: tuple):
     return registry.load(ref)(Path(folder), *args)
 
 
-def folder_view(fn, folder: Path, *args):
-    """`fn(folder, *args)`, a viewer function of a folder, through Streamlit's cache: the pattern every method's
-    page loads its folder with. The key holds the function's name, the folder, the arguments (hashable by
-    Streamlit: numbers, strings, dicts, frames) and the newest mtime of the folder's JSON files, so a finished
-    stage or a rewritten report invalidates the entry."""
-    return _folder_view(f"{fn.__module__}:{fn.__qualname__}", str(folder), rundir.tree_stamp(folder), tuple(args))
+def folder_view(fn, folder: Path, *args, files: Iterable[Path] = ()):
+    """`fn(folder, *args)`, a viewer function of a run (or method) folder, through Streamlit's cache: the one way a
+    page loads. The key holds the function's name, the folder, the arguments (hashable by Streamlit: numbers,
+    strings, lists, dicts, frames) and the folder's stamp: rundir.tree_stamp (every JSON file under the folder, the
+    manifest, config and reports among them) and the mtime of each of `files`, what `fn` reads that no JSON write
+    announces (a matrices file, a parquet). A finished stage, a rewritten report or a rewritten listed file
+    invalidates the entry."""
+    stamp = (rundir.tree_stamp(folder), *(rundir.file_stamp(f) for f in files))
+    return _folder_view(f"{fn.__module__}:{fn.__qualname__}", str(folder), stamp, tuple(args))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _load(run_dir: str, mtime: int) -> rundir.RunData:
-    return rundir.load_run(run_dir)
-
-
-def load_run(run_dir: Path) -> rundir.RunData:
-    return _load(str(run_dir), rundir.stamp(run_dir))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _model_input(run_dir: str, mtime: int, row: int) -> dict:
-    return examples.model_input(run_dir, row)
+# What a page loads through folder_view with more than the folder and plain arguments: a settings dict, a spinner,
+# a file outside the JSON stamp, a call that must not run.
+def rescored(run_dir: Path, s: dict) -> rescore.Rescored:
+    """GIST re-scored at the settings `s` (rank, balance, budget, kind)."""
+    return folder_view(rescore.rescored_frame, run_dir, s["rank"], s["balance"], s["budget"], s["kind"])
 
 
 def model_input(run_dir: Path, row: int) -> dict:
     with st.spinner("Loading the run's tokenizer ..."):
-        return _model_input(str(run_dir), rundir.stamp(run_dir), int(row))
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _rescored(run_dir: str, mtime: int, rank: int, balance: str, budget: float, kind: str) -> rescore.Rescored:
-    return rescore.rescored_frame(run_dir, rank, balance, budget, kind)
-
-
-def rescored(run_dir: Path, s: dict) -> rescore.Rescored:
-    return _rescored(str(run_dir), rundir.stamp(run_dir), s["rank"], s["balance"], s["budget"], s["kind"])
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _winners_by_rank(run_dir: str, mtime: int, ranks: tuple, rule: str, budget: float, by: str):
-    return breakdowns.winners_by_rank(run_dir, list(ranks), rule, budget, by)
-
-
-def winners_by_rank(run_dir: Path, ranks: list[int], rule: str, budget: float, by: str):
-    return _winners_by_rank(str(run_dir), rundir.stamp(run_dir), tuple(ranks), rule, budget, by)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _compare_columns(run_dir: str, mtime: int) -> dict:
-    return breakdowns.compare_columns(run_dir)
-
-
-def compare_columns(run_dir: Path) -> dict:
-    """LESS / raw cosine / embedding subtask columns, keyed by compare's scores file (it changes after the run)."""
-    return _compare_columns(str(run_dir), rundir.file_stamp(RunLayout(run_dir).compare_scores))
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _advisor(run_dir: str, mtime: int, kind: str):
-    return spectrum.advisor_curve(run_dir, kind)
-
-
-def advisor_curve(run_dir: Path, kind: str):
-    return _advisor(str(run_dir), rundir.stamp(run_dir), kind)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _spectra(run_dir: str, mtime: int) -> list[spectrum.Spectrum]:
-    return spectrum.spectra(run_dir)
-
-
-def spectra(run_dir: Path) -> list[spectrum.Spectrum]:
-    return _spectra(str(run_dir), rundir.stamp(run_dir))
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _map(run_dir: str, mtime: int, rank: int, method: str) -> pool_map.MapData:
-    return pool_map.map_coords(run_dir, rank, method, compute=True)
+        return folder_view(examples.model_input, run_dir, int(row))
 
 
 def map_coords(run_dir: Path, rank: int, method: str, compute: bool = False) -> pool_map.MapData | None:
-    """PCA always; UMAP only when cached on disk or compute=True (a None must never be cached)."""
+    """PCA always; UMAP only when cached on disk or compute=True (a None must never be cached: map_coords computes
+    by default)."""
     if method == "umap" and not compute and not pool_map.umap_cached(run_dir, rank):
         return None
-    return _map(str(run_dir), rundir.stamp(run_dir), rank, method)
+    return folder_view(pool_map.map_coords, run_dir, rank, method)
+
+
+def compare_columns(run_dir: Path) -> dict:
+    """LESS / raw cosine / embedding subtask columns; compare's scores file joins the key (no JSON announces it)."""
+    return folder_view(breakdowns.compare_columns, run_dir, files=[RunLayout(run_dir).compare_scores])
+
+
+def curvature_display(run_dir: Path, epoch: int, matrix: str, kind: str, max_side: int = 256) -> curvature.DisplayMatrix | None:
+    """The heatmap-ready (downsampled) matrix; None when ckpt-E.safetensors is missing (its mtime joins the key)."""
+    return folder_view(curvature.matrix_display, run_dir, int(epoch), matrix, kind, int(max_side),
+                       files=[curvature.geometry_matrix_path(run_dir, epoch)])
+
+
+def curvature_diagonals(run_dir: Path, epoch: int):
+    """Per coordinate diag(H) and Adam's sqrt(v) (curvature.diagonal_frame); None when the file is missing."""
+    return folder_view(curvature.matrix_diagonals, run_dir, int(epoch), files=[curvature.geometry_matrix_path(run_dir, epoch)])
 
 
 # ----------------------------------------------------------------------------- shared settings
@@ -223,7 +187,7 @@ def _skey(run_dir: Path, name: str) -> str:
 
 def settings(run_dir: Path) -> dict:
     """The current rank / budget / balance for this run (the run's own values until changed)."""
-    run = load_run(run_dir)
+    run = folder_view(rundir.load_run, run_dir)
     d = rescore.default_settings(run)
     d["rank"] = min(max(1, d["rank"]), rundir.r_max(run_dir))
     d["kind"] = rundir.arrays(run_dir).kind  # an older run without stored norms: the in-subspace score only
@@ -295,56 +259,6 @@ def semantics_caption() -> None:
 def settings_caption(s: dict, rs: rescore.Rescored) -> None:
     st.caption(f"rank r = {s['rank']} · score: {labels.SCORE_NAMES.get(rs.kind, rs.kind)} · budget "
                f"{s['budget'] * 100:.1f}% = {rs.k} examples · rule: {s['balance']} · re-scored in {rs.ms:.0f} ms")
-
-
-# ----------------------------------------------------------------------------- compare
-# Keyed by compare.json's own mtime: compare rewrites it after each downstream row, not the manifest.
-@st.cache_data(max_entries=8, show_spinner=False)
-def _compare(run_dir: str, mtime: int) -> dict | None:
-    return compare.load_compare(run_dir)
-
-
-def load_compare(run_dir: Path) -> dict | None:
-    return _compare(str(run_dir), compare.compare_stamp(run_dir))
-
-
-# ----------------------------------------------------------------------------- curvature
-# Keyed by geometry.json's mtime (rewritten after each checkpoint) and by each ckpt-E.safetensors' own.
-@st.cache_data(max_entries=8, show_spinner=False)
-def _geometry(run_dir: str, mtime: int) -> dict | None:
-    return curvature.load_geometry(run_dir)
-
-
-def load_geometry(run_dir: Path) -> dict | None:
-    return _geometry(str(run_dir), curvature.geometry_stamp(run_dir))
-
-
-def _matrix_stamp(run_dir: Path, epoch: int) -> int:
-    return rundir.file_stamp(curvature.geometry_matrix_path(run_dir, epoch))
-
-
-@st.cache_data(max_entries=24, show_spinner=False)
-def _display(run_dir: str, mtime: int, epoch: int, matrix: str, kind: str, max_side: int) -> curvature.DisplayMatrix | None:
-    mats = curvature.curvature_matrices(run_dir, epoch)
-    if not mats:
-        return None
-    return curvature.display_matrix(mats[matrix], mats["n_a"], max_side=max_side, kind=kind)
-
-
-def curvature_display(run_dir: Path, epoch: int, matrix: str, kind: str, max_side: int = 256) -> curvature.DisplayMatrix | None:
-    """The heatmap-ready (downsampled) matrix; None when ckpt-E.safetensors is missing."""
-    return _display(str(run_dir), _matrix_stamp(run_dir, epoch), epoch, matrix, kind, max_side)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _diagonals(run_dir: str, mtime: int, epoch: int):
-    mats = curvature.curvature_matrices(run_dir, epoch)
-    return curvature.diagonal_frame(mats) if mats else None
-
-
-def curvature_diagonals(run_dir: Path, epoch: int):
-    """Per coordinate diag(H) and Adam's sqrt(v) (curvature.diagonal_frame); None when the file is missing."""
-    return _diagonals(str(run_dir), _matrix_stamp(run_dir, epoch), epoch)
 
 
 def launch_and_rerun(run_dir: Path, args: list[str]) -> None:
