@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gist_core.data.formatting import IGNORE, encode_pair
 from gist_core.methods import scoring
 from gist_core.store.layout import RunLayout
 from gist_core.viewer.labels import group_column
@@ -97,14 +98,13 @@ def run_tokenizer(model: str):
     """The run's own tokenizer (a GGUF or registry model: its converted folder), loaded once per model. Never
     with remote code: a run folder is data, and whoever can drop one into the runs folder must not be able to
     make the dashboard run a model folder's Python (a tokenizer that needs it fails to load instead)."""
-    from gist_core.model.load import load_tokenizer
+    from gist_core.model.load import load_tokenizer  # lazy: imports torch and transformers, which drawing a page must not
     return load_tokenizer(model, trust_remote_code=False)
 
 
 def model_input(run_dir: str | Path, row: int) -> dict:
     """Pool example `row` as the model saw it: the run's tokenizer, chat template and max_length, decoded back
     to text with special tokens shown; `response` is exactly the tokens in the loss (and so in the gradient)."""
-    from gist_core.data.formatting import IGNORE, encode_pair
     cfg = run_config(run_dir)
     if not cfg.get("model"):
         raise FileNotFoundError(f"{run_dir}: no {RunLayout(run_dir).config.name} naming the model")

@@ -126,7 +126,7 @@ def map_frame(md: MapData, frame: pd.DataFrame, color_by: str, subtasks: list[st
 
 
 def _fit_umap(M: np.ndarray, seed: int) -> np.ndarray:
-    import umap  # slow first import (numba): only when asked for
+    import umap  # lazy: a slow first import (numba), only when a UMAP is asked for
     n_neighbors = int(max(2, min(15, len(M) - 1)))
     return umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed,
                      init="random" if len(M) < 10 else "spectral").fit_transform(M).astype(np.float32)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gist_core.methods.gist import advisor
 from gist_core.methods.gist import artefacts as gist_artefacts
 from gist_core.methods.gist.subspace import rank_for_variance
 from gist_core.store.layout import RunLayout
@@ -50,7 +51,6 @@ def advisor_curve(run_dir: str | Path, kind: str | None = None):
 
 @functools.lru_cache(maxsize=4)
 def _advisor_curve(run_dir: str, _stamp: int, kind: str | None):
-    from gist_core.methods.gist import advisor
     a, cfg = arrays_at(run_dir, _stamp), run_config(run_dir)
     normaware = (kind or a.kind) == "normaware" and a.norms is not None
     return advisor.advise(a.val_coords, a.X, a.groups, a.aggregation, seed=cfg.get("seed", 0),
