@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from repo import ROOT
 
+from gist_core.runner import launcher
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -50,7 +52,7 @@ def _require_browser() -> None:
     if not Path(CHROMIUM).exists():
         _missing(f"{CHROMIUM} missing: apt-get install -y chromium")
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401  # lazy: optional (the test skips without it)
     except ImportError:
         _missing("playwright missing: pip install playwright (no `playwright install`)")
 
@@ -81,7 +83,6 @@ def server(tmp_path_factory):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-    from gist_core.runner import launcher
     launcher.cancel(runs / DEMO_RUN, grace_s=2.0, wait=True)  # never leave a demo running
 
 
@@ -116,7 +117,7 @@ def _scores_signature(page) -> str:
 
 
 def test_demo_end_to_end(server):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # lazy: optional, present once _require_browser passed
     url, runs = server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

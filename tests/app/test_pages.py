@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +12,14 @@ import pytest
 from fake_run import COMPARE_ROWS, make_fake_compare, make_fake_geometry, make_fake_run, plotly_array  # noqa: E402
 from repo import ROOT
 from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from gist_core.runner import launcher
+from gist_core.viewer import breakdowns, rescore, rundir, spectrum
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport (below), else the test skips
+    tomllib = None
 
 PAGES = ["pages/1_Run.py", "pages/2_Spectrum.py", "pages/3_Scores.py", "pages/4_Examples.py", "pages/5_Map.py",
          "pages/6_Curvature.py", "pages/7_Compare.py"]
@@ -112,7 +122,6 @@ def test_spectrum_page_shows_intrinsic_dimension_over_training(open_page):
 
 
 def test_spectrum_page_shows_the_rank_advisor_curve(open_page, runs_dir):
-    from gist_core.viewer import spectrum
     at = open_page("pages/2_Spectrum.py")
     adv = spectrum.advisor_curve(runs_dir / "fake")
     spec = json.loads({c.key: c for c in at.get("plotly_chart")}["advisor_chart"].proto.spec)
@@ -152,7 +161,6 @@ def test_budget_slider_changes_selection_count(open_page):
 
 
 def test_scores_page_shows_columns_and_who_the_rule_selects(open_page, runs_dir):
-    from gist_core.viewer import breakdowns, rescore, rundir
     at = open_page("pages/3_Scores.py")
     assert "Per-subtask columns: one scale or many?" in [h.value for h in at.subheader]
     charts = {c.key: c for c in at.get("plotly_chart")}
@@ -297,7 +305,6 @@ def fresh_root(tmp_path, monkeypatch) -> dict:
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("GIST_LAB_RUNS", str(root))
-    from gist_core.runner import launcher
     calls = []
     monkeypatch.setattr(launcher, "launch", lambda run_dir, args, cmd=None: calls.append((Path(run_dir), args)) or {})
     return {"tmp": tmp_path, "root": root, "launches": calls}
@@ -429,14 +436,9 @@ def test_run_folders_the_dashboard_refuses_are_listed_but_not_linked(open_page, 
 
 
 def test_streamlit_config_binds_to_localhost():
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        tomllib = pytest.importorskip("tomli")
-    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    toml = tomllib or pytest.importorskip("tomli")
+    cfg = toml.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["address"] == "127.0.0.1" and cfg["browser"]["gatherUsageStats"] is False
-    import os
-    import subprocess
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
     out = subprocess.run([sys.executable, "-c", "from streamlit import config; print(config.get_option('server.address'))"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fake_run import COMPARE_ROWS, SUBTASKS, make_fake_compare, make_fake_geometry, make_fake_run  # noqa: E402
 
 from gist_core.analysis import curvature as curvature_math  # noqa: E402
+from gist_core.data.examples import load_examples
+from gist_core.data.formatting import IGNORE, tokenize_examples
 from gist_core.methods import scoring
+from gist_core.methods.gist import advisor
+from gist_core.methods.gist.rescore import rescore
 from gist_core.runner import launcher
 from gist_core.viewer import (
     breakdowns,  # noqa: E402
@@ -43,7 +49,6 @@ def test_load_run_joins_text_and_drops_stale_cosines(run):
 
 
 def test_rescored_matches_pipeline_rescore_and_select(run):
-    from gist_core.methods.gist.rescore import rescore
     for r in (1, 3, 8):
         ref = rescore(run, r)
         rs = rescore_view.rescored_frame(run, r, "subtask", 0.1)
@@ -512,8 +517,6 @@ def test_geometry_args(tmp_path):
 def test_geometry_running_from_a_terminal(tmp_path):
     """A `gist-lab geometry` started from a terminal holds the folder's writer lock: the page sees it while that
     process lives, and not once it is gone (the kernel drops the lock with the process)."""
-    import subprocess
-    import sys
     (tmp_path / "config.json").write_text("{}")
     assert not curvature.geometry_running(tmp_path)
     code = ("import sys, time\nfrom gist_core.store.lock import writer_lock\n"
@@ -563,11 +566,7 @@ def test_starved_subtasks_follow_the_coverage_figures_when_labels_exist(run):
 
 def test_model_input_is_what_the_pipeline_tokenizes(tmp_path):
     """The Examples page's 'as the model sees it': the run's tokenizer, the pipeline's own encoding, decoded."""
-    import pandas as pd
-    from transformers import AutoTokenizer
-
-    from gist_core.data.examples import load_examples
-    from gist_core.data.formatting import IGNORE, tokenize_examples
+    from transformers import AutoTokenizer  # lazy: heavy, and this module otherwise runs without it
     run = make_fake_run(tmp_path / "fake", n_pool=60, n_val=8, r=4)
     ex = pd.read_parquet(run / "examples.parquet").iloc[7]
     mi = examples.model_input(run, 7)
@@ -645,7 +644,6 @@ def test_max_winners_count_the_selection_by_group_and_column(run):
 
 
 def test_compare_columns_feed_the_same_views(tmp_path):
-    import pandas as pd
     run = make_fake_run(tmp_path / "r", n_pool=200, n_val=8, r=4)
     assert breakdowns.compare_columns(run) == {}
     base = rundir.load_run(run).frame
@@ -682,7 +680,6 @@ def test_rank_ranges():
 
 
 def test_advisor_curve_of_a_run(run):
-    from gist_core.methods.gist import advisor
     a = rundir.arrays(run)
     curve = spectrum.advisor_curve(run)
     want = advisor.rank_curve(a.val_coords, np.asarray(a.X), a.groups, a.aggregation)  # pool < REF_ROWS: all rows
