@@ -54,7 +54,7 @@ def table_columns(frame: pd.DataFrame) -> list[str]:
 
 def label_line(detail: dict) -> str:
     """`source x · skill y · ...` for the drill-down, naming only the labels the example has."""
-    return " · ".join(f"{k} {detail[k]}" for k in LABEL_COLUMNS if not pd.isna(detail.get(k)))  # None or NaN
+    return " · ".join(f"{k} {detail[k]}" for k in LABEL_COLUMNS if not missing(detail.get(k)))
 
 
 PREVIEW_CHARS = 1500  # a long row (a ShareGPT answer, a program) shows this much until "show all"
@@ -138,13 +138,15 @@ def export_jsonl(rows: pd.DataFrame) -> bytes:
     cols = [c for c in EXPORT_FIELDS if c in rows] + ["score"]
     lines = []
     for rec in rows[cols].to_dict("records"):
-        clean = {k: (float(v) if k == "score" else v) for k, v in rec.items() if not _missing(v)}
+        clean = {k: (float(v) if k == "score" else v) for k, v in rec.items() if not missing(v)}
         lines.append(json.dumps(clean, ensure_ascii=False, default=str))
     return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA
+def missing(v) -> bool:
+    """A field the row does not have: None, NaN (of any float type) or pd.NA; the one test the drill-down's labels
+    and the export share."""
+    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and bool(np.isnan(v)))
 
 
 # ----------------------------------------------------------------------------- spectrum

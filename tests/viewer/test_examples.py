@@ -1,6 +1,9 @@
 """gist_core/viewer/examples.py's table helpers on a real-pool-shaped frame (labels missing, as on ShareGPT)."""
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 
 from gist_core.viewer import examples
@@ -19,3 +22,12 @@ def test_label_columns_without_any_value_are_left_out_of_the_table():
 def test_the_drill_down_line_names_only_the_labels_an_example_has():
     d = {"source": "sharegpt", "skill": None, "kind": float("nan"), "domain": "code"}  # a parquet gives NaN
     assert examples.label_line(d) == "source sharegpt · domain code"
+
+
+def test_one_missing_value_test_for_the_drill_down_and_the_export():
+    assert all(examples.missing(v) for v in (None, float("nan"), np.float32("nan"), pd.NA))
+    assert not any(examples.missing(v) for v in ("", "x", 0, 0.0, np.float32(1.5), False))
+    rows = pd.DataFrame({"id": ["a"], "prompt": ["p"], "response": ["r"], "skill": [pd.NA], "kind": [np.nan],
+                         "score": [np.float32(0.5)]})
+    assert json.loads(examples.export_jsonl(rows)) == {"id": "a", "prompt": "p", "response": "r", "score": 0.5}
+    assert examples.label_line({"source": "s", "skill": pd.NA, "kind": np.float32("nan")}) == "source s"
