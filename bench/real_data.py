@@ -3,7 +3,7 @@ training on a random one, on LESS's, on the whole pool, and at what cost?
 
     gist-lab models fetch smollm2-135m minilm
     gist-lab data fetch sharegpt gsm8k humaneval
-    python bench/real_data.py            # SmolLM2-135M, 2,000 ShareGPT rows, GSM8K and HumanEval: ~3 h on 2 cores
+    python bench/real_data.py            # SmolLM2-135M, 2,000 ShareGPT rows, GSM8K and HumanEval: ~11 h on 2 cores (measured stages: docs/benchmarks/real-data.md)
     python bench/real_data.py --small    # the same stages at toy sizes, in minutes
 
 Per target and budget it runs (or resumes) one `gist-lab compare` in one run folder per target, so the pool's
