@@ -167,6 +167,9 @@ def _cluster_labels(pool: RunPool, method: str) -> list:
                             f"run `gist-lab cluster --run {pool.run}` first)")
     rows = load_npy(lay.clusters_array("rows"), np.int64, ndim=1)
     labels = load_npy(labels_path, np.int64, shape=(len(rows),))
+    if len(rows) and (rows.min() < 0 or rows.max() >= len(pool.ids)):
+        raise StoreError(f"{lay.clusters_array('rows')}: rows outside the pool of {len(pool.ids)} (clusters of another "
+                         f"run: rerun `gist-lab cluster --run {pool.run}`)")
     out: list = [None] * len(pool.ids)
     for r, c in zip(rows.tolist(), labels.tolist()):
         out[r] = str(c)
@@ -248,6 +251,7 @@ def edit(run_dir: str | os.PathLike, *, add=(), remove=(), exclude=(), view: str
 def undo(run_dir: str | os.PathLike) -> tuple[Op, Curation]:
     """Drop the last edit; (the op dropped, the working selection after)."""
     pool = read_run(run_dir)
+    cur.undo(load_edits(pool.run).ops)  # nothing to undo: said before the lock is taken
     refuse_if_held(pool.run)
     with writer_lock(pool.run):
         edits = load_edits(pool.run)
