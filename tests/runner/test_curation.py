@@ -140,6 +140,9 @@ def test_exclude_a_source_a_domain_and_a_cluster(run):
     assert c.edits.ops[-1].ids == tuple(f"pool-{r:06d}" for r in rows if r % 3 == 2)
     with pytest.raises(CurationError, match=r"no elrea clusters .*gist-lab cluster"):
         curation.edit(run, exclude=["cluster:elrea=1"])
+    save_npy(lay.clusters_array("rows"), rows + 200, np.int64)  # another run's clusters: rows past this pool
+    with pytest.raises(StoreError, match=r"rows outside the pool of 300 .*gist-lab cluster --run"):
+        curation.edit(run, exclude=["cluster=1"])
     with pytest.raises(CurationError, match=r"no pool row has kind=right \(values: correct, distractor, wrong\)"):
         curation.edit(run, exclude=["kind=right"])
 
