@@ -179,6 +179,8 @@ def test_a_rerun_that_changes_the_method_selection_is_noticed(run):
 
 
 def test_a_second_writer_is_refused_and_nothing_is_written(run):
+    curation.edit(run, remove=[method_ids(run)[0]])
+    before = RunLayout(run).curation_edits.read_bytes()
     code = ("import sys, time\nfrom gist_core.store.lock import writer_lock\n"
             f"with writer_lock({str(run)!r}, cmd=['gist-lab', 'select']):\n    print('held', flush=True)\n"
             "    time.sleep(60)\n")
@@ -186,15 +188,16 @@ def test_a_second_writer_is_refused_and_nothing_is_written(run):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError, match=rf"being written by pid {holder.pid} \(gist-lab select\)"):
-            curation.edit(run, remove=[method_ids(run)[0]])
+            curation.edit(run, remove=[method_ids(run)[1]])
         with pytest.raises(RunLockedError):
             curation.undo(run)
+        with pytest.raises(RunLockedError):
+            curation.reset(run)
     finally:
         holder.kill()
         holder.wait()
-    assert not RunLayout(run).curation_edits.exists()
-    curation.edit(run, remove=[method_ids(run)[0]])  # free again
-    assert curation.edits_exist(run)
+    assert RunLayout(run).curation_edits.read_bytes() == before
+    assert curation.edit(run, remove=[method_ids(run)[1]]).counts["edits"] == 2  # free again
 
 
 def test_a_failed_write_leaves_the_old_edits(run, monkeypatch):
