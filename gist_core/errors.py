@@ -73,3 +73,7 @@ class MomentsError(GistError, ValueError):
 
 class GeometryError(GistError, ValueError):
     """A LoRA block that cannot be measured (unknown module, no LoRA there)."""
+
+
+class CurationError(GistError, ValueError):
+    """A hand edit or an export of a working selection that cannot be made (unknown row ids, an empty group)."""

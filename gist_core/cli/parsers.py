@@ -89,3 +89,29 @@ def app(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=Path, default=runs_root())
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="127.0.0.1")
+
+
+def curate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, type=Path, help="a finished run folder")
+    p.add_argument("--add", nargs="+", action="extend", default=[], metavar="ID", help="pool row ids to add")
+    p.add_argument("--remove", nargs="+", action="extend", default=[], metavar="ID", help="pool row ids to remove")
+    p.add_argument("--exclude", action="append", default=[], metavar="KEY=VALUE",
+                   help="remove a whole group: source, skill, subtask, kind, domain (code, math, writing, other) or "
+                        "cluster (gist-lab cluster's GradientSpace clusters; cluster:METHOD for another clustering)")
+    p.add_argument("--from-view", default="cli", metavar="NAME", help="the view the rows came from, recorded with "
+                   "the edit (default: cli)")
+    p.add_argument("--undo", action="store_true", help="drop the last edit")
+    p.add_argument("--reset", action="store_true", help="drop every edit (back to the method's selection)")
+    p.add_argument("--ids", action="store_true", help="print the working selection's row ids, one per line")
+
+
+def export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, type=Path, help="a finished run folder")
+    p.add_argument("--format", choices=["rows", "messages"], default="rows",
+                   help="rows: the original pool rows as selected.jsonl keeps them (default); messages: chat turns, "
+                        "{\"messages\": [{\"role\", \"content\"}, ...]} per row")
+    p.add_argument("--out", required=True, type=Path, help="the JSONL file to write (its provenance record is "
+                   "written beside it as FILE.provenance.json)")
+    p.add_argument("--rows", nargs="+", action="extend", metavar="ID",
+                   help="export these pool rows (e.g. a lasso's ids) instead of the working selection")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE and its provenance record")

@@ -122,6 +122,13 @@ ENTRIES: tuple[Entry, ...] = (
                             "cheaper selection; its agreement with the target and its cost, side by side",
                             "gist_core.methods.iprox.config:proxy_arguments", "gist_core.methods.iprox.cli:proxy"),),
           pages=(Page("proxy", "pages/10_Proxy.py", "Proxy", ":material/compress:"),)),
+    Entry("curation", "Tools", "a working selection per run: the method's selection edited by hand, exported as a "
+          "training file",
+          commands=(Command("curate", "edit a run's working selection: add or remove rows, exclude a group, undo",
+                            f"{_ARGS}:curate", "gist_core.cli.curation:cmd_curate"),
+                    Command("export", "write a run's working selection (or given rows) as a training file: the "
+                            "original rows or chat messages, with a provenance record", f"{_ARGS}:export",
+                            "gist_core.cli.curation:cmd_export"))),
     Entry("tools", "Tools", "measurement, the offline model and data registries, the dashboard",
           commands=(
               Command("bench", "gradient throughput, batching speed-up, rescore latency, memory scaling",

@@ -20,6 +20,7 @@ One run = one folder:
     clusters/                   `gist-lab cluster`: clusters.json, sketch/coords/labels .npy
     experts/                    `gist-lab experts`: experts.json, adapters/s{seed}/NAME/, router-METHOD.safetensors,
                                 features (prompt embeddings, query gradients) .npy, evals/s{seed}.json
+    curation/edits.json         `gist-lab curate`: the hand edits of the working selection (gist_core.runner.curation)
 
 A `gist-lab train` folder (TrainLayout; not a select run):
     train.json                  the recipe, the selection settings, test loss and exact match per subtask, walls
@@ -57,6 +58,7 @@ COMPARE = "compare"
 GEOMETRY = "geometry"
 CLUSTERS = "clusters"
 EXPERTS = "experts"
+CURATION = "curation"
 COMPARE_REPORT = "compare.json"  # at the top of the run: the table the Compare page reads
 CKPT_GLOB = "ckpt-*"            # the warm-up checkpoint folders under checkpoints/
 _CKPT_RE = re.compile(r"ckpt-(\d+)")
@@ -262,6 +264,15 @@ class RunLayout:
 
     def experts_eval(self, seed: int) -> Path:
         return self.experts_dir / "evals" / f"s{seed}.json"
+
+    # gist-lab curate (the working selection)
+    @property
+    def curation_dir(self) -> Path:
+        return self.root / CURATION
+
+    @property
+    def curation_edits(self) -> Path:
+        return self.curation_dir / "edits.json"
 
 
 class TrainLayout:
