@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gist_core.data.readers import FILE_FORMATS, LIST_KEYS, _first_line, _open_rows, _plain, _type_name  # noqa: F401
-from gist_core.errors import DataError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import DataError
 from gist_core.store.atomic import atomic_path
 
 if TYPE_CHECKING:  # annotations only

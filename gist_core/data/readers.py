@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gist_core.data.registry import registry_file
-from gist_core.errors import DataError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import DataError
 
 FILE_FORMATS = (".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")  # longest first: suffix match
 LIST_KEYS = ("data", "examples", "train", "rows", "instances", "items")

@@ -150,10 +150,10 @@ def finetune(model_spec: str, train_examples, cfg, lora, max_length: int = 256):
 
 def oracle_check(target: str, epochs: int, lr: float, seed: int = 0, budget: float = 0.05) -> dict:
     """Base model vs LoRA on a budget's worth of the target's own correct pool examples."""
+    from gist_core.config import LoraSettings, TrainConfig
     from gist_core.data.corpus import SAMPLE_DATA
     from gist_core.data.examples import load_examples
-    from gist_core.model.load import LoraSettings, load_base_model
-    from gist_core.model.training import TrainConfig
+    from gist_core.model.load import load_base_model
 
     pool = load_examples(SAMPLE_DATA / "pool.jsonl")
     subs = {ex.subtask for ex in load_examples(SAMPLE_DATA / "targets" / target / "val.jsonl")}

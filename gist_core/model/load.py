@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gist_core.config import LoraSettings  # noqa: F401  (re-exported)
-from gist_core.errors import ModelError  # noqa: F401  (raised here; re-exported)
+from gist_core.config import LoraSettings
+from gist_core.errors import ModelError
 
 if TYPE_CHECKING:  # annotations only
     from peft import PeftModel
@@ -42,7 +42,8 @@ def pick_device(device: str = "auto") -> torch.device:
 def model_folder(spec: str) -> str:
     """The folder transformers loads for a --model value (a GGUF file or registry name maps to its
     converted folder, converting on first use; anything else is returned unchanged)."""
-    from gist_core.model.registry import ModelSourceError, resolve
+    from gist_core.errors import ModelSourceError
+    from gist_core.model.registry import resolve
     try:
         return resolve(spec).path
     except ModelSourceError as e:

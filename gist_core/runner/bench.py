@@ -56,10 +56,11 @@ def _sample_data() -> Path:
 def _model_and_batches(cfg: BenchConfig, n: int, last_layers: int | None, loaded=None):
     """LoRA on `last_layers` of the bench model (`loaded` = an already loaded (model, tokenizer)), and n bundled
     pool examples in length-sorted batches."""
+    from gist_core.config import LoraSettings
     from gist_core.data.examples import load_examples
     from gist_core.data.formatting import tokenize_examples
     from gist_core.grads.per_example import length_sorted_batches
-    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
+    from gist_core.model.load import attach_lora, load_base_model
     model, tok = loaded or load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
     peft = attach_lora(model, LoraSettings(last_layers=last_layers), seed=0).eval()
     pool = load_examples(_sample_data() / "pool.jsonl", limit=n)
@@ -193,11 +194,12 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
     score the stored rows in blocks. Peak RSS and wall time of the whole process."""
     import torch
 
+    from gist_core.config import LoraSettings
     from gist_core.data.examples import load_pool
     from gist_core.data.formatting import tokenize_examples
     from gist_core.grads.per_example import GradientEngine, stream
     from gist_core.methods.scoring import gist_scores
-    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
+    from gist_core.model.load import attach_lora, load_base_model
     from gist_core.runner.rows import row_writer
     from gist_core.store.manifest import FeatureStore
     t0 = time.time()

@@ -31,7 +31,6 @@ from gist_core.data.truth import truth_masks
 from gist_core.errors import ConfigError
 from gist_core.methods import registry, scoring
 from gist_core.methods.baselines import scores as baselines
-from gist_core.methods.gist.report import stamp
 from gist_core.methods.less.stages import less_pool_features_only
 from gist_core.methods.scoring import split_row
 from gist_core.runner.compare_context import CompareContext
@@ -42,6 +41,7 @@ from gist_core.runner.pipeline import RESULT_FILES, Run
 from gist_core.runner.sharding import ProcessSplit, single_process_env
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.layout import COMPARE_REPORT, SCORES, rel_compare
+from gist_core.store.reports import stamp
 
 
 def default_test_split(target: str) -> str | None:

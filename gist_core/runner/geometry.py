@@ -14,10 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gist_core.analysis.curvature import curvature_numbers
-from gist_core.config import (
-    GeometryConfig,  # noqa: F401  (re-exported)
-    RunConfig,
-)
+from gist_core.config import GeometryConfig, RunConfig
 from gist_core.errors import ConfigError
 from gist_core.methods.gist.artefacts import load_subspace
 from gist_core.runner.pipeline import Run

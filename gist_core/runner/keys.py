@@ -18,8 +18,9 @@ if TYPE_CHECKING:  # annotations only
 def model_source(cfg: RunConfig) -> ResolvedModel:
     """What --model names (a GGUF file is converted here, once per file, before any stage runs); a config that
     recorded another GGUF file's hash is refused."""
+    from gist_core.errors import ModelSourceError
     from gist_core.model.load import check_model_folder
-    from gist_core.model.registry import ModelSourceError, resolve
+    from gist_core.model.registry import resolve
     try:
         src = resolve(cfg.model, revision=cfg.model_revision, hub=True)
     except ModelSourceError as e:

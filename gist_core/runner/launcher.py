@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
-from gist_core.errors import LaunchError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import LaunchError
 from gist_core.store import lock
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import LAUNCH, LAUNCH_LOG, RunLayout

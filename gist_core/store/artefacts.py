@@ -18,9 +18,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from gist_core.errors import ArtefactError, StaleArtefact  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import ArtefactError, StaleArtefact
 from gist_core.store.atomic import atomic_path
-from gist_core.store.manifest import ARTEFACT_FORMAT as FORMAT  # noqa: F401  (re-exported)
+from gist_core.store.manifest import ARTEFACT_FORMAT as FORMAT
 
 _FORMAT_KEY = "gist_lab_format"
 ARRAYS_KEY = "gist_lab_arrays"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gist_core.errors import StoreError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import StoreError
 from gist_core.store import layout
 from gist_core.store.atomic import DISK_FULL, atomic_path, atomic_write_json, fsync_dir, named_os_error
 

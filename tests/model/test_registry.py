@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gist_core.cli import main
+from gist_core.errors import ModelSourceError
 from gist_core.model import registry as models
-from gist_core.model.registry import ModelSourceError
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import numpy as np
 
 from gist_core.data.examples import examples_to_frame
 from gist_core.methods import scoring
-from gist_core.store.reports import REPORT_VERSIONS, SummaryReport, stamp  # noqa: F401  (re-exported)
+from gist_core.store.reports import SummaryReport
 
 if TYPE_CHECKING:  # annotations only
     import pandas

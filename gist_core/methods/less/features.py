@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gist_core.errors import MomentsError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import MomentsError
 from gist_core.methods.scoring import group_means
 from gist_core.store.layout import ckpt_meta, ckpt_moments
 
