@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata as md
 import json
 import logging
 import mmap
@@ -56,8 +57,6 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     out = {"python": platform.python_version()}
     for pkg in ("gist-lab", "torch", "transformers", "peft", "numpy"):
         try:
