@@ -27,6 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from gist_core.store.manifest import versions as package_versions
+
 ROWS = ("gist_subtask", "gist_paper", "less", "rawcos_subtask", "rds_examples", "minilm_examples", "random", "full")
 FULL = {"model": "smollm2-135m", "train": "sharegpt", "targets": "gsm8k,humaneval", "pool_size": 2000,
         "budgets": "0.05,0.025", "seeds": 3, "lora_layers": 4, "max_length": 128, "target_max_length": 384,
@@ -95,7 +101,6 @@ def run_compare(a, target: str, budget: float) -> Path:
 
 
 def versions() -> dict:
-    from gist_core.store.manifest import versions as package_versions
     return package_versions()
 
 
@@ -170,8 +175,6 @@ def markdown(rep: dict) -> str:
 
 def figure(rep: dict):
     """NLL per method with error bars (std over seeds), one panel per target, a bar per budget."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
     targets = list(rep["targets"])
     fig = make_subplots(rows=1, cols=len(targets), subplot_titles=targets)
     for col, target in enumerate(targets, start=1):
@@ -190,8 +193,7 @@ def figure(rep: dict):
 def save_png(fig, path: Path) -> bool:
     """Render with the Debian chromium through Playwright (the browser tests' stack); False when unavailable."""
     try:
-        import plotly.io as pio
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # lazy: optional (the test extra); without it no PNG
     except ImportError:
         return False
     if not Path("/usr/bin/chromium").exists():
