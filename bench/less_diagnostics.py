@@ -17,10 +17,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+
+from gist_core.config import RunConfig
+from gist_core.grads.per_example import GradientEngine, collect_flat
+from gist_core.methods.less.features import read_moments
+from gist_core.runner.pipeline import Run
 
 
 def feature_spread(run: Path) -> dict:
-    import pandas as pd
     scores = pd.read_parquet(run / "compare" / "scores.parquet")
     out = {}
     for family in ("less", "gist", "rawcos"):
@@ -39,12 +45,6 @@ def stored_feature_coherence(run: Path, epoch: int) -> float:
 
 def gradient_share(run: Path, epoch: int, sample: int) -> float:
     """median |0.1 g| / |0.9 m| over `sample` pool rows at warm-up checkpoint `epoch`."""
-    import torch
-
-    from gist_core.config import RunConfig
-    from gist_core.grads.per_example import GradientEngine, collect_flat
-    from gist_core.methods.less.features import read_moments
-    from gist_core.runner.pipeline import Run
     cfg = RunConfig.from_json(json.loads((run / "config.json").read_text()))
     r = Run(cfg, run, quiet=True)
     inputs = r.inputs  # first: its preflight wraps and unwraps the model, which would drop an adapter put on before

@@ -3,7 +3,8 @@ training on a random one, on LESS's, on the whole pool, and at what cost?
 
     gist-lab models fetch smollm2-135m minilm
     gist-lab data fetch sharegpt gsm8k humaneval
-    python bench/real_data.py            # SmolLM2-135M, 2,000 ShareGPT rows, GSM8K and HumanEval: ~11 h on 2 cores (measured stages: docs/benchmarks/real-data.md)
+    python bench/real_data.py            # SmolLM2-135M, 2,000 ShareGPT rows, GSM8K and HumanEval: ~11 h on 2 cores
+                                         # (the stages measured: docs/benchmarks/real-data.md)
     python bench/real_data.py --small    # the same stages at toy sizes, in minutes
 
 Per target and budget it runs (or resumes) one `gist-lab compare` in one run folder per target, so the pool's
@@ -26,6 +27,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from gist_core.store.manifest import versions as package_versions
 
 ROWS = ("gist_subtask", "gist_paper", "less", "rawcos_subtask", "rds_examples", "minilm_examples", "random", "full")
 FULL = {"model": "smollm2-135m", "train": "sharegpt", "targets": "gsm8k,humaneval", "pool_size": 2000,
@@ -95,7 +102,6 @@ def run_compare(a, target: str, budget: float) -> Path:
 
 
 def versions() -> dict:
-    from gist_core.store.manifest import versions as package_versions
     return package_versions()
 
 
@@ -170,8 +176,6 @@ def markdown(rep: dict) -> str:
 
 def figure(rep: dict):
     """NLL per method with error bars (std over seeds), one panel per target, a bar per budget."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
     targets = list(rep["targets"])
     fig = make_subplots(rows=1, cols=len(targets), subplot_titles=targets)
     for col, target in enumerate(targets, start=1):
@@ -190,8 +194,7 @@ def figure(rep: dict):
 def save_png(fig, path: Path) -> bool:
     """Render with the Debian chromium through Playwright (the browser tests' stack); False when unavailable."""
     try:
-        import plotly.io as pio
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import sync_playwright  # lazy: optional (the test extra); without it no PNG
     except ImportError:
         return False
     if not Path("/usr/bin/chromium").exists():

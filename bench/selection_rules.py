@@ -27,8 +27,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
 
+from gist_core.config import RunConfig
 from gist_core.data.examples import groups_from_labels
+from gist_core.data.truth import metrics_from, truth_masks
+from gist_core.methods import scoring
+from gist_core.methods.gist.advisor import choose_rank, rank_advice
+from gist_core.methods.gist.artefacts import load_projections, load_subspace
+from gist_core.methods.scoring import split_row
+from gist_core.store.atomic import atomic_write_json
+from gist_core.viewer import breakdowns, rescore, rundir
 
 MODELS = {"tiny": {"model": None, "pool_size": None, "lora_layers": None, "prefix": "runs/compare"},
           "smollm2": {"model": "smollm2-135m", "pool_size": 1000, "lora_layers": 4, "prefix": "runs/real-smollm2"}}
@@ -56,7 +66,6 @@ def contrastive_scores(X, val_coords, groups, r, kind, norms):
     """GIST with each subtask's direction made contrastive: its subtask-mean direction minus its projection on
     the span of the other subtasks' directions (inside the rank-r subspace), so what a look-alike subtask
     shares with it no longer counts in its column."""
-    from gist_core.methods import scoring
     names, dirs = scoring.target_directions(val_coords, groups, r, "subtask_mean")
     out = np.empty_like(dirs)
     for t in range(len(dirs)):
@@ -71,10 +80,6 @@ def contrastive_scores(X, val_coords, groups, r, kind, norms):
 
 def stored_run(run_dir: Path):
     """(config, subspace, subtask groups, the pool's labels, the stored projections) of a finished run."""
-    import pandas as pd
-
-    from gist_core.config import RunConfig
-    from gist_core.methods.gist.artefacts import load_projections, load_subspace
     cfg = RunConfig.from_json(json.loads((run_dir / "config.json").read_text()))
     sub = load_subspace(run_dir / "checkpoints" / f"ckpt-{cfg.checkpoint}" / "subspace.safetensors",
                         ("sigma", "val_coords"))
@@ -86,9 +91,6 @@ def stored_run(run_dir: Path):
 
 def gist_grid(run_dir: Path) -> dict:
     """(family, score, rank rule, selection rule) -> metrics, from the run's stored projections."""
-    from gist_core.data.truth import metrics_from, truth_masks
-    from gist_core.methods import scoring
-    from gist_core.methods.gist.advisor import choose_rank, rank_advice
     cfg, sub, groups, pool, stored = stored_run(run_dir)
     truth = truth_masks(pool, list(groups))
     X = stored.coords
@@ -120,7 +122,6 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     """P(a positive outscores a negative), ties counted half."""
     if not len(pos) or not len(neg):
         return float("nan")
-    from scipy.stats import rankdata
     ranks = rankdata(np.concatenate([pos, neg]))  # average ranks over ties
     return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
@@ -129,9 +130,6 @@ def lookalike_aucs(run_dir: Path) -> dict:
     """Per target subtask t: its look-alike (the non-target skill whose pool rows score highest, by median, in
     t's own column at full rank), then AUC(t's correct rows vs the look-alike's rows) in t's column at every rank,
     for each family and score. Below 0.5 the column itself prefers the look-alike: no selection rule can fix it."""
-    import pandas as pd
-
-    from gist_core.methods import scoring
     _, sub, groups, pool, stored = stored_run(run_dir)
     ranks = list(range(1, sub.r_max + 1))
     full = scoring.gist_scores(stored.coords, sub.val_coords, groups, sub.r_max, "subtask_mean", "subspace")
@@ -157,8 +155,6 @@ def lookalike_aucs(run_dir: Path) -> dict:
 
 
 def baseline_cells(rep: dict) -> dict:
-    from gist_core.methods import scoring
-    from gist_core.methods.scoring import split_row
     out = {}
     for row, e in rep["methods"].items():
         family, rule = split_row(row)
@@ -172,9 +168,6 @@ def who_wins(run_dir: Path, rank: int) -> dict:
     """Under the global rule, per method (GIST at the run's rank, LESS, raw cosine): each subtask column's pool
     median and top-edge, the selected examples' skills and the subtask column each wins, their median length
     against the pool's, Spearman(score, length); and for GIST the target-skill share at other ranks."""
-    import pandas as pd
-
-    from gist_core.viewer import breakdowns, rescore, rundir
     rs = rescore.rescored_frame(run_dir, rank, "global", json.loads((run_dir / "config.json").read_text())["budget"])
     sources = {"gist": breakdowns.gist_columns(rs), **breakdowns.compare_columns(run_dir)}
     out = {}
@@ -267,7 +260,6 @@ def main() -> None:
                 "n_selected": rep["n_selected"], "wall_s": round(time.time() - t0, 1), "cells": cells,
                 "base_rate": next(iter(cells.values()))["base_rate"], "who_wins": wins, "lookalikes": looks}
             print(f"{model} {target}: {len(cells)} cells, {time.time() - t0:.0f} s", flush=True)
-    from gist_core.store.atomic import atomic_write_json
     atomic_write_json(a.json, results)
     print(table(results))
     print()

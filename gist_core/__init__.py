@@ -4,6 +4,7 @@ Notebook use (see notebooks/walkthrough.ipynb):
     from gist_core import RunConfig, run_select, rescore
     summary = run_select(RunConfig(model=..., train=..., target=..., budget=0.05, rank=16), "runs/mine")
 """
+import importlib
 
 __version__ = "0.1.0"
 
@@ -23,7 +24,6 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        import importlib
 
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'gist_core' has no attribute {name!r}")

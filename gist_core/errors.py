@@ -2,7 +2,8 @@
 
 Each message is one line that names the problem (file, line, field). The CLI prints it and exits 2;
 the dashboard shows it. Each kind keeps the builtin base it had (ValueError, RuntimeError) so code that
-catches those still works. The modules that raise them re-export them under their old names.
+catches those still works. Import them from here (`from gist_core.errors import DataError`), also to catch
+them: the modules that raise them are not a second address.
 """
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
 """The codebase's habits, checked: ruff passes, modules stay small without mixins, imports follow the layers and
-form no cycle, run-folder paths live in the store layout module only, the pages draw through figure modules."""
+form no cycle, every deferred import says why, run-folder paths live in the store layout module only, the pages
+draw through figure modules."""
 import ast
 import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -191,6 +193,74 @@ def test_the_import_checks_would_catch_an_upward_import_and_a_cycle():
     assert not upward([("gist_core.methods.gist.stages", "gist_core.runner.context", True)])
     assert cycles([("gist_core.a", "gist_core.b", True), ("gist_core.b", "gist_core.a", True)])
     assert not cycles([("gist_core.a", "gist_core.b", True), ("gist_core.b", "gist_core.a", False)])
+
+
+# ----------------------------------------------------------------------------- deferred imports
+# An import inside a function hides an edge of the import graph: each one says why it is deferred, with
+# "# lazy: <reason>" on its line or on the line directly above (docs/contributing.md).
+LAZY = re.compile(r"#\s*lazy:\s*\S")
+
+
+def unmarked_lazy_imports(source: str, name: str = "<source>") -> list[str]:
+    """The function-local imports of `source` with no '# lazy: <reason>' on their line or the line above."""
+    lines = source.splitlines()
+    found, seen = [], set()
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in seen:
+                seen.add(id(node))
+                here = lines[node.lineno - 1]
+                above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+                if not LAZY.search(here) and not (above.startswith("#") and LAZY.match(above)):
+                    found.append((node.lineno, f"{name}:{node.lineno}: {ast.unparse(node)}"))
+    return [line for _, line in sorted(found)]
+
+
+def test_every_deferred_import_says_why():
+    found = [line for path in _sources(PACKAGE, ROOT / "bench", ROOT / "pages", ROOT / "app.py")
+             for line in unmarked_lazy_imports(path.read_text(), str(path.relative_to(ROOT)))]
+    assert not found, ("import these at the top of the module, or say why not with '# lazy: <reason>' on the line "
+                       "or the line above (docs/contributing.md):\n" + "\n".join(found))
+
+
+def test_the_deferred_import_check_would_catch_an_unmarked_one():
+    source = textwrap.dedent("""\
+        import json
+
+
+        def plain():
+            import torch
+            return torch, json
+
+
+        def marked():
+            import torch  # lazy: torch; the CLI parses its flags without it
+            return torch
+
+
+        def marked_above():
+            # lazy: torch; the dashboard imports this module
+            from torch import nn
+            return nn
+
+
+        class Model:
+            def method(self):
+                def inner():
+                    from peft import PeftModel
+                    return PeftModel
+                return inner
+
+
+        def no_reason():
+            import sklearn  # lazy:
+            return sklearn
+        """)
+    assert unmarked_lazy_imports(source) == ["<source>:5: import torch", "<source>:23: from peft import PeftModel",
+                                             "<source>:29: import sklearn"]
+    assert not unmarked_lazy_imports("import torch\n\n\ndef f():\n    return torch\n")
 
 
 def test_no_mixins():

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, grad
 
-from gist_core.errors import GeometryError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import GeometryError
 from gist_core.grads.per_example import pad_batch, per_example_loss
 
 

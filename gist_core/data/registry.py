@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gist_core.data.normalise import (  # noqa: F401  (POOL, VAL, TEST: the file names callers know here)
+from gist_core.data.normalise import (
     POOL,
     TEST,
     VAL,
@@ -139,6 +139,14 @@ def resolve_spec(spec: str) -> str:
     """A --train/--target value as a file path when it is a registry name, else unchanged."""
     path = registry_file(spec)
     return str(path) if path is not None else spec
+
+
+def default_test_split(target: str) -> str | None:
+    """The test.jsonl beside a target file (a registry name such as gsm8k: beside its cached val.jsonl); None
+    where there is none."""
+    p = Path(resolve_spec(target))
+    cand = p.with_name("test.jsonl") if p.is_file() else None
+    return str(cand) if cand is not None and cand.exists() and cand != p else None
 
 
 # ----------------------------------------------------------------------------- fetch / list

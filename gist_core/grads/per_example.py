@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from gist_core.data.formatting import IGNORE
-from gist_core.errors import GradientError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import GradientError
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gist_core.data.formatting import IGNORE, encode_pair, prompt_text
+from gist_core.config import LoraSettings, TrainConfig
+from gist_core.data.corpus import SAMPLE_DATA
+from gist_core.data.examples import load_examples
+from gist_core.data.formatting import IGNORE, encode_pair, prompt_text, tokenize_examples
 from gist_core.grads.per_example import accepts_logits_to_keep, causal_lm_losses, pad_batch
+from gist_core.model.load import attach_lora, load_base_model
+from gist_core.model.training import train_lora
 
 
 def answer_only_labels(tokenized_labels: list[list[int]], eos_id: int) -> list[list[int]]:
@@ -136,10 +141,6 @@ def finetune_and_evaluate(model_spec: str, train_examples, test_examples, cfg, l
 def finetune(model_spec: str, train_examples, cfg, lora, max_length: int = 256):
     """(LoRA model, tokenizer, {train_loss, steps, train_s}): a fresh adapter on the base model, trained on
     `train_examples` cut to `max_length` tokens."""
-    from gist_core.data.formatting import tokenize_examples
-    from gist_core.model.load import attach_lora, load_base_model
-    from gist_core.model.training import train_lora
-
     model, tok = load_base_model(model_spec)
     t0 = time.time()
     peft_model = attach_lora(model, lora, seed=cfg.seed)
@@ -150,11 +151,6 @@ def finetune(model_spec: str, train_examples, cfg, lora, max_length: int = 256):
 
 def oracle_check(target: str, epochs: int, lr: float, seed: int = 0, budget: float = 0.05) -> dict:
     """Base model vs LoRA on a budget's worth of the target's own correct pool examples."""
-    from gist_core.data.corpus import SAMPLE_DATA
-    from gist_core.data.examples import load_examples
-    from gist_core.model.load import LoraSettings, load_base_model
-    from gist_core.model.training import TrainConfig
-
     pool = load_examples(SAMPLE_DATA / "pool.jsonl")
     subs = {ex.subtask for ex in load_examples(SAMPLE_DATA / "targets" / target / "val.jsonl")}
     test = load_examples(SAMPLE_DATA / "targets" / target / "test.jsonl")

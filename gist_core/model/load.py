@@ -4,16 +4,17 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
-from gist_core.config import LoraSettings  # noqa: F401  (re-exported)
-from gist_core.errors import ModelError  # noqa: F401  (raised here; re-exported)
-
-if TYPE_CHECKING:  # annotations only
-    from peft import PeftModel
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from gist_core.config import LoraSettings
+from gist_core.errors import ModelError, ModelSourceError
+from gist_core.methods.iprox.store import is_proxy_folder, load_proxy
+from gist_core.model.registry import looks_local as local_path
+from gist_core.model.registry import resolve
 
 # LoRA targets per architecture (config.model_type); anything else falls back to all linear layers.
 DEFAULT_TARGETS = {
@@ -42,7 +43,6 @@ def pick_device(device: str = "auto") -> torch.device:
 def model_folder(spec: str) -> str:
     """The folder transformers loads for a --model value (a GGUF file or registry name maps to its
     converted folder, converting on first use; anything else is returned unchanged)."""
-    from gist_core.model.registry import ModelSourceError, resolve
     try:
         return resolve(spec).path
     except ModelSourceError as e:
@@ -58,7 +58,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 def check_model_folder(folder: str | os.PathLike) -> None:
     """A one-line ModelError naming what a local model folder lacks (config.json, weights, tokenizer files),
     before anything is loaded; an Iprox proxy folder has a format of its own and is checked by its loader."""
-    from gist_core.methods.iprox.store import is_proxy_folder
     p = Path(folder)
     if not p.is_dir() or is_proxy_folder(p):
         return
@@ -74,8 +73,6 @@ def check_model_folder(folder: str | os.PathLike) -> None:
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(model_folder(spec), trust_remote_code=trust_remote_code, revision=revision)
     if tok.pad_token_id is None:  # many causal LMs ship without one; padding is masked anyway
         tok.pad_token = tok.eos_token
@@ -86,14 +83,10 @@ def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", tru
                     revision: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) from a Hugging Face id (at `revision`: the commit a run recorded), a local folder, a
     .gguf file or a registry name (gist_core.model.registry), with a one-line error if it fails."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()  # one bar per stage is ours; a loading bar per model is noise
 
     if dtype not in DTYPES:
         raise ModelError(f"unknown dtype '{dtype}' (use one of {', '.join(DTYPES)})")
-    from gist_core.model.registry import looks_local as local_path
     looks_local = local_path(spec)
     if looks_local and not Path(spec).exists():
         raise ModelError(f"{spec}: model folder or .gguf file not found")
@@ -101,7 +94,6 @@ def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", tru
     if looks_local and not Path(folder).is_dir():
         raise ModelError(f"{spec}: not a model folder or .gguf file")
     check_model_folder(folder)
-    from gist_core.methods.iprox.store import is_proxy_folder, load_proxy
     try:
         tok = load_tokenizer(folder, trust_remote_code, revision)
         if is_proxy_folder(folder):  # an Iprox proxy: factor layers the plain loader does not know
@@ -135,8 +127,6 @@ def last_layer_indices(model, last: int | None) -> list[int] | None:
 
 def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) -> PeftModel:
     """Wrap `model` with a fresh LoRA adapter (seeded init); only LoRA parameters train."""
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(seed)
     cfg = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                      target_modules=lora_targets(model, settings), task_type="CAUSAL_LM", bias="none",
@@ -152,8 +142,6 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) -
 
 def load_adapter(base_model: PreTrainedModel, adapter_dir: str | os.PathLike) -> PeftModel:
     """Base model + a saved adapter, ready for gradients (LoRA parameters trainable)."""
-    from peft import PeftModel
-
     return PeftModel.from_pretrained(base_model, str(adapter_dir), is_trainable=True)
 
 

@@ -4,9 +4,16 @@ decoding. Used by `gist-lab experts`; tests/methods/gradientspace/test_experts.p
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
+import torch
+from peft import PeftModel, set_peft_model_state_dict
+from peft.utils import load_peft_weights
+from torch.func import functional_call
+
+from gist_core.grads.per_example import length_sorted_batches, pad_batch, per_example_loss
 
 
 class AdapterBank:
@@ -15,10 +22,6 @@ class AdapterBank:
     adapter: 90 ms a switch with 49 adapters on the tiny model, more than the forward itself.)"""
 
     def __init__(self, base_model, paths: dict[str, Path]):
-        import inspect
-
-        from peft import PeftModel, set_peft_model_state_dict
-        from peft.utils import load_peft_weights
         # transformers 5 renamed the KV-cache argument and output field (past_key_values → cache)
         self.cache_arg = "cache" if "cache" in inspect.signature(base_model.forward).parameters else "past_key_values"
         first = next(iter(paths.values()))
@@ -32,7 +35,6 @@ class AdapterBank:
 
     def __call__(self, name: str | None, **kw):
         """The model's output with adapter `name` (None: no adapter, the base model)."""
-        from torch.func import functional_call
         if name is None:
             with self.model.disable_adapter():
                 return self.model(**kw)
@@ -41,9 +43,6 @@ class AdapterBank:
 
 def rule_losses(bank: AdapterBank, order, rules, ids, labels, pad_id, batch_size) -> dict[str, np.ndarray]:
     """Per rule, per example the answer-token loss of Σ_j w_ij · logits_j (one forward per adapter per batch)."""
-    import torch
-
-    from gist_core.grads.per_example import length_sorted_batches, pad_batch, per_example_loss
     device = next(bank.model.parameters()).device
     out = {r: np.zeros(len(ids)) for r in rules}
     with torch.no_grad():
@@ -66,7 +65,6 @@ def rule_losses(bank: AdapterBank, order, rules, ids, labels, pad_id, batch_size
 def decode(bank: AdapterBank, order, weights, prompts, tok, max_new_tokens, batch_size) -> list[str]:
     """Greedy answers under combined next-token logits Σ_j w_ij · logits_j: left padding, positions from the mask
     as `generate` sets them, one KV cache per adapter in use."""
-    import torch
     device = next(bank.model.parameters()).device
     n = len(prompts)
     # rows with the same adapters in use go together (a routed batch then runs one or a few experts)

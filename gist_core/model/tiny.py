@@ -18,15 +18,14 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers import models as tokenizer_models
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from gist_core.data.corpus import SKILLS, pretraining_text, repetition_line
 from gist_core.data.formatting import PLAIN_TEMPLATE
-
-if TYPE_CHECKING:  # annotations only
-    from transformers import PreTrainedTokenizerFast
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
@@ -57,10 +56,7 @@ class TinyModelConfig:
 
 
 def build_tokenizer(lines: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
+    tok = Tokenizer(tokenizer_models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD],
@@ -100,8 +96,6 @@ def copy_accuracy(model, tokenizer, n: int = 64, seed: int = 12345) -> float:
 
 
 def pretrain(cfg: TinyModelConfig, out: Path, log=print) -> dict:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     torch.manual_seed(cfg.seed)
     lines = pretraining_text(cfg.n_lines, seed=cfg.seed)
     tokenizer = build_tokenizer(lines[:50_000], cfg.vocab_size)

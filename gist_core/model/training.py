@@ -17,9 +17,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
-from gist_core.config import TrainConfig  # noqa: F401  (re-exported)
+from gist_core.config import TrainConfig
+from gist_core.errors import GradientError
 from gist_core.grads.per_example import pad_batch
+from gist_core.store.artefacts import load_torch_tensors, save_torch_tensors
+from gist_core.store.atomic import atomic_folder, atomic_write_text
 from gist_core.store.layout import ckpt_meta, ckpt_moments, ckpt_name, ckpt_trainer_state
 
 
@@ -53,9 +58,6 @@ def _moments(model, optimizer) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: Path, model, optimizer, meta: dict) -> None:
     """Write ckpt folder atomically: build it beside, then rename into place."""
-    from gist_core.store.artefacts import save_torch_tensors
-    from gist_core.store.atomic import atomic_folder
-
     with atomic_folder(path) as tmp:
         model.save_pretrained(tmp)
         save_torch_tensors(ckpt_moments(tmp), _moments(model, optimizer))
@@ -71,8 +73,6 @@ def load_checkpoint_meta(path: Path) -> dict:
 
 
 def load_moments(path: Path) -> dict[str, torch.Tensor]:
-    from gist_core.store.artefacts import load_torch_tensors
-
     return load_torch_tensors(ckpt_moments(path))
 
 
@@ -82,7 +82,6 @@ STATE_KEY = "warmup.key"
 def last_trainer_state(ckpt_dir: Path, key: str | None = None) -> str | None:
     """The newest complete Trainer checkpoint of an interrupted warm-up (made with `key`, when given)
     whose epoch checkpoint exists too."""
-    from transformers.trainer_utils import get_last_checkpoint
     trainer_dir = ckpt_trainer_state(ckpt_dir)
     if key is not None and (not (trainer_dir / STATE_KEY).exists() or (trainer_dir / STATE_KEY).read_text() != key):
         return None
@@ -95,8 +94,6 @@ def last_trainer_state(ckpt_dir: Path, key: str | None = None) -> str | None:
 
 def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int, float], None] | None,
               state_key: str | None = None):
-    from transformers import TrainerCallback
-
     class EpochCheckpoints(TrainerCallback):
         """Logs the LR of every step; after each epoch saves adapter + moments + mean LR."""
 
@@ -109,7 +106,6 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs and not math.isfinite(float(logs["loss"])):
-                from gist_core.grads.per_example import GradientError
                 raise GradientError(f"training loss became {logs['loss']} at step {state.global_step} (fp16/bf16 "
                                     "overflow, too high a learning rate, or a broken model; try --dtype float32 or a lower --lr)")
             if on_step and logs and "loss" in logs:
@@ -117,7 +113,6 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 
         def on_save(self, args, state, control, **kw):
             if state_key is not None:  # which warm-up this Trainer state belongs to (resume only the same one)
-                from gist_core.store.atomic import atomic_write_text
                 atomic_write_text(Path(args.output_dir) / STATE_KEY, state_key)
 
         def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kw):
@@ -135,8 +130,6 @@ def _callback(ckpt_dir: Path | None, n_epochs: int, on_step: Callable[[int, int,
 def train_lora(model, input_ids, labels, pad_id: int, cfg: TrainConfig, ckpt_dir: Path | None = None,
                on_step: Callable[[int, int, float], None] | None = None, state_key: str | None = None) -> dict:
     """Train the (peft) model in place on the tokenized rows; per-epoch checkpoints into ckpt_dir."""
-    from transformers import PrinterCallback, Trainer, TrainingArguments
-
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     # With a checkpoint folder the Trainer's own per-epoch state (optimizer, scheduler, RNG) is kept in

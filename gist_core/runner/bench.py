@@ -11,6 +11,7 @@ machine affects both sides alike.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -21,9 +22,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from gist_core.config import LoraSettings
+from gist_core.data.corpus import SAMPLE_DATA, CorpusConfig, build_pool, build_targets
+from gist_core.data.examples import load_examples, load_pool
+from gist_core.data.formatting import tokenize_examples
+from gist_core.grads.per_example import GradientEngine, length_sorted_batches, loop_grads, pad_batch, per_example_loss, stream
+from gist_core.methods import scoring
+from gist_core.methods.scoring import gist_scores
+from gist_core.model.load import attach_lora, load_base_model
+from gist_core.runner.rows import row_writer
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.lock import writer_lock
+from gist_core.store.manifest import FeatureStore
 from gist_core.store.runs import check_out_folder
 
 
@@ -49,17 +61,12 @@ class BenchConfig:
 
 
 def _sample_data() -> Path:
-    from gist_core.data.corpus import SAMPLE_DATA
     return SAMPLE_DATA
 
 
 def _model_and_batches(cfg: BenchConfig, n: int, last_layers: int | None, loaded=None):
     """LoRA on `last_layers` of the bench model (`loaded` = an already loaded (model, tokenizer)), and n bundled
     pool examples in length-sorted batches."""
-    from gist_core.data.examples import load_examples
-    from gist_core.data.formatting import tokenize_examples
-    from gist_core.grads.per_example import length_sorted_batches
-    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
     model, tok = loaded or load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
     peft = attach_lora(model, LoraSettings(last_layers=last_layers), seed=0).eval()
     pool = load_examples(_sample_data() / "pool.jsonl", limit=n)
@@ -70,7 +77,6 @@ def _model_and_batches(cfg: BenchConfig, n: int, last_layers: int | None, loaded
 
 
 def _timed(fn) -> float:
-    import torch
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -82,9 +88,6 @@ def _timed(fn) -> float:
 
 def throughput(cfg: BenchConfig) -> dict:
     """Per-example gradient extraction vs a plain training forward+backward, alternating rounds."""
-    import torch
-
-    from gist_core.grads.per_example import GradientEngine, pad_batch, per_example_loss
     peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
     basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0].to(engine.device)
@@ -117,9 +120,6 @@ def throughput(cfg: BenchConfig) -> dict:
 
 
 def loop_speedup(cfg: BenchConfig) -> dict:
-    import torch
-
-    from gist_core.grads.per_example import GradientEngine, loop_grads
     peft, tok, batches = _model_and_batches(cfg, cfg.n_loop, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
     ids = [x for b, _ in batches for x in b]
@@ -136,7 +136,6 @@ def loop_speedup(cfg: BenchConfig) -> dict:
 
 
 def rescore_latency(cfg: BenchConfig, r_max: int = 64, n_val: int = 64, repeats: int = 15) -> dict:
-    from gist_core.methods import scoring
     rng = np.random.default_rng(0)
     X = rng.standard_normal((cfg.rescore_n, r_max)).astype(np.float32)
     val = rng.standard_normal((n_val, r_max)).astype(np.float32)
@@ -150,10 +149,6 @@ def rescore_latency(cfg: BenchConfig, r_max: int = 64, n_val: int = 64, repeats:
 def cpu_options(cfg: BenchConfig) -> dict:
     """Examples/s of the pipeline's projected per-example gradients under each CPU option, measured side by side
     on one loaded model (the same examples and batches; each variant's rounds alternate with the others')."""
-    import torch
-
-    from gist_core.grads.per_example import GradientEngine
-    from gist_core.model.load import load_base_model
     base = load_base_model(cfg.model or str(_sample_data() / "tiny-lm"), device="auto")
     n_layers = base[0].config.num_hidden_layers
     layer_choices = [None] + [L for L in (8, 4, 2) if L < n_layers]
@@ -191,15 +186,6 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
     """In this process, as `select` does: read an n-example pool JSONL into the columnar pool, tokenize it
     into compact rows, project every gradient into a memmap store (flushing as train_proj does), then
     score the stored rows in blocks. Peak RSS and wall time of the whole process."""
-    import torch
-
-    from gist_core.data.examples import load_pool
-    from gist_core.data.formatting import tokenize_examples
-    from gist_core.grads.per_example import GradientEngine, stream
-    from gist_core.methods.scoring import gist_scores
-    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
-    from gist_core.runner.rows import row_writer
-    from gist_core.store.manifest import FeatureStore
     t0 = time.time()
     model_, tok = load_base_model(model or str(_sample_data() / "tiny-lm"))
     peft = attach_lora(model_, LoraSettings(last_layers=lora_layers), seed=0).eval()
@@ -222,7 +208,6 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
 
 
 def _write_pool(n: int, work: Path) -> Path:
-    from gist_core.data.corpus import CorpusConfig, build_pool, build_targets
     path = work / f"pool-{n}.jsonl"
     if not path.exists():
         cfg = CorpusConfig(n_pool=n, seed=7)
@@ -256,7 +241,6 @@ def run_bench(cfg: BenchConfig, out: str | os.PathLike) -> dict:
 
 
 def _bench(cfg: BenchConfig, out: Path) -> dict:
-    import torch
     t0 = time.time()
     rep = {"config": asdict(cfg), "device": "cuda" if torch.cuda.is_available() else "cpu",
            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
@@ -272,7 +256,6 @@ def _bench(cfg: BenchConfig, out: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    import argparse
     p = argparse.ArgumentParser(description="bench worker: project a pool in this process, print peak RSS")
     p.add_argument("--project", type=int, required=True)
     p.add_argument("--work", type=Path, required=True)

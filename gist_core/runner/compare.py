@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,12 +25,11 @@ import pandas as pd
 from gist_core.config import CompareConfig, RunConfig
 from gist_core.data.domains import domain_labels
 from gist_core.data.examples import examples_to_frame, subtask_groups
-from gist_core.data.registry import resolve_spec
+from gist_core.data.registry import default_test_split
 from gist_core.data.truth import truth_masks
 from gist_core.errors import ConfigError
 from gist_core.methods import registry, scoring
 from gist_core.methods.baselines import scores as baselines
-from gist_core.methods.gist.report import stamp
 from gist_core.methods.less.stages import less_pool_features_only
 from gist_core.methods.scoring import split_row
 from gist_core.runner.compare_context import CompareContext
@@ -42,12 +40,7 @@ from gist_core.runner.pipeline import RESULT_FILES, Run
 from gist_core.runner.sharding import ProcessSplit, single_process_env
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.layout import COMPARE_REPORT, SCORES, rel_compare
-
-
-def default_test_split(target: str) -> str | None:
-    p = Path(resolve_spec(target))  # a data registry name (gsm8k): its cached val.jsonl, with test.jsonl beside it
-    cand = p.with_name("test.jsonl") if p.is_file() else None
-    return str(cand) if cand is not None and cand.exists() and cand != p else None
+from gist_core.store.reports import stamp
 
 
 class Compare:

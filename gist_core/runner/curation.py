@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from gist_core.data.domains import domain_labels
 from gist_core.errors import CurationError, StoreError
@@ -131,7 +132,6 @@ def read_run(run_dir: str | os.PathLike) -> RunPool:
 
 
 def _columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
     return list(pq.read_schema(path).names)
 
 

@@ -12,14 +12,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from gist_core.analysis import geometry as g
 from gist_core.analysis.curvature import curvature_numbers
-from gist_core.config import (
-    GeometryConfig,  # noqa: F401  (re-exported)
-    RunConfig,
-)
+from gist_core.config import GeometryConfig, RunConfig
+from gist_core.data.examples import load_examples
+from gist_core.data.formatting import tokenize_examples
 from gist_core.errors import ConfigError
 from gist_core.methods.gist.artefacts import load_subspace
+from gist_core.methods.gist.subspace import rank_for_variance
+from gist_core.methods.less.features import read_moments
 from gist_core.runner.pipeline import Run
 from gist_core.store.artefacts import load_tensors, save_tensors
 from gist_core.store.atomic import atomic_write_json
@@ -31,7 +34,6 @@ from gist_core.store.reports import read_report, stamp
 
 def spectrum_by_epoch(run_dir: Path, epochs: int) -> list[dict]:
     """r95 / r99 of the validation-gradient spectrum at each warm-up checkpoint (intrinsic dimension)."""
-    from gist_core.methods.gist.subspace import rank_for_variance
     out = []
     for e in range(1, epochs + 1):
         p = RunLayout(run_dir).subspace(e)
@@ -53,12 +55,6 @@ class Geometry:
         self.out = RunLayout(self.dir).geometry_dir
 
     def execute(self) -> dict:
-        import torch
-
-        from gist_core.analysis import geometry as g
-        from gist_core.data.examples import load_examples
-        from gist_core.data.formatting import tokenize_examples
-        from gist_core.methods.less.features import read_moments
         epochs = self.cfg.checkpoints or tuple(range(1, self.run_cfg.warmup.epochs + 1))
         missing = [e for e in epochs if not ckpt_meta(self.run.ckpt_dir(e)).exists()]
         if missing:
@@ -115,18 +111,10 @@ class Geometry:
                                      "shape_a": json.dumps(block.shape_a), "shape_b": json.dumps(block.shape_b)})
 
 
-def load_geometry(run_dir) -> dict | None:
-    return read_report(RunLayout(run_dir).geometry_report, "geometry")
-
-
 def load_matrices(run_dir, epoch: int) -> dict[str, np.ndarray]:
     # Files from before artefact format 2 are read as they are: their matrices are square and symmetric
     # (a scrambled square matrix is its transpose, i.e. itself) and the rest is 1-D, so none came back wrong.
     return load_tensors(RunLayout(run_dir).geometry_matrices(epoch), allow_stale=True)[0]
-
-
-def geometry_exists(run_dir, epoch: int) -> bool:
-    return RunLayout(run_dir).geometry_matrices(epoch).exists()
 
 
 def run_geometry(run_dir, cfg: GeometryConfig, quiet: bool = False) -> dict:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gist_core.config import RunConfig
 from gist_core.data.registry import registry_file
-from gist_core.errors import ConfigError
+from gist_core.errors import ConfigError, ModelSourceError
+from gist_core.model.load import check_model_folder
+from gist_core.model.registry import ResolvedModel, resolve
 from gist_core.store.manifest import file_hash, stable_hash
-
-if TYPE_CHECKING:  # annotations only
-    from gist_core.model.registry import ResolvedModel
 
 
 def model_source(cfg: RunConfig) -> ResolvedModel:
     """What --model names (a GGUF file is converted here, once per file, before any stage runs); a config that
     recorded another GGUF file's hash is refused."""
-    from gist_core.model.load import check_model_folder
-    from gist_core.model.registry import ModelSourceError, resolve
     try:
         src = resolve(cfg.model, revision=cfg.model_revision, hub=True)
     except ModelSourceError as e:

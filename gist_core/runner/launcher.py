@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
-from gist_core.errors import LaunchError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import LaunchError
+from gist_core.model import registry as models
 from gist_core.store import lock
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import LAUNCH, LAUNCH_LOG, RunLayout
@@ -69,7 +70,6 @@ def select_args(out: str | Path, *, model: str, train: str, target: str, budget:
 
 def model_choices(bundled: str) -> list[tuple[str, str]]:
     """(label, --model value) for the Run page: the bundled tiny LM, then every registry model, fetched or not."""
-    from gist_core.model import registry as models
     out = [("bundled tiny LM (2 M parameters, sample_data/tiny-lm)", bundled)]
     for e in models.registry_rows():
         state = "fetched" if e["fetched"] else f"not fetched: run `gist-lab models fetch {e['name']}` first"

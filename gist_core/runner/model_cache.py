@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gist_core.config import RunConfig
+from gist_core.model.load import load_adapter, load_base_model
 
 
 class ModelCache:
@@ -19,9 +22,6 @@ class ModelCache:
 
     def tokenizer_and_model(self) -> tuple[Any, Any]:
         if self._model is None:
-            import torch
-
-            from gist_core.model.load import load_base_model
             torch.manual_seed(self.cfg.seed)
             self._model, self._tok = load_base_model(self.folder, self.cfg.dtype, self.cfg.device,
                                                      self.cfg.trust_remote_code, self.cfg.model_revision)
@@ -40,6 +40,5 @@ class ModelCache:
 
     def adapter_model(self, adapter_dir: str | Path) -> Any:
         """Base model + the adapter saved in `adapter_dir`; LoRA trainable, eval mode."""
-        from gist_core.model.load import load_adapter
         self._peft = load_adapter(self.base_model(), adapter_dir).eval()
         return self._peft

@@ -21,7 +21,6 @@ from gist_core.data.examples import Example, ExampleTable, load_examples, load_p
 from gist_core.data.formatting import tokenize_examples
 from gist_core.errors import ConfigError
 from gist_core.methods import scoring
-from gist_core.methods.gist.report import stamp
 from gist_core.methods.gist.stages import projection_stage, scores_stage, val_grads_stage
 from gist_core.model.load import attach_lora
 from gist_core.runner.context import RunContext, RunInputs
@@ -37,6 +36,7 @@ from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import RunLayout
 from gist_core.store.lock import command_line, refuse_if_held, writer_lock
 from gist_core.store.manifest import DONE, PREPARED, RunStore
+from gist_core.store.reports import stamp
 from gist_core.store.runs import check_out_folder
 
 # the scores stage's files: moved aside when a run starts, so a folder never presents an earlier run's result

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from tqdm.auto import tqdm
+
 from gist_core import memory
 from gist_core.store.manifest import RunStore
 
@@ -28,7 +30,6 @@ class _StageProgress:
         memory.reset_peak()
         self.p.store.event(self.name, "start", total=self.total, **self.info)
         if not self.p.quiet and self.total:
-            from tqdm.auto import tqdm
             self.bar = tqdm(total=self.total, desc=self.name, unit="ex", leave=False)
         return self
 

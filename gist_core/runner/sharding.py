@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from gist_core.errors import DistError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import DistError
 
 T = TypeVar("T")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
@@ -70,7 +70,7 @@ class ProcessSplit:
 
     def barrier(self) -> None:
         if self.torchrun:
-            import torch.distributed as dist
+            import torch.distributed as dist  # lazy: torch, only under torchrun (from_env)
             dist.barrier(group=self._group)
 
     def on_main(self, fn: Callable[[], T]) -> T:
@@ -78,7 +78,7 @@ class ProcessSplit:
         A failure on rank 0 fails every rank with rank 0's message."""
         if not self.torchrun:
             return fn()
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: torch, only under torchrun (from_env)
         result, error = None, None
         if self.rank == 0:
             try:
@@ -96,7 +96,7 @@ class ProcessSplit:
 
     def close(self) -> None:
         if self.torchrun:
-            import torch.distributed as dist
+            import torch.distributed as dist  # lazy: torch, only under torchrun (from_env)
             if dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -113,8 +113,9 @@ def from_env(shard: str | None = None) -> ProcessSplit:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return ProcessSplit()
+    # lazy: torch; a single process or --shard job never needs it, and the CLI checks --shard through this module
     import torch
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: as torch
     use_nccl = torch.cuda.is_available()
     if use_nccl:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -145,7 +146,7 @@ def single_process_env() -> Iterator[None]:
 
 def _reset_accelerate() -> None:
     try:
-        from accelerate.state import AcceleratorState, PartialState
+        from accelerate.state import AcceleratorState, PartialState  # lazy: accelerate, only under torchrun
     except ImportError:
         return
     AcceleratorState._reset_state(reset_partial_state=True)

@@ -17,10 +17,12 @@ import os
 from collections.abc import Iterable
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
-from gist_core.errors import ArtefactError, StaleArtefact  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import ArtefactError, StaleArtefact
 from gist_core.store.atomic import atomic_path
-from gist_core.store.manifest import ARTEFACT_FORMAT as FORMAT  # noqa: F401  (re-exported)
+from gist_core.store.manifest import ARTEFACT_FORMAT as FORMAT
 
 _FORMAT_KEY = "gist_lab_format"
 ARRAYS_KEY = "gist_lab_arrays"
@@ -51,7 +53,6 @@ def _check(path, name: str, a: np.ndarray, dtype: str, shape: list) -> None:
 # ----------------------------------------------------------------------------- safetensors (numpy)
 def save_tensors(path: str | os.PathLike, arrays: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Named arrays into one safetensors file, atomically; C-contiguous, dtype and shape recorded."""
-    from safetensors.numpy import save_file
     arrays = {k: c_array(v) for k, v in arrays.items()}
     meta = {**(metadata or {}), _FORMAT_KEY: str(FORMAT), ARRAYS_KEY: json.dumps(_layout(arrays))}
     with atomic_path(path, suffix=".safetensors") as tmp:
@@ -62,7 +63,6 @@ def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
                  allow_stale: bool = False) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(arrays, metadata) of a file written by save_tensors; only `names` when given (the rest is not read).
     A file of an older format raises StaleArtefact unless `allow_stale` (then its arrays are not checked)."""
-    from safetensors import SafetensorError, safe_open
     try:
         with safe_open(str(path), "np") as f:
             meta = dict(f.metadata() or {})
@@ -89,7 +89,6 @@ def load_tensors(path: str | os.PathLike, names: Iterable[str] | None = None,
 
 def artefact_format(path: str | os.PathLike) -> int:
     """The format a safetensors artefact was written in (1 = before FORMAT was recorded)."""
-    from safetensors import safe_open
     with safe_open(str(path), "np") as f:
         return int((f.metadata() or {}).get(_FORMAT_KEY, 1))
 
@@ -97,19 +96,18 @@ def artefact_format(path: str | os.PathLike) -> int:
 # ----------------------------------------------------------------------------- safetensors (torch)
 def save_torch_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Torch tensors (optimizer moments) into a safetensors file: contiguous CPU copies, dtypes and shapes recorded."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file as save_torch_file  # lazy: torch; the dashboard reads artefacts here without it
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     arrays = {k: [str(v.dtype), list(v.shape)] for k, v in tensors.items()}
     meta = {**(metadata or {}), _FORMAT_KEY: str(FORMAT), ARRAYS_KEY: json.dumps(arrays)}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_torch_file(tensors, str(tmp), metadata=meta)
 
 
 def load_torch_tensors(path: str | os.PathLike) -> dict:
     """The tensors of a file written by save_torch_tensors (dtype and shape checked). Older files (no dtypes and shapes recorded)
     come back as stored: torch's writer has always refused non-contiguous tensors, so they are sound."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazy: torch; the dashboard reads artefacts here without it
     out = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         arrays = json.loads((f.metadata() or {}).get(ARRAYS_KEY, "null") or "null")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata as md
 import json
 import logging
 import mmap
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gist_core.errors import StoreError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import StoreError
 from gist_core.store import layout
 from gist_core.store.atomic import DISK_FULL, atomic_path, atomic_write_json, fsync_dir, named_os_error
 
@@ -56,8 +57,6 @@ def file_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     out = {"python": platform.python_version()}
     for pkg in ("gist-lab", "torch", "transformers", "peft", "numpy"):
         try:

@@ -13,7 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from gist_core.errors import ConfigError, RunNameError  # noqa: F401  (RunNameError raised here; re-exported)
+from gist_core.errors import ConfigError, RunNameError
 
 NAME_MAX = 100
 NAME_RULE = f"1 to {NAME_MAX} letters, digits, '.', '_' or '-', not starting with '.'"

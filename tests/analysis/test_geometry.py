@@ -13,8 +13,9 @@ from gist_core.analysis import geometry as g
 
 
 def _block_fn(micro_model_dir, n_coords=40, dtype=torch.float64):
+    from gist_core.config import LoraSettings
     from gist_core.data.formatting import encode_pair
-    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
+    from gist_core.model.load import attach_lora, load_base_model
     model, tok = load_base_model(str(micro_model_dir), device="cpu")
     peft = attach_lora(model, LoraSettings(r=2), seed=0).to(dtype)
     torch.manual_seed(0)
@@ -92,9 +93,8 @@ def test_numbers_on_known_matrices():
 
 def test_geometry_stage_end_to_end(micro_model_dir, micro_corpus, tmp_path):
     from gist_core.cli import main
-    from gist_core.config import RunConfig
-    from gist_core.model.training import TrainConfig
-    from gist_core.runner.geometry import GeometryConfig, load_matrices, run_geometry
+    from gist_core.config import GeometryConfig, RunConfig, TrainConfig
+    from gist_core.runner.geometry import load_matrices, run_geometry
     from gist_core.runner.pipeline import run_select
     from gist_core.store.manifest import read_events
     run = tmp_path / "run"

@@ -127,6 +127,9 @@ def test_demo_end_to_end(server):
         _settle(page)
         page.get_by_role("button", name="Launch the bundled demo").wait_for(timeout=60_000)
         _shot(page, "0_home")
+        # the project config's client.toolbarMode = "viewer": Streamlit's "Deploy" button (shown by default) is gone
+        assert page.get_by_role("button", name="Deploy").count() == 0
+        assert page.get_by_text("Deploy", exact=True).count() == 0
 
         _nav(page, "Run")
         page.get_by_role("button", name="Quick demo").click()

@@ -439,6 +439,7 @@ def test_streamlit_config_binds_to_localhost():
     toml = tomllib or pytest.importorskip("tomli")
     cfg = toml.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["address"] == "127.0.0.1" and cfg["browser"]["gatherUsageStats"] is False
+    assert cfg["client"]["toolbarMode"] == "viewer"  # no "Deploy" button: a local tool has nowhere to deploy
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
     out = subprocess.run([sys.executable, "-c", "from streamlit import config; print(config.get_option('server.address'))"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

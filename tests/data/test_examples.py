@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd
 import pytest
 
-from gist_core.data.examples import DataError, Example, examples_to_frame, load_examples, subtask_groups, write_selected_jsonl
+from gist_core.data.examples import Example, examples_to_frame, load_examples, subtask_groups, write_selected_jsonl
+from gist_core.errors import DataError
 
 ALPACA = {"instruction": "Add 2 and 3.", "output": "5"}
 

@@ -22,7 +22,6 @@ from gist_core.data.examples import load_examples, load_pool
 from gist_core.errors import DataError, ModelSourceError
 from gist_core.model import registry as models
 from gist_core.model.embedder import _mean_pool_normalise
-from gist_core.runner.compare import default_test_split
 from gist_core.runner.keys import input_fingerprint
 from gist_core.store.manifest import file_hash
 
@@ -284,7 +283,7 @@ def test_registry_names_load_through_the_cache(fake_index, cache):
 
 def test_an_unfetched_name_says_how_to_fetch_it(cache):
     msg = re.escape("data 'gsm8k' is not fetched yet: run `gist-lab data fetch gsm8k`")
-    for call in (lambda: load_examples("gsm8k"), lambda: input_fingerprint("gsm8k"), lambda: default_test_split("gsm8k")):
+    for call in (lambda: load_examples("gsm8k"), lambda: input_fingerprint("gsm8k"), lambda: data.default_test_split("gsm8k")):
         with pytest.raises(DataError, match=msg):
             call()
 
@@ -306,7 +305,7 @@ def test_the_fingerprint_is_the_cached_file_content(fake_index, cache):
 
 def test_compare_finds_the_test_split_beside_a_registry_target(fake_index, cache):
     data.fetch("gsm8k", quiet=True)
-    assert default_test_split("gsm8k") == str(cache / "gsm8k" / "test.jsonl")
+    assert data.default_test_split("gsm8k") == str(cache / "gsm8k" / "test.jsonl")
 
 
 # ----------------------------------------------------------------------------- the minilm embedding model

@@ -5,8 +5,10 @@ import pytest
 import torch
 from conftest import randomise_lora_b
 
-from gist_core.grads.per_example import GradientEngine, GradientError, loop_grads, param_blocks
-from gist_core.model.load import LoraSettings, attach_lora
+from gist_core.config import LoraSettings
+from gist_core.errors import GradientError
+from gist_core.grads.per_example import GradientEngine, loop_grads, param_blocks
+from gist_core.model.load import attach_lora
 
 TOL = 1e-5
 

@@ -16,7 +16,8 @@ def perturbed(micro_model_dir):
     """The micro model + a rank-4 LoRA whose B is random (nonzero), so the adapter changes every output."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from gist_core.model.load import LoraSettings, attach_lora
+    from gist_core.config import LoraSettings
+    from gist_core.model.load import attach_lora
     tok = AutoTokenizer.from_pretrained(micro_model_dir)
     base = AutoModelForCausalLM.from_pretrained(micro_model_dir, dtype=torch.float32)
     model = randomise_lora_b(attach_lora(base, LoraSettings(r=4), seed=0), seed=5, scale=0.3)

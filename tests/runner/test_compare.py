@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from gist_core.config import CompareConfig, RunConfig
+from gist_core.config import CompareConfig, RunConfig, TrainConfig
 from gist_core.errors import ConfigError
 from gist_core.methods.less.config import LessConfig
-from gist_core.model.training import TrainConfig
 from gist_core.runner.compare import run_compare
 from gist_core.runner.compare_report import format_table
 from gist_core.store.manifest import read_events

@@ -8,11 +8,10 @@ import pandas as pd
 import pytest
 
 from gist_core.cli import main as cli_main
-from gist_core.config import RunConfig
+from gist_core.config import RunConfig, TrainConfig
 from gist_core.errors import ConfigError
 from gist_core.methods import scoring
 from gist_core.methods.gist.rescore import rescore
-from gist_core.model.training import TrainConfig
 from gist_core.runner import rows
 from gist_core.runner.pipeline import run_select
 from gist_core.store import manifest

@@ -72,7 +72,7 @@ def test_row_reader_reads_blocks_equal_to_the_store(tmp_path):
 
 
 def test_open_only_store_refuses_a_missing_or_foreign_one(tmp_path):
-    from gist_core.store.manifest import StoreError
+    from gist_core.errors import StoreError
     with pytest.raises(StoreError, match="another configuration"):
         FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "a"}, create=False)
     FeatureStore(tmp_path / "f.npy", 10, 3, {"key": "a"})

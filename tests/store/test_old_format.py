@@ -94,8 +94,8 @@ def test_old_folder_is_detected_refit_and_rescored(old_run, capsys):
 
 
 def test_stale_folder_refused_by_rescore_until_repaired(old_run):
+    from gist_core.errors import StaleArtefact
     from gist_core.methods.gist.rescore import rescore
-    from gist_core.store.artefacts import StaleArtefact
     with pytest.raises(StaleArtefact, match="format 1"):
         rescore(old_run / "run", 2)
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from gist_core.store.runs import NAME_RULE, RunNameError, check_run_name, run_path, runs_root, safe_upload_name, upload_path
+from gist_core.errors import RunNameError
+from gist_core.store.runs import NAME_RULE, check_run_name, run_path, runs_root, safe_upload_name, upload_path
 
 BAD_NAMES = ["../x", "..", ".", "/etc", "/", "a/b", "a\\b", ".hidden", "", "x" * 101, "name with space", "tab\tname",
              "new\nline", "nul\0byte", "~", "~user", "café", "run*", "$HOME", "a:b", None, 3]

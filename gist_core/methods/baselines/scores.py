@@ -20,7 +20,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from gist_core.grads.per_example import norms_from_squares, squared_norms
+from gist_core.data.formatting import IGNORE
+from gist_core.grads.per_example import norms_from_squares, pad_batch, squared_norms
 from gist_core.methods import scoring
 
 
@@ -83,8 +84,6 @@ def mean_pooled_embeddings(model, input_ids: list[list[int]], pad_id: int, batch
     (pooling 'position', RDS+) a weighted mean with weight i on the i-th real token (1-based)."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling '{pooling}' (use one of {', '.join(POOLINGS)})")
-    from gist_core.data.formatting import IGNORE
-    from gist_core.grads.per_example import pad_batch
     model.eval()
     device = next(model.parameters()).device
     order = np.argsort([len(x) for x in input_ids], kind="stable")

@@ -8,13 +8,19 @@ import json
 import logging
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import numpy as np
+import torch
 
-from gist_core.config import ConfigError
+from gist_core.data.examples import load_examples
+from gist_core.data.formatting import encode_pair
+from gist_core.data.registry import default_test_split
+from gist_core.errors import ConfigError
 from gist_core.methods.gast.config import GAST_METHODS, TrainRunConfig
-from gist_core.store.artefacts import load_tensors, save_tensors
+from gist_core.methods.gast.trainer import train_gast
+from gist_core.model.evaluate import evaluate_on_target
+from gist_core.model.load import attach_lora, load_base_model
+from gist_core.store.artefacts import save_tensors
 from gist_core.store.atomic import atomic_write_json
 from gist_core.store.layout import TrainLayout
 from gist_core.store.lock import writer_lock
@@ -26,7 +32,6 @@ log = logging.getLogger(__name__)
 
 
 def test_split(cfg: TrainRunConfig) -> str:
-    from gist_core.runner.compare import default_test_split
     spec = cfg.test or default_test_split(cfg.target)
     if not spec:
         raise ConfigError(f"{cfg.target}: no test.jsonl next to it; pass --test FILE")
@@ -35,7 +40,6 @@ def test_split(cfg: TrainRunConfig) -> str:
 
 def training_rows(cfg: TrainRunConfig) -> tuple[list, np.ndarray]:
     """The training examples: a seeded sample (seed 0, the same for every method and seed) of the file."""
-    from gist_core.data.examples import load_examples
     rows = load_examples(cfg.train)
     idx = np.arange(len(rows))
     if cfg.pool_size and cfg.pool_size < len(rows):
@@ -44,7 +48,6 @@ def training_rows(cfg: TrainRunConfig) -> tuple[list, np.ndarray]:
 
 
 def encode(tok, examples, max_length):
-    from gist_core.data.formatting import encode_pair
     enc = [encode_pair(tok, ex.prompt, ex.response, max_length, ex.messages) for ex in examples]
     return [e[0] for e in enc], [e[1] for e in enc]
 
@@ -57,12 +60,6 @@ def run_train(cfg: TrainRunConfig, out, quiet: bool = True) -> dict:
 
 
 def _train(cfg: TrainRunConfig, lay: TrainLayout, quiet: bool) -> dict:
-    import torch
-
-    from gist_core.data.examples import load_examples
-    from gist_core.methods.gast.trainer import train_gast
-    from gist_core.model.evaluate import evaluate_on_target
-    from gist_core.model.load import attach_lora, load_base_model
     key = stable_hash(asdict(cfg))
     if lay.report.exists():
         old = check_report(read_report(lay.report, "train"), "train", str(lay.report))
@@ -99,11 +96,6 @@ def _train(cfg: TrainRunConfig, lay: TrainLayout, quiet: bool) -> dict:
         log.info("%s/%s seed %d: test loss %.3f, exact match %.3f, %.0f ms/step", cfg.gast.method,
                  cfg.gast.implementation, cfg.recipe.seed, ev["test_loss"], ev["exact_match"], rep["step_ms_median"])
     return rep
-
-
-def load_selection(folder) -> tuple[dict[str, np.ndarray], list[str]]:
-    arrays, meta = load_tensors(TrainLayout(folder).selection)
-    return arrays, json.loads(meta["layers"])
 
 
 ABLATION_RUNS = tuple((m, "cached") for m in GAST_METHODS) + (("gast", "twopass"),)
@@ -152,16 +144,3 @@ def _median_or_none(values: list) -> int | None:
     got = [v for v in values if v is not None]
     return int(np.median(got)) if got else None
 
-
-def load_train_report(folder) -> dict:
-    return check_report(read_report(TrainLayout(folder).report, "train"), "train", str(TrainLayout(folder).report))
-
-
-def load_ablation_report(folder) -> dict:
-    lay = TrainLayout(folder)
-    return check_report(read_report(lay.ablation_report, "ablation"), "ablation", str(lay.ablation_report))
-
-
-def is_train_folder(folder: Path) -> bool:
-    lay = TrainLayout(folder)
-    return lay.report.exists() or lay.ablation_report.exists()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from gist_core import memory
 from gist_core.config import TrainConfig
@@ -63,8 +64,6 @@ class SelectionLog:
 
 
 def make_trainer_class():
-    from transformers import Trainer
-
     class GastTrainer(Trainer):
         def setup_gast(self, gast: GastConfig, pad_id: int, support_rows, log: SelectionLog, seed: int):
             self.gast, self.pad_id, self.support_rows, self.log_ = gast, pad_id, support_rows, log
@@ -119,7 +118,6 @@ def train_gast(model, input_ids, labels, pad_id: int, recipe: TrainConfig, gast:
                support_rows: tuple[list, list], on_step: Callable[[int, int], None] | None = None,
                max_steps: int = -1) -> tuple[dict, SelectionLog]:
     """Train the peft `model` in place; returns (summary, what was selected)."""
-    from transformers import PrinterCallback, TrainingArguments
     Trainer = make_trainer_class()
     layers, _ = layer_groups([n for n, p in model.named_parameters() if p.requires_grad])
     log = SelectionLog(len(layers), len(input_ids))

@@ -8,20 +8,19 @@ import numpy as np
 import pandas as pd
 
 from gist_core.errors import StoreError
+from gist_core.methods.gast.artefacts import is_train_folder, load_ablation_report, load_selection, load_train_report
 from gist_core.store.layout import TrainLayout
+from gist_core.viewer.rundir import folders_under
 
 METHOD_LABELS = {"gast": "GAST (softmax sampling)", "topk": "top-K", "random": "random K", "lora": "plain LoRA"}
 
 
 def train_folders(root: Path) -> list[str]:
     """Names of the folders under `root` that `gist-lab train` wrote (a run or an ablation)."""
-    from gist_core.methods.gast.stages import is_train_folder
-    from gist_core.viewer.rundir import folders_under
     return folders_under(root, is_train_folder)
 
 
 def load_ablation(folder: Path) -> dict | None:
-    from gist_core.methods.gast.stages import load_ablation_report
     try:
         return load_ablation_report(folder) if TrainLayout(folder).ablation_report.exists() else None
     except StoreError:
@@ -29,7 +28,6 @@ def load_ablation(folder: Path) -> dict | None:
 
 
 def load_train(folder: Path) -> dict | None:
-    from gist_core.methods.gast.stages import load_train_report
     try:
         return load_train_report(folder) if TrainLayout(folder).report.exists() else None
     except StoreError:
@@ -63,7 +61,6 @@ def per_subtask_frame(rep: dict, metric: str = "loss") -> pd.DataFrame:
 
 def frequency_frame(folder: Path, rep: dict, sort_by: str = "skill") -> pd.DataFrame:
     """Layers × training examples: the share of an example's batches in which the layer selected it."""
-    from gist_core.methods.gast.stages import load_selection
     arrays, layers = load_selection(folder)
     freq = arrays["selected"] / np.maximum(arrays["seen"][None], 1)
     cols = pd.MultiIndex.from_arrays([rep["skills"], rep["kinds"], np.arange(freq.shape[1])],
@@ -83,7 +80,6 @@ def frequency_by(frame: pd.DataFrame, level: str) -> pd.DataFrame:
 
 def cosine_frame(folder: Path) -> pd.DataFrame:
     """Long frame: layer, step, cosine of every (step, batch example) to the support gradient."""
-    from gist_core.methods.gast.stages import load_selection
     arrays, layers = load_selection(folder)
     cos = arrays["cosines"]
     if cos.size == 0:

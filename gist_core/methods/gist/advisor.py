@@ -21,16 +21,13 @@ curve[r-1] = mean over held-out examples of their percentile at rank r; suggeste
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gist_core.config import RunConfig
 from gist_core.errors import ConfigError
-
-if TYPE_CHECKING:  # annotations only
-    from gist_core.config import RunConfig
-    from gist_core.methods.gist.artefacts import Projections
-    from gist_core.methods.gist.subspace import Subspace
+from gist_core.methods.gist.artefacts import Projections
+from gist_core.methods.gist.subspace import Subspace, rank_for_variance
 
 REF_ROWS = 4096  # pool rows the held-out example is ranked against (a seeded sample; all when fewer)
 
@@ -156,7 +153,6 @@ def choose_rank(cfg: RunConfig, sub: Subspace, advice: AdvisorCurve | None = Non
         return sub.r_max
     if cfg.rank_rule == "advisor" and advice is not None:
         return min(advice.suggested, sub.r_max)
-    from gist_core.methods.gist.subspace import rank_for_variance
     return min(rank_for_variance(sub.sigma, cfg.tau), sub.r_max)
 
 

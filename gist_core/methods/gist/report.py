@@ -4,23 +4,19 @@ Reports are typed and versioned: gist_core/store/reports.py.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
+import pandas as pd
 
-from gist_core.data.examples import examples_to_frame
+from gist_core.data.examples import ExampleTable, examples_to_frame
+from gist_core.data.formatting import Tokenized
+from gist_core.data.truth import metrics_from, truth_masks
 from gist_core.methods import scoring
-from gist_core.store.reports import REPORT_VERSIONS, SummaryReport, stamp  # noqa: F401  (re-exported)
+from gist_core.methods.gist.subspace import rank_for_variance
+from gist_core.store.reports import SummaryReport
 
-if TYPE_CHECKING:  # annotations only
-    import pandas
-
-    from gist_core.data.examples import ExampleTable
-    from gist_core.data.formatting import Tokenized
 
 def scores_frame(pool: ExampleTable, sc: scoring.Scores, selections: dict, pool_tok: Tokenized,
-                 groups: dict) -> pandas.DataFrame:
-    import pandas as pd
+                 groups: dict) -> pd.DataFrame:
     order = np.lexsort((np.arange(len(sc.score)), -sc.score))
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(1, len(order) + 1)
@@ -42,15 +38,12 @@ def scores_frame(pool: ExampleTable, sc: scoring.Scores, selections: dict, pool_
 
 def ground_truth_metrics(truth, n: int, selected: np.ndarray) -> dict | None:
     """gist_core.data.truth metrics of a selection given as row indices (None without labels)."""
-    from gist_core.data.truth import metrics_from
     mask = np.zeros(n, dtype=bool)
     mask[selected] = True
     return metrics_from(truth, mask)
 
 
 def build_summary(cfg, pool, target, picked, sub, rank, k, groups) -> SummaryReport:
-    from gist_core.data.truth import truth_masks
-    from gist_core.methods.gist.subspace import rank_for_variance
     truth = truth_masks(examples_to_frame(pool, ["skill", "kind"]), list(groups))
     per_rule = {}
     for rule, (idx, share) in picked.items():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gist_core.errors import SubspaceError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import SubspaceError
 
 ORTHO_TOL = 1e-3     # max |V^T V - I| accepted in float32
 REL_EPS = 1e-6       # directions with sigma <= REL_EPS * sigma_max are numerically absent

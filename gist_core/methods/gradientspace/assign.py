@@ -9,6 +9,8 @@ Rules (the paper's is not public; both are options):
 from __future__ import annotations
 
 import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.metrics import silhouette_score
 
 RULES = ("kmeans", "dominant")
 
@@ -21,7 +23,6 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
 
 def kmeans_labels(X: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Deterministic by seed: scikit-learn's MiniBatchKMeans with a fixed random_state and n_init."""
-    from sklearn.cluster import MiniBatchKMeans
     km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=5, batch_size=1024)
     return km.fit_predict(unit_rows(X)).astype(np.int64)
 
@@ -43,7 +44,6 @@ def assign(coords: np.ndarray, k: int, rule: str, seed: int) -> np.ndarray:
 
 def silhouette(X: np.ndarray, labels: np.ndarray, seed: int, sample: int = 4000) -> float:
     """Cosine silhouette on a seeded sample (exact silhouette is O(n²))."""
-    from sklearn.metrics import silhouette_score
     if len(set(labels.tolist())) < 2:
         return float("nan")
     return float(silhouette_score(unit_rows(X), labels, metric="euclidean",

@@ -17,7 +17,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
+from sklearn.cluster import Birch
 
+from gist_core.grads.per_example import GradientEngine, length_sorted_batches
+from gist_core.methods.baselines.scores import mean_pooled_embeddings
 from gist_core.methods.gradientspace import assign, metrics
 from gist_core.methods.gradientspace.config import ClusterConfig
 from gist_core.methods.gradientspace.sketch import FrequentDirections, SketchState
@@ -51,7 +55,6 @@ class Cluster:
     def engine(self):
         """One gradient engine on the warm-up adapter for every pass (loading the adapter once)."""
         if self._engine is None:
-            from gist_core.grads.per_example import GradientEngine
             tok, _ = self.ctx.tokenizer_and_model()
             self._engine = GradientEngine(self.ctx.adapter_model(self.run_cfg.checkpoint), tok.pad_token_id)
         return self._engine
@@ -59,7 +62,6 @@ class Cluster:
     # ------------------------------------------------------------------ streaming passes with resume
     def _stream(self, name: str, key: str, rows: list[int], labels, fold, state: dict) -> dict:
         """Feed gradient batches to `fold(state, positions, grads)`; `state` (arrays + 'done') saved as it goes."""
-        from gist_core.grads.per_example import length_sorted_batches
         part = self.paths.clusters_array(f"{name}.part").with_suffix(".npz")
         if part.exists():
             with np.load(part, allow_pickle=False) as z:
@@ -106,7 +108,6 @@ class Cluster:
         return V
 
     def project_pass(self, name, key, rows, labels, basis: np.ndarray) -> np.ndarray:
-        import torch
         B = torch.from_numpy(np.ascontiguousarray(basis.T, dtype=np.float32))  # (D, K)
         empty = {"out": np.zeros((len(rows), B.shape[1]), np.float32), "done": np.int64(0)}
 
@@ -152,12 +153,10 @@ class Cluster:
 
     def elrea_projection(self) -> np.ndarray:
         """(elrea_dim, D) the seeded Gaussian projection of the ELREA features (`experts` projects queries with it)."""
-        import torch
         g = torch.Generator().manual_seed(self.cfg.seed)
         return (torch.randn(self.cfg.elrea_dim, self._dim(), generator=g) / self.cfg.elrea_dim ** 0.5).numpy()
 
     def _embed(self, rows) -> np.ndarray:
-        from gist_core.methods.baselines.scores import mean_pooled_embeddings
         t0 = time.time()
         tok, _ = self.ctx.tokenizer_and_model()
         self._engine = None  # base_model() takes the adapter off the shared model: the engine's model is gone
@@ -167,7 +166,6 @@ class Cluster:
         return E.astype(np.float32)
 
     def labels_for(self, feats: dict, k: int) -> dict[str, np.ndarray]:
-        from sklearn.cluster import Birch
         n = len(feats["gradientspace"])
         birch = Birch(n_clusters=k, threshold=self.cfg.birch_threshold)
         return {"gradientspace": assign.assign(feats["gradientspace"], k, self.cfg.rule, self.cfg.seed),

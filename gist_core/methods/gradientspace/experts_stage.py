@@ -22,15 +22,25 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gist_core.config import TrainConfig
+from gist_core.data.corpus import SAMPLE_DATA
+from gist_core.data.examples import load_examples
+from gist_core.data.formatting import encode_pair
+from gist_core.data.registry import default_test_split
 from gist_core.errors import ConfigError
+from gist_core.grads.per_example import length_sorted_batches
+from gist_core.methods.baselines.scores import mean_pooled_embeddings
 from gist_core.methods.gradientspace import ensemble
 from gist_core.methods.gradientspace.cluster_stage import Cluster, cached_npy
 from gist_core.methods.gradientspace.config import ClusterConfig, ExpertConfig
 from gist_core.methods.gradientspace.report import aggregate, first_per_group, summarise, train_steps
 from gist_core.methods.gradientspace.router import PromptRouter, cluster_skills, confusion, oracle_routes, routing_accuracy
+from gist_core.model.evaluate import answer_only_labels
+from gist_core.model.load import attach_lora, load_base_model
 from gist_core.model.mixture import AdapterBank, decode, rule_losses
+from gist_core.model.training import train_lora
 from gist_core.runner.context import RunContext, RunInputs
 from gist_core.runner.pipeline import open_run
 from gist_core.store.artefacts import load_npy, load_tensors, save_tensors
@@ -79,8 +89,6 @@ class Experts:
 
     # ------------------------------------------------------------------ test sets
     def test_specs(self) -> list[str]:
-        from gist_core.data.corpus import SAMPLE_DATA
-        from gist_core.runner.compare import default_test_split
         if self.cfg.tests:
             return list(self.cfg.tests)
         if Path(self.run_cfg.train).resolve() == (SAMPLE_DATA / "pool.jsonl").resolve():
@@ -90,7 +98,6 @@ class Experts:
 
     def tests(self) -> list:
         """Test examples; `subtask` = 'SET/skill' (the table's groups), `skill` = the ground truth routing is scored on."""
-        from gist_core.data.examples import load_examples
         out = []
         for spec in self.test_specs():
             p = Path(spec)
@@ -113,8 +120,6 @@ class Experts:
         return out
 
     def encoded(self, tests) -> tuple[list[list[int]], list[list[int]]]:
-        from gist_core.data.formatting import encode_pair
-        from gist_core.model.evaluate import answer_only_labels
         tok, _ = self.ctx.tokenizer_and_model()
         enc = [encode_pair(tok, ex.prompt, ex.response, self.run_cfg.max_length, ex.messages) for ex in tests]
         return [e[0] for e in enc], answer_only_labels([e[1] for e in enc], tok.eos_token_id)
@@ -123,7 +128,6 @@ class Experts:
     def features(self, tests, ids, labels) -> dict[str, np.ndarray]:
         """Prompt embeddings of the clustered rows and the queries (the router's input), the queries' ELREA
         gradients (instruction tokens, the clustering's random projection), cached under experts/."""
-        from gist_core.methods.baselines.scores import mean_pooled_embeddings
         tok, _ = self.ctx.tokenizer_and_model()
         pool_tok = self.inputs.pool_tok
         base_key = stable_hash([self.ctx.keys["warmup"], self.run_cfg.checkpoint, self.rows.tolist()])
@@ -152,9 +156,6 @@ class Experts:
     def query_gradients(self, queries) -> np.ndarray:
         """(n, elrea_dim): each query's instruction-token gradient at the warm-up checkpoint, projected like the
         ELREA clustering features (the same rows of instruction_labels, the same seeded projection)."""
-        import torch
-
-        from gist_core.grads.per_example import length_sorted_batches
         t0 = time.time()
         engine = self.cl.engine()
         R = torch.from_numpy(np.ascontiguousarray(self.cl.elrea_projection().T)).to(engine.device)
@@ -200,8 +201,6 @@ class Experts:
 
     def adapter(self, seed: int, name: str, rows: np.ndarray) -> Path:
         """Train (or find) one LoRA adapter on pool `rows`; saved atomically with the key of what made it."""
-        from gist_core.model.load import attach_lora, load_base_model
-        from gist_core.model.training import train_lora
         path = self.paths.expert_adapter(seed, name)
         cfg = self.train_cfg(seed, len(rows))
         key = stable_hash([self.ctx.keys["data"], self.ctx.fingerprints["model"], asdict(cfg), self.run_cfg.lora.key(),
@@ -242,7 +241,6 @@ class Experts:
         return paths
 
     def bank(self, paths: dict[str, Path]) -> AdapterBank:
-        from gist_core.model.load import load_base_model
         base, _ = load_base_model(self.ctx.models.folder, self.run_cfg.dtype, self.run_cfg.device)
         return AdapterBank(base, paths)
 
@@ -308,9 +306,6 @@ class Experts:
     def latency(self, model, order, tests, ids, labels) -> dict[str, float]:
         """Median wall time of answering one query (batch 1), from the prompt to the greedy answer, per rule:
         routed includes the prompt embedding and the router; ensemble the query's gradient and its weights."""
-        import torch
-
-        from gist_core.methods.baselines.scores import mean_pooled_embeddings
         tok, _ = self.ctx.tokenizer_and_model()
         pick = np.linspace(0, len(tests) - 1, self.cfg.latency_queries).round().astype(int)
         routers = self._routers

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
 def agreement(labels: np.ndarray, truth: list[str]) -> dict:
     """ARI, NMI and purity against ground truth (scikit-learn's adjusted_rand_score / NMI)."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
     truth = np.asarray(truth)
     purity = 0
     for c in np.unique(labels):

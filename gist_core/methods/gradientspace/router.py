@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 
 ROUTERS = ("logreg", "mlp")
 
@@ -25,8 +27,6 @@ class PromptRouter:
 
     @classmethod
     def fit(cls, X: np.ndarray, labels: np.ndarray, kind: str = "logreg", seed: int = 0) -> PromptRouter:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.neural_network import MLPClassifier
         if kind not in ROUTERS:
             raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got '{kind}'")
         X = np.asarray(X, dtype=np.float64)

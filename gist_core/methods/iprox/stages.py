@@ -13,23 +13,45 @@ A model folder whose iprox.json carries the same build key is loaded, not rebuil
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
 
-from gist_core.config import TrainConfig
+from gist_core import memory
+from gist_core.config import CompareConfig, RunConfig, TrainConfig
+from gist_core.data.examples import load_examples
+from gist_core.data.formatting import tokenize_examples
 from gist_core.errors import StoreError
+from gist_core.grads.per_example import pad_batch
+from gist_core.methods.iprox.align import align
 from gist_core.methods.iprox.config import ProxyConfig
+from gist_core.methods.iprox.proxy import (
+    collect_probes,
+    compress,
+    count_params,
+    extract_layers,
+    kept_layers,
+    plan_ranks,
+    target_linears,
+)
+from gist_core.methods.iprox.store import is_proxy_folder, read_plan, save_proxy
 from gist_core.methods.less.config import LessConfig
+from gist_core.model.load import DEFAULT_TARGETS, load_base_model
+from gist_core.model.registry import resolve
+from gist_core.runner.compare import run_compare
 from gist_core.runner.keys import input_fingerprint
 from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import ProxyLayout, RunLayout, extraction_meta
 from gist_core.store.lock import writer_lock
 from gist_core.store.manifest import stable_hash
-from gist_core.store.reports import check_report, read_report, stamp
+from gist_core.store.reports import read_report, stamp
 from gist_core.store.runs import check_out_folder
 
 log = logging.getLogger(__name__)
@@ -44,17 +66,14 @@ def build_key(cfg: ProxyConfig, rho: float, init: str, aligned: bool, inputs_fp:
 
 
 def layer_suffixes(model) -> list[str]:
-    from gist_core.model.load import DEFAULT_TARGETS
     found = DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""))
     if found:
         return found
-    import torch
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m) is torch.nn.Linear} - {"lm_head"})
 
 
 def sample_rows(cfg: ProxyConfig) -> tuple[list, list]:
     """Probe rows and alignment rows: a seeded permutation of the pool, disjoint."""
-    from gist_core.data.examples import load_examples
     rows = load_examples(cfg.train)
     perm = np.random.default_rng(cfg.seed).permutation(len(rows))
     probe = [rows[i] for i in perm[: cfg.probe_examples]]
@@ -66,8 +85,6 @@ class Builder:
     """Holds the target, its probes and the alignment batches; builds proxies from them."""
 
     def __init__(self, cfg: ProxyConfig, quiet: bool = True):
-        from gist_core.model.load import load_base_model
-        from gist_core.model.registry import resolve
         self.cfg, self.quiet = cfg, quiet
         self.source = resolve(cfg.model)
         self.target, self.tok = load_base_model(cfg.model, cfg.dtype, cfg.device)
@@ -79,8 +96,6 @@ class Builder:
     @property
     def probes(self):
         """The IPSVD probes (H, Δ per layer), collected on first use: a rerun with every model built needs none."""
-        from gist_core.data.formatting import tokenize_examples
-        from gist_core.methods.iprox.proxy import collect_probes, target_linears
         if self._probes is None:
             t0 = time.time()
             probe_tok = tokenize_examples(sample_rows(self.cfg)[0], self.tok, self.cfg.max_length)
@@ -92,8 +107,6 @@ class Builder:
     @property
     def batches(self) -> list:
         """Stage-2 batches (input ids, labels, attention mask), padded, on the target's device."""
-        from gist_core.data.formatting import tokenize_examples
-        from gist_core.grads.per_example import pad_batch
         if self._batches is None:
             cfg, device = self.cfg, next(self.target.parameters()).device
             at = tokenize_examples(sample_rows(cfg)[1], self.tok, cfg.max_length)
@@ -104,9 +117,6 @@ class Builder:
 
     def build(self, folder: Path, rho: float, init: str, aligned: bool) -> dict:
         """The proxy in `folder` (built unless a folder with the same key is there); its iprox.json."""
-        from gist_core.methods.iprox.align import align
-        from gist_core.methods.iprox.proxy import compress, count_params, plan_ranks, target_linears
-        from gist_core.methods.iprox.store import is_proxy_folder, read_plan, save_proxy
         key = build_key(self.cfg, rho, init, aligned, [self.target_fp, self.pool_fp])
         if is_proxy_folder(folder) and read_plan(folder).get("key") == key:
             return read_plan(folder)
@@ -134,9 +144,6 @@ class Builder:
 
     def layer_extraction(self, lay: ProxyLayout, name: str, rho: float) -> dict:
         """The baseline proxy: round((1 − ρ)·L) of the target's L layers, an ordinary model folder."""
-        import json
-
-        from gist_core.methods.iprox.proxy import count_params, extract_layers, kept_layers
         folder, meta_path = lay.candidate(name), lay.extraction_meta(name)
         key = stable_hash([self.target_fp, rho, "layers"])
         old = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -167,7 +174,6 @@ def models_to_build(cfg: ProxyConfig, lay: ProxyLayout) -> list[tuple[str, Path,
 
 
 def selection_configs(cfg: ProxyConfig, model: str):
-    from gist_core.config import CompareConfig, RunConfig
     run = RunConfig(model=model, train=cfg.train, target=cfg.target, limit_train=cfg.eval_pool,
                     max_length=cfg.max_length, lora=cfg.lora, warmup=TrainConfig(epochs=cfg.warmup_epochs),
                     dtype=cfg.dtype, device=cfg.device)
@@ -177,10 +183,6 @@ def selection_configs(cfg: ProxyConfig, model: str):
 
 def evaluate_model(cfg: ProxyConfig, model: str, folder: Path) -> dict:
     """One compare run on `model`; its scores, precision and costs."""
-    import pandas as pd
-
-    from gist_core import memory
-    from gist_core.runner.compare import run_compare
     run, cmp = selection_configs(cfg, model)
     t0, rss0 = time.time(), memory.reset_peak()
     # the selection alone first, so its time and memory are not the downstream fine-tuning's; eval/ is this
@@ -205,7 +207,6 @@ def evaluate_model(cfg: ProxyConfig, model: str, folder: Path) -> dict:
 
 def agreement(target: dict, other: dict, k: int) -> dict:
     """Per method: Spearman of the pool scores, and the share of the target's top-k the model also ranks top-k."""
-    from scipy.stats import spearmanr
     out = {}
     for m, t in target["methods"].items():
         a, b = np.asarray(t["scores"]), np.asarray(other["methods"][m]["scores"])
@@ -230,7 +231,6 @@ def _build_and_evaluate(cfg: ProxyConfig, lay: ProxyLayout, quiet: bool) -> dict
     if "layers" in cfg.candidates:
         built["layers"] = builder.layer_extraction(lay, "layers", cfg.rho)
         folders["layers"] = lay.candidate("layers")
-    from gist_core.methods.iprox.proxy import count_params
     target_params = count_params(builder.target)
     del builder  # the target and the probes: freed before the selection runs load their models
     rep = {"config": asdict(cfg), "target": cfg.model, "target_params": target_params, "models": {},
@@ -274,12 +274,3 @@ def _kept_costs(ev: dict, old: dict | None) -> dict:
 
 def _without_scores(ev: dict) -> dict:
     return {**ev, "methods": {m: {k: v for k, v in e.items() if k != "scores"} for m, e in ev["methods"].items()}}
-
-
-def load_proxy_report(folder) -> dict:
-    lay = ProxyLayout(folder)
-    return check_report(read_report(lay.report, "proxy"), "proxy", str(lay.report))
-
-
-def is_proxy_run(folder: Path) -> bool:
-    return ProxyLayout(folder).report.is_file()

@@ -10,6 +10,9 @@ import json
 import os
 from pathlib import Path
 
+from safetensors.torch import load_model, save_model
+from transformers import AutoConfig, AutoModelForCausalLM
+
 from gist_core.errors import ModelError
 from gist_core.methods.iprox.proxy import LayerPlan, factor_layers, skeleton
 from gist_core.store.atomic import atomic_folder
@@ -24,8 +27,6 @@ def is_proxy_folder(folder: str | os.PathLike) -> bool:
 
 def save_proxy(model, tokenizer, folder: str | os.PathLike, meta: dict) -> None:
     """Write the proxy atomically: a temp folder beside `folder`, renamed into place when complete."""
-    from safetensors.torch import save_model
-
     with atomic_folder(folder) as tmp:
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -56,9 +57,6 @@ def read_plan(folder: str | os.PathLike) -> dict:
 
 def load_proxy(folder: str | os.PathLike, dtype=None):
     """The stored proxy as a causal LM (float32 unless `dtype`), on the CPU."""
-    from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     folder = Path(folder)
     plan = read_plan(folder)
     config = AutoConfig.from_pretrained(folder)

@@ -9,19 +9,19 @@ from pathlib import Path
 import pandas as pd
 
 from gist_core.errors import StoreError
+from gist_core.methods.iprox.artefacts import is_proxy_run, load_proxy_report
+from gist_core.methods.iprox.config import CANDIDATES
+from gist_core.viewer.rundir import folders_under
 
 INIT_LABELS = {"ipsvd": "IPSVD", "svd": "plain SVD", "random": "random", "layers": "layer extraction"}
 
 
 def proxy_folders(root: Path) -> list[str]:
     """Names of the folders under `root` that `gist-lab proxy build` wrote."""
-    from gist_core.methods.iprox.stages import is_proxy_run
-    from gist_core.viewer.rundir import folders_under
     return folders_under(root, is_proxy_run)
 
 
 def load_report(folder: Path) -> dict | None:
-    from gist_core.methods.iprox.stages import is_proxy_run, load_proxy_report
     try:
         return load_proxy_report(folder) if is_proxy_run(folder) else None
     except StoreError:
@@ -50,7 +50,6 @@ def models_frame(rep: dict) -> pd.DataFrame:
 
 def _order(name: str, meta: dict) -> tuple:
     """The proxy, then its ablations (as CANDIDATES lists them), then the ρ sweep by ρ (report keys come sorted)."""
-    from gist_core.methods.iprox.config import CANDIDATES
     if name == "proxy":
         return (0, 0.0)
     return (1, float(CANDIDATES.index(name))) if name in CANDIDATES else (2, meta["rho"])

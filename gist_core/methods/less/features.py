@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gist_core.errors import MomentsError  # noqa: F401  (raised here; re-exported)
+from gist_core.errors import MomentsError
 from gist_core.methods.scoring import group_means
+from gist_core.store.artefacts import load_torch_tensors
 from gist_core.store.layout import ckpt_meta, ckpt_moments
 
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
@@ -161,7 +162,6 @@ def read_moments(ckpt_dir: str | Path, names: list[str], sizes: list[int]) -> Mo
     canon = [canonical_name(n) for n in names]
     ours = ckpt_moments(ckpt)
     if ours.exists():
-        from gist_core.store.artefacts import load_torch_tensors
         raw = load_torch_tensors(ours)
         per = {}
         for key in raw:

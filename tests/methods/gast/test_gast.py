@@ -144,7 +144,8 @@ def test_train_command_stores_what_an_independent_evaluation_finds(tmp_path, mic
 
     from gist_core.cli import main as cli_main
     from gist_core.data.examples import load_examples
-    from gist_core.methods.gast.stages import load_selection, load_train_report, run_train
+    from gist_core.methods.gast.artefacts import load_selection, load_train_report
+    from gist_core.methods.gast.stages import run_train
     from gist_core.model.evaluate import test_losses
     from gist_core.model.load import load_base_model
     out = tmp_path / "gast"
@@ -169,8 +170,8 @@ def test_train_command_stores_what_an_independent_evaluation_finds(tmp_path, mic
         want = np.mean([x for x, ex in zip(losses, tests) if ex.subtask == s])
         assert v["loss"] == pytest.approx(float(want), rel=1e-5)
 
-    import gist_core.methods.gast.trainer as trainer
-    monkeypatch.setattr(trainer, "train_gast", lambda *a, **k: pytest.fail("a finished run was retrained"))
+    import gist_core.methods.gast.stages as stages
+    monkeypatch.setattr(stages, "train_gast", lambda *a, **k: pytest.fail("a finished run was retrained"))
     assert cli_main(argv) == 0  # the same config: skipped
 
 
@@ -181,7 +182,8 @@ def test_ablation_table_aggregates_its_members_and_the_layers_page_shows_it(tmp_
     from fake_run import plotly_array
     from streamlit.testing.v1 import AppTest
 
-    from gist_core.methods.gast.stages import load_ablation_report, load_selection, load_train_report, run_ablation
+    from gist_core.methods.gast.artefacts import load_ablation_report, load_selection, load_train_report
+    from gist_core.methods.gast.stages import run_ablation
     from gist_core.store.layout import TrainLayout
     folder = tmp_path / "abl"
     cfg = micro_train_cfg(micro_model_dir, micro_corpus)
@@ -222,7 +224,8 @@ def json_round(obj):
 
 
 def test_train_config_errors_are_one_line():
-    from gist_core.config import ConfigError, TrainConfig
+    from gist_core.config import TrainConfig
+    from gist_core.errors import ConfigError
     from gist_core.methods.gast.config import GastConfig, TrainRunConfig
     with pytest.raises(ConfigError, match="method must be one of gast, topk, random, lora, got 'greedy'"):
         GastConfig(method="greedy")

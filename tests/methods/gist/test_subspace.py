@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gist_core.methods.gist.subspace import SubspaceError, fit_subspace, gram, rank_for_variance
+from gist_core.errors import SubspaceError
+from gist_core.methods.gist.subspace import fit_subspace, gram, rank_for_variance
 
 
 def _G(n=12, d=500, seed=0):

@@ -325,7 +325,7 @@ def test_routed_rule_is_scikit_learn_on_the_stored_embeddings_and_its_losses_the
 
 
 def test_experts_command_resumes_without_retraining(experts_run, micro_corpus, monkeypatch, capsys):
-    import gist_core.model.training as training
+    import gist_core.methods.gradientspace.experts_stage as experts_stage
     from gist_core.cli import main as cli_main
     from gist_core.methods.gradientspace.experts_stage import load_experts_report
     from gist_core.store.layout import RunLayout
@@ -334,7 +334,7 @@ def test_experts_command_resumes_without_retraining(experts_run, micro_corpus, m
 
     def no_training(*a, **k):
         raise AssertionError("an adapter was retrained")
-    monkeypatch.setattr(training, "train_lora", no_training)
+    monkeypatch.setattr(experts_stage, "train_lora", no_training)  # where the stage looks it up
     argv = ["experts", "--run", str(run), "--seeds", "1", "--train-epochs", "1", "--train-lr", "5e-3",
             "--per-skill", "2", "--per-subtask", "2", "--n-em", "2", "--latency-queries", "1",
             "--test", str(micro_corpus["test"]), "--quiet"]

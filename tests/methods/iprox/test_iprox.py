@@ -295,8 +295,9 @@ def test_proxy_build_end_to_end(micro_model_dir, micro_corpus, tmp_path, monkeyp
 
     import pandas as pd
 
+    from gist_core.methods.iprox.artefacts import load_proxy_report
     from gist_core.methods.iprox.proxy import factor_layers
-    from gist_core.methods.iprox.stages import load_proxy_report, run_proxy
+    from gist_core.methods.iprox.stages import run_proxy
     from gist_core.methods.iprox.store import read_plan
     from gist_core.model.load import load_base_model
     from gist_core.model.registry import resolve

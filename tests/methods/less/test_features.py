@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from gist_core.errors import MomentsError
 from gist_core.methods.less.features import (
     BLOCK_ROWS,
-    MomentsError,
     RademacherProjector,
     adam_direction,
     canonical_name,
@@ -78,7 +78,8 @@ def test_canonical_name_strips_peft_wrappers():
 
 # ----------------------------------------------------------------------------- real checkpoints
 def _peft(micro_model_dir):
-    from gist_core.model.load import LoraSettings, attach_lora, load_base_model
+    from gist_core.config import LoraSettings
+    from gist_core.model.load import attach_lora, load_base_model
     model, tok = load_base_model(str(micro_model_dir), device="cpu")
     return attach_lora(model, LoraSettings(r=2), seed=0), tok
 
@@ -99,7 +100,8 @@ def _live_moments(peft, optimizer):
 
 
 def test_reads_our_checkpoint_moments(micro_model_dir, tmp_path):
-    from gist_core.model.training import TrainConfig, train_lora
+    from gist_core.config import TrainConfig
+    from gist_core.model.training import train_lora
     peft, tok = _peft(micro_model_dir)
     ids, labels = _rows(tok)
     train_lora(peft, ids, labels, tok.pad_token_id, TrainConfig(epochs=1, batch_size=8), ckpt_dir=tmp_path)

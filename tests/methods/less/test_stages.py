@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gist_core.config import CompareConfig, RunConfig
+from gist_core.config import CompareConfig, RunConfig, TrainConfig
 from gist_core.methods.less.config import LessConfig
-from gist_core.model.training import TrainConfig
 from gist_core.runner.compare import run_compare
 from gist_core.store import manifest
 
