@@ -5,6 +5,7 @@ import streamlit as st
 
 from gist_core.app import ui
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
+from gist_core.methods import registry
 from gist_core.runner import launcher
 from gist_core.store.runs import runs_root
 from gist_core.viewer import labels, progress
@@ -65,6 +66,6 @@ else:
             col.page_link(ui.PAGES[page], label=label, query_params={"run": name})
 
 st.divider()
-st.caption("Pages: **Run** (launch and follow) · **Spectrum** (singular values, rank r) · **Scores** · **Examples** · "
-           "**Map** (2-D view of the pool) · **Curvature** (Hessian, Gauss–Newton, Fisher and Adam's diagonal of one "
-           "LoRA block, from `gist-lab geometry`) · **Compare** (GIST vs LESS and baselines, from `gist-lab compare`).")
+st.markdown("**Every page**")
+for page in registry.pages():
+    st.page_link(page.file, label=f"{page.title}: {page.about}", icon=page.icon)

@@ -44,6 +44,7 @@ class Page:
     file: str        # relative to the repository root (the dashboard's entry point is app.py)
     title: str
     icon: str
+    about: str = ""  # one line on what the page shows: the home page lists every page with it
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,17 @@ ENTRIES: tuple[Entry, ...] = (
                       f"{_CORE}:cmd_merge"),
               Command("rescore", "scores at another rank from a run's stored projections", f"{_ARGS}:rescore",
                       f"{_CORE}:cmd_rescore")),
-          pages=(Page("home", "pages/0_Home.py", "Home", ":material/home:"),
-                 Page("run", "pages/1_Run.py", "Run", ":material/play_arrow:"),
-                 Page("spectrum", "pages/2_Spectrum.py", "Spectrum", ":material/show_chart:"),
-                 Page("scores", "pages/3_Scores.py", "Scores", ":material/bar_chart:"),
-                 Page("examples", "pages/4_Examples.py", "Examples", ":material/list:"),
-                 Page("map", "pages/5_Map.py", "Map", ":material/scatter_plot:")),
+          pages=(Page("home", "pages/0_Home.py", "Home", ":material/home:", "the runs, a one-click demo, every page"),
+                 Page("run", "pages/1_Run.py", "Run", ":material/play_arrow:",
+                      "launch a selection and follow it; replay a run's config"),
+                 Page("spectrum", "pages/2_Spectrum.py", "Spectrum", ":material/show_chart:",
+                      "singular values of the target gradients and the rank r that re-scores every page"),
+                 Page("scores", "pages/3_Scores.py", "Scores", ":material/bar_chart:",
+                      "score distributions by source and domain, the selection threshold"),
+                 Page("examples", "pages/4_Examples.py", "Examples", ":material/list:",
+                      "the pool ranked by score, filters, a row's tokens and nearest targets, download"),
+                 Page("map", "pages/5_Map.py", "Map", ":material/scatter_plot:",
+                      "a 2-D map of the pool's gradients, the selection and the target in colour")),
           scorers=(Scorer("gist", "GIST", "gist_core.methods.gist.stages:compare_scores"),
                    Scorer("gist_mean", "GIST (subtask means)", "gist_core.methods.gist.stages:subtask_mean_scores"),
                    Scorer("gist_max", "GIST (example max)", "gist_core.methods.gist.stages:example_max_scores"),
@@ -97,11 +103,13 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("compare", "Analysis", "GIST against LESS, raw-gradient cosine, embeddings, random and the full pool",
           commands=(Command("compare", "GIST vs LESS and baselines: selection quality, downstream loss, cost",
                             f"{_ARGS}:compare", f"{_CORE}:cmd_compare"),),
-          pages=(Page("compare", "pages/7_Compare.py", "Compare", ":material/compare_arrows:"),)),
+          pages=(Page("compare", "pages/7_Compare.py", "Compare", ":material/compare_arrows:",
+                      "GIST against LESS, raw-gradient cosine, embeddings and random, from `gist-lab compare`"),)),
     Entry("geometry", "Analysis", "curvature of one LoRA block per warm-up checkpoint",
           commands=(Command("geometry", "curvature of a LoRA block per warm-up checkpoint (Hessian, GN, Fisher, Adam)",
                             f"{_ARGS}:geometry", f"{_CORE}:cmd_geometry"),),
-          pages=(Page("curvature", "pages/6_Curvature.py", "Curvature", ":material/grid_on:"),)),
+          pages=(Page("curvature", "pages/6_Curvature.py", "Curvature", ":material/grid_on:",
+                      "Hessian, Gauss–Newton, Fisher and Adam diagonals of one LoRA block, from `gist-lab geometry`"),)),
     Entry("gradientspace", "Methods", "GradientSpace (reconstruction): clusters in LoRA-gradient space, one expert each",
           commands=(
               Command("cluster", "GradientSpace (reconstruction): cluster the pool in LoRA-gradient space, with ELREA, "
@@ -111,17 +119,20 @@ ENTRIES: tuple[Entry, ...] = (
                       "ensemble; test loss, exact match, routing accuracy and latency per seed",
                       "gist_core.methods.gradientspace.config:experts_arguments",
                       "gist_core.methods.gradientspace.cli:experts")),
-          pages=(Page("clusters", "pages/8_Clusters.py", "Clusters", ":material/bubble_chart:"),)),
+          pages=(Page("clusters", "pages/8_Clusters.py", "Clusters", ":material/bubble_chart:",
+                      "GradientSpace: clusters in LoRA-gradient space, one expert each"),)),
     Entry("gast", "Methods", "GAST: per-layer data selection inside every LoRA training step",
           commands=(Command("train", "GAST: LoRA training with per-layer data selection inside every step (or an "
                             "ablation: top-K, random, plain LoRA); test loss, exact match, time and memory per step",
                             "gist_core.methods.gast.config:train_arguments", "gist_core.methods.gast.cli:train"),),
-          pages=(Page("layers", "pages/9_Layers.py", "Layers", ":material/layers:"),)),
+          pages=(Page("layers", "pages/9_Layers.py", "Layers", ":material/layers:",
+                      "GAST: per-layer data selection inside LoRA training, its layers and its adapter"),)),
     Entry("iprox", "Methods", "Iprox: a low-rank proxy of the target model for cheaper selection",
           commands=(Command("proxy", "Iprox: a low-rank proxy of the target model (IPSVD + gradient alignment) for "
                             "cheaper selection; its agreement with the target and its cost, side by side",
                             "gist_core.methods.iprox.config:proxy_arguments", "gist_core.methods.iprox.cli:proxy"),),
-          pages=(Page("proxy", "pages/10_Proxy.py", "Proxy", ":material/compress:"),)),
+          pages=(Page("proxy", "pages/10_Proxy.py", "Proxy", ":material/compress:",
+                      "Iprox: a low-rank proxy of the model and how far its scores agree with the model's"),)),
     Entry("curation", "Tools", "a working selection per run: the method's selection edited by hand, exported as a "
           "training file",
           commands=(Command("curate", "edit a run's working selection: add or remove rows, exclude a group, undo",
