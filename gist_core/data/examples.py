@@ -290,10 +290,20 @@ def write_selected_jsonl(examples: list[Example], scores: Sequence[float], path:
     for ex, score in zip(examples, scores):
         if not math.isfinite(score):  # NaN/inf would make the file invalid JSON for most readers
             raise ValueError(f"score for example {ex.id!r} is not finite ({score})")
-        row = {**_plain(ex.raw), score_field: score}
-        lines.append(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        lines.append(selected_line(ex.raw, score, score_field) + "\n")
     with atomic_path(path) as tmp:
         tmp.write_text("".join(lines), encoding="utf-8")
+
+
+def selected_line(raw: dict, score: float | None, score_field: str = "score") -> str:
+    """One line of selected.jsonl, without its newline: the input row unchanged (fields in order) plus the score."""
+    return json.dumps({**_plain(raw), score_field: score}, ensure_ascii=False, default=str)
+
+
+def missing(v) -> bool:
+    """A field the row does not have: None, NaN (of any float type) or pd.NA; the one test the dashboard's
+    labels and the exports share."""
+    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and bool(np.isnan(v)))
 
 
 def groups_from_labels(ids, subtasks) -> dict[str, list[int]]:

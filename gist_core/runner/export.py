@@ -28,8 +28,7 @@ import pandas as pd
 
 from gist_core import __version__
 from gist_core.data.chat import messages_record, row_turns
-from gist_core.data.examples import iter_examples
-from gist_core.data.readers import _plain
+from gist_core.data.examples import iter_examples, missing, selected_line
 from gist_core.data.registry import registry_file
 from gist_core.errors import CurationError, GistError, StoreError
 from gist_core.methods import curation as cur
@@ -78,7 +77,7 @@ class SourceRow:
 
 def _row_line(row: dict, score) -> str:
     score = float(score)
-    return json.dumps({**_plain(row), "score": score if math.isfinite(score) else None}, ensure_ascii=False, default=str)
+    return selected_line(row, score if math.isfinite(score) else None)
 
 
 def selected_lines(pool: RunPool) -> dict[str, str]:
@@ -133,13 +132,13 @@ def original_rows(pool: RunPool, ids: tuple[str, ...]) -> tuple[list[SourceRow],
     scores = pd.read_parquet(lay.scores, columns=["id", "score"])
     score = dict(zip(scores["id"].astype(str), scores["score"].to_numpy()))
     chosen = selected_lines(pool)
-    missing = {i for i in ids if i not in chosen}
-    raw, notes = pool_file_rows(pool, missing) if missing else ({}, None)
+    not_selected = {i for i in ids if i not in chosen}
+    raw, notes = pool_file_rows(pool, not_selected) if not_selected else ({}, None)
     kept = {}
-    if missing - set(raw):
+    if not_selected - set(raw):
         frame = pool_frame(pool, [c for c in KEPT_FIELDS if c != "id"]).set_index("id", drop=False)
-        kept = {i: {c: v for c, v in frame.loc[i, list(KEPT_FIELDS)].items() if not _missing(v)}
-                for i in missing - set(raw)}
+        kept = {i: {c: v for c, v in frame.loc[i, list(KEPT_FIELDS)].items() if not missing(v)}
+                for i in not_selected - set(raw)}
     out = []
     for i in ids:
         if i in chosen:
@@ -149,10 +148,6 @@ def original_rows(pool: RunPool, ids: tuple[str, ...]) -> tuple[list[SourceRow],
         else:
             out.append(SourceRow(i, _row_line(kept[i], score[i]), FROM_EXAMPLES))
     return out, ([notes] if notes and kept else [])
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 
 def format_lines(rows: list[SourceRow], fmt: str) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gist_core.data.examples import missing
 from gist_core.data.formatting import IGNORE, encode_pair
 from gist_core.methods import scoring
 from gist_core.store.layout import RunLayout
@@ -141,12 +142,6 @@ def export_jsonl(rows: pd.DataFrame) -> bytes:
         clean = {k: (float(v) if k == "score" else v) for k, v in rec.items() if not missing(v)}
         lines.append(json.dumps(clean, ensure_ascii=False, default=str))
     return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
-
-
-def missing(v) -> bool:
-    """A field the row does not have: None, NaN (of any float type) or pd.NA; the one test the drill-down's labels
-    and the export share."""
-    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and bool(np.isnan(v)))
 
 
 # ----------------------------------------------------------------------------- spectrum

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from gist_core.data.examples import missing
 from gist_core.viewer import examples
 
 
@@ -25,8 +26,8 @@ def test_the_drill_down_line_names_only_the_labels_an_example_has():
 
 
 def test_one_missing_value_test_for_the_drill_down_and_the_export():
-    assert all(examples.missing(v) for v in (None, float("nan"), np.float32("nan"), pd.NA))
-    assert not any(examples.missing(v) for v in ("", "x", 0, 0.0, np.float32(1.5), False))
+    assert all(missing(v) for v in (None, float("nan"), np.float32("nan"), pd.NA))
+    assert not any(missing(v) for v in ("", "x", 0, 0.0, np.float32(1.5), False))
     rows = pd.DataFrame({"id": ["a"], "prompt": ["p"], "response": ["r"], "skill": [pd.NA], "kind": [np.nan],
                          "score": [np.float32(0.5)]})
     assert json.loads(examples.export_jsonl(rows)) == {"id": "a", "prompt": "p", "response": "r", "score": 0.5}
