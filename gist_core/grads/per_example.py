@@ -137,6 +137,8 @@ class GradientEngine:
         self.pad_id = pad_id
         self.device = device or next(model.parameters()).device
         self.trim_logits = accepts_logits_to_keep(model)
+        vocab = getattr(model.config, "vocab_size", None)  # a model without one (a test double) batches by rows only
+        self.max_batch_tokens = logit_token_cap(vocab) if vocab else None
 
     def module_grads(self, input_ids, labels) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-module per-example gradients [(B, out, in)] and the per-example losses (B,)."""
@@ -209,11 +211,29 @@ def loop_grads(model, input_ids, labels, pad_id: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def length_sorted_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Batches of similar length (less padding), in a deterministic order."""
-    order = sorted(indices, key=lambda i: (lengths[i], i))
-    for s in range(0, len(order), batch_size):
-        yield order[s:s + batch_size]
+# One batch's float32 logits over the vocabulary, their log-softmax and (with a backward pass) their gradient must
+# fit in this. SmolLM2's defaults (16 rows x 256 tokens x 49,152 words, three copies: 2.4 GB) fit unchanged; Gemma 3's
+# 262,144-word vocabulary would need 12.9 GB for the same batch, so its batches get fewer rows instead.
+LOGITS_BUDGET_BYTES = 3 * 2 ** 30
+
+
+def logit_token_cap(vocab_size: int, copies: int = 3, budget: int = LOGITS_BUDGET_BYTES) -> int:
+    """Most padded tokens a batch may hold so that `copies` float32 logit tensors fit in `budget`."""
+    return max(1, budget // (int(vocab_size) * 4 * copies))
+
+
+def length_sorted_batches(lengths: Sequence[int], indices: Sequence[int], batch_size: int,
+                          max_tokens: int | None = None) -> Iterator[list[int]]:
+    """Batches of similar length (less padding), in a deterministic order; with `max_tokens`, a batch also ends
+    before its rows x longest row would pass it (a row longer than that alone is a batch of its own)."""
+    batch: list[int] = []
+    for i in sorted(indices, key=lambda i: (lengths[i], i)):  # ascending: the row added is the batch's longest
+        if batch and (len(batch) == batch_size or (max_tokens and (len(batch) + 1) * lengths[i] > max_tokens)):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def stream(engine: GradientEngine, tokenized, indices: Sequence[int], batch_size: int,
@@ -222,7 +242,7 @@ def stream(engine: GradientEngine, tokenized, indices: Sequence[int], batch_size
     """Compute gradients (or their projections, with |g| last when `with_norms`) batch by batch and hand each
     to `consume`."""
     lengths = [len(x) for x in tokenized.input_ids]
-    for batch in length_sorted_batches(lengths, indices, batch_size):
+    for batch in length_sorted_batches(lengths, indices, batch_size, engine.max_batch_tokens):
         ids = [tokenized.input_ids[i] for i in batch]
         lab = [tokenized.labels[i] for i in batch]
         try:

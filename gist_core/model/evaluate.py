@@ -24,7 +24,13 @@ from gist_core.config import LoraSettings, TrainConfig
 from gist_core.data.corpus import SAMPLE_DATA
 from gist_core.data.examples import load_examples
 from gist_core.data.formatting import IGNORE, encode_pair, prompt_text, tokenize_examples
-from gist_core.grads.per_example import accepts_logits_to_keep, causal_lm_losses, pad_batch
+from gist_core.grads.per_example import (
+    accepts_logits_to_keep,
+    causal_lm_losses,
+    length_sorted_batches,
+    logit_token_cap,
+    pad_batch,
+)
 from gist_core.model.load import attach_lora, load_base_model
 from gist_core.model.training import train_lora
 
@@ -48,10 +54,10 @@ def test_losses(model, tok, examples, max_length: int = 256, batch_size: int = 3
     ids = [e[0] for e in enc]
     labels = answer_only_labels([e[1] for e in enc], tok.eos_token_id)
     trim = accepts_logits_to_keep(model)  # logits only where the answer is (a 49,152-word projection per token)
-    order = np.argsort([len(x) for x in ids], kind="stable")  # batches of similar length: less padding
+    # batches of similar length (less padding), few enough tokens that the logits and their log-softmax fit
+    cap = logit_token_cap(model.config.vocab_size, copies=2)
     losses = np.zeros(len(ids), dtype=np.float32)
-    for s in range(0, len(ids), batch_size):
-        rows = order[s:s + batch_size]
+    for rows in length_sorted_batches([len(x) for x in ids], range(len(ids)), batch_size, cap):
         i, lab, att = pad_batch([ids[r] for r in rows], [labels[r] for r in rows], tok.pad_token_id, device)
         losses[rows] = causal_lm_losses(model, i, lab, att, trim).float().cpu().numpy()
     return losses

