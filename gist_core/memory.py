@@ -1,6 +1,10 @@
 """Peak resident memory of this process on Linux, resettable, so one stage's peak can be read on a CPU (where
 torch has no allocator statistics). VmHWM is the kernel's high-water mark of the resident set; writing 5 to
-/proc/self/clear_refs resets it to the current RSS (Linux >= 4.0). Elsewhere every reading is None."""
+/proc/self/clear_refs resets it to the current RSS (Linux >= 4.0). Elsewhere every reading is None.
+
+Side effect to know when measuring from outside: the kernel reports the same high-water mark as the process's
+ru_maxrss at exit, so `/usr/bin/time -v gist-lab select ...` shows the peak since the last stage began (a Gemma
+select: 2.5 GB), not the run's (11.2 GB in its warm-up). Read the stages' peaks in the run's manifest."""
 from __future__ import annotations
 
 from pathlib import Path
