@@ -7,6 +7,7 @@ ru_maxrss at exit, so `/usr/bin/time -v gist-lab select ...` shows the peak sinc
 select: 2.5 GB), not the run's (11.2 GB in its warm-up). Read the stages' peaks in the run's manifest."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
@@ -45,3 +46,24 @@ def peak_since(start: int | None) -> int | None:
     """How far the resident set rose above `start` (from reset_peak) at its highest since then."""
     peak = _status_kb("VmHWM")
     return None if start is None or peak is None else max(peak - start, 0)
+
+
+def _cuda():
+    """torch.cuda when this process already uses it (never imports torch: the dashboard reads this module)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
+
+
+def reset_device_peak() -> None:
+    """Reset the GPU allocator's peak (a no-op without CUDA in use)."""
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def device_peak_bytes() -> int | None:
+    """The GPU allocator's peak since reset_device_peak (tensors only, not the CUDA context); None without CUDA."""
+    cuda = _cuda()
+    return None if cuda is None else int(cuda.max_memory_allocated())

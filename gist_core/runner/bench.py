@@ -207,7 +207,8 @@ def project_pool(n: int, work: Path, model: str | None = None, batch_size: int =
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _write_pool(n: int, work: Path) -> Path:
+def write_pool(n: int, work: Path) -> Path:
+    """`work`/pool-N.jsonl: N rows of the bundled synthetic corpus (made once; any size up to 300,000)."""
     path = work / f"pool-{n}.jsonl"
     if not path.exists():
         cfg = CorpusConfig(n_pool=n, seed=7)
@@ -223,7 +224,7 @@ def _write_pool(n: int, work: Path) -> Path:
 def memory_scaling(cfg: BenchConfig, work: Path) -> dict:
     runs = {}
     for n in (cfg.n_small, cfg.n_large):
-        _write_pool(n, work)
+        write_pool(n, work)
         cmd = [sys.executable, "-m", "gist_core.runner.bench", "--project", str(n), "--work", str(work)]
         if cfg.model:
             cmd += ["--model", cfg.model]

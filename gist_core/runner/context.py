@@ -53,6 +53,8 @@ class RunContext:
     def record(self, stage: str, key: str, files: list[str], wall_s: float, extra: dict | None = None) -> None:
         """The stage's manifest entry: its key, files (size, sha256), wall time, peak memory and `extra` facts."""
         peak = {"peak_rss_bytes": self.progress.peaks[stage]} if stage in self.progress.peaks else {}
+        if stage in self.progress.device_peaks:
+            peak["peak_cuda_bytes"] = self.progress.device_peaks[stage]
         self.store.record_stage(stage, key, files, wall_s, {"config_hash": stable_hash(self.cfg.to_json()),
                                                             "input_hashes": self.fingerprints, **peak, **(extra or {})})
 

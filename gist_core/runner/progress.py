@@ -1,5 +1,6 @@
 """Progress of a stage: events into the run folder's progress.jsonl (the dashboard reads them) and a tqdm bar; each
-stage's peak resident memory on the way (Linux), which the stage's manifest entry then records."""
+stage's peak resident memory on the way (Linux) and, on a GPU, the allocator's peak, which the stage's manifest
+entry then records."""
 from __future__ import annotations
 
 import time
@@ -16,6 +17,7 @@ class Progress:
     def __init__(self, store: RunStore, quiet: bool = False, rank: int | None = None):
         self.store, self.quiet, self.rank = store, quiet, rank
         self.peaks: dict[str, int] = {}  # stage -> the process's peak resident bytes while it ran
+        self.device_peaks: dict[str, int] = {}  # stage -> the GPU allocator's peak bytes (CUDA runs only)
 
     def stage(self, name: str, total: int | None = None, **info) -> _StageProgress:
         return _StageProgress(self, name, total, info if self.rank is None else {**info, "rank": self.rank})
@@ -28,6 +30,7 @@ class _StageProgress:
 
     def __enter__(self):
         memory.reset_peak()
+        memory.reset_device_peak()
         self.p.store.event(self.name, "start", total=self.total, **self.info)
         if not self.p.quiet and self.total:
             self.bar = tqdm(total=self.total, desc=self.name, unit="ex", leave=False)
@@ -57,6 +60,9 @@ class _StageProgress:
         peak = memory.peak_bytes()
         if peak is not None:
             self.p.peaks[self.name] = extra["peak_rss_bytes"] = peak
+        device_peak = memory.device_peak_bytes()
+        if device_peak is not None:
+            self.p.device_peaks[self.name] = extra["peak_cuda_bytes"] = device_peak
         self.p.store.event(self.name, status, wall_s=round(time.time() - self.t0, 3), **extra)
         return False
 
