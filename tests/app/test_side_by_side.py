@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_run import make_fake_compare, make_fake_run
+from naive_selection import top_k_ids
 from repo import ROOT
 from streamlit.testing.v1 import AppTest
 
@@ -45,19 +46,6 @@ def page(runs_dir, monkeypatch):
 
 def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
-
-
-def top_k_ids(run: Path, rank: int) -> set[str]:
-    """The run's GIST global top-k at `rank` (the in-subspace cosine, subtask means), from the files by hand."""
-    from safetensors.numpy import load_file  # lazy: only this helper reads a subspace file
-    X = np.load(run / "train_proj.npy")[:, :rank].astype(np.float64)
-    V = load_file(str(run / "checkpoints" / "ckpt-1" / "subspace.safetensors"))["val_coords"][:, :rank]
-    sub = pd.read_parquet(run / "target.parquet")["subtask"]
-    dirs = np.stack([V[(sub == s).to_numpy()].mean(0) for s in dict.fromkeys(sub)])
-    cos = (X / np.linalg.norm(X, axis=1, keepdims=True)) @ (dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).T
-    ids = pd.read_parquet(run / "examples.parquet")["id"].to_numpy()
-    k = max(1, round(json.loads((run / "config.json").read_text())["budget"] * len(ids)))
-    return set(ids[np.argsort(-cos.max(1), kind="stable")[:k]])
 
 
 def shown_numbers(at: AppTest) -> tuple[int, int, int, float]:

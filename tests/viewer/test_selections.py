@@ -1,5 +1,5 @@
 """gist_core.viewer.selections on synthetic run folders, against naive recomputations from the files on disk
-(plain numpy cosines and argsort top-k, round-robin by hand, selected.jsonl read line by line, sets by hand)."""
+(naive_selection: plain numpy cosines and argsort top-k; round-robin by hand, selected.jsonl read line by line, sets by hand)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_run import make_fake_compare, make_fake_run
-from safetensors.numpy import load_file
+from naive_selection import jaccard, top_k_ids
 
 from gist_core.errors import ConfigError
 from gist_core.runner import curation
@@ -26,20 +26,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {"a": a, "b": b}
 
 
-def naive_gist_top_k(run: Path, rank: int, budget: float = BUDGET) -> set[str]:
-    """GIST's global top-k from the files alone: unit pool rows (first r coordinates) against each subtask's mean
-    validation coordinates, max over subtasks, stable argsort."""
-    X = np.load(run / "train_proj.npy")[:, :rank].astype(np.float64)
-    V = load_file(str(run / "checkpoints" / "ckpt-1" / "subspace.safetensors"))["val_coords"][:, :rank]
-    target = pd.read_parquet(run / "target.parquet")
-    dirs = np.stack([V[(target["subtask"] == s).to_numpy()].mean(0) for s in dict.fromkeys(target["subtask"])])
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    cos = (X / np.linalg.norm(X, axis=1, keepdims=True)) @ dirs.T
-    ids = pd.read_parquet(run / "examples.parquet")["id"].to_numpy()
-    k = max(1, round(budget * len(ids)))
-    return set(ids[np.argsort(-cos.max(1), kind="stable")[:k]])
-
-
 def naive_round_robin(cols: np.ndarray, k: int) -> list[int]:
     taken: list[int] = []
     for n in range(k):
@@ -48,14 +34,10 @@ def naive_round_robin(cols: np.ndarray, k: int) -> list[int]:
     return taken
 
 
-def jaccard(x: set, y: set) -> float:
-    return len(x & y) / len(x | y)
-
-
 def test_gist_at_a_rank_is_the_naive_top_k(runs):
     for rank in (1, 3, 8):
         sel = selections.resolve(runs["a"], "gist", rank, "global", BUDGET, "subspace")
-        assert sel.ids == naive_gist_top_k(runs["a"], rank) and sel.k == 60
+        assert sel.ids == top_k_ids(runs["a"], rank, BUDGET) and sel.k == 60
         # the ranks are those of the score the selection was made by: the selected rows are ranks 1..k
         assert sorted(sel.frame.loc[sel.frame["selected"], "rank"]) == list(range(1, 61))
 
@@ -63,7 +45,7 @@ def test_gist_at_a_rank_is_the_naive_top_k(runs):
 def test_overlap_rows_and_enters_leaves_of_two_ranks(runs):
     a = selections.resolve(runs["a"], "gist", 2, "global", BUDGET, "subspace")
     b = selections.resolve(runs["a"], "gist", 6, "global", BUDGET, "subspace")
-    sa, sb = naive_gist_top_k(runs["a"], 2), naive_gist_top_k(runs["a"], 6)
+    sa, sb = top_k_ids(runs["a"], 2), top_k_ids(runs["a"], 6)
     ov = selections.overlap(a, b)
     assert (ov["A"], ov["B"], ov["both"], ov["only A"], ov["only B"]) == (len(sa), len(sb), len(sa & sb),
                                                                           len(sa - sb), len(sb - sa))
@@ -135,7 +117,7 @@ def test_stored_and_working_selections(runs, tmp_path):
 def test_two_runs_are_matched_by_id(runs):
     a = selections.resolve(runs["a"], "gist", 3, "global", BUDGET, "subspace")
     b = selections.resolve(runs["b"], "gist", 3, "global", BUDGET, "subspace")
-    sa, sb = naive_gist_top_k(runs["a"], 3), naive_gist_top_k(runs["b"], 3)
+    sa, sb = top_k_ids(runs["a"], 3), top_k_ids(runs["b"], 3)
     pool_a = set(pd.read_parquet(runs["a"] / "examples.parquet")["id"])
     ov = selections.overlap(a, b)
     assert (ov["A"], ov["B"], ov["both"]) == (60, 75, len(sa & sb))
@@ -148,14 +130,14 @@ def test_two_runs_are_matched_by_id(runs):
 
 
 def test_rank_curve_matches_one_resolve_per_rank(runs):
-    ref = naive_gist_top_k(runs["a"], 5)
+    ref = top_k_ids(runs["a"], 5)
     curve = selections.rank_curve(runs["a"], "global", BUDGET, "subspace", sorted(ref))
     assert list(curve["rank"]) == list(range(1, 9)) and curve.attrs["ms"] > 0
     assert curve.set_index("rank").at[5, "jaccard"] == 1.0
     for r in (1, 4, 8):
-        assert curve.set_index("rank").at[r, "jaccard"] == pytest.approx(jaccard(naive_gist_top_k(runs["a"], r), ref))
+        assert curve.set_index("rank").at[r, "jaccard"] == pytest.approx(jaccard(top_k_ids(runs["a"], r), ref))
     assert curve.set_index("rank").at[4, "previous rank"] == pytest.approx(
-        jaccard(naive_gist_top_k(runs["a"], 4), naive_gist_top_k(runs["a"], 3)))
+        jaccard(top_k_ids(runs["a"], 4), top_k_ids(runs["a"], 3)))
     assert np.isnan(curve.at[0, "previous rank"])
 
 
