@@ -10,7 +10,8 @@ page test uses; tests/ is put on sys.path for it, as bench/rescore_latency.py do
   plotly.io.to_json (what st.plotly_chart sends), each timed; the figure JSON's bytes;
 - browser: the dashboard (tests/browser_kit.py's streamlit_server) in headless system Chromium (Playwright,
   executable_path /usr/bin/chromium), a fresh browser context per repeat:
-  * draw_ms: from navigation to /map?run=NAME until the map is drawn;
+  * draw_ms: from navigation to /map?run=NAME until the map is drawn (title_ms: until the page's title is shown,
+    the part that does not depend on the map);
   * recolour_ms: from picking "skill" under "Colour by" until the recoloured map is drawn;
   * select_ms: from the mouse-up that ends a lasso over a quarter of the plot until the picked rows are listed
     under the map (the selection goes to the server, which maps the lasso back to pool rows and reruns);
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 import plotly.io as pio
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the fake run and the browser kit live there
 import browser_kit  # noqa: E402
@@ -47,10 +49,14 @@ from gist_core.viewer.figures import pool_map as pool_map_figures  # noqa: E402
 SIZES = (10_000, 20_000, 100_000)
 RECOLOUR_BY = "skill"
 
-# Installed before any page script: remembers when Plotly last finished a plot of the chart (plotly_afterplot).
+# Installed before any page script: notes when the page title is first shown (Streamlit's page is up and running
+# the script) and each time Plotly finishes a plot of the chart (plotly_afterplot).
 AFTERPLOT_HOOK = """
 window.__afterplot = [];
 new MutationObserver(() => {
+  if (window.__titleAt === undefined && document.querySelector('[data-testid="stApp"] h1')) {
+    window.__titleAt = performance.now();
+  }
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
     if (gd.__hooked || typeof gd.on !== 'function') continue;
     gd.__hooked = true;
@@ -161,6 +167,7 @@ def browser_repeat(url: str, run_name: str, want: dict, timeout_ms: int) -> dict
         cdp.send("Performance.enable")
         page.goto(f"{url}/map?run={run_name}", wait_until="commit")
         draw = wait_drawn(page, want["traces"], want["points"], 0.0, timeout_ms)
+        title = page.evaluate("window.__titleAt")
         metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         browser_kit.settle(page)
         close_dialog(page)
@@ -170,8 +177,9 @@ def browser_repeat(url: str, run_name: str, want: dict, timeout_ms: int) -> dict
         t_up = lasso_quarter(page)
         listed = page.wait_for_function(LISTED, polling="raf", timeout=timeout_ms).json_value()
         select = page.evaluate("window.__listedAt") - t_up
-        return {"draw_ms": round(draw, 1), "recolour_ms": round(recolour, 1), "select_ms": round(select, 1),
-                "selected_rows": int(str(listed).replace(",", "")), "heap_mb": round(metrics["JSHeapUsedSize"] / 2**20, 1),
+        return {"draw_ms": round(draw, 1), "title_ms": round(title, 1), "recolour_ms": round(recolour, 1),
+                "select_ms": round(select, 1), "selected_rows": int(str(listed).replace(",", "")),
+                "heap_mb": round(metrics["JSHeapUsedSize"] / 2**20, 1),
                 "chromium": page.context.browser.version}
 
 
@@ -186,7 +194,7 @@ def measure_size(runs: Path, url: str, n: int, repeats: int, timeout_ms: int) ->
     reps = [browser_repeat(url, name, want, timeout_ms) for _ in range(repeats)]
     out = {"n_pool": n, "points_drawn": server["points"], "make_run_s": round(made_s, 1), "server": server,
            "repeats": reps, "chromium": reps[0]["chromium"]}
-    for k in ("draw_ms", "recolour_ms", "select_ms", "heap_mb"):
+    for k in ("draw_ms", "title_ms", "recolour_ms", "select_ms", "heap_mb"):
         out[k] = summary([r[k] for r in reps])
     out["draw_ms_first"] = reps[0]["draw_ms"]
     return out
@@ -194,12 +202,12 @@ def measure_size(runs: Path, url: str, n: int, repeats: int, timeout_ms: int) ->
 
 def markdown(results: list[dict]) -> str:
     lines = ["| pool rows | points drawn | figure JSON | server build ms | draw ms (first; min / median / max) "
-             "| recolour ms | lasso → rows ms | JS heap MB |", "|---|---|---|---|---|---|---|---|"]
+             "| title ms (median) | recolour ms | lasso → rows ms | JS heap MB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         d, c, s, h = r["draw_ms"], r["recolour_ms"], r["select_ms"], r["heap_mb"]
         lines.append(f"| {r['n_pool']:,} | {r['points_drawn']:,} | {r['server']['json_bytes'] / 1e6:.2f} MB "
                      f"| {r['server']['total_ms']:,.0f} | {r['draw_ms_first']:,.0f}; {d['min']:,.0f} / {d['median']:,.0f} / "
-                     f"{d['max']:,.0f} | {c['min']:,.0f} / {c['median']:,.0f} / {c['max']:,.0f} "
+                     f"{d['max']:,.0f} | {r['title_ms']['median']:,.0f} | {c['min']:,.0f} / {c['median']:,.0f} / {c['max']:,.0f} "
                      f"| {s['min']:,.0f} / {s['median']:,.0f} / {s['max']:,.0f} | {h['median']:.0f} |")
     return "\n".join(lines)
 
@@ -230,6 +238,11 @@ if __name__ == "__main__":
     args = parse_args()
     if min(args.sizes) < 50 or args.repeats < 1:
         print("map_browser: --sizes must be >= 50 and --repeats >= 1", file=sys.stderr)
+        sys.exit(2)
+    try:
+        browser_kit.require_browser()
+    except (pytest.skip.Exception, pytest.fail.Exception) as e:  # browser_kit speaks pytest; here one line
+        print(f"map_browser: {e}", file=sys.stderr)
         sys.exit(2)
     res = main(args.sizes, args.repeats, args.timeout)
     text = json.dumps(res, indent=2)
