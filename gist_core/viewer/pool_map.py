@@ -14,8 +14,8 @@ from gist_core.viewer.labels import group_column
 from gist_core.viewer.rundir import arrays, read_json, run_config, target_frame
 
 # Pools up to this many rows are drawn in full; a larger pool shows a seeded sample of this size unless the page's
-# "draw all" asks for every point. 100,000 WebGL points draw in about a second in headless Chromium with software
-# WebGL on 2 cores, the figure JSON ~4 MB (docs/benchmarks/map.md, bench/map_browser.py).
+# "draw all" asks for every point. Measured in headless Chromium (software WebGL, 2 cores): 100,000 points add under
+# a second to the ~3.5 s a map page takes to appear, the figure JSON is 4.5 MB (docs/benchmarks/map.md).
 MAP_MAX_POINTS = 100_000
 # A UMAP fit of n points (8 dims, 2 CPU cores, numba compiled) took 3.9 / 7.8 / 6.6 / 14.0 / 42.5 s at 5,000 /
 # 10,000 / 20,000 / 40,000 / 100,000 points: about linear, UMAP_S_PER_POINT * n; the first fit in a process adds
