@@ -59,6 +59,7 @@ def test_the_figure_json_stays_light_at_100k(drawn):
     pool = [t for t in spec["data"] if t["name"] != pool_map_figures.TARGET_TRACE]
     assert all(t["x"]["dtype"] == t["y"]["dtype"] == t["customdata"]["dtype"] == "f4" for t in pool)
     assert sum(len(t["text"]) for t in pool) == N and all(t["text"][0].startswith("pool-") for t in pool)
+    assert {t["marker"]["size"] for t in pool} == {pool_map_figures.marker_size(N)} == {2.0}  # smaller when dense
     assert len(json.dumps(spec)) < 5_000_000  # 8.5 MB before the float32 / id-only hover (docs/benchmarks/map.md)
 
 
