@@ -10,26 +10,36 @@ from gist_core.viewer.figures import pool_map as pool_map_figures
 ui.page_setup("Map")
 st.title("Map")
 run_dir = ui.require_scores(ui.run_picker())
+n_pool = pool_map.pool_size(run_dir)
 st.caption("Each point is a pool example's gradient projected on the first r task directions and normalised "
-           f"(cosine geometry); stars are the target examples. At most {pool_map.MAP_MAX_POINTS:,} pool points "
-           "(a seeded sample) are drawn.")
+           "(cosine geometry); stars are the target examples. Pools up to "
+           f"{pool_map.MAP_MAX_POINTS:,} examples are drawn in full, a larger one as a seeded sample unless "
+           "\"Draw all\" is ticked.")
 
 c = st.columns([3, 2, 2])
 rank = ui.rank_slider(run_dir, key="rank_map", container=c[0])
 method = c[1].radio("Projection", ["PCA", "UMAP"], horizontal=True, key="map_method").lower()
 kind = ui.score_radio(run_dir, key="score_map", container=c[1])
 color_by = c[2].selectbox("Colour by", ["score", "source", "skill", "domain", "truth", "selected"], key="map_color")
+max_points = pool_map.MAP_MAX_POINTS
+if n_pool > max_points and c[2].checkbox(f"Draw all {n_pool:,} points", key="map_draw_all",
+                                         help=f"{max_points:,} (a seeded sample) by default: the browser's memory "
+                                              "and drawing time grow with the points"):
+    max_points = n_pool
 s = {**ui.settings(run_dir), "rank": rank, "kind": kind}
 rs = ui.rescored(run_dir, s)
 ui.settings_caption(s, rs)
 
-md = ui.map_coords(run_dir, rank, method)
+md = ui.map_coords(run_dir, rank, method, max_points)
 if md is None:
-    st.info(f"No UMAP cached for r = {rank} yet. The first fit in a process takes about a minute on 2 CPU cores "
-            f"(later ones seconds); the result is saved to `{pool_map.umap_path(run_dir, rank).name}` in the run folder.")
+    n_fit = pool_map.umap_fit_points(run_dir, max_points)
+    st.info(f"No UMAP cached for r = {rank} at {n_fit:,} points yet. Fitting it should take "
+            f"{pool_map.rough_duration(pool_map.umap_estimate_s(n_fit))} on 2 CPU cores (less when a UMAP was fitted "
+            "since the dashboard started); the result is saved to "
+            f"`{pool_map.umap_path(run_dir, rank, max_points).name}` in the run folder.")
     if st.button("Compute UMAP", key="map_compute", type="primary"):
         with st.spinner("Fitting UMAP…"):
-            md = ui.map_coords(run_dir, rank, "umap", compute=True)
+            md = ui.map_coords(run_dir, rank, "umap", max_points, compute=True)
     else:
         st.stop()
 

@@ -156,12 +156,13 @@ def model_input(run_dir: Path, row: int) -> dict:
         return folder_view(examples.model_input, run_dir, int(row))
 
 
-def map_coords(run_dir: Path, rank: int, method: str, compute: bool = False) -> pool_map.MapData | None:
+def map_coords(run_dir: Path, rank: int, method: str, max_points: int = pool_map.MAP_MAX_POINTS,
+               compute: bool = False) -> pool_map.MapData | None:
     """PCA always; UMAP only when cached on disk or compute=True (a None must never be cached: map_coords computes
     by default)."""
-    if method == "umap" and not compute and not pool_map.umap_cached(run_dir, rank):
+    if method == "umap" and not compute and not pool_map.umap_cached(run_dir, rank, max_points):
         return None
-    return folder_view(pool_map.map_coords, run_dir, rank, method)
+    return folder_view(pool_map.map_coords, run_dir, rank, method, int(max_points))
 
 
 def compare_columns(run_dir: Path) -> dict:

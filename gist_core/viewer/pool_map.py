@@ -13,12 +13,20 @@ from gist_core.store.manifest import stable_hash
 from gist_core.viewer.labels import group_column
 from gist_core.viewer.rundir import arrays, read_json, run_config, target_frame
 
-MAP_MAX_POINTS = 20_000
+# Pools up to this many rows are drawn in full; a larger pool shows a seeded sample of this size unless the page's
+# "draw all" asks for every point. Measured in headless Chromium (software WebGL, 2 cores): 100,000 points add under
+# a second to the ~3.5 s a map page takes to appear, the figure JSON is 4.5 MB (docs/benchmarks/map.md).
+MAP_MAX_POINTS = 100_000
+# A UMAP fit of n points (8 dims, 2 CPU cores, numba compiled) took 3.9 / 7.8 / 6.6 / 14.0 / 42.5 s at 5,000 /
+# 10,000 / 20,000 / 40,000 / 100,000 points: about linear, UMAP_S_PER_POINT * n; the first fit in a process adds
+# about UMAP_COMPILE_S of numba compilation (docs/benchmarks/map.md).
+UMAP_S_PER_POINT = 4.0e-4
+UMAP_COMPILE_S = 35.0
 
 
 @dataclass
 class MapData:
-    pool: pd.DataFrame      # row, x, y (a seeded subsample of at most max_points pool rows)
+    pool: pd.DataFrame      # row, x, y (float32: what the browser draws, so a lasso is tested on the drawn points)
     targets: pd.DataFrame   # id, subtask, prompt, x, y
     method: str
     rank: int
@@ -28,6 +36,30 @@ def map_sample(n: int, max_points: int = MAP_MAX_POINTS, seed: int = 0) -> np.nd
     if n <= max_points:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
+def pool_size(run_dir: str | Path) -> int:
+    return int(arrays(run_dir).X.shape[0])
+
+
+def umap_fit_points(run_dir: str | Path, max_points: int = MAP_MAX_POINTS) -> int:
+    """How many points a UMAP of this run fits: the drawn pool points plus the target examples."""
+    a = arrays(run_dir)
+    return min(a.X.shape[0], max_points) + a.val_coords.shape[0]
+
+
+def umap_estimate_s(n_points: int, first_in_process: bool = True) -> float:
+    """Seconds a UMAP fit of `n_points` should take on the development machine (2 CPU cores)."""
+    return UMAP_S_PER_POINT * n_points + (UMAP_COMPILE_S if first_in_process else 0.0)
+
+
+def rough_duration(seconds: float) -> str:
+    """'about 40 s', 'about 3 min', 'about 1.5 h': an estimate said as one."""
+    if seconds < 90:
+        return f"about {max(5, round(seconds / 5) * 5):.0f} s"
+    if seconds < 90 * 60:
+        return f"about {round(seconds / 60):.0f} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 def _unit(M: np.ndarray) -> np.ndarray:
@@ -110,7 +142,8 @@ def map_coords(run_dir: str | Path, rank: int, method: str = "pca", max_points: 
         raise ValueError(f"unknown map method '{method}' (pca | umap)")
     t = target_frame(run_dir)
     targets = t[["id", "subtask", "prompt"]].reset_index(drop=True).assign(x=zv[:, 0], y=zv[:, 1])
-    return MapData(pool=pd.DataFrame({"row": idx, "x": zp[:, 0], "y": zp[:, 1]}), targets=targets,
+    pool = pd.DataFrame({"row": idx, "x": zp[:, 0].astype(np.float32), "y": zp[:, 1].astype(np.float32)})
+    return MapData(pool=pool, targets=targets,
                    method=method, rank=rank)
 
 

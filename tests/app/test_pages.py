@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from gist_core.methods import registry
 from gist_core.runner import launcher
-from gist_core.viewer import breakdowns, rescore, rundir, spectrum
+from gist_core.viewer import breakdowns, pool_map, rescore, rundir, spectrum
 
 try:
     import tomllib
@@ -206,6 +206,23 @@ def test_map_pca_and_umap_on_request(open_page):
     at.radio(key="map_method").set_value("UMAP").run()
     assert not at.exception and any("No UMAP cached" in i.value for i in at.info)
     assert at.button(key="map_compute")
+
+
+def _map_pool_points(at) -> int:
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return sum(len(plotly_array(t["x"])) for t in spec["data"] if t["name"] != "target examples")
+
+
+def test_map_draws_a_sample_of_a_pool_over_the_cap_until_draw_all(open_page, monkeypatch):
+    monkeypatch.setattr(pool_map, "MAP_MAX_POINTS", 500)  # the fake pool has 800 rows
+    at = open_page("pages/5_Map.py")
+    assert _map_pool_points(at) == 500 and "500" in at.caption[0].value
+    at.checkbox(key="map_draw_all").check().run()
+    assert not at.exception and _map_pool_points(at) == 800
+    at.radio(key="map_method").set_value("UMAP").run()  # the estimate names the points it will fit
+    assert any("at 812 points" in i.value and "should take about" in i.value for i in at.info)
+    at.checkbox(key="map_draw_all").uncheck().run()
+    assert any("at 512 points" in i.value for i in at.info)
 
 
 def test_compare_page_shows_table_ratios_and_charts(open_page):

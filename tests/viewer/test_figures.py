@@ -167,8 +167,8 @@ def test_map_puts_the_targets_in_their_own_trace(run, rs):
         want = pts.set_index("row").loc[cd[:, 0].astype(int)]
         np.testing.assert_allclose(_a(t.x), want["x"])
         np.testing.assert_allclose(_a(t.y), want["y"])
-        np.testing.assert_allclose(cd[:, 1], want["score"])
-        assert set(want["color"]) == {t.name}
+        np.testing.assert_allclose(cd[:, 1], want["score"], rtol=1e-6)  # float32 customdata
+        assert set(want["color"]) == {t.name} and list(t.text) == want["id"].tolist()  # hover: the id, group = name
     # the same palette as the histogram's ground-truth groups
     counts = brushing.histogram_counts(rs.frame, "truth", rs.subtasks)
     hist = scores_figures.score_histogram(counts, "truth", rs.threshold, rs.k, "t")
@@ -179,7 +179,7 @@ def test_map_puts_the_targets_in_their_own_trace(run, rs):
 
     by_score = pool_map_figures.pool_map(pool_map.map_frame(md, rs.frame, "score", rs.subtasks), md.targets, "score", "umap")
     assert [t.name for t in by_score.data] == ["pool", pool_map_figures.TARGET_TRACE]
-    np.testing.assert_allclose(_a(by_score.data[0].marker.color), pts["score"])
+    np.testing.assert_allclose(_a(by_score.data[0].marker.color), pts["score"], rtol=1e-6)
     assert by_score.layout.xaxis.title.text == "UMAP 1" and by_score.layout.dragmode == "lasso"
 
 
