@@ -113,13 +113,14 @@ def flag_args(flags: tuple[Flag, ...], options: dict) -> list[str]:
     """`options` (named as the command's flags: k_grid -> --k-grid) as arguments through the command's own flag
     table. None and a flag's default are left out (the command then uses its own default, so the line stays what
     the user changed); a bool is a switch, given when True; a list or tuple is comma-separated ('' for none). A name the
-    command has no flag for is a ValueError: the dashboard cannot launch what the CLI does not know."""
+    command has no flag for is a ValueError: the dashboard cannot launch what the CLI does not know. Flags come in
+    the table's order (the --help order), so the same settings always make the same line."""
     table = {f.flag: f for f in flags}
+    given = {"--" + name.replace("_", "-"): value for name, value in options.items()}
+    if unknown := [flag for flag in given if flag not in table]:
+        raise ValueError(f"the command has no flag {', '.join(unknown)}")
     out = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if flag not in table:
-            raise ValueError(f"the command has no flag {flag}")
+    for flag, value in sorted(given.items(), key=lambda kv: list(table).index(kv[0])):  # the table's order: one line
         if isinstance(value, bool):  # a switch (--replacement, --no-evaluate): its default is "not given"
             out += [flag] if value else []
             continue
