@@ -89,7 +89,7 @@ def proxy_form() -> None:
 if not names:
     st.info(f"No `gist-lab proxy build` folder under `{runs_root()}` yet: launch one below. Iprox compresses the "
             "model to a low-rank proxy, aligns its gradients with the model's, then runs the same selection on both "
-            "and compares their pool scores. On the bundled tiny LM the defaults take about 6 minutes on 2 cores.")
+            "and compares their pool scores. On the bundled tiny LM the defaults take 6 to 9 minutes on 2 cores.")
     jobs.folder_jobs("proxy", is_proxy_run)
     with st.container(border=True):
         st.markdown("**Launch `gist-lab proxy build`** (into a new folder under the runs root)")

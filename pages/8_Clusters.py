@@ -60,7 +60,7 @@ rep = ui.folder_view(clusters.load_clusters, run_dir)
 if rep is None:
     st.info("No clustering in this run yet: `gist-lab cluster` clusters a seeded sample of its pool in "
             "LoRA-gradient space (a finished warm-up is enough), beside ELREA, embedding and random clusters. On the "
-            "bundled tiny LM, 3,000 rows take about 5 minutes on 2 cores.")
+            "bundled tiny LM, 3,000 rows take about 4 minutes on 2 cores.")
     if not jobs.blocked(run_dir, "cluster"):
         cluster_form()
     st.stop()
