@@ -14,12 +14,13 @@ import pandas as pd
 
 from gist_core.runner import launcher
 from gist_core.store import lock
+from gist_core.store.manifest import read_events
 from gist_core.store.runs import RunNameError, run_path, runs_root
 from gist_core.viewer import progress
 
 # the stages a command reports in a run folder's progress.jsonl (train and proxy build report none: their log is
 # their progress)
-STAGE_PREFIX = {"cluster": "clusters/", "experts": "experts/"}
+STAGE_PREFIX = dict(zip(("cluster", "experts"), progress.ADD_ON_STAGES))
 
 
 def job(folder: str | Path, command: str) -> launcher.LaunchState | None:
@@ -58,12 +59,12 @@ def other_writer(folder: str | Path, command: str) -> str | None:
 
 def stages(folder: str | Path, command: str) -> pd.DataFrame:
     """The job's own stages since its launch (stage, status, done, total, fraction, wall_s), from progress.jsonl;
-    empty for a command that reports none."""
-    prefix = STAGE_PREFIX.get(command)
-    if prefix is None:
-        return pd.DataFrame(columns=["stage", "status", "done", "total", "fraction", "wall_s", "error", "loss"])
-    rows = progress.stage_progress(folder)
-    return rows[rows["stage"].str.startswith(prefix)].reset_index(drop=True)
+    none for a command that reports none."""
+    prefix, ls = STAGE_PREFIX.get(command), job(folder, command)
+    since = (ls.started_at or 0) - 1 if ls is not None else 0
+    events = [e for e in read_events(folder) if prefix and str(e.get("stage", "")).startswith(prefix)
+              and e.get("t", 0) >= since]
+    return progress.stage_progress(folder, events)
 
 
 def log_lines(folder: str | Path, n: int = 12) -> str:

@@ -13,6 +13,7 @@ from gist_core.viewer.rundir import read_json, run_config, run_summary
 
 # commands that read a finished run and add their own report to it, and commands that write a folder of their own
 ADD_ON_COMMANDS = ("geometry", "cluster", "experts")
+ADD_ON_STAGES = ("clusters/", "experts/")  # the stages cluster and experts report in the run's progress.jsonl
 OWN_FOLDER_COMMANDS = ("train", "proxy")
 
 
@@ -22,23 +23,27 @@ def stage_plan(config: dict) -> list[str]:
 
 
 def current_events(run_dir: str | Path) -> list[dict]:
-    """Events of the latest attempt: since the last launch, else since the last 'data' start."""
+    """Events of the run's latest attempt: since the last launch, else since the last 'data' start. A launch of an
+    add-on command (geometry, cluster, experts) is not an attempt of the run: the run's stages stay as they were."""
     events = read_events(run_dir)
     ls = launcher.read_launch(run_dir)
-    if ls and ls.get("started_at"):
+    if ls and ls.get("started_at") and launcher.subcommand(ls.get("cmd")) not in ADD_ON_COMMANDS:
         return [e for e in events if e.get("t", 0) >= ls["started_at"] - 1]
     starts = [i for i, e in enumerate(events) if e.get("stage") == "data" and e.get("status") == "start"]
     return events[starts[-1]:] if starts else events
 
 
-def stage_progress(run_dir: str | Path) -> pd.DataFrame:
-    """Per planned stage: status (pending/running/done/skipped/error), done, total, fraction, wall_s, error."""
-    cfg = run_config(run_dir)
+def stage_progress(run_dir: str | Path, events: list[dict] | None = None) -> pd.DataFrame:
+    """Per planned stage: status (pending/running/done/skipped/error), done, total, fraction, wall_s, error. The
+    run's own stages (an add-on job's are its page's: viewer.jobs), or, given `events`, the stages they name."""
+    cfg = run_config(run_dir) if events is None else {}
     plan = stage_plan(cfg) if cfg else []
+    if events is None:
+        events = [e for e in current_events(run_dir) if not str(e.get("stage", "")).startswith(ADD_ON_STAGES)]
     state = {s: {"stage": s, "status": "pending", "done": None, "total": None, "fraction": 0.0,
                  "wall_s": None, "error": None, "loss": None} for s in plan}
     ranks: dict[str, dict] = {}  # torchrun: stage -> rank -> its own row
-    for e in current_events(run_dir):
+    for e in events:
         if e.get("rank") is not None:
             r = ranks.setdefault(e["stage"], {}).setdefault(e["rank"], {"stage": e["stage"], "status": "pending",
                                                                       "done": None, "total": None, "fraction": 0.0,

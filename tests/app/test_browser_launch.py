@@ -12,7 +12,7 @@ import json
 import time
 
 import pytest
-from browser_kit import chromium_page, settle, shot, streamlit_server
+from browser_kit import chromium_page, nav, settle, shot, streamlit_server
 
 from gist_core.runner import launcher
 
@@ -34,8 +34,9 @@ def test_train_launched_from_the_empty_layers_page_finishes_and_shows_its_result
     runs.mkdir()
     with streamlit_server(runs) as url, chromium_page() as page:
         try:
-            page.goto(f"{url}/layers")
+            page.goto(url)  # then the sidebar: a cold deep link can show Streamlit's "Page not found" over the page
             settle(page)
+            nav(page, "Layers")
             page.get_by_text("No `gist-lab train` folder", exact=False).first.wait_for(timeout=60_000)
             page.get_by_label("Folder name", exact=True).fill(FOLDER)
             page.get_by_label("Folder name", exact=True).press("Enter")

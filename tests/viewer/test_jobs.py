@@ -97,3 +97,20 @@ def test_add_on_jobs_leave_the_run_status_and_own_folders_are_not_runs(root):
     record(root / "px", launcher.proxy_args(root / "px"), returncode=0)
     record(root / "launched-demo", launcher.demo_args(root / "launched-demo"))  # a run before its config exists
     assert set(progress.runs_table(root)["run"]) == {"run", "launched-demo"}
+
+
+def test_a_cluster_jobs_stages_are_its_own_and_the_runs_stay_done(root):
+    run = make_fake_run(root / "run", n_pool=100, n_val=8, r=4)
+    before = progress.stage_progress(run)
+    t = time.time()
+    with open(run / "progress.jsonl", "a") as f:  # an earlier cluster attempt, then the launched one
+        for e in ({"t": t - 100, "stage": "clusters/elrea", "status": "error", "error": "old"},
+                  {"t": t + 1, "stage": "clusters/sketch", "status": "end", "wall_s": 3.0},
+                  {"t": t + 2, "stage": "clusters/coords", "status": "progress", "done": 30, "total": 120}):
+            f.write(json.dumps(e) + "\n")
+    record(run, launcher.cluster_args(run), started_at=t)
+    rows = jobs.stages(run, "cluster").set_index("stage")
+    assert list(rows.index) == ["clusters/sketch", "clusters/coords"]  # not the earlier attempt's elrea error
+    assert rows.loc["clusters/sketch", "status"] == "done" and rows.loc["clusters/coords", "fraction"] == 0.25
+    after = progress.stage_progress(run)  # the Run page's bars: the run's own stages, still done
+    assert after.equals(before) and set(after["status"]) == {"done"}
