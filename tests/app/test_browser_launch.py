@@ -50,7 +50,7 @@ def test_train_launched_from_the_empty_layers_page_finishes_and_shows_its_result
             page.get_by_role("button", name="Launch gist-lab train").click()
             t0, running_seen = time.time(), False
             while time.time() - t0 < JOB_TIMEOUT_S:  # the page follows the job every 2 s, then reruns whole
-                if page.get_by_text("What GAST (cached) selected", exact=False).count():
+                if page.get_by_text("selected (seed 0)", exact=False).count():  # the run's results heading
                     break
                 if page.get_by_text("failed:", exact=False).count():
                     shot(page, "layers_failed")
