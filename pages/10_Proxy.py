@@ -44,7 +44,10 @@ def proxy_form() -> None:
     lambda_kd = c[2].number_input("λ_KL (logit anchor)", 0.0, 100.0, d.lambda_kd, format="%g", key="px_lambda")
     probes = c[3].number_input("Probe rows (IPSVD)", 1, 10**5, d.probe_examples, key="px_probes")
     c = st.columns(4)
-    evaluate = c[0].checkbox("Evaluate: score the pool on the target and every proxy", d.evaluate, key="px_evaluate")
+    c[0].markdown("")  # level with the inputs beside it
+    evaluate = c[0].checkbox("Evaluate against the model", d.evaluate, key="px_evaluate",
+                             help="score the pool with the model and with every proxy, and compare (off: build only, "
+                                  "--no-evaluate)")
     methods = c[1].multiselect("Selection methods compared", SELECTION_METHODS, list(d.methods), key="px_methods",
                                disabled=not evaluate)
     eval_pool = c[2].number_input("Pool rows scored", 1, 10**7, d.eval_pool, key="px_eval_pool", disabled=not evaluate)

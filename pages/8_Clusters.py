@@ -111,7 +111,7 @@ def experts_form() -> None:
         st.markdown("**Launch `gist-lab experts` on these clusters**")
         c = st.columns(4)
         chosen = c[0].multiselect("Clusterings (one expert per cluster)", have, [m for m in d.clusterings if m in have],
-                                  key="ex_clusterings", format_func=lambda m: clusters.METHOD_LABELS.get(m, m))
+                                  key="ex_clusterings", help="; ".join(f"{m}: {clusters.METHOD_LABELS[m]}" for m in have))
         ensembles = c[1].multiselect("…also scored as an ELREA ensemble", chosen,
                                      [m for m in d.ensembles if m in chosen], key="ex_ensembles",
                                      help="each costs k + 1 forwards per token")

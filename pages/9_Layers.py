@@ -23,8 +23,9 @@ def train_form() -> None:
     d = TrainRunConfig()
     out, problem = jobs.out_folder("train", is_train_folder, "gast", "tr")
     c = st.columns(4)
-    ablation = c[0].toggle("Ablation: GAST, top-K, random K and plain LoRA (cached) and GAST (twopass), × seeds",
-                           key="tr_ablation")
+    ablation = c[0].toggle("Ablation", key="tr_ablation",
+                           help="GAST, top-K, random K and plain LoRA (cached) and GAST (twopass), each over the seeds, "
+                                "one folder per run and ablation.json (--ablation)")
     seeds = c[1].number_input("Ablation seeds", 1, 20, 3, key="tr_seeds", disabled=not ablation)
     method = c[2].selectbox("Method", GAST_METHODS, key="tr_method", disabled=ablation,
                             help="gast: softmax sampling (the paper) | topk: the top K | random: K uniformly | lora: "
@@ -74,7 +75,7 @@ def train_form() -> None:
 if not names:
     st.info(f"No `gist-lab train` folder under `{runs_root()}` yet: launch one below. GAST picks, per layer and step, "
             "which batch examples each LoRA update uses; the ablation runs it beside top-K, random K and plain LoRA. "
-            "On the bundled tiny LM one run (2,000 rows, 3 epochs) takes about a minute on 2 cores.")
+            "On the bundled tiny LM one run (2,000 rows, 3 epochs) takes a little over a minute on 2 cores.")
     jobs.folder_jobs("train", is_train_folder)
     with st.container(border=True):
         st.markdown("**Launch `gist-lab train`** (into a new folder under the runs root)")

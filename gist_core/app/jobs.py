@@ -107,6 +107,8 @@ def out_folder(command: str, is_own: Callable[[Path], bool], default: str, key: 
     c = st.columns([2, 3])
     name = c[0].text_input("Folder name", default, key=f"{key}_name",
                            help=f"created under {runs_root()}; {NAME_RULE}").strip()
-    overwrite = c[1].checkbox(f"Overwrite: run into an existing `gist-lab {command}` folder of this name (its results "
-                              "are replaced; the same settings resume)", key=f"{key}_overwrite")
+    c[1].markdown("")  # level with the input beside it
+    overwrite = c[1].checkbox("Overwrite an existing folder of this name", key=f"{key}_overwrite",
+                              help=f"only a `gist-lab {command}` folder: its results are replaced (the same settings "
+                                   "resume); a run's or another command's folder is never written into")
     return runs_root() / name, jobs.out_folder_problem(name, command, is_own, overwrite)
