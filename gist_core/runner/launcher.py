@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +21,11 @@ from pathlib import Path
 
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
 from gist_core.errors import LaunchError
+from gist_core.flags import Flag
+from gist_core.methods import registry
+from gist_core.methods.gast.config import TRAIN_FLAGS
+from gist_core.methods.gradientspace.config import CLUSTER_FLAGS, EXPERT_FLAGS
+from gist_core.methods.iprox.config import PROXY_FLAGS
 from gist_core.model import registry as models
 from gist_core.store import lock
 from gist_core.store.atomic import atomic_write_json
@@ -89,6 +95,77 @@ def geometry_args(run_dir: str | Path, coords: int = 2048, module: str | None = 
     (None or blank: the CLI's default, the last LoRA module)."""
     args = ["geometry", "--run", str(Path(run_dir).resolve()), "--coords", str(int(coords))]
     return args + (["--module", module.strip()] if module and module.strip() else [])
+
+
+def shell_command(args: list[str]) -> str:
+    """The terminal command a page's launch runs (`gist-lab cluster --run ...`), quoted for a shell."""
+    return shlex.join(["gist-lab", *args])
+
+
+def subcommand(cmd: list[str] | None) -> str | None:
+    """The `gist-lab` subcommand of a command line (a launch record's or a lock holder's): its first word that
+    names one (the subcommand comes before any flag value)."""
+    names = {c.name for c in registry.commands()}
+    return next((a for a in cmd or [] if a in names), None)
+
+
+def flag_args(flags: tuple[Flag, ...], options: dict) -> list[str]:
+    """`options` (named as the command's flags: k_grid -> --k-grid) as arguments through the command's own flag
+    table. None and a flag's default are left out (the command then uses its own default, so the line stays what
+    the user changed); a bool is a switch, given when True; a list or tuple is comma-separated ('' for none). A name the
+    command has no flag for is a ValueError: the dashboard cannot launch what the CLI does not know. Flags come in
+    the table's order (the --help order), so the same settings always make the same line."""
+    table = {f.flag: f for f in flags}
+    given = {"--" + name.replace("_", "-"): value for name, value in options.items()}
+    if unknown := [flag for flag in given if flag not in table]:
+        raise ValueError(f"the command has no flag {', '.join(unknown)}")
+    out = []
+    for flag, value in sorted(given.items(), key=lambda kv: list(table).index(kv[0])):  # the table's order: one line
+        if isinstance(value, bool):  # a switch (--replacement, --no-evaluate): its default is "not given"
+            out += [flag] if value else []
+            continue
+        if isinstance(value, (list, tuple)):
+            value = tuple(value)
+        if value is None or value == table[flag].default():
+            continue
+        if isinstance(value, tuple):
+            out += [flag, ",".join(map(str, value))]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def cluster_args(run_dir: str | Path, **options) -> list[str]:
+    """`gist-lab cluster --run RUN` (GradientSpace on a finished warm-up); options as its flags: clusters, k_grid,
+    rank, sketch_size, rule, pool_size, elrea_dim, birch_threshold, batch_size, seed."""
+    return ["cluster", "--run", str(Path(run_dir).resolve()), *flag_args(CLUSTER_FLAGS, options)]
+
+
+def experts_args(run_dir: str | Path, **options) -> list[str]:
+    """`gist-lab experts --run RUN` (after cluster); options as its flags: clusterings, seeds, expert_steps,
+    ensembles, router, base_weight, temperature, no_oracle_routing, per_skill, per_subtask, test, n_em,
+    latency_queries, train_epochs, train_lr."""
+    return ["experts", "--run", str(Path(run_dir).resolve()), *flag_args(EXPERT_FLAGS, options)]
+
+
+def train_args(out: str | Path, ablation: bool = False, seeds: int | None = None, **options) -> list[str]:
+    """`gist-lab train --out OUT` (GAST), or its ablation (every method x `seeds`); options as its flags: model,
+    train, target, test, pool_size, max_length, n_em, device, method, implementation, k_select, k_support, support,
+    temperature, replacement, aggregate, epochs, lr, batch_size, seed, lora_r."""
+    args = ["train", "--out", str(Path(out).resolve())]
+    if ablation:
+        args.append("--ablation")
+        if seeds is not None:
+            args += ["--seeds", str(int(seeds))]
+    return args + flag_args(TRAIN_FLAGS, options)
+
+
+def proxy_args(out: str | Path, **options) -> list[str]:
+    """`gist-lab proxy build --out OUT` (Iprox); options as its flags: model, train, target, rho, sweep,
+    rank_multiple, init, candidates, probe_examples, max_probes, align_examples, align_epochs, align_batch,
+    align_lr, lambda_kd, tau, max_length, seed, eval_pool, methods, warmup_epochs, less_dim, no_evaluate,
+    downstream, n_em, dtype, device, lora_r, lora_layers."""
+    return ["proxy", "build", "--out", str(Path(out).resolve()), *flag_args(PROXY_FLAGS, options)]
 
 
 # ----------------------------------------------------------------------------- launch / state / cancel

@@ -11,6 +11,11 @@ from gist_core.store.layout import CONFIG, LAUNCH, LAUNCH_LOG, PREVIOUS, RunLayo
 from gist_core.store.manifest import read_events
 from gist_core.viewer.rundir import read_json, run_config, run_summary
 
+# commands that read a finished run and add their own report to it, and commands that write a folder of their own
+ADD_ON_COMMANDS = ("geometry", "cluster", "experts")
+ADD_ON_STAGES = ("clusters/", "experts/")  # the stages cluster and experts report in the run's progress.jsonl
+OWN_FOLDER_COMMANDS = ("train", "proxy")
+
 
 def stage_plan(config: dict) -> list[str]:
     epochs = int((config.get("warmup") or {}).get("epochs", 1))
@@ -18,23 +23,27 @@ def stage_plan(config: dict) -> list[str]:
 
 
 def current_events(run_dir: str | Path) -> list[dict]:
-    """Events of the latest attempt: since the last launch, else since the last 'data' start."""
+    """Events of the run's latest attempt: since the last launch, else since the last 'data' start. A launch of an
+    add-on command (geometry, cluster, experts) is not an attempt of the run: the run's stages stay as they were."""
     events = read_events(run_dir)
     ls = launcher.read_launch(run_dir)
-    if ls and ls.get("started_at"):
+    if ls and ls.get("started_at") and launcher.subcommand(ls.get("cmd")) not in ADD_ON_COMMANDS:
         return [e for e in events if e.get("t", 0) >= ls["started_at"] - 1]
     starts = [i for i, e in enumerate(events) if e.get("stage") == "data" and e.get("status") == "start"]
     return events[starts[-1]:] if starts else events
 
 
-def stage_progress(run_dir: str | Path) -> pd.DataFrame:
-    """Per planned stage: status (pending/running/done/skipped/error), done, total, fraction, wall_s, error."""
-    cfg = run_config(run_dir)
+def stage_progress(run_dir: str | Path, events: list[dict] | None = None) -> pd.DataFrame:
+    """Per planned stage: status (pending/running/done/skipped/error), done, total, fraction, wall_s, error. The
+    run's own stages (an add-on job's are its page's: viewer.jobs), or, given `events`, the stages they name."""
+    cfg = run_config(run_dir) if events is None else {}
     plan = stage_plan(cfg) if cfg else []
+    if events is None:
+        events = [e for e in current_events(run_dir) if not str(e.get("stage", "")).startswith(ADD_ON_STAGES)]
     state = {s: {"stage": s, "status": "pending", "done": None, "total": None, "fraction": 0.0,
                  "wall_s": None, "error": None, "loss": None} for s in plan}
     ranks: dict[str, dict] = {}  # torchrun: stage -> rank -> its own row
-    for e in current_events(run_dir):
+    for e in events:
         if e.get("rank") is not None:
             r = ranks.setdefault(e["stage"], {}).setdefault(e["rank"], {"stage": e["stage"], "status": "pending",
                                                                       "done": None, "total": None, "fraction": 0.0,
@@ -89,8 +98,9 @@ def run_state(run_dir: str | Path) -> dict:
     events = current_events(d)
     summary = RunLayout(d).summary
     t_start = (ls.started_at if ls.launched else (events[0]["t"] if events else 0)) or 0
-    # `gist-lab geometry` only reads a finished run: its launch leaves the run's own summary valid
-    measured_only = ls.launched and "geometry" in (ls.cmd or [])
+    # geometry, cluster and experts only read a finished run: their launch leaves the run's own summary valid, and
+    # how they ended is their page's to show (Curvature, Clusters), not the run's status
+    measured_only = ls.launched and launcher.subcommand(ls.cmd) in ADD_ON_COMMANDS
     fresh = summary.exists() and (measured_only or summary.stat().st_mtime >= t_start - 1)
     err_events = [e for e in events if e.get("status") == "error"]
     if ls.alive:
@@ -100,7 +110,7 @@ def run_state(run_dir: str | Path) -> dict:
     elif marked.get("state") == "running" and not (ls.cancelled or ls.error or ls.returncode not in (None, 0)):
         status, msg = "stopped", ("incomplete: the run stopped before finishing (an earlier result, if any, is kept in "
                                   f"{PREVIOUS}/); run the same command again to resume")
-    elif fresh and ls.returncode in (None, 0):
+    elif fresh and (measured_only or ls.returncode in (None, 0)):
         status, msg = "done", None
     elif ls.cancelled:
         status, msg = "cancelled", "cancelled from the dashboard; launch the same settings again to resume"
@@ -117,11 +127,21 @@ def run_state(run_dir: str | Path) -> dict:
     return {"status": status, "message": msg, "launch": ls}
 
 
+def is_run_folder(d: Path) -> bool:
+    """A selection run's folder: its config.json, or a launch of a command that makes one (a `gist-lab train` or
+    `proxy build` folder launched from the dashboard is not a run: its own page lists it)."""
+    if RunLayout(d).config.exists():
+        return True
+    rec = launcher.read_launch(d)
+    return rec is not None and launcher.subcommand(rec.get("cmd")) not in OWN_FOLDER_COMMANDS
+
+
 def runs_table(root: str | Path) -> pd.DataFrame:
     """Home-page rows: every run folder under root (config.json or launch.json), newest first."""
     root = Path(root)
     dirs = {p.parent for name in (CONFIG, LAUNCH) for p in root.glob(f"*/{name}")} \
         if root.is_dir() else set()
+    dirs = {d for d in dirs if is_run_folder(d)}
     out = []
     for d in dirs:
         cfg, summ = run_config(d), run_summary(d)

@@ -203,4 +203,6 @@ def test_clusters_page_renders_the_stored_table_and_composition(cluster_run, mon
     assert scatter["layout"]["title"]["text"].startswith("Pool rows")
     assert len(scatter["data"]) == len(rep["composition"]["embedding"]) and sum(
         len(plotly_array(t["x"])) for t in scatter["data"]) == rep["n_rows"]
-    assert any("gist-lab experts --run" in i.value for i in at.info)  # no experts yet: the command to make them
+    assert any("No experts in this run yet" in i.value for i in at.info)  # no experts yet: the command to make them
+    assert any(c.value == f"gist-lab experts --run {cluster_run.resolve()}" for c in at.code)
+    assert not at.button(key="launch_experts").disabled
