@@ -48,6 +48,21 @@ def _record(key: str, make) -> None:
         st.session_state[_message_key(key)] = ("success", said)
 
 
+def said(key: str, container=st) -> None:
+    """Say what the last edit made under `key` did (or why it was refused), once."""
+    _say(key, container)
+
+
+def exclude(run_dir: Path, group: str, key: str) -> None:
+    """Button callback: exclude the group KEY=VALUE, recorded as from the Curate page."""
+    _record(key, lambda: _exclude(run_dir, group, "curate page"))
+
+
+def reset(run_dir: Path, key: str) -> None:
+    """Button callback: drop every edit."""
+    _record(key, lambda: _reset(run_dir))
+
+
 def _say(key: str, container=st) -> None:
     kind, text = st.session_state.pop(_message_key(key), (None, None))
     if kind == "error":

@@ -32,6 +32,11 @@ def pending(working_ids: Iterable[str], ids: Iterable[str]) -> tuple[list[str], 
     return [i for i in ids if i not in chosen], [i for i in ids if i in chosen]
 
 
+def mark_working(frame: pd.DataFrame, working_ids: Iterable[str]) -> pd.DataFrame:
+    """The frame with a `working` column: is the row in the working selection."""
+    return frame.assign(working=frame["id"].astype(str).isin(set(working_ids)).to_numpy())
+
+
 def status_text(c: curation.Curation) -> str:
     """One line: the working selection's size, its base, what the edits changed."""
     n, p = c.counts, c.pool
