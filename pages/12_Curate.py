@@ -23,20 +23,22 @@ curation_ui.shown_selection(run_dir, c, rs, key="cur")
 
 st.subheader("Exclude a whole group")
 keys = ui.folder_view(curation_view.group_keys, run_dir)
-g = st.columns([1, 2, 2], vertical_alignment="bottom")
+g = st.columns([1, 3, 2], vertical_alignment="bottom")
 key = g[0].selectbox("Group by", keys, key="cur_group_key",
                      help="domain: code / math / writing / other by a keyword rule (a reading aid); cluster: "
                           "`gist-lab cluster`'s GradientSpace clusters")
 counts = ui.folder_view(curation_view.group_counts, run_dir, key)
 values = counts.set_index("value")
 value = g[1].selectbox("Value", counts["value"].tolist(), key="cur_group_value",
-                       format_func=lambda v: f"{v} ({values.at[v, 'in_working']:,} in the working selection, "
-                                             f"{values.at[v, 'pool_rows']:,} in the pool)")
+                       format_func=lambda v: f"{v} ({values.at[v, 'in_working']:,} working / "
+                                             f"{values.at[v, 'pool_rows']:,} pool rows)",
+                       help="rows of the value in the working selection / in the pool")
 if value is not None:
     n_out = int(values.at[value, "in_working"])
-    g[2].button(f"Exclude {key} = {value} ({n_out:,} rows leave)", key="cur_exclude", icon=":material/block:",
+    g[2].button(f"Exclude the group ({n_out:,} rows leave)", key="cur_exclude", icon=":material/block:",
                 disabled=n_out == 0, width="stretch",
-                help="one edit: every pool row of the group leaves the working selection (rows added later stay)",
+                help=f"one edit: every pool row with {key} = {value} leaves the working selection (rows added later "
+                     "stay)",
                 on_click=curation_ui.exclude, args=(run_dir, f"{key}={value}", "cur_exclude"))
 curation_ui.said("cur_exclude")
 
@@ -68,7 +70,7 @@ st.subheader("Against the method's selection")
 diff = ui.folder_view(curation_view.difference, run_dir)
 d = st.columns(2)
 for col, (name, rows) in zip(d, diff.items()):
-    col.markdown(f"**{name.capitalize()}** by the edits: {len(rows):,} rows")
+    col.markdown(f"**{name.capitalize()}** by the edits: {len(rows):,} row{'' if len(rows) == 1 else 's'}")
     if len(rows):
         col.dataframe(rows, hide_index=True, width="stretch", height=240, key=f"cur_{name}",
                       column_config={"score": st.column_config.NumberColumn(format="%.4f")})

@@ -123,7 +123,7 @@ def edit_buttons(run_dir: Path, c: curation.Curation, ids: list[str], view: str,
     """"Remove N from / Add N to the working selection" for the rows `ids` a view points at: only the rows that
     would change are counted and sent; the edit records `view`."""
     to_add, to_remove = curation_view.pending(c.working, ids)
-    b = st.columns([2, 2, 3], vertical_alignment="center")
+    b = st.columns(3, vertical_alignment="center")
     b[0].button(f"Remove {len(to_remove):,} from the working selection", key=f"{key}_remove",
                 icon=":material/remove_circle:", disabled=not to_remove, width="stretch",
                 on_click=_record, args=(key, lambda: _edit(run_dir, "remove", to_remove, view)))
@@ -154,9 +154,10 @@ def shown_selection(run_dir: Path, c: curation.Curation, rs: Rescored, key: str)
         return
     left, right = st.columns([3, 2], vertical_alignment="center")
     left.caption(text)
-    right.button(f"Make the shown selection the working selection (+{rel['to_add']:,} −{rel['to_remove']:,})",
+    right.button(f"Take the shown selection (+{rel['to_add']:,} −{rel['to_remove']:,})",
                  key=f"{key}_take", icon=":material/published_with_changes:", width="stretch",
-                 help=f"recorded as two ordinary edits (remove, add) from the '{view}'; Undo takes them back one by one",
+                 help=f"make the {rel['shown']:,} rows shown the working selection: two ordinary edits (remove, "
+                      f"add) from the '{view}'; Undo takes them back one by one",
                  on_click=_record, args=(f"{key}_take", lambda: _take(run_dir, shown, view)))
     _say(f"{key}_take")
 
@@ -164,13 +165,19 @@ def shown_selection(run_dir: Path, c: curation.Curation, rs: Rescored, key: str)
 def downloads(run_dir: Path, ids: tuple[str, ...] | None, what: str, stem: str, key: str) -> None:
     """Download buttons for `ids` (None: the working selection) as a training file in the chosen format, and its
     provenance record: built when clicked, by the export `gist-lab export` writes (runner.export.build_export)."""
-    n = len(ids) if ids is not None else len(working(run_dir).working)
-    c = st.columns([2, 2, 2], vertical_alignment="bottom")
+    if ids is None:
+        c = working(run_dir)
+        if c is None:  # said why above
+            return
+        n = len(c.working)
+    else:
+        n = len(ids)
+    c = st.columns([2, 3, 2], vertical_alignment="bottom")
     fmt = c[0].radio("Format", list(FORMAT_NAMES), format_func=FORMAT_NAMES.get, horizontal=True, key=f"{key}_format",
                      help="original rows: every field the pool row had, plus score (as selected.jsonl keeps it); "
                           "chat messages: {\"messages\": [{\"role\", \"content\"}, ...]} per row")
     name = f"{stem}-{fmt}.jsonl"
-    c[1].download_button(f"Download {what} ({n:,} rows, JSONL)", data=_deferred(run_dir, fmt, ids, name, False),
+    c[1].download_button(f"Download {what} ({n:,} rows)", data=_deferred(run_dir, fmt, ids, name, False),
                          file_name=name, mime="application/jsonl", key=f"{key}_file", icon=":material/download:",
                          on_click="ignore", disabled=n == 0, width="stretch")
     c[2].download_button("Provenance record (JSON)", data=_deferred(run_dir, fmt, ids, name, True),
