@@ -39,10 +39,7 @@ c2 = st.columns([3, 2, 1])
 text = c2[0].text_input("Search prompt / response / id", key="ex_text")
 sort_by = c2[1].selectbox("Sort by", ["score", "rank", "n_tokens", "id"], key="ex_sort")
 desc = c2[2].toggle("descending", value=True, key="ex_desc")
-rows = examples.filter_frame(f, sources=sources, skills=skills, kinds=kinds, text=text, domains=domains,
-                             selected="all" if which == "working selection" else which)
-if which == "working selection":
-    rows = rows[rows["working"].to_numpy()]
+rows = examples.filter_frame(f, sources=sources, skills=skills, kinds=kinds, selected=which, text=text, domains=domains)
 rows = rows.sort_values(sort_by, ascending=not desc, kind="stable")
 shown = rows.head(MAX_ROWS)
 st.caption(f"{len(rows):,} matching examples" + (f"; showing the first {MAX_ROWS:,}" if len(rows) > MAX_ROWS else "")

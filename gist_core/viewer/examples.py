@@ -29,6 +29,8 @@ def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, 
         m &= frame["selected"].to_numpy()
     elif selected == "not selected":
         m &= ~frame["selected"].to_numpy()
+    elif selected == "working selection":  # the `working` column of viewer.curation.mark_working
+        m &= frame["working"].to_numpy()
     if text:
         pat = re.escape(text)
         m &= (frame["prompt"].str.contains(pat, case=False, na=False)

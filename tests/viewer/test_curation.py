@@ -12,7 +12,7 @@ from fake_run import make_fake_run
 from gist_core.data.domains import domain_label
 from gist_core.runner import curation
 from gist_core.store.layout import RunLayout
-from gist_core.viewer import brushing, rescore, rundir
+from gist_core.viewer import brushing, examples, rescore, rundir
 from gist_core.viewer import curation as view
 
 
@@ -109,8 +109,10 @@ def test_the_shown_selection_against_the_working_selection(run):
 
 
 def test_mark_working_and_the_selection_shape():
-    frame = pd.DataFrame({"id": ["a", "b", "c"]})
-    assert view.mark_working(frame, ["c", "a"])["working"].tolist() == [True, False, True]
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "selected": [True, True, False]})
+    marked = view.mark_working(frame, ["c", "a"])
+    assert marked["working"].tolist() == [True, False, True]
+    assert examples.filter_frame(marked, selected="working selection")["id"].tolist() == ["a", "c"]
     assert brushing.selection_shape({"box": [{"x": [0, 1]}], "lasso": [], "points": [{}]}) == "box"
     assert brushing.selection_shape({"box": [], "lasso": [{"x": [0]}]}) == "lasso"
     assert brushing.selection_shape({"box": [{}], "lasso": [{}]}) == "box + lasso"
