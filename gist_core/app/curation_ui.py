@@ -130,8 +130,8 @@ def edit_buttons(run_dir: Path, c: curation.Curation, ids: list[str], view: str,
     b[1].button(f"Add {len(to_add):,} to the working selection", key=f"{key}_add", icon=":material/add_circle:",
                 disabled=not to_add, width="stretch",
                 on_click=_record, args=(key, lambda: _edit(run_dir, "add", to_add, view)))
-    b[2].caption(f"{len(to_remove):,} of these {len(to_remove) + len(to_add):,} rows are in the working selection "
-                 f"({len(c.working):,} rows); the edit is recorded as from the {view}.")
+    b[2].caption(f"In the working selection ({len(c.working):,} rows): {len(to_remove):,} of these "
+                 f"{len(to_remove) + len(to_add):,}. The edit is recorded as from the {view}.")
     _say(key)
 
 
