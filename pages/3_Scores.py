@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from gist_core.app import ui
+from gist_core.app import curation_ui, ui
 from gist_core.methods import scoring
 from gist_core.viewer import breakdowns, brushing, labels, rundir
+from gist_core.viewer import curation as curation_view
 from gist_core.viewer.figures import scores as scores_figures
 
 ui.page_setup("Scores")
@@ -51,17 +52,32 @@ with hc[0]:
 with hc[1]:
     ev_truth = histogram(by_options[second_by], f"Scores by {second_by}", "hist_truth")
 
-brush = brushing.score_range_from_selection(ev_truth.selection) or brushing.score_range_from_selection(ev_source.selection)
+brushed_on = next((ev.selection for ev in (ev_truth, ev_source) if brushing.score_range_from_selection(ev.selection)),
+                  None)  # the second histogram's brush first, as before
+brush = brushing.score_range_from_selection(brushed_on)
 st.subheader("Brushed score range")
+curated = curation_ui.working(run_dir)
+if curated is not None:
+    curation_ui.status(run_dir, curated, key="scores_cur")
+    curation_ui.shown_selection(run_dir, curated, rs, key="scores_cur")
 if brush is None:
-    st.caption("Drag a box (or lasso) over either histogram to list the examples in that score range.")
+    st.caption("Drag a box (or lasso) over either histogram to list the examples in that score range, then remove "
+               "them from (or add them to) the working selection.")
 else:
-    rows = brushing.in_score_range(rs.frame, *brush)
+    rows = curation_view.mark_working(brushing.in_score_range(rs.frame, *brush),
+                                      curated.working if curated is not None else ())
     b = brushing.brush_summary(rows, rs.subtasks)
-    st.markdown(f"Scores **{brush[0]:.3f} … {brush[1]:.3f}**: {b['n']:,} examples, {b['n_selected']:,} selected"
+    st.markdown(f"Scores **{brush[0]:.3f} … {brush[1]:.3f}**: {b['n']:,} examples, {b['n_selected']:,} selected, "
+                f"{int(rows['working'].sum()):,} in the working selection"
                 + (f", precision {b['precision']:.3f}" if "precision" in b else ""))
-    cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in rows]
+    cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "working", "prompt", "response"]
+            if c in rows]
     st.dataframe(rows.sort_values("score", ascending=False)[cols].head(500), hide_index=True, width="stretch")
+    if len(rows) > 500:
+        st.caption(f"The 500 best of {len(rows):,} shown; the buttons below act on all {len(rows):,}.")
+    if curated is not None:
+        curation_ui.edit_buttons(run_dir, curated, rows["id"].astype(str).tolist(),
+                                 f"histogram {brushing.selection_shape(brushed_on) or 'selection'}", key="scores_edit")
 
 st.subheader("Per target subtask")
 if rs.starved_basis == "ground-truth coverage":

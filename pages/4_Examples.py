@@ -1,9 +1,11 @@
-"""Examples: filterable, sortable table of the pool; drill-down on one example; export of the selection."""
+"""Examples: filterable, sortable table of the pool; ticked rows leave or join the working selection; drill-down on
+one example; export of the working selection."""
 from __future__ import annotations
 
 import streamlit as st
 
-from gist_core.app import ui
+from gist_core.app import curation_ui, ui
+from gist_core.viewer import curation as curation_view
 from gist_core.viewer import examples, rundir
 from gist_core.viewer.figures import scores as scores_figures
 
@@ -19,9 +21,15 @@ rs = ui.rescored(run_dir, s)
 ui.settings_caption(s, rs)
 ui.semantics_caption()
 
-f = rs.frame
-c = st.columns([2, 2, 2, 2, 2])
-which = c[0].radio("Show", ["selected", "all", "not selected"], horizontal=True, key="ex_which")
+curated = curation_ui.working(run_dir)
+if curated is not None:
+    curation_ui.status(run_dir, curated, key="ex_cur")
+    curation_ui.shown_selection(run_dir, curated, rs, key="ex_cur")
+f = curation_view.mark_working(rs.frame, curated.working if curated is not None else ())
+c = st.columns([3, 2, 2, 2, 2])
+which = c[0].radio("Show", ["selected", "working selection", "all", "not selected"], horizontal=True, key="ex_which",
+                   help="selected: the selection at this rank, rule and budget; working selection: the run's "
+                        "selection as edited by hand (Curate page)")
 sources = c[1].multiselect("Source", examples.options(f, "source"), key="ex_sources")
 skills = c[2].multiselect("Skill", examples.options(f, "skill"), key="ex_skills")
 kinds = c[3].multiselect("Kind", examples.options(f, "kind"), key="ex_kinds")
@@ -35,20 +43,25 @@ rows = examples.filter_frame(f, sources=sources, skills=skills, kinds=kinds, sel
 rows = rows.sort_values(sort_by, ascending=not desc, kind="stable")
 shown = rows.head(MAX_ROWS)
 st.caption(f"{len(rows):,} matching examples" + (f"; showing the first {MAX_ROWS:,}" if len(rows) > MAX_ROWS else "")
-           + ". Click a row for its details; click a column header to re-sort the shown rows.")
-event = st.dataframe(shown[examples.table_columns(shown)], hide_index=True, width="stretch", height=380, key="ex_table",
-                     on_select="rerun", selection_mode="single-row",
+           + ". Tick rows to remove them from (or add them to) the working selection; the first ticked row is shown "
+             "in detail below. Click a column header to re-sort the shown rows.")
+columns = examples.table_columns(shown)
+columns.insert(columns.index("selected") + 1 if "selected" in columns else len(columns), "working")
+event = st.dataframe(shown[columns], hide_index=True, width="stretch", height=380, key="ex_table",
+                     on_select="rerun", selection_mode="multi-row",
                      column_config={"score": st.column_config.NumberColumn(format="%.4f"),
-                                    "n_tokens": st.column_config.NumberColumn("length (tokens)")})
-
-st.download_button(f"Export the current selection ({rs.k:,} examples, JSONL)", data=examples.export_jsonl(rs.selection),
-                   icon=":material/download:",
-                   file_name=f"{run_dir.name}-selected-r{s['rank']}-{s['balance']}.jsonl",
-                   mime="application/jsonl", key="ex_download",
-                   help="one JSON object per line: id, prompt, response, source, skill, subtask, kind, score")
+                                    "n_tokens": st.column_config.NumberColumn("length (tokens)"),
+                                    "working": st.column_config.CheckboxColumn("in working selection")})
+picked = [p for p in (event.selection.rows if event is not None else []) if p < len(shown)]
+if curated is not None and picked:
+    curation_ui.edit_buttons(run_dir, curated, shown.iloc[picked]["id"].astype(str).tolist(), "examples table",
+                             key="ex_edit")
+with st.expander("Export the working selection", icon=":material/download:"):
+    curation_ui.downloads(run_dir, None, "the working selection", f"{run_dir.name}-working", key="ex_export")
+    st.caption("The rows `gist-lab export` writes: the original pool rows (or their chat turns), in pool order, "
+               "with a provenance record. Edit the working selection here, on the Map, Scores or Curate pages.")
 
 st.subheader("Drill-down")
-picked = event.selection.rows if event is not None else []
 if picked:
     row = int(shown.iloc[picked[0]]["row"])
 elif len(shown):

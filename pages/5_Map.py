@@ -1,10 +1,12 @@
-"""Map: 2-D view of the projected gradients (PCA instant, UMAP on request), target examples marked, lasso -> table."""
+"""Map: 2-D view of the projected gradients (PCA instant, UMAP on request), target examples marked, lasso -> table,
+whose rows can leave or join the working selection, or be downloaded exactly."""
 from __future__ import annotations
 
 import streamlit as st
 
-from gist_core.app import ui
+from gist_core.app import curation_ui, ui
 from gist_core.viewer import brushing, pool_map
+from gist_core.viewer import curation as curation_view
 from gist_core.viewer.figures import pool_map as pool_map_figures
 
 ui.page_setup("Map")
@@ -48,14 +50,27 @@ fig = pool_map_figures.pool_map(pts, md.targets, color_by, method)
 event = st.plotly_chart(fig, width="stretch", key="map_chart", on_select="rerun",
                         selection_mode=("lasso", "box", "points"))
 
-rows = brushing.rows_in_selection(pts, event.selection if event is not None else None)
+selection = event.selection if event is not None else None
+rows = brushing.rows_in_selection(pts, selection)
 st.subheader("Selected on the map")
+curated = curation_ui.working(run_dir)
+if curated is not None:
+    curation_ui.status(run_dir, curated, key="map_cur")
+    curation_ui.shown_selection(run_dir, curated, rs, key="map_cur")
 if not rows:
-    st.caption("Lasso or box-select points on the map to list them here.")
+    st.caption("Lasso or box-select points on the map to list them here, then remove them from (or add them to) "
+               "the working selection, or download exactly these rows.")
 else:
-    chosen = rs.frame.iloc[rows]
+    chosen = curation_view.mark_working(rs.frame.iloc[rows], curated.working if curated is not None else ())
     b = brushing.brush_summary(chosen, rs.subtasks)
-    st.markdown(f"{b['n']:,} examples, {b['n_selected']:,} in the selection"
+    st.markdown(f"{b['n']:,} examples, {b['n_selected']:,} in the selection shown, "
+                f"{int(chosen['working'].sum()):,} in the working selection"
                 + (f", precision {b['precision']:.3f}" if "precision" in b else ""))
-    cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "prompt", "response"] if c in chosen]
-    st.dataframe(chosen.sort_values("score", ascending=False)[cols], hide_index=True, width="stretch")
+    cols = [c for c in ["rank", "score", "id", "source", "skill", "kind", "selected", "working", "prompt", "response"]
+            if c in chosen]
+    st.dataframe(chosen.sort_values("score", ascending=False)[cols], hide_index=True, width="stretch", key="map_rows")
+    ids = tuple(chosen["id"].astype(str))  # pool order, the order an export writes
+    if curated is not None:
+        curation_ui.edit_buttons(run_dir, curated, list(ids), f"map {brushing.selection_shape(selection) or 'selection'}",
+                                 key="map_edit")
+    curation_ui.downloads(run_dir, ids, "exactly these rows", f"{run_dir.name}-map-{len(ids)}-rows", key="map_export")

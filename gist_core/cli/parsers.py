@@ -8,6 +8,7 @@ from pathlib import Path
 from gist_core.cli.args import COMPARE_FLAGS, GEOMETRY_FLAGS, add_scale_args, add_selection_args
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
 from gist_core.flags import add_flags
+from gist_core.methods.scoring import BALANCES, SCORE_KINDS
 from gist_core.store.runs import runs_root
 
 
@@ -103,6 +104,12 @@ def curate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--undo", action="store_true", help="drop the last edit")
     p.add_argument("--reset", action="store_true", help="drop every edit (back to the method's selection)")
     p.add_argument("--ids", action="store_true", help="print the working selection's row ids, one per line")
+    p.add_argument("--take-rank", type=int, metavar="R", help="make the selection re-scored at rank R (the "
+                   "dashboard's rank slider) the working selection, as two edits: remove and add")
+    p.add_argument("--rule", choices=BALANCES, help="with --take-rank: the selection rule (default: the run's)")
+    p.add_argument("--budget", type=float, help="with --take-rank: a fraction in (0,1] of the pool or a count > 1 "
+                   "(default: the run's)")
+    p.add_argument("--score", choices=SCORE_KINDS, help="with --take-rank: the GIST score kind (default: the run's)")
 
 
 def export(p: argparse.ArgumentParser) -> None:

@@ -84,6 +84,8 @@ ENTRIES: tuple[Entry, ...] = (
                       "score distributions by source and domain, the selection threshold"),
                  Page("examples", "pages/4_Examples.py", "Examples", ":material/list:",
                       "the pool ranked by score, filters, a row's tokens and nearest targets, download"),
+                 Page("curate", "pages/12_Curate.py", "Curate", ":material/edit_note:",
+                      "the working selection: rows removed or added by hand, groups excluded, undo, export"),
                  Page("map", "pages/5_Map.py", "Map", ":material/scatter_plot:",
                       "a 2-D map of the pool's gradients, the selection and the target in colour")),
           scorers=(Scorer("gist", "GIST", "gist_core.methods.gist.stages:compare_scores"),

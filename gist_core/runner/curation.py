@@ -268,3 +268,22 @@ def reset(run_dir: str | os.PathLike) -> Curation:
     with writer_lock(pool.run):
         save_edits(pool.run, Edits())
     return Curation(pool, Edits(), pool.base)
+
+
+def selection_view(rank: int, rule: str, n: int, kind: str | None = None) -> str:
+    """The view a taken rank selection records, the same from the dashboard and the CLI: 'rank r=8 selection
+    (global, 40 rows)'; the score kind is named when given."""
+    return f"rank r={rank} selection ({rule}{f', {kind} score' if kind else ''}, {n} rows)"
+
+
+def take(run_dir: str | os.PathLike, ids, view: str) -> Curation:
+    """Make the rows `ids` the working selection, as ordinary edits: one remove op (working rows not in `ids`) and
+    one add op (`ids` not yet in it), from `view`, so the edits file stays the one record and replays as before.
+    CurationError when the working selection already is those rows."""
+    pool = read_run(run_dir)
+    cur.check_ids(ids, pool.index)
+    working, wanted = set(working_selection(pool.run, pool).working), set(ids)
+    remove, add = cur.in_pool_order(working - wanted, pool.index), cur.in_pool_order(wanted - working, pool.index)
+    if not (remove or add):
+        raise CurationError(f"the working selection already is these {len(wanted)} rows: nothing to change")
+    return edit(run_dir, add=add, remove=remove, view=view)

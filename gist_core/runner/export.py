@@ -1,5 +1,6 @@
 """A run's working selection (or any list of its pool rows, e.g. a lasso) as a training file, with its provenance
-written beside it as `<file>.provenance.json`.
+written beside it as `<file>.provenance.json` (export_selection, for the CLI), or both as text (build_export, for the
+dashboard's downloads: the same lines and record, no second formatter).
 
 Rows are written in pool order (the pool file's order, which selected.jsonl keeps too), each once. Two formats:
 
@@ -34,7 +35,7 @@ from gist_core.errors import CurationError, GistError, StoreError
 from gist_core.methods import curation as cur
 from gist_core.runner.curation import RunPool, check_run, pool_frame, read_run, working_selection
 from gist_core.store import layout
-from gist_core.store.atomic import atomic_path, atomic_write_json
+from gist_core.store.atomic import atomic_path, atomic_write_text
 from gist_core.store.layout import RunLayout
 
 FORMATS = ("rows", "messages")
@@ -164,14 +165,29 @@ def format_lines(rows: list[SourceRow], fmt: str) -> list[str]:
     return out
 
 
-def export_selection(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "rows",
-                     ids: list[str] | None = None, overwrite: bool = False) -> dict:
-    """Write the working selection (or the pool rows `ids`) to `out` in format `fmt`, and the provenance record
-    beside it; returns the record. Every check (run folder, output file, row ids) comes before any write."""
+@dataclass(frozen=True)
+class Export:
+    """A training file's text and its provenance record, before (or without) any write: the CLI writes them to a
+    file, the dashboard hands them to the browser as downloads."""
+    text: str
+    record: dict
+
+    @property
+    def data(self) -> bytes:
+        return self.text.encode("utf-8")
+
+    def provenance_json(self) -> str:
+        """The record as FILE.provenance.json holds it (the CLI writes this text, the dashboard downloads it)."""
+        return json.dumps(self.record, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def build_export(run_dir: str | os.PathLike, fmt: str = "rows", ids: list[str] | tuple[str, ...] | None = None,
+                 file: str = "") -> Export:
+    """The working selection (or the pool rows `ids`) in format `fmt`, one JSON line per row in pool order, and
+    its provenance record (`file`: the name the record gives the file). Checks the run, the format and the ids."""
     if fmt not in FORMATS:
         raise CurationError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
     check_run(run_dir)
-    out = check_out(run_dir, out, overwrite)
     pool = read_run(run_dir)
     curation = working_selection(pool.run, pool)
     if ids is None:
@@ -183,21 +199,33 @@ def export_selection(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: st
         raise CurationError(f"nothing to export: the {selection} of {pool.run} is empty")
     rows, notes = original_rows(pool, chosen)
     text = "".join(line + "\n" for line in format_lines(rows, fmt))
-    with atomic_path(out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    record = provenance(pool, curation, out, fmt, selection, rows, notes,
+    record = provenance(pool, curation, file, fmt, selection, rows, notes,
                         hashlib.sha256(text.encode("utf-8")).hexdigest())
-    atomic_write_json(provenance_path(out), record)
-    return record
+    return Export(text, record)
 
 
-def provenance(pool: RunPool, curation, out: Path, fmt: str, selection: str, rows: list[SourceRow],
+def export_selection(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "rows",
+                     ids: list[str] | None = None, overwrite: bool = False) -> dict:
+    """Write the working selection (or the pool rows `ids`) to `out` in format `fmt`, and the provenance record
+    beside it; returns the record. Every check (run folder, output file, row ids) comes before any write."""
+    if fmt not in FORMATS:
+        raise CurationError(f"unknown export format {fmt!r} (use {', '.join(FORMATS)})")
+    check_run(run_dir)
+    out = check_out(run_dir, out, overwrite)
+    export = build_export(run_dir, fmt, ids, file=str(out.resolve()))
+    with atomic_path(out) as tmp:
+        tmp.write_text(export.text, encoding="utf-8")
+    atomic_write_text(provenance_path(out), export.provenance_json())
+    return export.record
+
+
+def provenance(pool: RunPool, curation, file: str, fmt: str, selection: str, rows: list[SourceRow],
                notes: list[str], sha256: str) -> dict:
     s, c = pool.summary, pool.config
     ids = [r.id for r in rows]
     base = set(pool.base)
     return {
-        "report": "export", "version": 1, "file": str(out.resolve()), "format": fmt, "order": "pool order",
+        "report": "export", "version": 1, "file": file, "format": fmt, "order": "pool order",
         "n_rows": len(rows), "sha256": sha256,
         "run": str(pool.run.resolve()), "method": "gist", "score": s.get("score", c.get("score")), "rule": pool.rule,
         "rank": s.get("rank"), "aggregation": s.get("aggregation", c.get("aggregation")),

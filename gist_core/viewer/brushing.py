@@ -83,6 +83,17 @@ def rows_in_selection(pts: pd.DataFrame, selection: dict | None) -> list[int]:
     return sorted(rows)
 
 
+def selection_shape(selection: dict | None) -> str | None:
+    """How the rows were picked on a chart, for the edit's record: "box", "lasso", "box + lasso" or "points"
+    (clicks only); None when nothing is."""
+    if not selection:
+        return None
+    shapes = [s for s in ("box", "lasso") if selection.get(s)]
+    if shapes:
+        return " + ".join(shapes)
+    return "points" if selection.get("points") else None
+
+
 def in_score_range(frame: pd.DataFrame, lo: float, hi: float) -> pd.DataFrame:
     s = frame["score"]
     return frame[(s >= lo) & (s <= hi)]

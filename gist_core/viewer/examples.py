@@ -1,8 +1,8 @@
-"""The examples table: filters, one example in detail (and as the model saw it), nearest targets, JSONL export."""
+"""The examples table: filters, one example in detail (and as the model saw it), nearest targets (the export is
+gist_core.runner.export, shared with `gist-lab export`)."""
 from __future__ import annotations
 
 import functools
-import json
 import re
 from pathlib import Path
 
@@ -17,8 +17,6 @@ from gist_core.viewer.labels import group_column
 from gist_core.viewer.rescore import Rescored
 from gist_core.viewer.rundir import arrays, base_frame, run_config, target_frame
 
-EXPORT_FIELDS = ("id", "prompt", "response", "source", "skill", "subtask", "kind")
-
 
 def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, selected: str = "all",
                  text: str = "", score_range: tuple[float, float] | None = None, domains=None) -> pd.DataFrame:
@@ -31,6 +29,8 @@ def filter_frame(frame: pd.DataFrame, *, sources=None, skills=None, kinds=None, 
         m &= frame["selected"].to_numpy()
     elif selected == "not selected":
         m &= ~frame["selected"].to_numpy()
+    elif selected == "working selection":  # the `working` column of viewer.curation.mark_working
+        m &= frame["working"].to_numpy()
     if text:
         pat = re.escape(text)
         m &= (frame["prompt"].str.contains(pat, case=False, na=False)
@@ -132,16 +132,6 @@ def nearest_targets(run_dir: str | Path, row: int, rank: int, k: int = 5) -> pd.
     out = t.iloc[order][["id", "subtask", "prompt", "response"]].reset_index(drop=True)
     out.insert(0, "cosine", cos[order])
     return out
-
-
-def export_jsonl(rows: pd.DataFrame) -> bytes:
-    """Rows in selected.jsonl's shape: the example's fields plus `score` (one JSON object per line)."""
-    cols = [c for c in EXPORT_FIELDS if c in rows] + ["score"]
-    lines = []
-    for rec in rows[cols].to_dict("records"):
-        clean = {k: (float(v) if k == "score" else v) for k, v in rec.items() if not missing(v)}
-        lines.append(json.dumps(clean, ensure_ascii=False, default=str))
-    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
 
 
 # ----------------------------------------------------------------------------- spectrum

@@ -94,7 +94,7 @@ def test_demo_end_to_end(server):
         shot(page, "3_scores_after")
 
         nav(page, "Examples")
-        assert page.get_by_text("Export the current selection").count() > 0
+        assert page.get_by_text("Export the working selection").count() > 0
         shot(page, "4_examples")
         nav(page, "Map")
         assert page.locator('[data-testid="stPlotlyChart"]').count() == 1

@@ -7,6 +7,7 @@ import json
 import shlex
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 from fake_run import make_fake_run
@@ -14,6 +15,7 @@ from repo import ROOT
 from test_docs import _gist_lab_commands, _shell_lines
 
 from gist_core.cli import main as cli_main
+from gist_core.methods.gist import rescore as gist_rescore
 from gist_core.store.layout import RunLayout
 
 GUIDE = ROOT / "docs" / "guide" / "curation.md"
@@ -92,6 +94,40 @@ def test_export_writes_the_file_and_its_provenance(run, tmp_path, capsys):
     ex = pd.read_parquet(RunLayout(run).examples).set_index("id")
     assert msgs == [[{"role": "user", "content": ex.loc[i, "prompt"]}, {"role": "assistant", "content": ex.loc[i, "response"]}]
                     for i in ("pool-000003", "pool-000007")]
+
+
+def naive_selection_at(run, rank: int, k: int) -> list[str]:
+    """The global top-k at `rank` through the pipeline's own rescore (the stored basis, not the dashboard's cached
+    arrays), ties by pool position, in pool order."""
+    score = gist_rescore.rescore(run, rank).score
+    ids = pd.read_parquet(RunLayout(run).scores, columns=["id"])["id"].tolist()
+    top = set(np.lexsort((np.arange(len(score)), -score))[:k].tolist())
+    return [i for n, i in enumerate(ids) if n in top]
+
+
+def test_take_rank_makes_the_dashboards_rank_selection_the_working_selection(run, capsys):
+    base = method_ids(run)
+    assert cli_main(["curate", "--run", str(run), "--remove", base[0]]) == 0
+    capsys.readouterr()
+    assert cli_main(["curate", "--run", str(run), "--take-rank", "2", "--ids"]) == 0
+    got = capsys.readouterr()
+    want = naive_selection_at(run, 2, 15)
+    assert got.out.split() == want and set(want) != set(base)
+    assert want != pd.read_parquet(RunLayout(run).scores)["id"].tolist()[:15]  # not a tie broken by position
+    view = "rank r=2 selection (global, subspace score, 15 rows)"  # the fake run stores no norms: subspace
+    assert f"recorded: remove {len(set(base[1:]) - set(want))} row(s) from {view}" in got.err
+    assert f"recorded: add {len(set(want) - set(base[1:]))} row(s) from {view}" in got.err
+    ops = json.loads(RunLayout(run).curation_edits.read_text())["ops"]
+    assert [(o["action"], o["view"]) for o in ops] == [("remove", "cli"), ("remove", view), ("add", view)]
+    assert cli_main(["curate", "--run", str(run), "--take-rank", "3", "--budget", "30", "--rule", "global",
+                     "--ids"]) == 0
+    assert capsys.readouterr().out.split() == naive_selection_at(run, 3, 30)
+    for argv, message in [(["--take-rank", "3", "--budget", "30"], "already is these 30 rows"),
+                          (["--take-rank", "9"], "the run stores ranks 1..4"),
+                          (["--take-rank", "2", "--budget", "1.5"], "--budget 1.5"),
+                          (["--rule", "subtask"], "go with --take-rank"),
+                          (["--take-rank", "2", "--undo"], "go in separate commands")]:
+        fails(["curate", "--run", str(run), *argv], message, capsys, run)
 
 
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path, capsys):

@@ -220,3 +220,23 @@ def test_missing_or_unfinished_run_folders(tmp_path):
     with pytest.raises(StoreError, match=r"half: no scores.parquet"):
         curation.edit(tmp_path / "half", add=["x"])
     assert not (tmp_path / "nope").exists()
+
+
+def test_take_makes_given_rows_the_working_selection_as_two_ordinary_edits(run):
+    ids = pool_ids(run)
+    curation.edit(run, remove=method_ids(run)[:2], view="map lasso")
+    wanted = ids[100:110] + method_ids(run)[5:8]  # some new rows and three of the method's
+    before = set(naive_working(run))
+    c = curation.take(run, list(reversed(wanted)), view=curation.selection_view(2, "global", len(wanted)))
+    assert naive_working(run) == [i for i in ids if i in set(wanted)] == list(c.working)
+    ops = json.loads(RunLayout(run).curation_edits.read_text())["ops"]
+    assert [o["action"] for o in ops] == ["remove", "remove", "add"]
+    assert set(ops[1]["ids"]) == before - set(wanted) and set(ops[2]["ids"]) == set(wanted) - before
+    assert ops[2]["view"] == ops[1]["view"] == "rank r=2 selection (global, 13 rows)"
+    with pytest.raises(CurationError, match="already is these 13 rows"):
+        curation.take(run, wanted, view="again")
+    curation.undo(run)
+    curation.undo(run)  # the take undone, edit by edit
+    assert set(naive_working(run)) == before
+    with pytest.raises(CurationError, match="not in this run's pool"):
+        curation.take(run, ["pool-999999"], view="x")

@@ -17,7 +17,7 @@ import pytest
 from gist_core.data.examples import examples_to_frame, load_pool, write_selected_jsonl
 from gist_core.errors import CurationError, StoreError
 from gist_core.runner import curation
-from gist_core.runner.export import export_selection, provenance_path
+from gist_core.runner.export import build_export, export_selection, provenance_path
 from gist_core.store.layout import RunLayout
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -274,3 +274,24 @@ def test_a_selected_jsonl_that_disagrees_with_the_scores_is_refused(case, tmp_pa
     lay.selected.write_text("\n".join(lines[1:]), encoding="utf-8")
     with pytest.raises(StoreError, match="6 rows, but scores.parquet selects 7"):
         export_selection(run, tmp_path / "train.jsonl")
+
+
+def test_the_dashboards_bytes_are_the_files_the_cli_writes(case, tmp_path):
+    """build_export (the dashboard's downloads) and export_selection (the CLI) give the same lines and record: one
+    formatter."""
+    run, pool_file = case
+    curate(run)
+    for fmt in ("rows", "messages"):
+        out = tmp_path / f"train-{fmt}.jsonl"
+        rec = export_selection(run, out, fmt)
+        ex = build_export(run, fmt, file="train.jsonl")
+        assert ex.data == out.read_bytes() and ex.text.count("\n") == len(naive_working(run, pool_file))
+        got = json.loads(ex.provenance_json())
+        assert got["file"] == "train.jsonl" and got["sha256"] == hashlib.sha256(ex.data).hexdigest() == rec["sha256"]
+        drop = ("file", "created_at")
+        assert {k: v for k, v in got.items() if k not in drop} == {k: v for k, v in rec.items() if k not in drop}
+        assert provenance_path(out).read_text() == json.dumps(rec, indent=2, sort_keys=True) + "\n"
+    lasso = build_export(run, "rows", ids=["p12", "a1", "p12"], file="lasso.jsonl")
+    assert_same_rows([json.loads(x) for x in lasso.text.splitlines()], expected_rows(run, pool_file, ["a1", "p12"]))
+    with pytest.raises(CurationError, match="not in this run's pool"):
+        build_export(run, "rows", ids=["nope"])

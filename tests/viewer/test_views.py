@@ -130,11 +130,6 @@ def test_filters_detail_nearest_and_export(run):
     assert d["selected"]["global"] and len(d["cosines"]) == 4 and d["score"] == pytest.approx(d["cosines"]["cosine"].max())
     nt = examples.nearest_targets(run, row, 8, k=3)
     assert len(nt) == 3 and nt["cosine"].is_monotonic_decreasing and nt["cosine"].between(-1, 1).all()
-    lines = examples.export_jsonl(rs.selection).decode().splitlines()
-    first = json.loads(lines[0])
-    assert len(lines) == rs.k and {"id", "prompt", "response", "score", "skill", "kind"} <= set(first)
-    assert first["score"] == pytest.approx(rs.selection["score"].iloc[0])
-    assert examples.export_jsonl(rs.selection.iloc[:0]) == b""
 
 
 def test_spectra(run):
