@@ -14,4 +14,5 @@ for entry in registry.ENTRIES:
     for page in entry.pages:
         sections.setdefault(entry.section, []).append(
             st.Page(page.file, title=page.title, icon=page.icon, url_path=page.key, default=page.key == "home"))
-st.navigation(sections).run()
+# expanded: with 13 pages Streamlit would fold the list after ten ("View 3 more", hiding the Methods section)
+st.navigation(sections, expanded=True).run()
