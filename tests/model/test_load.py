@@ -87,3 +87,31 @@ def test_an_unlisted_architecture_with_last_layers_wraps_what_all_linear_wraps()
     assert every and last == {n for n in every if n.startswith("2.")}
     assert {n.split(".")[-1] for n in last} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                  "down_proj"}
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_the_chunked_warmup_loss_trains_exactly_as_the_models_own_loss(micro_model_dir, grad_accum, monkeypatch):
+    """The warm-up's chunked loss (no full-vocabulary logits) must be the model's own loss: the same loss every step
+    and the same adapter at the end, with prompts of different lengths, chunks smaller than a batch's labelled
+    tokens, and gradient accumulation (the Trainer's num_items_in_batch path)."""
+    from gist_core.config import TrainConfig
+    from gist_core.model import training
+    monkeypatch.setattr(training, "LOSS_CHUNK_TOKENS", 5)
+    monkeypatch.setattr(training.chunked_causal_lm_loss, "__defaults__", (None, 5))
+    rows = ["a b c d e f g h", "a b", "c d e f g h i j k l", "b c d", "e f g h i", "a c e g i k"] * 2
+    runs = {}
+    for chunked in (False, True):
+        model, tok = load_base_model(str(micro_model_dir))
+        peft_model = attach_lora(model, LoraSettings(r=2), seed=0)
+        ids = [tok(r, add_special_tokens=False)["input_ids"] for r in rows]
+        labels = [[-100] * (len(x) // 2 + k % 3) + x[len(x) // 2 + k % 3:] for k, x in enumerate(ids)]
+        losses = []
+        cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=3, grad_accum=grad_accum, warmup_ratio=0.0)
+        training.train_lora(peft_model, ids, labels, tok.pad_token_id, cfg,
+                            on_step=lambda s, n, loss, kept=losses: kept.append(loss), chunked_loss=chunked)
+        runs[chunked] = (losses, {n: p.detach().clone() for n, p in lora_parameters(peft_model)})
+    (own_losses, own_w), (chunk_losses, chunk_w) = runs[False], runs[True]
+    assert len(own_losses) == len(chunk_losses) > 0
+    assert own_losses == pytest.approx(chunk_losses, rel=1e-5)
+    assert max(float((own_w[n] - chunk_w[n]).abs().max()) for n in own_w) < 1e-5
+    assert any(float(w.abs().max()) > 0 for n, w in chunk_w.items() if "lora_B" in n)  # it did train
