@@ -152,7 +152,7 @@ def chunked_causal_lm_loss(model, input_ids, attention_mask, labels, num_items=N
     keep = target != IGNORE
     hidden, target = hidden[:, :-1][keep], target[keep]
     head, softcap = lm.get_output_embeddings(), getattr(lm.config, "final_logit_softcapping", None)
-    total = hidden.new_zeros((), dtype=torch.float32)
+    total = hidden.sum().float() * 0.0  # a zero that keeps the graph: a batch without labels still backpropagates
     for s in range(0, len(target), chunk):
         total = total + checkpoint(_chunk_ce_sum, hidden[s:s + chunk], target[s:s + chunk], head, softcap,
                                    use_reentrant=False)

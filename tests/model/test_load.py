@@ -115,3 +115,16 @@ def test_the_chunked_warmup_loss_trains_exactly_as_the_models_own_loss(micro_mod
     assert own_losses == pytest.approx(chunk_losses, rel=1e-5)
     assert max(float((own_w[n] - chunk_w[n]).abs().max()) for n in own_w) < 1e-5
     assert any(float(w.abs().max()) > 0 for n, w in chunk_w.items() if "lora_B" in n)  # it did train
+
+
+def test_the_chunked_loss_equals_the_models_own_and_a_batch_without_labels_is_zero(micro_model_dir):
+    from gist_core.grads.per_example import pad_batch
+    from gist_core.model.training import chunked_causal_lm_loss
+    model, tok = load_base_model(str(micro_model_dir))
+    ids = [tok(r, add_special_tokens=False)["input_ids"] for r in ("a b c d e f", "c d e f g h i j")]
+    labels = [[-100] * 3 + ids[0][3:], [-100] * 5 + ids[1][5:]]
+    i, lab, att = pad_batch(ids, labels, tok.pad_token_id, "cpu")
+    own = model(input_ids=i, attention_mask=att, labels=lab).loss
+    assert float(chunked_causal_lm_loss(model, i, att, lab, chunk=2)) == pytest.approx(float(own), rel=1e-6)
+    empty = chunked_causal_lm_loss(model, i, att, torch.full_like(lab, -100))
+    assert float(empty) == 0.0 and empty.requires_grad
