@@ -89,19 +89,12 @@ def proxy_form() -> None:
                       on_launch=lambda: st.session_state.update({LAUNCHED: out.name}))
 
 
-if not names:
-    st.info(f"No `gist-lab proxy build` folder under `{runs_root()}` yet: launch one below. Iprox compresses the "
-            "model to a low-rank proxy, aligns its gradients with the model's, then runs the same selection on both "
-            "and compares their pool scores. On the bundled tiny LM the defaults take 6 to 9 minutes on 2 cores.")
-    jobs.folder_jobs("proxy", is_proxy_run)
-    with st.container(border=True):
-        st.markdown("**Launch `gist-lab proxy build`** (into a new folder under the runs root)")
-        proxy_form()
-    st.stop()
-jobs.folder_jobs("proxy", is_proxy_run)
-if st.session_state.get(LAUNCHED) in names:  # the folder just launched has its results: show them
-    st.session_state["proxy_folder"] = st.session_state.pop(LAUNCHED)
-name = st.sidebar.selectbox("Proxy folder", names, key="proxy_folder")
+name = jobs.folder_picker(
+    names, "proxy", is_proxy_run, what="gist-lab proxy build", form=proxy_form,
+    launched_key=LAUNCHED, label="Proxy folder", key="proxy_folder",
+    intro=f"No `gist-lab proxy build` folder under `{runs_root()}` yet: launch one below. Iprox compresses the "
+          "model to a low-rank proxy, aligns its gradients with the model's, then runs the same selection on both "
+          "and compares their pool scores. On the bundled tiny LM the defaults take 6 to 9 minutes on 2 cores.")
 rep = ui.folder_view(proxy.load_report, ui.run_dir_of(name))
 if rep is None:
     st.warning(f"`{name}` has an unreadable proxy.json: rerun `gist-lab proxy build` with the same --out.")

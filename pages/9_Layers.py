@@ -72,19 +72,12 @@ def train_form() -> None:
                       on_launch=lambda: st.session_state.update({LAUNCHED: out.name}))
 
 
-if not names:
-    st.info(f"No `gist-lab train` folder under `{runs_root()}` yet: launch one below. GAST picks, per layer and step, "
-            "which batch examples each LoRA update uses; the ablation runs it beside top-K, random K and plain LoRA. "
-            "On the bundled tiny LM one run (2,000 rows, 3 epochs) takes a little over a minute on 2 cores.")
-    jobs.folder_jobs("train", is_train_folder)
-    with st.container(border=True):
-        st.markdown("**Launch `gist-lab train`** (into a new folder under the runs root)")
-        train_form()
-    st.stop()
-jobs.folder_jobs("train", is_train_folder)
-if st.session_state.get(LAUNCHED) in names:  # the folder just launched has its results: show them
-    st.session_state["layers_folder"] = st.session_state.pop(LAUNCHED)
-name = st.sidebar.selectbox("Training folder", names, key="layers_folder")
+name = jobs.folder_picker(
+    names, "train", is_train_folder, what="gist-lab train", form=train_form,
+    launched_key=LAUNCHED, label="Training folder", key="layers_folder",
+    intro=f"No `gist-lab train` folder under `{runs_root()}` yet: launch one below. GAST picks, per layer and step, "
+          "which batch examples each LoRA update uses; the ablation runs it beside top-K, random K and plain LoRA. "
+          "On the bundled tiny LM one run (2,000 rows, 3 epochs) takes a little over a minute on 2 cores.")
 folder = ui.run_dir_of(name)
 st.caption("GAST (arXiv 2603.09865): each step, every layer's LoRA update uses only the K_select batch examples "
            "drawn from a softmax of their standardised gradient alignment with a support mini-batch's gradient. "

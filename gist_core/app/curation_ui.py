@@ -172,15 +172,15 @@ def downloads(run_dir: Path, ids: tuple[str, ...] | None, what: str, stem: str, 
         n = len(c.working)
     else:
         n = len(ids)
-    c = st.columns([2, 3, 2], vertical_alignment="bottom")
-    fmt = c[0].radio("Format", list(FORMAT_NAMES), format_func=FORMAT_NAMES.get, horizontal=True, key=f"{key}_format",
+    cols = st.columns([2, 3, 2], vertical_alignment="bottom")
+    fmt = cols[0].radio("Format", list(FORMAT_NAMES), format_func=FORMAT_NAMES.get, horizontal=True, key=f"{key}_format",
                      help="original rows: every field the pool row had, plus score (as selected.jsonl keeps it); "
                           "chat messages: {\"messages\": [{\"role\", \"content\"}, ...]} per row")
     name = f"{stem}-{fmt}.jsonl"
-    c[1].download_button(f"Download {what} ({n:,} rows)", data=_deferred(run_dir, fmt, ids, name, False),
+    cols[1].download_button(f"Download {what} ({n:,} rows)", data=_deferred(run_dir, fmt, ids, name, False),
                          file_name=name, mime="application/jsonl", key=f"{key}_file", icon=":material/download:",
                          on_click="ignore", disabled=n == 0, width="stretch")
-    c[2].download_button("Provenance record (JSON)", data=_deferred(run_dir, fmt, ids, name, True),
+    cols[2].download_button("Provenance record (JSON)", data=_deferred(run_dir, fmt, ids, name, True),
                          file_name=str(export.provenance_path(name)), mime="application/json",
                          key=f"{key}_provenance", icon=":material/receipt_long:", on_click="ignore", disabled=n == 0,
                          width="stretch", help="where the file came from: the run, method, rule and rank, the edits, "

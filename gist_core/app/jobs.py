@@ -101,6 +101,25 @@ def folder_jobs(command: str, has_report: Callable[[Path], bool]) -> None:
         blocked(runs_root() / name, command)
 
 
+def folder_picker(names: list[str], command: str, has_report: Callable[[Path], bool], intro: str, what: str,
+                  form: Callable[[], None], launched_key: str, label: str, key: str) -> str:
+    """The sidebar's choice of a `command` folder under the runs root (Layers: train, Proxy: proxy build). With
+    none yet: `intro`, the folders still running, and the launch `form` of `what` (its command line), then the page
+    stops. Otherwise the running ones first, and the folder launched last (`launched_key`) is picked once it has
+    results."""
+    if not names:
+        st.info(intro)
+        folder_jobs(command, has_report)
+        with st.container(border=True):
+            st.markdown(f"**Launch `{what}`** (into a new folder under the runs root)")
+            form()
+        st.stop()
+    folder_jobs(command, has_report)
+    if st.session_state.get(launched_key) in names:  # the folder just launched has its results: show them
+        st.session_state[key] = st.session_state.pop(launched_key)
+    return st.sidebar.selectbox(label, names, key=key)
+
+
 def out_folder(command: str, is_own: Callable[[Path], bool], default: str, key: str) -> tuple[Path, str | None]:
     """The output folder's name and overwrite inputs (for a command that writes a folder of its own under the runs
     root); returns (the folder, why it may not be used, or None)."""
