@@ -1,7 +1,8 @@
 """`gist-lab bench`: the hot paths, measured side by side in one run (ratios, not absolute pass/fail).
 
 - grad_throughput_ratio: batched per-example gradients, projected as the pipeline does (examples/s)
-  / a plain batched forward + backward on the same model, batches and lengths. 1.0 is the floor.
+  / a plain batched training step (forward + backward to the LoRA weights, the same loss and response-only
+  logits) on the same model, batches and lengths. 1.0 is the floor.
 - loop_speedup: batched per-example gradients / the one-example-at-a-time loop (LESS, GIST code).
 - rescore_ms: re-scoring 100,000 stored projections at a new rank (median of repeats).
 - peak_rss_ratio: peak resident memory of projecting n_large vs n_small pool examples, each in a
@@ -28,7 +29,7 @@ from gist_core.config import LoraSettings
 from gist_core.data.corpus import SAMPLE_DATA, CorpusConfig, build_pool, build_targets
 from gist_core.data.examples import load_examples, load_pool
 from gist_core.data.formatting import tokenize_examples
-from gist_core.grads.per_example import GradientEngine, length_sorted_batches, loop_grads, pad_batch, per_example_loss, stream
+from gist_core.grads.per_example import GradientEngine, causal_lm_losses, length_sorted_batches, loop_grads, pad_batch, stream
 from gist_core.methods import scoring
 from gist_core.methods.scoring import gist_scores
 from gist_core.model.load import attach_lora, load_base_model
@@ -96,7 +97,8 @@ def throughput(cfg: BenchConfig) -> dict:
     def train_steps():
         for ids, lab in batches:
             i, lb, att = pad_batch(ids, lab, tok.pad_token_id, engine.device)
-            loss = per_example_loss(peft(input_ids=i, attention_mask=att).logits, lb).mean()
+            # The same loss with the same response-only logits: the reference is the fastest plain batched step.
+            loss = causal_lm_losses(peft, i, lb, att, engine.trim_logits).mean()
             torch.autograd.grad(loss, params)
 
     def projected():
