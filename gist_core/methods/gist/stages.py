@@ -32,7 +32,7 @@ from gist_core.runner.context import RunContext, RunInputs
 from gist_core.runner.progress import skipped
 from gist_core.runner.rows import StoreSpec, fill_rows, relabel_store, row_writer
 from gist_core.store import layout
-from gist_core.store.artefacts import array_digest, load_npy, save_npy
+from gist_core.store.artefacts import array_digest, load_npy
 from gist_core.store.atomic import atomic_path, atomic_write_json
 from gist_core.store.manifest import FeatureStore, file_hash
 
@@ -55,8 +55,14 @@ def val_grads_stage(ctx: RunContext, epoch: int, target_tok) -> None:
     n = len(target_tok.input_ids)
     with ctx.progress.stage(stage, total=n):
         engine = GradientEngine(model, tok.pad_token_id)
-        G = collect_flat(engine, target_tok, list(range(n)), ctx.cfg.grad_batch_size)
-    save_npy(ctx.store.path(rel[0]), G, np.float32)
+        # Rows go straight into the file, and the subspace is fitted from it in column chunks: the (N_v, D)
+        # matrix is never in memory (a few hundred 7B-model LoRA gradients would be 100-200 GB).
+        with atomic_path(ctx.store.path(rel[0]), suffix=".npy") as tmp:
+            rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, engine.dim))
+            collect_flat(engine, target_tok, list(range(n)), ctx.cfg.grad_batch_size, out=rows)
+            rows.flush()
+            del rows
+    G = load_npy(ctx.store.path(rel[0]), np.float32, ndim=2, shape=(n, engine.dim), mmap=True)
     t_sub = time.time()
     sub = _fit_and_save_subspace(ctx, G, rel)
     ctx.record(stage, key, rel, time.time() - t0,
@@ -80,7 +86,7 @@ def _subspace_problem(ctx: RunContext, rel: list[str]) -> str | None:
                 "target directions")
     except ArtefactError as e:
         return str(e)
-    G = load_npy(ctx.store.path(rel[0]), np.float32, ndim=2)
+    G = load_npy(ctx.store.path(rel[0]), np.float32, ndim=2, mmap=True)
     err = val_coords_error(G, sub)
     return None if err <= VAL_COORDS_TOL else f"val_coords differ from val_grads . basis (relative error {err:.2g})"
 
@@ -99,7 +105,7 @@ def _refit_subspace(ctx: RunContext, epoch: int, stage: str, key: str, rel: list
     except ArtefactError:
         old_digest = old_file = None
     t0 = time.time()
-    sub = _fit_and_save_subspace(ctx, load_npy(ctx.store.path(rel[0]), np.float32, ndim=2), rel)
+    sub = _fit_and_save_subspace(ctx, load_npy(ctx.store.path(rel[0]), np.float32, ndim=2, mmap=True), rel)
     new_digest = array_digest(sub.basis)
     if epoch == ctx.cfg.checkpoint and old_digest == new_digest:
         if relabel_store(ctx.paths.train_proj_meta, old_file, new_digest):
