@@ -50,7 +50,7 @@ from gist_core.config import LoraSettings
 from gist_core.data import registry as data_registry
 from gist_core.data.examples import load_examples
 from gist_core.data.formatting import IGNORE, tokenize_examples
-from gist_core.grads.per_example import GradientEngine, length_sorted_batches, pad_batch, per_example_loss
+from gist_core.grads.per_example import GradientEngine, causal_lm_losses, length_sorted_batches, pad_batch
 from gist_core.model import registry as model_registry
 from gist_core.model.load import attach_lora, load_base_model
 from gist_core.store.atomic import atomic_write_json, atomic_write_text
@@ -203,11 +203,12 @@ def agreement(ours: torch.Tensor, theirs: torch.Tensor) -> dict:
 
 
 def train_step(s: Setup) -> dict:
-    """The reference: one batched forward + backward per batch, the gradient of the batch's mean loss."""
+    """The reference: one batched forward + backward per batch, the gradient of the batch's mean loss, with the
+    same response-only logits as GIST Lab's side (gist-lab bench's reference)."""
     params = [p for p in s.peft.parameters() if p.requires_grad]
     for batch in s.batches:
         ids, lab, att = pad_batch([s.input_ids[i] for i in batch], [s.labels[i] for i in batch], s.pad_id, "cpu")
-        torch.autograd.grad(per_example_loss(s.peft(input_ids=ids, attention_mask=att).logits, lab).mean(), params)
+        torch.autograd.grad(causal_lm_losses(s.peft, ids, lab, att, s.engine.trim_logits).mean(), params)
     return {}
 
 

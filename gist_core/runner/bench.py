@@ -7,8 +7,8 @@
 - rescore_ms: re-scoring 100,000 stored projections at a new rank (median of repeats).
 - peak_rss_ratio: peak resident memory of projecting n_large vs n_small pool examples, each in a
   fresh process that reads the pool from a JSONL file like `select` does.
-Timings alternate the compared paths over several rounds and report medians, so a noisy shared
-machine affects both sides alike.
+Timings alternate the compared paths (throughput: batch by batch) over several rounds and report medians, so a
+noisy shared machine affects both sides alike.
 """
 from __future__ import annotations
 
@@ -88,33 +88,28 @@ def _timed(fn) -> float:
 
 
 def throughput(cfg: BenchConfig) -> dict:
-    """Per-example gradient extraction vs a plain training forward+backward, alternating rounds."""
+    """Per-example gradient extraction vs a plain training forward+backward. The sides alternate batch by batch (every
+    batch is run by each side in turn, in a rotating order), so a shared machine's drift falls on all sides alike."""
     peft, tok, batches = _model_and_batches(cfg, cfg.n_throughput, cfg.lora_layers)
     engine = GradientEngine(peft, tok.pad_token_id)
     basis = torch.linalg.qr(torch.randn(engine.dim, 20, generator=torch.Generator().manual_seed(0)))[0].to(engine.device)
     params = [p for p in peft.parameters() if p.requires_grad]
 
-    def train_steps():
-        for ids, lab in batches:
-            i, lb, att = pad_batch(ids, lab, tok.pad_token_id, engine.device)
-            # The same loss with the same response-only logits: the reference is the fastest plain batched step.
-            loss = causal_lm_losses(peft, i, lb, att, engine.trim_logits).mean()
-            torch.autograd.grad(loss, params)
+    def train_step(ids, lab):
+        i, lb, att = pad_batch(ids, lab, tok.pad_token_id, engine.device)
+        # The same loss with the same response-only logits: the reference is the fastest plain batched step.
+        torch.autograd.grad(causal_lm_losses(peft, i, lb, att, engine.trim_logits).mean(), params)
 
-    def projected():
-        for ids, lab in batches:
-            engine.projected_grads(ids, lab, basis)
-
-    def flat():
-        for ids, lab in batches:
-            engine.flat_grads(ids, lab)
-
-    train_steps(), projected()  # warm caches and allocators
-    times = {"train_step": [], "per_example_projected": [], "per_example_flat": []}
-    for _ in range(cfg.rounds):
-        times["train_step"].append(_timed(train_steps))
-        times["per_example_projected"].append(_timed(projected))
-        times["per_example_flat"].append(_timed(flat))
+    sides = {"train_step": train_step, "per_example_projected": lambda ids, lab: engine.projected_grads(ids, lab, basis),
+             "per_example_flat": engine.flat_grads}
+    for f in sides.values():  # warm caches and allocators
+        f(*batches[0])
+    times = {k: [0.0] * cfg.rounds for k in sides}
+    names = list(sides)
+    for r in range(cfg.rounds):
+        for b, (ids, lab) in enumerate(batches):
+            for k in names[(r + b) % len(names):] + names[:(r + b) % len(names)]:
+                times[k][r] += _timed(lambda k=k, ids=ids, lab=lab: sides[k](ids, lab))
     rate = {k: cfg.n_throughput / float(np.median(v)) for k, v in times.items()}
     return {"grad_throughput_ratio": rate["per_example_projected"] / rate["train_step"],
             "grad_throughput_ratio_flat": rate["per_example_flat"] / rate["train_step"],
