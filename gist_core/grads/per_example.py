@@ -198,7 +198,8 @@ class GradientEngine:
         grads: list = [None] * len(self.blocks)
 
         def keep(i, x, d):
-            grads[i] = example_grads(x, d)
+            g = example_grads(x, d)
+            grads[i] = g if grads[i] is None else grads[i] + g  # a module called twice: its gradient is the sum
         losses = self.backward(ids, lab, att, keep)
         check_finite(losses, [g.reshape(g.shape[0], -1) for g in grads])
         return grads, losses
@@ -216,7 +217,8 @@ class GradientEngine:
         grads: list = [None] * len(self.blocks)
 
         def keep(i, x, d):
-            grads[i] = example_grads(x, d).reshape(ids.shape[0], -1)
+            g = example_grads(x, d).reshape(ids.shape[0], -1)
+            grads[i] = g if grads[i] is None else grads[i] + g  # a module called twice: its gradient is the sum
         losses = self.backward(ids, lab, att, keep)
         return torch.cat(grads, dim=1), losses
 

@@ -1,6 +1,8 @@
 """The batched per-example gradient path equals the one-example-at-a-time loop (DESIGN §4)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from conftest import randomise_lora_b
@@ -210,3 +212,39 @@ def test_lora_inputs_that_require_gradients_are_refused_not_miscomputed():
     ids, labels = _batch(97, [6, 7])
     with pytest.raises(GradientError, match="frozen layers"):
         GradientEngine(model, 0).flat_grads(ids, labels)
+
+
+def test_a_lora_module_called_twice_gets_both_calls_gradient(monkeypatch):
+    """Weight sharing: a model that runs one LoRA-wrapped layer twice per forward. Its per-example gradient is the sum
+    over both calls (what plain autograd gives), on the flat and on both projection paths."""
+    from gist_core.grads import per_example
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(50, 16)
+            self.mix = torch.nn.Linear(16, 16, bias=False)
+            self.head = torch.nn.Linear(16, 50, bias=False)
+            self.config = SimpleNamespace(vocab_size=50)
+
+        def forward(self, input_ids, attention_mask=None):
+            h = self.emb(input_ids)
+            h = torch.tanh(self.mix(h))
+            h = torch.tanh(self.mix(h))  # the same module again
+            return type("Out", (), {"logits": self.head(h)})()
+
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    model = get_peft_model(Twice(), LoraConfig(r=2, target_modules=["mix"], lora_alpha=4))
+    _perturb_lora_b(model, seed=4)
+    ids, labels = _batch(50, [5, 8, 6])
+    engine = GradientEngine(model, 0)
+    engine.trim_logits = False
+    naive = loop_grads(model, ids, labels, 0)
+    flat, _ = engine.flat_grads(ids, labels)
+    torch.testing.assert_close(flat, naive, rtol=1e-4, atol=1e-6)
+    basis = torch.linalg.qr(torch.randn(engine.dim, 3, generator=torch.Generator().manual_seed(2)))[0]
+    for budget in (per_example.FLAT_BUDGET_BYTES, 0):  # joined (B, D), then module by module
+        monkeypatch.setattr(per_example, "FLAT_BUDGET_BYTES", budget)
+        proj, _ = engine.projected_grads(ids, labels, basis)
+        torch.testing.assert_close(proj, naive @ basis, rtol=1e-4, atol=1e-6)
