@@ -298,8 +298,8 @@ def _stage(m: _Model, method: str, name: str, terms: list[Term], flops: float, s
 
 def _warmup(m: _Model) -> Stage:
     c, D = m.cfg, m.D
-    rows = c.warmup_batch_size
     n = max(1, round(c.pool * c.warmup_fraction))
+    rows = min(c.warmup_batch_size, n)  # a small pool's warm-up set is smaller than one batch
     terms = m.base_terms() + [
         Term("LoRA + AdamW state", 16 * D, m.acc, f"{D:,} x 4 B x (weight, gradient, two moments)"),
         m.activations(rows, f"warm-up batch {rows}"),
