@@ -19,6 +19,7 @@ import argparse
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,9 @@ from gist_core.runner.plan import PlanConfig, human_bytes, plan
 # name, model, pool rows, per-example batch, LoRA layers (the fitting run first; the others check it)
 RUNS = (("smol-a", "smollm2-135m", 64, 16, 4), ("gemma-a", "gemma3-270m", 48, 16, 4),
         ("tiny-b", "sample_data/tiny-lm", 64, 8, 2), ("smol-b", "smollm2-135m", 96, 8, 6))
+FIXTURE_SOURCE = ("peak_rss_bytes of each stage in the manifest.json of runs made by `python bench/memory_model.py "
+                  "--launch` on the 2-core, 23 GB dev machine (torch 2.13 CPU, transformers 5.25), 2026-12-08; "
+                  "config: the PlanConfig bench/memory_model.py builds from each run's config.json")
 LOCK = ["flock", "/tmp/gist-test.lock", "nice", "-n", "10"]
 # plan stage -> the manifest stages it stands for (several checkpoints: the largest peak)
 STAGES = {"warmup": ("warmup",), "val_grads + subspace": ("val_grads/",), "train_proj": ("train_proj",),
@@ -101,7 +105,7 @@ def compare_run(run: Path) -> list[dict]:
                      "lora_layers": cfg.last_layers, "dim": p.dim, "stage": name, "predicted_bytes": s.peak(),
                      "measured_bytes": m["peak_bytes"], "ratio": round(s.peak() / m["peak_bytes"], 3),
                      "predicted_s": round(s.seconds, 1), "measured_s": round(m["wall_s"], 1),
-                     "mean_tokens": cfg.mean_tokens})
+                     "mean_tokens": cfg.mean_tokens, "config": asdict(cfg)})
     return rows
 
 
@@ -121,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("/tmp/plan-runs"))
     ap.add_argument("--runs", nargs="*", type=Path, help="run folders to compare (default: --out's RUNS)")
     ap.add_argument("--write", type=Path, help="also write the rows as JSON")
+    ap.add_argument("--fixture", type=Path, help="write the measured peaks as the test fixture "
+                    "(tests/runner/data/plan_measured.json)")
     a = ap.parse_args(argv)
     if a.launch:
         launch(a.out)
@@ -132,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     if a.write:
         a.write.write_text(json.dumps(rows, indent=1) + "\n")
+    if a.fixture:
+        a.fixture.parent.mkdir(parents=True, exist_ok=True)
+        a.fixture.write_text(json.dumps({"source": FIXTURE_SOURCE, "rows": [
+            {"run": r["run"], "model": r["model"], "stage": r["stage"], "config": r["config"],
+             "measured_peak_rss_bytes": r["measured_bytes"], "measured_wall_s": r["measured_s"]} for r in rows]},
+            indent=1) + "\n")
     return 0
 
 

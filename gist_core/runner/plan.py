@@ -38,7 +38,8 @@ MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 # Fitted constants (bench/memory_model.py; which run fitted which: docs/guide/plan.md).
 HOST_BASELINE_BYTES = int(0.62 * GiB)  # python + torch + transformers + peft + pandas + the tokenised data
 ACTIVATION_FACTOR = 1.0                # x the analytic count of values a LoRA layer keeps for backward
-CPU_FLOPS_PER_S = 2.0e10               # this machine's 2 cores, float32, measured on the pool projection
+CPU_FLOPS_PER_S = 1.25e11              # this machine's 2 cores, float32: fitted on SmolLM2's train_proj (smol-a)
+RADEMACHER_PER_S = 7.6e7               # R entries generated per second (CPU bernoulli_): fitted on smol-a's LESS
 CUDA_FLOPS_PER_S = 2.0e14              # assumed (not measured here): ~40% of an H100's dense bf16 peak
 CUDA_CONTEXT_BYTES = int(0.6 * GiB)    # CUDA context + allocator slack on the device (assumed)
 
@@ -292,8 +293,11 @@ def plan(cfg: PlanConfig, shape: ModelShape | None = None) -> Plan:
     return Plan(cfg, shape, m.D, stages)
 
 
-def _stage(m: _Model, method: str, name: str, terms: list[Term], flops: float, storage: dict[str, int]) -> Stage:
-    return Stage(method, name, tuple(t for t in terms if t.bytes), flops, flops / m.flops_per_s, storage)
+def _stage(m: _Model, method: str, name: str, terms: list[Term], flops: float, storage: dict[str, int],
+           r_elements: float = 0.0) -> Stage:
+    """`r_elements`: Rademacher entries generated (on the CPU, whatever the device: less.features.block)."""
+    seconds = flops / m.flops_per_s + r_elements / RADEMACHER_PER_S
+    return Stage(method, name, tuple(t for t in terms if t.bytes), flops, seconds, storage)
 
 
 def _warmup(m: _Model) -> Stage:
@@ -362,9 +366,9 @@ def _less_val(m: _Model) -> Stage:
     c, D = m.cfg, m.D
     terms = m.base_terms() + [Term("validation gradients", c.val * D * 4, "host", "val_grads.npy read whole"),
                               _less_r(m), Term("projected", c.val * c.less_dim * 4 * 2, m.acc, "")]
-    regen = 0 if "cached" in _less_r(m).name else D * c.less_dim
-    flops = (2 * c.val * D * c.less_dim + regen) * c.less_checkpoints
-    return _stage(m, "less", "val features", terms, flops, {"val features": c.val * c.less_dim * 4 * c.less_checkpoints})
+    flops = 2 * c.val * D * c.less_dim * c.less_checkpoints
+    return _stage(m, "less", "val features", terms, flops, {"val features": c.val * c.less_dim * 4 * c.less_checkpoints},
+                  D * c.less_dim * (1 if "cached" in _less_r(m).name else c.less_checkpoints))
 
 
 def _less_pool(m: _Model) -> Stage:
@@ -377,11 +381,12 @@ def _less_pool(m: _Model) -> Stage:
         Term("Adam-step buffer", 2 * buffered * D * 4, m.acc,
              f"{buffered} rows x {D:,} x 4 B, held and joined for one projection"),
         _less_r(m)]
-    regen = 0 if "cached" in _less_r(m).name else D * c.less_dim * math.ceil(c.pool / buffered)
+    # a cached R was made by the validation features; else all of it is regenerated for every buffer
+    regen = 0 if "cached" in _less_r(m).name else D * c.less_dim * math.ceil(c.pool / buffered) * c.less_checkpoints
     flops = (m.flops_forward_backward(c.pool * m.tokens) + 2 * D * m.tokens * c.pool
-             + 2 * c.pool * D * c.less_dim + regen) * c.less_checkpoints
+             + 2 * c.pool * D * c.less_dim) * c.less_checkpoints
     return _stage(m, "less", "pool features", terms, flops,
-                  {"pool features (float16)": c.pool * c.less_dim * 2 * c.less_checkpoints})
+                  {"pool features (float16)": c.pool * c.less_dim * 2 * c.less_checkpoints}, regen)
 
 
 def _less_scores(m: _Model) -> Stage:
