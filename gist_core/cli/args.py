@@ -157,9 +157,10 @@ def geometry_config(a: argparse.Namespace) -> GeometryConfig:
 
 
 _plan_flag = flag_maker({"": PlanConfig})
+_PLAN_NAMES = {"targets": "--lora-targets", "last_layers": "--lora-layers"}  # spelled as select spells them
 # gist-lab plan: one flag per PlanConfig field (--lora-r, --pool, --val, --device ...)
 PLAN_FLAGS = tuple(
-    _plan_flag(f"--{f.name.replace('_', '-')}", f.name, kwargs=kw) for f, kw in (
+    _plan_flag(_PLAN_NAMES.get(f.name, f"--{f.name.replace('_', '-')}"), f.name, kwargs=kw) for f, kw in (
         (f, (("type", names_list),) if f.name == "targets" else
          (("type", float),) if f.type in ("float", "float | None") else
          (("type", int),) if f.type in ("int", "int | None") else ())

@@ -120,7 +120,7 @@ def test_gemma_batches_shrink_under_the_logit_cap():
 
 
 @pytest.mark.parametrize("argv", [["--lora-r", "0"], ["--model", "nope"], ["--device", "tpu"],
-                                  ["--config", "/nonexistent/config.json"], ["--targets", "q_proj,wat"],
+                                  ["--config", "/nonexistent/config.json"], ["--lora-targets", "q_proj,wat"],
                                   ["--mean-tokens", "999"]])
 def test_cli_bad_input_exits_2(argv, capsys):
     assert main(["plan", *argv]) == 2
@@ -129,7 +129,7 @@ def test_cli_bad_input_exits_2(argv, capsys):
 
 
 def test_cli_table_and_json(capsys, tmp_path):
-    assert main(["plan", "--model", "llama-2-7b", "--lora-r", "128", "--targets", "q_proj,k_proj,v_proj,o_proj",
+    assert main(["plan", "--model", "llama-2-7b", "--lora-r", "128", "--lora-targets", "q_proj,k_proj,v_proj,o_proj",
                  "--pool", "100000", "--val", "300", "--device", "cuda", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["gradient_dim"] == 134_217_728
