@@ -36,8 +36,8 @@ ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
 
 # Fitted constants (bench/memory_model.py; which run fitted which: docs/guide/plan.md).
-HOST_BASELINE_BYTES = int(0.62 * GiB)  # python + torch + transformers + peft + pandas + the tokenised data
-ACTIVATION_FACTOR = 1.0                # x the analytic count of values a LoRA layer keeps for backward
+HOST_BASELINE_BYTES = int(0.62 * GiB)  # python + torch + transformers + peft + pandas + data: set from tiny-a
+ACTIVATION_FACTOR = 1.0                # x the analytic count of values a LoRA layer keeps for backward (not fitted)
 CPU_FLOPS_PER_S = 1.25e11              # this machine's 2 cores, float32: fitted on SmolLM2's train_proj (smol-a)
 RADEMACHER_PER_S = 7.6e7               # R entries generated per second (CPU bernoulli_): fitted on smol-a's LESS
 CUDA_FLOPS_PER_S = 2.0e14              # assumed (not measured here): ~40% of an H100's dense bf16 peak
