@@ -28,8 +28,8 @@ SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db
 
 def engine_dim(folder, r: int, targets, last_layers) -> int:
     from gist_core.config import LoraSettings  # lazy: collecting the tests must not wait for torch
-    from gist_core.grads.per_example import GradientEngine
-    from gist_core.model.load import attach_lora, load_base_model
+    from gist_core.grads.per_example import GradientEngine  # lazy: torch
+    from gist_core.model.load import attach_lora, load_base_model  # lazy: torch
     model, tok = load_base_model(str(folder), device="cpu")
     peft = attach_lora(model, LoraSettings(r=r, target_modules=targets, last_layers=last_layers))
     return GradientEngine(peft, tok.pad_token_id).dim
