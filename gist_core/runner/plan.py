@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gist_core.errors import ConfigError
+from gist_core.store import layout
 
 GiB = 2 ** 30
 FLAT_BUDGET_BYTES = 512 * 2 ** 20      # per_example.FLAT_BUDGET_BYTES (not imported: grads/ pulls in torch)
@@ -329,7 +330,7 @@ def _val_grads(m: _Model) -> Stage:
     flops = m.flops_forward_backward(c.val * m.tokens) + 2 * D * m.tokens * c.val \
         + 2 * c.val * c.val * D + 4 * c.val * D * k
     return _stage(m, "gist", "val_grads + subspace", terms, flops,
-                  {"val_grads.npy": c.val * D * 4, "subspace.safetensors": D * k * 4})
+                  {layout.VAL_GRADS: c.val * D * 4, layout.SUBSPACE: D * k * 4})
 
 
 def _train_proj(m: _Model) -> Stage:
@@ -343,14 +344,14 @@ def _train_proj(m: _Model) -> Stage:
     if m.acc == "device":
         terms.append(Term("basis (host copy)", D * k * 4, "host", "read from subspace.safetensors"))
     flops = m.flops_forward_backward(c.pool * m.tokens) + 2 * D * m.tokens * c.pool + 2 * D * k * c.pool
-    return _stage(m, "gist", "train_proj", terms, flops, {"train_proj.npy": c.pool * (k + 1) * 4})
+    return _stage(m, "gist", "train_proj", terms, flops, {layout.TRAIN_PROJ: c.pool * (k + 1) * 4})
 
 
 def _gist_scores(m: _Model) -> Stage:
     c = m.cfg
     k = min(c.r_max, c.val)
-    terms = m.base_terms() + [Term("pool projections", c.pool * (k + 1) * 4, "host", "train_proj.npy")]
-    return _stage(m, "gist", "scores", terms, 2 * c.pool * k * c.val, {"scores.parquet": c.pool * 64})
+    terms = m.base_terms() + [Term("pool projections", c.pool * (k + 1) * 4, "host", layout.TRAIN_PROJ)]
+    return _stage(m, "gist", "scores", terms, 2 * c.pool * k * c.val, {layout.SCORES: c.pool * 64})
 
 
 def _less_r(m: _Model) -> Term:
