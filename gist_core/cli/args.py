@@ -4,6 +4,7 @@ gist_core/flags.py; each method's own table is beside its config (methods/<name>
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from gist_core.config import CompareConfig, GeometryConfig, LoraSettings, RunCon
 from gist_core.flags import add_flags, flag_maker, flag_values, ints_list, names_list
 from gist_core.methods import registry, scoring
 from gist_core.methods.less.config import LessConfig
+from gist_core.runner.plan import PlanConfig
 
 
 def _budget(text: str) -> float:
@@ -152,3 +154,18 @@ def geometry_config(a: argparse.Namespace) -> GeometryConfig:
 
 
 
+
+
+_plan_flag = flag_maker({"": PlanConfig})
+_PLAN_NAMES = {"targets": "--lora-targets", "last_layers": "--lora-layers"}  # spelled as select spells them
+# gist-lab plan: one flag per PlanConfig field (--lora-r, --pool, --val, --device ...)
+PLAN_FLAGS = tuple(
+    _plan_flag(_PLAN_NAMES.get(f.name, f"--{f.name.replace('_', '-')}"), f.name, kwargs=kw) for f, kw in (
+        (f, (("type", names_list),) if f.name == "targets" else
+         (("type", float),) if f.type in ("float", "float | None") else
+         (("type", int),) if f.type in ("int", "int | None") else ())
+        for f in dataclasses.fields(PlanConfig)))
+
+
+def plan_config(a: argparse.Namespace) -> PlanConfig:
+    return PlanConfig(**flag_values(a, PLAN_FLAGS)[""])

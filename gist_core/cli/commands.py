@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gist_core.cli.args import compare_config, geometry_config
+from gist_core.cli.args import compare_config, geometry_config, plan_config
 from gist_core.cli.args import overrides as _overrides
 from gist_core.config import RunConfig, demo_config
 from gist_core.data import registry as data
@@ -21,6 +21,7 @@ from gist_core.errors import ConfigError
 from gist_core.methods.scoring import fair_shares
 from gist_core.model import registry as models
 from gist_core.runner import sharding as distributed
+from gist_core.runner.plan import plan, plan_table, shape_from_config
 from gist_core.store.layout import RunLayout
 from gist_core.store.runs import runs_root
 
@@ -260,4 +261,15 @@ def cmd_data(a) -> int:
         state = (f"fetched: {r['path']}" + (f" ({options})" if options else "") if r["fetched"]
                  else f"not fetched (gist-lab data fetch {r['name']})")
         print(f"  {r['name']:10s} {state}; {r['requirement']}, licence {r['license']}: {r['about']}")
+    return 0
+
+
+def cmd_plan(a) -> int:
+    cfg = plan_config(a)
+    shape = shape_from_config(a.config, name=a.model) if a.config else None
+    p = plan(cfg, shape)
+    if a.json:
+        print(json.dumps(p.as_dict(), indent=2))
+        return 0
+    print(plan_table(p))
     return 0

