@@ -104,6 +104,9 @@ def _projector(cc: CompareContext, dim: int, device) -> RademacherProjector:
     return cc.cache["less_projector"]
 
 
+VAL_CHUNK_BYTES = 1 << 30  # validation gradients read at a time (N_v x D at 7B would be 100-200 GB)
+
+
 def _val_features(cc: CompareContext, e: int, ckpt: Path, own: bool, key: str, walls: dict) -> tuple[np.ndarray, int]:
     """Normalised projected plain validation gradients (stored; recomputed only when missing)."""
     run, store = cc.run, cc.run.store
@@ -118,8 +121,8 @@ def _val_features(cc: CompareContext, e: int, ckpt: Path, own: bool, key: str, w
         walls["val_features"] += entry["wall_s"]
         return load_npy(store.path(rel), np.float32, ndim=2), entry["dim"]
     t0 = time.time()
-    if own:  # the run's stored plain gradients at its own checkpoints
-        G = load_npy(run.paths.val_grads(e), np.float32, ndim=2)
+    if own:  # the run's stored plain gradients at its own checkpoints, read in row chunks from the file
+        G = load_npy(run.paths.val_grads(e), np.float32, ndim=2, mmap=True)
         device = run.tokenizer_and_model()[1].device
     else:
         engine, _ = _engine(cc, e, ckpt, own)
@@ -127,7 +130,10 @@ def _val_features(cc: CompareContext, e: int, ckpt: Path, own: bool, key: str, w
         device = engine.device
     t_grads = time.time() - t0 if not own else 0.0
     t1 = time.time()
-    V = unit_rows(_projector(cc, G.shape[1], device).project(torch.from_numpy(G))).cpu().numpy()
+    projector = _projector(cc, G.shape[1], device)
+    rows = max(1, VAL_CHUNK_BYTES // (4 * G.shape[1]))  # one chunk for a small model: R's blocks are made once
+    V = unit_rows(torch.cat([projector.project(torch.from_numpy(np.ascontiguousarray(G[s:s + rows])))
+                             for s in range(0, G.shape[0], rows)])).cpu().numpy()
     save_npy(store.path(rel), V, np.float32)  # float32 here and on every rerun (N_v x d: small)
     walls["val_grads"] += t_grads
     walls["val_features"] += time.time() - t1
