@@ -261,7 +261,6 @@ def bergson_data(s: Setup) -> Dataset:
 def sides(a, s: Setup, work: Path) -> dict:
     """Each side as a function of the batches it runs (a warm-up takes the first batch only)."""
     bg, data = load_bergson(), bergson_data(s)
-    logging.disable(logging.INFO)  # Bergson logs each call's module list on stdout
     basis = orthonormal_basis(s.engine.dim, a.rank)
 
     def with_batches(fn):
@@ -437,6 +436,15 @@ def add_memory(a) -> int:
 
 
 def main(argv=None) -> int:
+    before = logging.root.manager.disable
+    logging.disable(logging.INFO)  # Bergson logs each call's module list on stdout
+    try:
+        return _main(argv)
+    finally:  # a caller in the same process (the tests, a notebook) gets its logging back
+        logging.disable(before)
+
+
+def _main(argv=None) -> int:
     a = parse(argv)
     try:
         rows_file = check(a)

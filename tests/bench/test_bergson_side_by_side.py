@@ -5,7 +5,6 @@ param_blocks and its per-module gradients are reassembled in param_blocks order;
 agree with a naive computation."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from argparse import Namespace
@@ -13,17 +12,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from repo import ROOT
+from repo import load_bench
 
 torch = pytest.importorskip("torch")
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bergson_side_by_side", ROOT / "bench" / "bergson_side_by_side.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclass looks its module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("bergson_side_by_side")
 
 
 def test_missing_bergson_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
@@ -129,3 +124,11 @@ def test_a_child_reports_the_peak_memory_its_side_adds(micro_model_dir, micro_co
     assert bench.main([*argv, "--child", "train_step"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["side"] == "train_step" and 0.95 * big <= line["peak"] - line["before"] < 1.5 * big
+
+
+def test_a_run_leaves_the_callers_logging_as_it_was(micro_model_dir, micro_corpus, capsys, monkeypatch):
+    """The script silences logging below WARNING while it runs (Bergson prints each call's module list); the
+    process it ran in (here the test suite, where a later CLI test reads gist_core's INFO notes) gets it back."""
+    import logging
+    test_a_child_reports_the_peak_memory_its_side_adds(micro_model_dir, micro_corpus, capsys, monkeypatch)
+    assert logging.root.manager.disable == logging.NOTSET
