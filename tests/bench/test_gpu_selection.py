@@ -3,20 +3,16 @@ cannot rot: bad input stops before any work; every figure of the report is read 
 manifests and equals a sum or maximum taken here independently; a --report-only rerun rebuilds the same report."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from repo import ROOT
+from repo import load_bench
 
 pytestmark = pytest.mark.slow
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("gpu_selection", ROOT / "bench" / "gpu_selection.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("gpu_selection")
 
 
 @pytest.mark.parametrize("argv, says", [

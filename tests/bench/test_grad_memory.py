@@ -3,20 +3,16 @@ cannot rot: every side's worker runs in its own process on the same batch and re
 it started from (the micro model is too small for the sides' peaks to be told apart)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from repo import ROOT
+from repo import load_bench
 
 pytestmark = pytest.mark.slow
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("grad_memory", ROOT / "bench" / "grad_memory.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("grad_memory")
 
 
 def test_report_has_every_side_and_size(micro_model_dir, micro_corpus, tmp_path):

@@ -2,22 +2,18 @@
 measured and consistent (needs chromium and playwright: skipped without them, failed with GIST_LAB_REQUIRE_BROWSER=1)."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
 import browser_kit
 import pytest
-from repo import ROOT
+from repo import ROOT, load_bench
 
 BENCH = ROOT / "bench" / "map_browser.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("map_browser", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("map_browser")
 
 
 def test_help_says_what_it_measures_and_bad_sizes_exit_2():

@@ -3,22 +3,18 @@ comes from the compare runs it names, the pool-only stages and the shared select
 a rerun recomputes nothing and rebuilds the same report."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
 import pytest
 from conftest import write_jsonl
-from repo import ROOT
+from repo import load_bench
 
 ROWS = "gist,gist_paper,less,rawcos,rds_examples,random,full"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("real_data", ROOT / "bench" / "real_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("real_data")
 
 
 @pytest.fixture(scope="module")
