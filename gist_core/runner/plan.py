@@ -31,6 +31,7 @@ LOGITS_BUDGET_BYTES = 3 * GiB          # per_example.LOGITS_BUDGET_BYTES
 LOGIT_COPIES = 3                       # float32 logits, their log-softmax and their gradient
 WARMUP_LOSS_CHUNK = 256                # training.chunked_causal_lm_loss: labelled positions per output projection
 LESS_BLOCK_ROWS = 4096                 # less.features.BLOCK_ROWS
+LESS_VAL_CHUNK_BYTES = 1 << 30         # less.stages.VAL_CHUNK_BYTES: validation gradients read at a time
 SUBSPACE_CHUNK = 1 << 20               # subspace.gram's column chunk (float64 copies)
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -365,7 +366,9 @@ def _less_r(m: _Model) -> Term:
 
 def _less_val(m: _Model) -> Stage:
     c, D = m.cfg, m.D
-    terms = m.base_terms() + [Term("validation gradients", c.val * D * 4, "host", "val_grads.npy read whole"),
+    rows = max(1, LESS_VAL_CHUNK_BYTES // (4 * D))  # methods/less/stages.py reads val_grads.npy in row chunks
+    terms = m.base_terms() + [Term("validation gradients", min(c.val, rows) * D * 4, "host",
+                                   f"val_grads.npy read {min(c.val, rows)} rows at a time"),
                               _less_r(m), Term("projected", c.val * c.less_dim * 4 * 2, m.acc, "")]
     flops = 2 * c.val * D * c.less_dim * c.less_checkpoints
     return _stage(m, "less", "val features", terms, flops, {"val features": c.val * c.less_dim * 4 * c.less_checkpoints},

@@ -154,3 +154,14 @@ def test_predictions_within_25_percent_of_the_recorded_peaks():
         p = plan(PlanConfig(**r["config"]))
         ratio = p.stage(r["stage"]).peak() / r["measured_peak_rss_bytes"]
         assert 0.75 <= ratio <= 1.25, f"{r['run']} {r['stage']}: predicted / measured = {ratio:.2f}"
+
+
+def test_mirrored_constants_equal_the_code_they_model():
+    """plan.py imports no torch, so it repeats a few of the engine's and LESS's sizes: they must not drift."""
+    from gist_core.grads import per_example  # lazy: collecting the tests must not wait for torch
+    from gist_core.methods.less import features, stages  # lazy: as above
+    from gist_core.runner import plan as model  # lazy: `plan` here is the function
+    assert model.FLAT_BUDGET_BYTES == per_example.FLAT_BUDGET_BYTES
+    assert model.LOGITS_BUDGET_BYTES == per_example.LOGITS_BUDGET_BYTES
+    assert model.LESS_BLOCK_ROWS == features.BLOCK_ROWS
+    assert model.LESS_VAL_CHUNK_BYTES == stages.VAL_CHUNK_BYTES
