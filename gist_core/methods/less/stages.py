@@ -132,7 +132,7 @@ def _val_features(cc: CompareContext, e: int, ckpt: Path, own: bool, key: str, w
     t1 = time.time()
     projector = _projector(cc, G.shape[1], device)
     rows = max(1, VAL_CHUNK_BYTES // (4 * G.shape[1]))  # one chunk for a small model: R's blocks are made once
-    V = unit_rows(torch.cat([projector.project(torch.from_numpy(np.ascontiguousarray(G[s:s + rows])))
+    V = unit_rows(torch.cat([projector.project(torch.from_numpy(np.array(G[s:s + rows])))  # a copy: G is read-only
                              for s in range(0, G.shape[0], rows)])).cpu().numpy()
     save_npy(store.path(rel), V, np.float32)  # float32 here and on every rerun (N_v x d: small)
     walls["val_grads"] += t_grads
